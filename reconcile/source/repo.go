@@ -1,0 +1,68 @@
+package source
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+)
+
+// Commit is a resolved commit and its policy tree.
+type Commit struct {
+	Hash    string
+	Author  string
+	Subject string
+	Tree    *TreeFS
+}
+
+// ErrUnknownRevision is returned when a revision names no commit.
+var ErrUnknownRevision = errors.New("unknown revision")
+
+// OpenRepository opens the git repository at dir (a worktree, any directory
+// inside one, or a bare repository).
+func OpenRepository(dir string) (*git.Repository, error) {
+	repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true})
+	if err != nil {
+		return nil, fmt.Errorf("open git repository %s: %w", dir, err)
+	}
+	return repo, nil
+}
+
+// ReadCommit resolves rev (a branch, tag, sha or any revision git accepts
+// that go-git understands) and returns the tree under subdir ("" or "." for the
+// root) read straight from the object store.
+func ReadCommit(repo *git.Repository, rev, subdir string) (*Commit, error) {
+	h, err := repo.ResolveRevision(plumbing.Revision(rev))
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %v", ErrUnknownRevision, rev, err)
+	}
+	c, err := repo.CommitObject(*h)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %v", ErrUnknownRevision, rev, err)
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("read tree of %s: %w", c.Hash, err)
+	}
+	sub := strings.Trim(path.Clean("/"+subdir), "/")
+	if sub != "" {
+		tree, err = tree.Tree(sub)
+		if errors.Is(err, object.ErrDirectoryNotFound) {
+			return nil, fmt.Errorf("commit %s has no directory %q", c.Hash.String()[:12], sub)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %q of %s: %w", sub, c.Hash, err)
+		}
+	}
+	subject, _, _ := strings.Cut(c.Message, "\n")
+	return &Commit{
+		Hash:    c.Hash.String(),
+		Author:  c.Author.Name,
+		Subject: subject,
+		Tree:    NewTreeFS(tree, c.Committer.When),
+	}, nil
+}

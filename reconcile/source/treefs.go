@@ -1,0 +1,318 @@
+// Package source reads policy trees out of git: a commit's tree straight from
+// the object store, without a worktree checkout, as an io/fs.FS that the
+// schema loader reads like a directory.
+package source
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+)
+
+// TreeFS is a git tree as a read-only fs.FS. It implements fs.ReadDirFS,
+// fs.StatFS and fs.ReadLinkFS. Symbolic links are resolved only within the
+// tree: a link that leaves it fails with fs.ErrPermission. Submodules appear as
+// irregular files. A TreeFS is safe for concurrent use: access to the object
+// store is serialised, and file contents are read when first read, so a Stat
+// (which reads only the object header) can refuse a huge blob unread.
+type TreeFS struct {
+	mu   sync.Mutex
+	root *object.Tree
+	when time.Time
+}
+
+var (
+	_ fs.ReadDirFS  = (*TreeFS)(nil)
+	_ fs.StatFS     = (*TreeFS)(nil)
+	_ fs.ReadLinkFS = (*TreeFS)(nil)
+)
+
+// NewTreeFS returns the tree as a file system; modTime is reported for every
+// entry (the commit time is a good choice).
+func NewTreeFS(root *object.Tree, modTime time.Time) *TreeFS {
+	return &TreeFS{root: root, when: modTime}
+}
+
+// maxLinkHops bounds symbolic-link chains, as the kernel does.
+const maxLinkHops = 40
+
+// node is a resolved tree entry.
+type node struct {
+	name string
+	mode filemode.FileMode
+	tree *object.Tree // for directories
+	file *object.File // for files and links
+	size int64
+}
+
+// lookup finds name without following a final symbolic link; callers hold mu.
+func (t *TreeFS) lookup(op, name string) (*node, error) {
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
+	}
+	if name == "." {
+		return &node{name: ".", mode: filemode.Dir, tree: t.root}, nil
+	}
+	entry, err := t.root.FindEntry(name)
+	if err != nil {
+		return nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrNotExist}
+	}
+	n := &node{name: path.Base(name), mode: entry.Mode}
+	switch entry.Mode {
+	case filemode.Dir:
+		n.tree, err = t.root.Tree(name)
+	case filemode.Submodule:
+		// A commit of another repository: nothing to read here.
+	default:
+		n.file, err = t.root.TreeEntryFile(entry)
+		if err == nil {
+			n.size = n.file.Size
+		}
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: op, Path: name, Err: err}
+	}
+	return n, nil
+}
+
+// follow resolves name, following symbolic links within the tree.
+func (t *TreeFS) follow(op, name string) (*node, error) {
+	cur := name
+	for range maxLinkHops {
+		n, err := t.lookup(op, cur)
+		if err != nil {
+			return nil, err
+		}
+		if n.mode != filemode.Symlink {
+			return n, nil
+		}
+		target, err := readAll(n.file)
+		if err != nil {
+			return nil, &fs.PathError{Op: op, Path: name, Err: err}
+		}
+		next, ok := resolveWithin(cur, string(target))
+		if !ok {
+			return nil, &fs.PathError{Op: op, Path: name, Err: fmt.Errorf("symbolic link to %q leaves the tree: %w", target, fs.ErrPermission)}
+		}
+		cur = next
+	}
+	return nil, &fs.PathError{Op: op, Path: name, Err: errors.New("too many levels of symbolic links")}
+}
+
+// resolveWithin joins a link target to the link's directory and reports
+// whether the result stays inside the tree.
+func resolveWithin(link, target string) (string, bool) {
+	if strings.HasPrefix(target, "/") {
+		return "", false
+	}
+	p := path.Join(path.Dir(link), target)
+	if p == ".." || strings.HasPrefix(p, "../") {
+		return "", false
+	}
+	return p, true
+}
+
+func readAll(f *object.File) ([]byte, error) {
+	r, err := f.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+// Open opens a file or directory, following symbolic links within the tree.
+func (t *TreeFS) Open(name string) (fs.File, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.follow("open", name)
+	if err != nil {
+		return nil, err
+	}
+	if n.mode == filemode.Dir {
+		entries, err := t.entries(n.tree)
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		}
+		return &dirFile{info: t.info(n), entries: entries}, nil
+	}
+	if n.mode == filemode.Submodule {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("is a git submodule")}
+	}
+	return &blobFile{fs: t, info: t.info(n), obj: n.file}, nil
+}
+
+// ReadDir lists a directory, sorted by name.
+func (t *TreeFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.follow("readdir", name)
+	if err != nil {
+		return nil, err
+	}
+	if n.mode != filemode.Dir {
+		return nil, &fs.PathError{Op: "readdir", Path: name, Err: errors.New("not a directory")}
+	}
+	entries, err := t.entries(n.tree)
+	if err != nil {
+		return nil, &fs.PathError{Op: "readdir", Path: name, Err: err}
+	}
+	return entries, nil
+}
+
+// Stat describes name, following symbolic links within the tree.
+func (t *TreeFS) Stat(name string) (fs.FileInfo, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.follow("stat", name)
+	if err != nil {
+		return nil, err
+	}
+	return t.info(n), nil
+}
+
+// Lstat describes name without following a final symbolic link.
+func (t *TreeFS) Lstat(name string) (fs.FileInfo, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.lookup("lstat", name)
+	if err != nil {
+		return nil, err
+	}
+	return t.info(n), nil
+}
+
+// ReadLink returns the target of a symbolic link as stored in git.
+func (t *TreeFS) ReadLink(name string) (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.lookup("readlink", name)
+	if err != nil {
+		return "", err
+	}
+	if n.mode != filemode.Symlink {
+		return "", &fs.PathError{Op: "readlink", Path: name, Err: fs.ErrInvalid}
+	}
+	b, err := readAll(n.file)
+	if err != nil {
+		return "", &fs.PathError{Op: "readlink", Path: name, Err: err}
+	}
+	return string(b), nil
+}
+
+func (t *TreeFS) entries(tree *object.Tree) ([]fs.DirEntry, error) {
+	out := make([]fs.DirEntry, 0, len(tree.Entries))
+	for _, e := range tree.Entries {
+		out = append(out, dirEntry{info: &fileInfo{name: e.Name, mode: goMode(e.Mode), when: t.when}})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out, nil
+}
+
+func (t *TreeFS) info(n *node) *fileInfo {
+	return &fileInfo{name: n.name, mode: goMode(n.mode), size: n.size, when: t.when}
+}
+
+func goMode(m filemode.FileMode) fs.FileMode {
+	switch m {
+	case filemode.Dir:
+		return fs.ModeDir | 0o555
+	case filemode.Symlink:
+		return fs.ModeSymlink | 0o777
+	case filemode.Submodule:
+		return fs.ModeIrregular
+	case filemode.Executable:
+		return 0o555
+	default:
+		return 0o444
+	}
+}
+
+type fileInfo struct {
+	name string
+	mode fs.FileMode
+	size int64
+	when time.Time
+}
+
+func (i *fileInfo) Name() string       { return i.name }
+func (i *fileInfo) Size() int64        { return i.size }
+func (i *fileInfo) Mode() fs.FileMode  { return i.mode }
+func (i *fileInfo) ModTime() time.Time { return i.when }
+func (i *fileInfo) IsDir() bool        { return i.mode.IsDir() }
+func (i *fileInfo) Sys() any           { return nil }
+
+type dirEntry struct{ info *fileInfo }
+
+func (d dirEntry) Name() string               { return d.info.name }
+func (d dirEntry) IsDir() bool                { return d.info.IsDir() }
+func (d dirEntry) Type() fs.FileMode          { return d.info.mode.Type() }
+func (d dirEntry) Info() (fs.FileInfo, error) { return d.info, nil }
+
+// blobFile reads its content from the object store on first Read.
+type blobFile struct {
+	fs     *TreeFS
+	info   *fileInfo
+	obj    *object.File
+	r      *bytes.Reader
+	closed bool
+}
+
+func (f *blobFile) Stat() (fs.FileInfo, error) { return f.info, nil }
+
+func (f *blobFile) Read(p []byte) (int, error) {
+	if f.closed {
+		return 0, fs.ErrClosed
+	}
+	if f.r == nil {
+		f.fs.mu.Lock()
+		b, err := readAll(f.obj)
+		f.fs.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		f.r = bytes.NewReader(b)
+	}
+	return f.r.Read(p)
+}
+
+func (f *blobFile) Close() error { f.closed = true; return nil }
+
+type dirFile struct {
+	info    *fileInfo
+	entries []fs.DirEntry
+	off     int
+}
+
+func (d *dirFile) Stat() (fs.FileInfo, error) { return d.info, nil }
+func (d *dirFile) Read([]byte) (int, error) {
+	return 0, &fs.PathError{Op: "read", Path: d.info.name, Err: errors.New("is a directory")}
+}
+func (d *dirFile) Close() error { return nil }
+
+// ReadDir implements fs.ReadDirFile.
+func (d *dirFile) ReadDir(n int) ([]fs.DirEntry, error) {
+	rest := d.entries[d.off:]
+	if n <= 0 {
+		d.off = len(d.entries)
+		return rest, nil
+	}
+	if len(rest) == 0 {
+		return nil, io.EOF
+	}
+	if n > len(rest) {
+		n = len(rest)
+	}
+	d.off += n
+	return rest[:n], nil
+}

@@ -1,0 +1,192 @@
+package schema
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Severity of a finding: errors make a tree invalid, warnings do not.
+type Severity string
+
+// Severities.
+const (
+	SeverityError   Severity = "error"
+	SeverityWarning Severity = "warning"
+)
+
+// Stable finding codes. Tools and tests match on these, so they never change
+// meaning; new checks get new codes.
+const (
+	// Reading and parsing.
+	CodeFileTooLarge  = "file-too-large"
+	CodeTooManyFiles  = "too-many-files"
+	CodeBinaryFile    = "binary-file"
+	CodeNotUTF8       = "not-utf8"
+	CodeUnreadable    = "unreadable-file"
+	CodeSymlinkEscape = "symlink-escape"
+	CodeNotRegular    = "not-regular-file"
+	CodeYAMLSyntax    = "yaml-syntax"
+	CodeDuplicateKey  = "duplicate-key"
+	CodeTooDeep       = "too-deep"
+	CodeTooLarge      = "document-too-large"
+	CodeNotMapping    = "not-a-mapping"
+	CodeComplexKey    = "complex-key"
+	CodeBadScalar     = "invalid-scalar"
+
+	// Schema.
+	CodeMissingType  = "missing-type"
+	CodeUnknownType  = "unknown-type"
+	CodeUnknownField = "unknown-field"
+	CodeMissingField = "missing-field"
+	CodeWrongType    = "wrong-type"
+	CodeInvalidValue = "invalid-value"
+	CodeOutOfRange   = "out-of-range"
+	CodeTooFewItems  = "too-few-items"
+	CodeSchema       = "schema"
+
+	// Rules within one resource.
+	CodeInvalidName      = "invalid-name"
+	CodeInvalidInterface = "invalid-interface"
+	CodeInvalidAddress   = "invalid-address"
+	CodeMixedForms       = "mixed-forms"
+	CodeMissingAddress   = "missing-address"
+	CodeMissingPort      = "missing-port"
+	CodeMissingService   = "missing-service"
+	CodeConflictingTag   = "conflicting-tag"
+	CodeInvalidTag       = "invalid-tag"
+	CodeInvalidProtocol  = "invalid-protocol"
+	CodeUnknownBackend   = "unknown-backend"
+	CodeDuplicateBackend = "duplicate-backend"
+	CodeInvalidBackend   = "invalid-backend"
+	CodeConflictingCA    = "conflicting-ca"
+	CodeMissingRules     = "missing-rules"
+
+	// Rules across resources.
+	CodeUnknownMesh       = "unknown-mesh"
+	CodeDuplicate         = "duplicate-resource"
+	CodePortConflict      = "port-conflict"
+	CodeEndpointConflict  = "endpoint-conflict"
+	CodeNoEffect          = "no-effect"        // warning
+	CodeUnknownService    = "unknown-service"  // warning
+	CodeIgnoredFile       = "ignored-file"     // warning
+	CodeTranslationFailed = "translation-error" // a translator or proto rule rejects the set
+)
+
+// Finding is one problem found in a tree, modelled on fs.PathError: what,
+// where and why, in a form both people and tools can act on.
+type Finding struct {
+	Severity Severity
+	File     string // slash-separated, relative to the loaded root
+	Document int    // 1-based YAML document index within File; 0 when not about one document
+	Line     int    // 1-based; 0 when unknown
+	Column   int    // 1-based; 0 when unknown
+	Pointer  string // JSON pointer within the document ("" for the whole document)
+	Code     string
+	Message  string
+	Hint     string // what to do about it; may be empty
+}
+
+// Error formats the finding as "file:line:col: message (code)".
+func (f Finding) Error() string {
+	var b strings.Builder
+	b.WriteString(f.File)
+	if f.Line > 0 {
+		fmt.Fprintf(&b, ":%d", f.Line)
+		if f.Column > 0 {
+			fmt.Fprintf(&b, ":%d", f.Column)
+		}
+	}
+	fmt.Fprintf(&b, ": %s: %s", f.Severity, f.Message)
+	if f.Pointer != "" {
+		fmt.Fprintf(&b, " (at %s)", f.Pointer)
+	}
+	fmt.Fprintf(&b, " [%s]", f.Code)
+	return b.String()
+}
+
+// IsError reports whether the finding makes the tree invalid.
+func (f Finding) IsError() bool { return f.Severity == SeverityError }
+
+// sortFindings orders findings by file, document, line, column, then code.
+func sortFindings(fs []Finding) {
+	sort.SliceStable(fs, func(i, j int) bool {
+		a, b := fs[i], fs[j]
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Document != b.Document {
+			return a.Document < b.Document
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		if a.Column != b.Column {
+			return a.Column < b.Column
+		}
+		if a.Pointer != b.Pointer {
+			return a.Pointer < b.Pointer
+		}
+		return a.Code < b.Code
+	})
+}
+
+// escapePointer escapes one JSON-pointer reference token (RFC 6901).
+func escapePointer(s string) string {
+	if !strings.ContainsAny(s, "~/") {
+		return s
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+func unescapePointer(s string) string {
+	if !strings.Contains(s, "~") {
+		return s
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~1", "/"), "~0", "~")
+}
+
+// suggest returns the candidate closest to s, or "" when none is close enough
+// to be a likely typo.
+func suggest(s string, candidates []string) string {
+	best, bestDist := "", 1<<30
+	ls := strings.ToLower(s)
+	for _, c := range candidates {
+		d := editDistance(ls, strings.ToLower(c))
+		if d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	limit := len(s) / 3
+	if limit < 2 {
+		limit = 2
+	}
+	if bestDist <= limit {
+		return best
+	}
+	return ""
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 1 << 20 // not a typo, and keeps the work bounded
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

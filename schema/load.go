@@ -1,0 +1,469 @@
+package schema
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Options bound what one load may read. The zero value takes the defaults.
+type Options struct {
+	MaxFileBytes int64 // larger files are refused unread; default 8 MiB
+	MaxFiles     int   // YAML files per tree; default 100,000
+	MaxDepth     int   // nesting within a document; default 64
+	MaxNodes     int   // YAML nodes per document, aliases expanded; default 100,000
+	Workers      int   // files parsed at once; default GOMAXPROCS
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxFileBytes <= 0 {
+		o.MaxFileBytes = 8 << 20
+	}
+	if o.MaxFiles <= 0 {
+		o.MaxFiles = 100_000
+	}
+	if o.MaxDepth <= 0 {
+		o.MaxDepth = 64
+	}
+	if o.MaxNodes <= 0 {
+		o.MaxNodes = 100_000
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	return o
+}
+
+// Loader loads trees of policy YAML into validated sets. It compiles the JSON
+// Schemas once; a Loader is safe for concurrent use.
+type Loader struct {
+	opts    Options
+	schemas *compiled
+}
+
+// NewLoader compiles the embedded schemas.
+func NewLoader(opts Options) (*Loader, error) {
+	c, err := compileSchemas()
+	if err != nil {
+		return nil, err
+	}
+	return &Loader{opts: opts.withDefaults(), schemas: c}, nil
+}
+
+// Result is the outcome of loading a tree.
+type Result struct {
+	// Set is the validated, normalised policy set; nil when any finding is an
+	// error. Warnings do not prevent a set.
+	Set       *Set
+	Files     int // YAML files read
+	Resources int // resources declared (documents that name a type)
+	// Findings holds every error and warning of the tree, sorted by file,
+	// document and position.
+	Findings []Finding
+}
+
+// Valid reports whether the tree has no errors.
+func (r *Result) Valid() bool {
+	for _, f := range r.Findings {
+		if f.IsError() {
+			return false
+		}
+	}
+	return true
+}
+
+// Count returns the number of errors and warnings.
+func (r *Result) Count() (errs, warnings int) {
+	for _, f := range r.Findings {
+		if f.IsError() {
+			errs++
+		} else {
+			warnings++
+		}
+	}
+	return errs, warnings
+}
+
+// entry is one decoded resource with what later checks need to point at it.
+type entry struct {
+	typ, mesh, name string
+	file            string
+	doc             *document
+	m               *Mesh
+	dp              *Dataplane
+	tp              *TrafficPermission
+	ruleBases       []string // per TrafficPermission rule: pointer prefix
+}
+
+func (e *entry) finding(sev Severity, ptr, code, msg, hint string) Finding {
+	n := nodeAt(e.doc.root, ptr)
+	return Finding{Severity: sev, File: e.file, Document: e.doc.index, Line: n.Line, Column: n.Column,
+		Pointer: ptr, Code: code, Message: msg, Hint: hint}
+}
+
+func (e *entry) origin() Origin {
+	return Origin{File: e.file, Document: e.doc.index, Line: e.doc.root.Line, Column: e.doc.root.Column}
+}
+
+// fileResult is what one file contributes.
+type fileResult struct {
+	entries  []*entry
+	findings []Finding
+}
+
+// Tree is one root to load: a directory, a git commit's tree, or a single
+// file of one.
+type Tree struct {
+	FS fs.FS
+	// Prefix is joined in front of every file name in findings and origins
+	// (e.g. the directory a user named); "" keeps names relative to FS.
+	Prefix string
+	// Files, when set, lists the only files to read (a user named them);
+	// otherwise the whole tree is walked.
+	Files []string
+}
+
+// Load reads every *.yaml and *.yml file under fsys (recursively; hidden files
+// and directories skipped), validates each document against its schema and
+// rules, then checks the resources against each other. Every problem of the
+// tree is reported in one pass. The returned error is for I/O failures of the
+// tree's root only; problems with individual files are findings.
+//
+// Symbolic links are followed only when fsys implements fs.ReadLinkFS and the
+// link resolves inside fsys; a link out of the tree is an error.
+func (l *Loader) Load(fsys fs.FS) (*Result, error) {
+	return l.LoadTrees([]Tree{{FS: fsys}})
+}
+
+// LoadTrees loads several trees as one policy set, as Load does for one.
+func (l *Loader) LoadTrees(trees []Tree) (*Result, error) {
+	var files []file
+	var findings []Finding
+	for _, t := range trees {
+		fs, fnd, err := l.walk(t)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, fs...)
+		findings = append(findings, fnd...)
+	}
+	results := make([]fileResult, len(files))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(l.opts.Workers, max(len(files), 1)) {
+		wg.Go(func() {
+			for i := range next {
+				results[i] = l.loadFile(files[i])
+			}
+		})
+	}
+	for i := range files {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
+	res := &Result{Files: len(files)}
+	var entries []*entry
+	for _, r := range results {
+		entries = append(entries, r.entries...)
+		findings = append(findings, r.findings...)
+	}
+	res.Resources = len(entries)
+	set, crossFindings := crossCheck(entries)
+	findings = append(findings, crossFindings...)
+	sortFindings(findings)
+	res.Findings = findings
+	if res.Valid() {
+		res.Set = set
+	}
+	return res, nil
+}
+
+// file is a YAML file to read: the name findings give it, and the path in
+// fsys that holds its bytes (different when name is a symbolic link).
+type file struct {
+	fsys         fs.FS
+	name, target string
+}
+
+func isYAML(name string) bool {
+	ext := strings.ToLower(path.Ext(name))
+	return ext == ".yaml" || ext == ".yml"
+}
+
+func (l *Loader) walk(t Tree) ([]file, []Finding, error) {
+	var files []file
+	var findings []Finding
+	display := func(p string) string { return path.Join(t.Prefix, p) }
+	warn := func(sev Severity, p, code, msg, hint string) {
+		findings = append(findings, Finding{Severity: sev, File: display(p), Code: code, Message: msg, Hint: hint})
+	}
+	visit := func(p string, typ fs.FileMode) {
+		switch {
+		case typ.IsRegular():
+			files = append(files, file{fsys: t.FS, name: display(p), target: p})
+		case typ&fs.ModeSymlink != 0:
+			target, f := resolveLink(t.FS, p)
+			if f != nil {
+				f.File = display(p)
+				findings = append(findings, *f)
+				return
+			}
+			files = append(files, file{fsys: t.FS, name: display(p), target: target})
+		case typ.IsDir():
+			warn(SeverityError, p, CodeNotRegular, "is a directory", "")
+		default:
+			warn(SeverityWarning, p, CodeNotRegular, "not a regular file (a git submodule or a device?); skipped", "")
+		}
+	}
+	if t.Files != nil {
+		for _, p := range t.Files {
+			info, err := lstat(t.FS, p)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read %s: %w", display(p), err)
+			}
+			visit(p, info.Mode().Type())
+		}
+		return files, findings, nil
+	}
+	err := fs.WalkDir(t.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == "." {
+				return err
+			}
+			warn(SeverityError, p, CodeUnreadable, fmt.Sprintf("cannot read: %v", unwrapPathError(err)), "")
+			return nil
+		}
+		if p != "." && strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() || !isYAML(p) {
+			return nil
+		}
+		if len(files) >= l.opts.MaxFiles {
+			warn(SeverityError, p, CodeTooManyFiles, fmt.Sprintf("the tree has more than %d YAML files; the rest were not read", l.opts.MaxFiles),
+				"point the policy path at the directory that holds the policies")
+			return fs.SkipAll
+		}
+		visit(p, d.Type())
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read policy tree: %w", err)
+	}
+	return files, findings, nil
+}
+
+// lstat is fs.Lstat where the FS has it, fs.Stat otherwise.
+func lstat(fsys fs.FS, name string) (fs.FileInfo, error) {
+	if rl, ok := fsys.(fs.ReadLinkFS); ok {
+		return rl.Lstat(name)
+	}
+	return fs.Stat(fsys, name)
+}
+
+// maxLinkHops bounds symbolic-link chains, as the kernel does.
+const maxLinkHops = 40
+
+// resolveLink follows a symbolic link within fsys and returns the path of the
+// regular file it names, or a finding when it leaves the tree, dangles, loops
+// or names something else.
+func resolveLink(fsys fs.FS, name string) (string, *Finding) {
+	bad := func(code, msg, hint string) (string, *Finding) {
+		return "", &Finding{Severity: SeverityError, File: name, Code: code, Message: msg, Hint: hint}
+	}
+	rl, ok := fsys.(fs.ReadLinkFS)
+	if !ok {
+		return bad(CodeNotRegular, "symbolic link, and this tree cannot resolve links", "replace the link with the file it points to")
+	}
+	cur := name
+	for range maxLinkHops {
+		target, err := rl.ReadLink(cur)
+		if err != nil {
+			return bad(CodeUnreadable, fmt.Sprintf("cannot read symbolic link: %v", unwrapPathError(err)), "")
+		}
+		if path.IsAbs(target) || strings.HasPrefix(target, "/") {
+			return bad(CodeSymlinkEscape, fmt.Sprintf("symbolic link to %q points outside the policy tree", target),
+				"links may only point at files inside the tree; gitmesh never follows them out")
+		}
+		next := path.Join(path.Dir(cur), target)
+		if next == ".." || strings.HasPrefix(next, "../") {
+			return bad(CodeSymlinkEscape, fmt.Sprintf("symbolic link to %q points outside the policy tree", target),
+				"links may only point at files inside the tree; gitmesh never follows them out")
+		}
+		info, err := rl.Lstat(next)
+		if err != nil {
+			return bad(CodeUnreadable, fmt.Sprintf("symbolic link to %q does not resolve: %v", target, unwrapPathError(err)), "")
+		}
+		switch {
+		case info.Mode().IsRegular():
+			return next, nil
+		case info.Mode()&fs.ModeSymlink != 0:
+			cur = next
+		default:
+			return bad(CodeNotRegular, fmt.Sprintf("symbolic link to %q does not name a regular file", target), "")
+		}
+	}
+	return bad(CodeUnreadable, "too many levels of symbolic links", "")
+}
+
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// readBounded reads a file, refusing it unread when it is larger than max.
+func readBounded(fsys fs.FS, name string, max int64) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if info, err := f.Stat(); err == nil && info.Size() > max {
+		return nil, errTooLarge
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, errTooLarge
+	}
+	return data, nil
+}
+
+var errTooLarge = errors.New("file too large")
+
+func (l *Loader) loadFile(f file) fileResult {
+	data, err := readBounded(f.fsys, f.target, l.opts.MaxFileBytes)
+	if err != nil {
+		fnd := Finding{Severity: SeverityError, File: f.name, Code: CodeUnreadable, Message: fmt.Sprintf("cannot read: %v", unwrapPathError(err))}
+		if errors.Is(err, errTooLarge) {
+			fnd.Code = CodeFileTooLarge
+			fnd.Message = fmt.Sprintf("file is larger than %d bytes; it was not read", l.opts.MaxFileBytes)
+			fnd.Hint = "split it into smaller files, or raise the limit"
+		}
+		return fileResult{findings: []Finding{fnd}}
+	}
+	docs, findings := parseFile(f.name, data, parseLimits{maxDepth: l.opts.MaxDepth, maxNodes: l.opts.MaxNodes})
+	out := fileResult{findings: findings}
+	for _, doc := range docs {
+		e, fs := l.loadDocument(f.name, doc)
+		out.findings = append(out.findings, fs...)
+		if e != nil {
+			out.entries = append(out.entries, e)
+		}
+	}
+	return out
+}
+
+// loadDocument validates one document and decodes it into the model. It
+// returns a nil entry when the document does not name a known type.
+func (l *Loader) loadDocument(file string, doc *document) (*entry, []Finding) {
+	e := &entry{file: file, doc: doc}
+	toFindings := func(issues []issue) []Finding {
+		out := make([]Finding, 0, len(issues))
+		for _, is := range issues {
+			out = append(out, e.finding(SeverityError, is.pointer, is.code, is.message, is.hint))
+		}
+		return out
+	}
+	rawType, present := doc.value["type"]
+	typ, _ := rawType.(string)
+	if _, known := schemaFileOf[typ]; !known {
+		if !present {
+			return nil, toFindings([]issue{{code: CodeMissingType, message: "document has no `type`",
+				hint: "start each resource with `type: " + strings.Join(resourceTypes, "|") + "`"}})
+		}
+		hint := "gitmesh reads " + strings.Join(resourceTypes, ", ")
+		if s := suggest(typ, resourceTypes); s != "" {
+			hint = fmt.Sprintf("did you mean %q?", s)
+		}
+		return nil, toFindings([]issue{{pointer: "/type", code: CodeUnknownType,
+			message: fmt.Sprintf("unknown resource type %v", quoteValue(rawType)), hint: hint}})
+	}
+	e.typ = typ
+	schemaIssues := l.schemas.validate(typ, doc.value)
+	var issues []issue
+	switch typ {
+	case TypeMesh:
+		e.m, issues = decodeMesh(doc.value)
+		e.m.Origin = e.origin()
+		e.name, e.mesh = e.m.Name, e.m.Name
+	case TypeDataplane:
+		e.dp, issues = decodeDataplane(doc.value)
+		e.dp.Origin = e.origin()
+		e.name, e.mesh = e.dp.Name, e.dp.Mesh
+	case TypeTrafficPermission:
+		e.tp, e.ruleBases, issues = decodeTrafficPermission(doc.value)
+		e.tp.Origin = e.origin()
+		e.name, e.mesh = e.tp.Name, e.tp.Mesh
+	}
+	return e, toFindings(append(schemaIssues, withoutOverlap(issues, schemaIssues)...))
+}
+
+// withoutOverlap drops rule issues about a value the schema already reported
+// (the same field, one inside it, or one containing it), so a wrong value is
+// reported once, by the more precise check.
+func withoutOverlap(rules, schema []issue) []issue {
+	if len(schema) == 0 {
+		return rules
+	}
+	out := rules[:0:0]
+	for _, r := range rules {
+		overlaps := false
+		for _, s := range schema {
+			if within(r.pointer, s.pointer) || within(s.pointer, r.pointer) {
+				overlaps = true
+				break
+			}
+		}
+		if !overlaps {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// within reports whether pointer p is q or inside it.
+func within(p, q string) bool {
+	return p == q || (q != "" && strings.HasPrefix(p, q+"/")) || (q == "" && p == "")
+}
+
+func quoteValue(v any) string {
+	if s, ok := v.(string); ok {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%v (not a string)", v)
+}
+
+// sortEntries orders resources by (mesh, name), then by file position so
+// duplicates are reported against the first declaration.
+func sortEntries(es []*entry) {
+	sort.SliceStable(es, func(i, j int) bool {
+		a, b := es[i], es[j]
+		if a.mesh != b.mesh {
+			return a.mesh < b.mesh
+		}
+		if a.name != b.name {
+			return a.name < b.name
+		}
+		if a.file != b.file {
+			return a.file < b.file
+		}
+		return a.doc.index < b.doc.index
+	})
+}

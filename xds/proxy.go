@@ -1,0 +1,58 @@
+// Package xds turns a validated policy set into the Envoy resources each proxy
+// runs. Translation is a pure, deterministic function of the set and its
+// options: it never logs, touches a cache or reads the clock, so the same input
+// yields byte-identical output.
+package xds
+
+import (
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+)
+
+// Flavor is the kind of data plane a node runs.
+type Flavor string
+
+// The data-plane flavours gitmesh serves.
+const (
+	FlavorEnvoy Flavor = "envoy"
+	FlavorGRPC  Flavor = "grpc"
+)
+
+// SDS secret names a proxy's resources reference when its mesh has mTLS. The
+// snapshot is per proxy, so the names need not be unique across proxies (Kuma
+// uses the same two names).
+const (
+	SecretIdentity = "identity_cert"
+	SecretMeshCA   = "mesh_ca"
+)
+
+// Proxy is everything translation produces for one dataplane.
+//
+// Resources shared by several proxies of a mesh (a service's cluster, its
+// endpoints and routes) are the same proto values in each Proxy: a Proxy and
+// everything it holds are read-only once returned, and safe for concurrent
+// readers.
+type Proxy struct {
+	NodeID    string // <mesh>.<dataplane>
+	Mesh      string
+	Dataplane string
+	Flavor    Flavor
+	// Resources holds the listeners, clusters, routes and endpoints by type
+	// URL (resource.ListenerType, ...), each slice sorted by resource name.
+	// Secrets are not here: they come from the mesh CA and carry their own
+	// version, so a certificate renewal never changes Hash.
+	Resources map[resource.Type][]types.Resource
+	// Identities are the SPIFFE URI SANs the proxy's identity certificate must
+	// carry (spiffe://<mesh>/<service>, one per service of its inbounds), in
+	// sorted order; empty when the mesh has no mTLS.
+	Identities []string
+	// MTLS is true when the proxy's mesh has mTLS: its resources then
+	// reference the SDS secrets SecretIdentity and SecretMeshCA, which the
+	// snapshot must carry next to Resources.
+	MTLS bool
+	// Hash is the hex SHA-256 of the deterministic encoding of Resources:
+	// for each type in a fixed order, its URL and, for each resource, its
+	// name and the SHA-256 of its deterministic proto encoding. Equal
+	// resources give equal hashes, across processes and replicas.
+	Hash string
+}
