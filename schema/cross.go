@@ -102,16 +102,21 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 			endpoints[key] = claim{e, ptr}
 		}
 	}
+	sortedServices := map[string][]string{} // built on the first warning of a mesh
 	serviceNames := func(mesh string) []string {
-		var out []string
+		if out, ok := sortedServices[mesh]; ok {
+			return out
+		}
+		out := make([]string, 0, len(services[mesh]))
 		for s := range services[mesh] {
 			out = append(out, s)
 		}
 		sort.Strings(out)
+		sortedServices[mesh] = out
 		return out
 	}
 	unknownService := func(e *entry, ptr, svc, what string) {
-		if svc == "*" || services[e.mesh][svc] {
+		if svc == "" || svc == "*" || services[e.mesh][svc] { // "": reported as missing-service
 			return
 		}
 		hint := "no dataplane in the mesh has an inbound with this service tag"

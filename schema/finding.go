@@ -67,9 +67,9 @@ const (
 	CodeDuplicate         = "duplicate-resource"
 	CodePortConflict      = "port-conflict"
 	CodeEndpointConflict  = "endpoint-conflict"
-	CodeNoEffect          = "no-effect"        // warning
-	CodeUnknownService    = "unknown-service"  // warning
-	CodeIgnoredFile       = "ignored-file"     // warning
+	CodeNoEffect          = "no-effect"         // warning
+	CodeUnknownService    = "unknown-service"   // warning
+	CodeIgnoredFile       = "ignored-file"      // warning
 	CodeTranslationFailed = "translation-error" // a translator or proto rule rejects the set
 )
 
@@ -149,31 +149,28 @@ func unescapePointer(s string) string {
 // suggest returns the candidate closest to s, or "" when none is close enough
 // to be a likely typo.
 func suggest(s string, candidates []string) string {
-	best, bestDist := "", 1<<30
+	limit := max(len(s)/3, 2)
 	ls := strings.ToLower(s)
+	if len(ls) > 64 {
+		return "" // not a typo, and keeps the work bounded
+	}
+	var rows [2][65]int
+	best, bestDist := "", limit+1
 	for _, c := range candidates {
-		d := editDistance(ls, strings.ToLower(c))
-		if d < bestDist {
+		if d := len(c) - len(s); d > limit || -d > limit || len(c) > 64 {
+			continue
+		}
+		if d := editDistance(ls, strings.ToLower(c), &rows); d < bestDist {
 			best, bestDist = c, d
 		}
 	}
-	limit := len(s) / 3
-	if limit < 2 {
-		limit = 2
-	}
-	if bestDist <= limit {
-		return best
-	}
-	return ""
+	return best
 }
 
-// editDistance is the Levenshtein distance of a and b.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 1 << 20 // not a typo, and keeps the work bounded
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
+// editDistance is the Levenshtein distance of a and b (each at most 64 bytes),
+// computed in the caller's rows.
+func editDistance(a, b string, rows *[2][65]int) int {
+	prev, cur := rows[0][:len(b)+1], rows[1][:len(b)+1]
 	for j := range prev {
 		prev[j] = j
 	}

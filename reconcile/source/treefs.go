@@ -140,11 +140,7 @@ func (t *TreeFS) Open(name string) (fs.File, error) {
 		return nil, err
 	}
 	if n.mode == filemode.Dir {
-		entries, err := t.entries(n.tree)
-		if err != nil {
-			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
-		}
-		return &dirFile{info: t.info(n), entries: entries}, nil
+		return &dirFile{info: t.info(n), entries: t.entries(name, n.tree)}, nil
 	}
 	if n.mode == filemode.Submodule {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("is a git submodule")}
@@ -163,11 +159,7 @@ func (t *TreeFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	if n.mode != filemode.Dir {
 		return nil, &fs.PathError{Op: "readdir", Path: name, Err: errors.New("not a directory")}
 	}
-	entries, err := t.entries(n.tree)
-	if err != nil {
-		return nil, &fs.PathError{Op: "readdir", Path: name, Err: err}
-	}
-	return entries, nil
+	return t.entries(name, n.tree), nil
 }
 
 // Stat describes name, following symbolic links within the tree.
@@ -210,13 +202,15 @@ func (t *TreeFS) ReadLink(name string) (string, error) {
 	return string(b), nil
 }
 
-func (t *TreeFS) entries(tree *object.Tree) ([]fs.DirEntry, error) {
+// entries lists a directory; dir is its path, so an entry can be described
+// in full (its size needs the object header) when asked.
+func (t *TreeFS) entries(dir string, tree *object.Tree) []fs.DirEntry {
 	out := make([]fs.DirEntry, 0, len(tree.Entries))
 	for _, e := range tree.Entries {
-		out = append(out, dirEntry{info: &fileInfo{name: e.Name, mode: goMode(e.Mode), when: t.when}})
+		out = append(out, dirEntry{fs: t, path: path.Join(dir, e.Name), name: e.Name, mode: goMode(e.Mode)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
-	return out, nil
+	return out
 }
 
 func (t *TreeFS) info(n *node) *fileInfo {
@@ -252,12 +246,16 @@ func (i *fileInfo) ModTime() time.Time { return i.when }
 func (i *fileInfo) IsDir() bool        { return i.mode.IsDir() }
 func (i *fileInfo) Sys() any           { return nil }
 
-type dirEntry struct{ info *fileInfo }
+type dirEntry struct {
+	fs         *TreeFS
+	path, name string
+	mode       fs.FileMode
+}
 
-func (d dirEntry) Name() string               { return d.info.name }
-func (d dirEntry) IsDir() bool                { return d.info.IsDir() }
-func (d dirEntry) Type() fs.FileMode          { return d.info.mode.Type() }
-func (d dirEntry) Info() (fs.FileInfo, error) { return d.info, nil }
+func (d dirEntry) Name() string               { return d.name }
+func (d dirEntry) IsDir() bool                { return d.mode.IsDir() }
+func (d dirEntry) Type() fs.FileMode          { return d.mode.Type() }
+func (d dirEntry) Info() (fs.FileInfo, error) { return d.fs.Lstat(d.path) }
 
 // blobFile reads its content from the object store on first Read.
 type blobFile struct {
