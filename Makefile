@@ -1,11 +1,12 @@
 # gitmesh — the two commands a new user needs are `make run` and `make test`.
 
+SHELL       := /bin/bash
 GO          ?= go
 BIN         := bin/gitmesh
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        := ./...
 
-.PHONY: all build run test lint fmt bench fuzz clean
+.PHONY: all build run test lint fmt bench bench-ajv fuzz clean
 
 all: build
 
@@ -32,6 +33,18 @@ fmt:
 # Speed figures: every benchmark of the module (see README for the numbers).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m $(PKGS)
+
+# The validation benchmark's tree, one resource per file, through ajv-cli (npm)
+# against the same JSON Schemas, and through gitmesh validate.
+bench-ajv: build
+	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	$(GO) test ./schema -run TestWriteBenchTree -benchtree "$$d/tree" -benchtree-single >/dev/null; \
+	npm install --prefix "$$d/npm" --silent --no-audit --no-fund ajv-cli@5 >/dev/null; \
+	ajv="$$d/npm/node_modules/.bin/ajv"; s=schema/schemas; \
+	echo "ajv-cli, $$(ls -R "$$d/tree" | grep -c yaml) files:"; \
+	time (for t in dataplane trafficpermission mesh; do \
+	  "$$ajv" validate --spec=draft2020 -s $$s/$$t.json -r $$s/common.json -d "$$d/tree/$$t/*.yaml" >/dev/null; done); \
+	echo "gitmesh validate:"; time $(BIN) validate "$$d/tree"
 
 # Coverage-guided fuzzing of the policy loader; the seed corpus is committed.
 fuzz:

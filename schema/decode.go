@@ -21,6 +21,10 @@ var (
 	tagValueRE = regexp.MustCompile(`^[a-zA-Z0-9._:/-]+$`)
 )
 
+// ValidName reports whether s is a valid resource or mesh name: lower-case
+// letters, digits, '-' and '_', at most 253 characters.
+func ValidName(s string) bool { return len(s) <= 253 && nameRE.MatchString(s) }
+
 // kumaTagAliases are the Kuma 1.x spellings of well-known tags.
 var kumaTagAliases = map[string]string{
 	"kuma.io/service":  TagService,

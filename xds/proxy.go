@@ -56,3 +56,13 @@ type Proxy struct {
 	// resources give equal hashes, across processes and replicas.
 	Hash string
 }
+
+// SecretNames are the SDS secrets the snapshot serving p must carry next to
+// Resources: SecretIdentity and SecretMeshCA when p's mesh has mTLS, none
+// otherwise. Check verifies that the resources reference no other secret.
+func (p *Proxy) SecretNames() []string {
+	if !p.MTLS {
+		return nil
+	}
+	return []string{SecretIdentity, SecretMeshCA}
+}

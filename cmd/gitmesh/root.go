@@ -69,6 +69,8 @@ proxyless gRPC over xDS.`,
 	})
 	root.AddCommand(
 		newValidateCmd(),
+		newBootstrapCmd(),
+		newRenderCmd(),
 	)
 	return root
 }

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+
+	"github.com/gitmesh/gitmesh/reconcile/source"
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// treeFlags choose where policies are read from: PATH arguments, or a commit
+// of a git repository read straight from its objects.
+type treeFlags struct {
+	repo, rev, path string
+}
+
+func (t *treeFlags) bind(f *pflag.FlagSet) {
+	f.StringVar(&t.repo, "repo", "", "read a commit from the git repository in this directory instead of files")
+	f.StringVar(&t.rev, "rev", "HEAD", "with --repo: the revision to read")
+	f.StringVar(&t.path, "path", "", "with --repo: the policy directory within the repository")
+}
+
+// trees opens the policy trees. With joinPrefix, findings name files joined
+// with the directory the user gave (repository-relative for --repo);
+// otherwise relative to it. A file argument is always named as typed. The
+// returned func releases the trees.
+func (t *treeFlags) trees(args []string, joinPrefix bool) ([]schema.Tree, func(), error) {
+	if t.repo != "" {
+		if len(args) > 0 {
+			return nil, nil, usageError("--repo reads a commit: give --path instead of PATH arguments")
+		}
+		repo, err := source.OpenRepository(t.repo)
+		if err != nil {
+			return nil, nil, &exitError{code: exitUsage, err: err}
+		}
+		c, err := source.ReadCommit(repo, t.rev, t.path)
+		if err != nil {
+			return nil, nil, &exitError{code: exitUsage, err: err}
+		}
+		tree := schema.Tree{FS: c.Tree}
+		if joinPrefix {
+			tree.Prefix = filepath.ToSlash(filepath.Clean(t.path))
+		}
+		return []schema.Tree{tree}, func() {}, nil
+	}
+	if len(args) == 0 {
+		args = []string{"."}
+	}
+	var trees []schema.Tree
+	var roots []*os.Root
+	release := func() {
+		for _, r := range roots {
+			r.Close()
+		}
+	}
+	for _, arg := range args {
+		info, err := os.Stat(arg)
+		if err != nil {
+			release()
+			return nil, nil, &exitError{code: exitUsage, err: err}
+		}
+		dir, files := arg, []string(nil)
+		if !info.IsDir() {
+			dir, files = filepath.Dir(arg), []string{filepath.Base(arg)}
+		}
+		// os.Root confines reads to dir: symbolic links cannot leave it.
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			release()
+			return nil, nil, &exitError{code: exitUsage, err: err}
+		}
+		roots = append(roots, root)
+		tree := schema.Tree{FS: root.FS(), Files: files}
+		if joinPrefix || files != nil {
+			tree.Prefix = filepath.ToSlash(filepath.Clean(dir))
+		}
+		trees = append(trees, tree)
+	}
+	return trees, release, nil
+}

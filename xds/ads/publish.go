@@ -1,0 +1,221 @@
+package ads
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/gitmesh/gitmesh/xds"
+)
+
+// SecretsFunc returns the SDS secrets of a proxy whose mesh has mTLS (one
+// with Identities) and a version identifying that material. The version must
+// change whenever the material does (a renewed certificate) and must not
+// change otherwise, since a new version is pushed to the proxy.
+type SecretsFunc func(p *xds.Proxy) (secrets []types.Resource, version string, err error)
+
+// PublishResult says what a successful Publish did, each list sorted by
+// node id.
+type PublishResult struct {
+	Commit string
+	// Changed are the proxies whose snapshot was set: new proxies and those
+	// whose Hash or secret version changed. Only their clients get a push.
+	Changed []string
+	// Unchanged kept their snapshot, versions included.
+	Unchanged []string
+	// Removed were published before and are absent now.
+	Removed []string
+}
+
+// published is what the server holds for one proxy.
+type published struct {
+	hash          string
+	commit        string // the commit at which hash was first published
+	version       string // of every non-secret type
+	secretVersion string
+	types         []string // type URLs of the snapshot, sorted
+}
+
+// Publish makes proxies, the translation of one commit, the whole served
+// state. It is all or nothing: it first builds the snapshot of every proxy
+// that changed (its Resources, plus the secrets of SecretsFunc when it has
+// Identities) and checks it (its resources with xds.Check; its secrets for
+// validity, unique names and each of Proxy.SecretNames present; and
+// Snapshot.Consistent); if any check fails or ctx ends, it returns an error
+// naming the proxy and nothing that is served changes. Then it sets the
+// snapshots of the changed proxies and drops those of proxies no longer
+// present (a removed proxy still connected keeps its last config until its
+// streams close).
+//
+// Versions: every non-secret type of a proxy carries
+// <commit[:12]>-<Hash[:12]>, where commit is the one at which that Hash was
+// first published, so a proxy whose Hash does not change keeps its version
+// and gets no push; the secret type carries the version of SecretsFunc.
+// Two replicas publishing the same commits serve the same versions.
+//
+// proxies must not be modified afterwards: their resources are served as
+// they are. secrets may be nil when no proxy has Identities. Calls are
+// serialised; concurrent streams see either the old or the new snapshot of
+// each proxy.
+func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Proxy, secrets SecretsFunc) (PublishResult, error) {
+	res := PublishResult{Commit: commit}
+	if commit == "" {
+		return res, errors.New("publish: empty commit")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	type pending struct {
+		node string
+		pub  *published
+		snap *cachev3.Snapshot
+	}
+	var changes []pending
+	present := make(map[string]bool, len(proxies))
+	checker := xds.NewChecker() // proxies share resources: validate each once
+	for i, p := range proxies {
+		if err := ctx.Err(); err != nil {
+			return res, fmt.Errorf("publish %s: %w", short(commit), err)
+		}
+		if p == nil || p.NodeID == "" {
+			return res, fmt.Errorf("publish %s: proxy %d has no node id", short(commit), i)
+		}
+		if present[p.NodeID] {
+			return res, fmt.Errorf("publish %s: proxy %s: listed twice", short(commit), p.NodeID)
+		}
+		present[p.NodeID] = true
+		pub, snap, err := s.prepare(checker, commit, p, secrets)
+		if err != nil {
+			return res, fmt.Errorf("publish %s: %w", short(commit), err)
+		}
+		if snap == nil {
+			res.Unchanged = append(res.Unchanged, p.NodeID)
+			continue
+		}
+		changes = append(changes, pending{p.NodeID, pub, snap})
+	}
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("publish %s: %w", short(commit), err)
+	}
+
+	// Commit point: from here on nothing fails. The cache only sends on
+	// buffered watch channels, so a background context never blocks.
+	for _, c := range changes {
+		if err := s.cache.SetSnapshot(context.Background(), c.node, c.snap); err != nil {
+			return res, fmt.Errorf("publish %s: proxy %s: set snapshot: %w", short(commit), c.node, err)
+		}
+		s.published[c.node] = c.pub
+		res.Changed = append(res.Changed, c.node)
+	}
+	for _, node := range slices.Sorted(maps.Keys(s.published)) {
+		if present[node] {
+			continue
+		}
+		delete(s.published, node)
+		if !s.tracker.connected(node) {
+			s.cache.ClearSnapshot(node)
+		}
+		res.Removed = append(res.Removed, node)
+	}
+	slices.Sort(res.Changed)
+	slices.Sort(res.Unchanged)
+	return res, nil
+}
+
+// prepare returns the new state and checked snapshot of p, or a nil
+// snapshot when p is unchanged since the last Publish. Its errors name p.
+func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secrets SecretsFunc) (*published, *cachev3.Snapshot, error) {
+	if p.Hash == "" {
+		return nil, nil, fmt.Errorf("proxy %s: no hash", p.NodeID)
+	}
+	var secretRes []types.Resource
+	var secretVersion string
+	if len(p.Identities) > 0 {
+		if secrets == nil {
+			return nil, nil, fmt.Errorf("proxy %s: has identities but no secrets source was given", p.NodeID)
+		}
+		var err error
+		secretRes, secretVersion, err = secrets(p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("proxy %s: secrets: %w", p.NodeID, err)
+		}
+		if secretVersion == "" {
+			return nil, nil, fmt.Errorf("proxy %s: secrets: empty version", p.NodeID)
+		}
+	}
+	prev := s.published[p.NodeID]
+	pub := &published{hash: p.Hash, commit: commit, secretVersion: secretVersion}
+	if prev != nil && prev.hash == p.Hash {
+		if prev.secretVersion == secretVersion {
+			return prev, nil, nil
+		}
+		pub.commit = prev.commit
+	}
+	pub.version = short(pub.commit) + "-" + short(p.Hash)
+
+	if err := checker.Check(p); err != nil {
+		return nil, nil, err // names p already
+	}
+	if err := checkSecrets(p, secretRes); err != nil {
+		return nil, nil, fmt.Errorf("proxy %s: %w", p.NodeID, err)
+	}
+	resources := make(map[resource.Type][]types.Resource, len(p.Resources)+1)
+	for typ, rs := range p.Resources {
+		resources[typ] = rs
+	}
+	snap, err := cachev3.NewSnapshot(pub.version, resources)
+	if err != nil {
+		return nil, nil, fmt.Errorf("proxy %s: %w", p.NodeID, err)
+	}
+	if len(p.Identities) > 0 {
+		snap.Resources[types.Secret] = cachev3.NewResources(secretVersion, secretRes)
+	}
+	// Consistent does not follow api_listener (proxyless gRPC clients), so
+	// it would reject their routes as unreferenced; xds.Check covers them.
+	if !hasAPIListener(p) {
+		if err := snap.Consistent(); err != nil {
+			return nil, nil, fmt.Errorf("proxy %s: inconsistent snapshot: %w", p.NodeID, err)
+		}
+	}
+	pub.types = slices.Sorted(maps.Keys(resources))
+	if len(p.Identities) > 0 {
+		pub.types = append(pub.types, resource.SecretType)
+		slices.Sort(pub.types)
+	}
+	return pub, snap, nil
+}
+
+// versionOf is the version of typeURL in the proxy's snapshot.
+func (p *published) versionOf(typeURL string) string {
+	if !slices.Contains(p.types, typeURL) {
+		return ""
+	}
+	if typeURL == resource.SecretType {
+		return p.secretVersion
+	}
+	return p.version
+}
+
+// short is the first 12 characters of a commit id or hash.
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}
+
+// forgetIfGone drops the snapshot of a node that is no longer published once
+// its last stream has closed.
+func (s *Server) forgetIfGone(node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.published[node] == nil && !s.tracker.connected(node) {
+		s.cache.ClearSnapshot(node)
+	}
+}

@@ -1,0 +1,207 @@
+// Package ads serves translated proxies over xDS: aggregated (ADS) streams in
+// state-of-the-world and delta form, and the separate CDS, LDS, EDS, RDS and
+// SDS services, all from one go-control-plane snapshot cache. Publish swaps
+// in a whole commit at once, and the server tracks what every proxy was sent,
+// ACKed and NACKed.
+package ads
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Config tunes the xDS server. The zero value is usable: zero fields take
+// the defaults below.
+type Config struct {
+	// KeepaliveTime is how long a connection may be idle before the server
+	// pings the client (default 30s); KeepaliveTimeout how long it then
+	// waits for the ping's answer before closing it (default 10s).
+	KeepaliveTime    time.Duration
+	KeepaliveTimeout time.Duration
+	// MinClientPingInterval is the enforcement policy: a client pinging more
+	// often than this is disconnected (default 10s). Clients may ping while
+	// they have no stream open.
+	MinClientPingInterval time.Duration
+	// MaxConnectionAge, when set, closes connections after this long (with
+	// MaxConnectionAgeGrace to finish), spreading proxies over replicas.
+	MaxConnectionAge      time.Duration
+	MaxConnectionAgeGrace time.Duration
+	// MaxConcurrentStreams limits the streams of one connection (default
+	// 100: one ADS stream, or one per separate xDS service, per proxy).
+	MaxConcurrentStreams uint32
+	// EventBuffer is the capacity of each Subscribe channel (default 1024).
+	EventBuffer int
+	// Logger receives stream events (open, close, NACK) at debug and warn
+	// level; secrets are never logged. Discarded when nil.
+	Logger *slog.Logger
+	// Now is the clock of the status timestamps; time.Now when nil.
+	Now func() time.Time
+}
+
+// Defaults of Config.
+const (
+	DefaultKeepaliveTime         = 30 * time.Second
+	DefaultKeepaliveTimeout      = 10 * time.Second
+	DefaultMinClientPingInterval = 10 * time.Second
+	DefaultMaxConcurrentStreams  = 100
+	DefaultEventBuffer           = 1024
+)
+
+func (c Config) withDefaults() (Config, error) {
+	for name, d := range map[string]time.Duration{
+		"keepalive time": c.KeepaliveTime, "keepalive timeout": c.KeepaliveTimeout,
+		"minimum client ping interval": c.MinClientPingInterval,
+		"maximum connection age":       c.MaxConnectionAge, "maximum connection age grace": c.MaxConnectionAgeGrace,
+	} {
+		if d < 0 {
+			return c, fmt.Errorf("xds server config: negative %s %v", name, d)
+		}
+	}
+	if c.EventBuffer < 0 {
+		return c, fmt.Errorf("xds server config: negative event buffer %d", c.EventBuffer)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.KeepaliveTime, DefaultKeepaliveTime)
+	def(&c.KeepaliveTimeout, DefaultKeepaliveTimeout)
+	def(&c.MinClientPingInterval, DefaultMinClientPingInterval)
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if c.EventBuffer == 0 {
+		c.EventBuffer = DefaultEventBuffer
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
+}
+
+// ServerOptions are the gRPC server options the server's Config asks for:
+// keepalive parameters and enforcement, and the concurrent stream limit. Use
+// them when building the *grpc.Server that Register is given.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	c := s.cfg
+	params := keepalive.ServerParameters{
+		Time:                  c.KeepaliveTime,
+		Timeout:               c.KeepaliveTimeout,
+		MaxConnectionAge:      c.MaxConnectionAge,
+		MaxConnectionAgeGrace: c.MaxConnectionAgeGrace,
+	}
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(params),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             c.MinClientPingInterval,
+			PermitWithoutStream: true,
+		}),
+		grpc.MaxConcurrentStreams(c.MaxConcurrentStreams),
+	}
+}
+
+// Server is the xDS management server. Create it with New, attach it to a
+// gRPC server with Register (or let Serve do both), and feed it with Publish.
+// All methods are safe for concurrent use.
+type Server struct {
+	cfg     Config
+	cache   cachev3.SnapshotCache
+	xds     serverv3.Server
+	tracker *tracker
+
+	mu        sync.Mutex // serialises Publish and guards published
+	published map[string]*published
+}
+
+// New returns a server with no snapshots. The snapshot cache runs in non-ADS
+// mode: it answers a request naming a subset of a type's resources with that
+// subset, which both Envoy (wildcard LDS/CDS, named RDS/EDS/SDS) and
+// proxyless gRPC (everything by name) need; ordering across types is the
+// client's job, as the xDS protocol allows.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, published: map[string]*published{}}
+	s.tracker = newTracker(cfg.Now, cfg.Logger, cfg.EventBuffer)
+	s.tracker.onIdle = s.forgetIfGone
+	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, gcpLogger{cfg.Logger})
+	// The streams end when their gRPC server stops or their client leaves,
+	// so the server's own context is never cancelled.
+	s.xds = serverv3.NewServer(context.Background(), s.cache, s.tracker)
+	return s, nil
+}
+
+// Register adds the aggregated discovery service (state of the world and
+// delta) and the separate cluster, listener, endpoint, route and secret
+// discovery services to gs. Call it before gs.Serve.
+func (s *Server) Register(gs *grpc.Server) {
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(gs, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(gs, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, s.xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(gs, s.xds)
+	secretservice.RegisterSecretDiscoveryServiceServer(gs, s.xds)
+}
+
+// Serve serves xDS on lis with a gRPC server built from the Config's
+// ServerOptions until ctx is done, then stops it, closing every stream
+// (clients reconnect, to this or another replica). It returns nil after a
+// stop caused by ctx, or the error that ended serving.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	gs := grpc.NewServer(s.ServerOptions()...)
+	s.Register(gs)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			gs.Stop()
+		case <-done:
+		}
+	}()
+	err := gs.Serve(lis)
+	close(done)
+	if ctx.Err() != nil && (err == nil || errors.Is(err, grpc.ErrServerStopped)) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("serve xds: %w", err)
+	}
+	return nil
+}
+
+// gcpLogger sends go-control-plane's own logging to slog: its debug and info
+// chatter at debug level.
+type gcpLogger struct{ l *slog.Logger }
+
+func (g gcpLogger) logf(level slog.Level, format string, args ...any) {
+	if g.l.Enabled(context.Background(), level) {
+		g.l.Log(context.Background(), level, fmt.Sprintf(format, args...), "component", "go-control-plane")
+	}
+}
+
+func (g gcpLogger) Debugf(format string, args ...any) { g.logf(slog.LevelDebug, format, args...) }
+func (g gcpLogger) Infof(format string, args ...any)  { g.logf(slog.LevelDebug, format, args...) }
+func (g gcpLogger) Warnf(format string, args ...any)  { g.logf(slog.LevelWarn, format, args...) }
+func (g gcpLogger) Errorf(format string, args ...any) { g.logf(slog.LevelError, format, args...) }

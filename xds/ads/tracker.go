@@ -1,0 +1,390 @@
+package ads
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+)
+
+// EventKind tells an ACK from a NACK.
+type EventKind string
+
+// The kinds of Event.
+const (
+	ACK  EventKind = "ACK"
+	NACK EventKind = "NACK"
+)
+
+// Event is one ACK or NACK of a proxy.
+type Event struct {
+	Kind    EventKind
+	NodeID  string
+	TypeURL string
+	// Version is, for an ACK, the version the proxy now runs; for a NACK,
+	// the version it rejected (found from the response nonce: the request's
+	// own version_info names the last good version instead).
+	Version string
+	// Error is the NACK's error_detail message.
+	Error string
+	Delta bool // on a delta (incremental) stream
+	At    time.Time
+}
+
+// ProxyStatus is what the server knows about one node: published or
+// connected (or both).
+type ProxyStatus struct {
+	NodeID string
+	// Published is true while the node has a snapshot from the last Publish;
+	// Commit is the commit its current resource version comes from.
+	Published bool
+	Commit    string
+	// Streams is the number of open xDS streams of the node; ConnectedSince
+	// when the first of them opened (zero when none is open).
+	Streams        int
+	ConnectedSince time.Time
+	// Types is per type URL, sorted.
+	Types []TypeStatus
+}
+
+// TypeStatus is the state of one resource type of a node.
+type TypeStatus struct {
+	TypeURL string
+	// Published is the version in the node's snapshot ("" when none).
+	Published string
+	// Sent is the last version sent on any stream of the node.
+	Sent   string
+	SentAt time.Time
+	// Acked is the last version the node ACKed.
+	Acked   string
+	AckedAt time.Time
+	// LastNACK is the last rejection, kept after later ACKs (compare its
+	// Version with Acked); nil when the type was never NACKed.
+	LastNACK *NACKStatus
+}
+
+// NACKStatus describes a rejected version.
+type NACKStatus struct {
+	Version string
+	Error   string
+	At      time.Time
+}
+
+// InSync reports whether every published type of the node is ACKed at its
+// published version.
+func (p ProxyStatus) InSync() bool {
+	for _, t := range p.Types {
+		if t.Published != "" && t.Acked != t.Published {
+			return false
+		}
+	}
+	return p.Published
+}
+
+// Status returns every node the server published or saw, sorted by node id.
+// It is a copy: safe to keep and modify.
+func (s *Server) Status() []ProxyStatus {
+	s.mu.Lock()
+	pubs := maps.Clone(s.published)
+	s.mu.Unlock()
+	byNode := s.tracker.status()
+	for node, pub := range pubs {
+		ps, ok := byNode[node]
+		if !ok {
+			ps = &ProxyStatus{NodeID: node}
+			byNode[node] = ps
+		}
+		ps.Published, ps.Commit = true, pub.commit
+		for _, typ := range pub.types {
+			i := slices.IndexFunc(ps.Types, func(t TypeStatus) bool { return t.TypeURL == typ })
+			if i < 0 {
+				ps.Types = append(ps.Types, TypeStatus{TypeURL: typ})
+				i = len(ps.Types) - 1
+			}
+			ps.Types[i].Published = pub.versionOf(typ)
+		}
+	}
+	out := make([]ProxyStatus, 0, len(byNode))
+	for _, node := range slices.Sorted(maps.Keys(byNode)) {
+		ps := byNode[node]
+		slices.SortFunc(ps.Types, func(a, b TypeStatus) int {
+			if a.TypeURL < b.TypeURL {
+				return -1
+			}
+			if a.TypeURL > b.TypeURL {
+				return 1
+			}
+			return 0
+		})
+		out = append(out, *ps)
+	}
+	return out
+}
+
+// Subscribe returns a channel of every ACK and NACK from now on, and a
+// function that ends the subscription and closes the channel. Events are
+// delivered without blocking the xDS streams: a subscriber that falls more
+// than Config.EventBuffer events behind loses the newer ones (Status stays
+// exact).
+func (s *Server) Subscribe() (<-chan Event, func()) {
+	return s.tracker.subscribe()
+}
+
+// streamKey tells SotW and delta streams apart: their ids are counted
+// separately.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+// streamState is an open stream. lastSent holds, per type URL, the nonce and
+// version of the last response: go-control-plane ignores a request whose
+// nonce is not the last one of its type, and so does the tracker.
+type streamState struct {
+	node     string
+	lastSent map[string]sent
+}
+
+type sent struct{ nonce, version string }
+
+type nodeState struct {
+	streams int
+	since   time.Time
+	types   map[string]*TypeStatus
+}
+
+// tracker implements the go-control-plane callbacks. Callbacks run on the
+// stream goroutines and only take a short lock.
+type tracker struct {
+	now    func() time.Time
+	log    *slog.Logger
+	buffer int
+	onIdle func(node string) // called, unlocked, when a node's last stream closes
+
+	mu      sync.Mutex
+	streams map[streamKey]*streamState
+	nodes   map[string]*nodeState
+	subs    map[int]chan Event
+	nextSub int
+}
+
+var _ serverv3.Callbacks = (*tracker)(nil)
+
+func newTracker(now func() time.Time, log *slog.Logger, buffer int) *tracker {
+	return &tracker{now: now, log: log, buffer: buffer,
+		streams: map[streamKey]*streamState{}, nodes: map[string]*nodeState{}, subs: map[int]chan Event{}}
+}
+
+func (t *tracker) subscribe() (<-chan Event, func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	id := t.nextSub
+	t.nextSub++
+	ch := make(chan Event, t.buffer)
+	t.subs[id] = ch
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			delete(t.subs, id)
+			close(ch)
+		})
+	}
+}
+
+// connected reports whether node has an open stream.
+func (t *tracker) connected(node string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.nodes[node] != nil && t.nodes[node].streams > 0
+}
+
+func (t *tracker) status() map[string]*ProxyStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]*ProxyStatus, len(t.nodes))
+	for node, ns := range t.nodes {
+		ps := &ProxyStatus{NodeID: node, Streams: ns.streams, ConnectedSince: ns.since}
+		for _, ts := range ns.types {
+			c := *ts
+			if c.LastNACK != nil {
+				n := *c.LastNACK
+				c.LastNACK = &n
+			}
+			ps.Types = append(ps.Types, c)
+		}
+		out[node] = ps
+	}
+	return out
+}
+
+// attach returns the stream, registering it and its node on first sight.
+// The node id is only certain on a stream's first request. Called locked.
+func (t *tracker) attach(key streamKey, node string) *streamState {
+	st := t.streams[key]
+	if st == nil {
+		st = &streamState{lastSent: map[string]sent{}}
+		t.streams[key] = st
+	}
+	if st.node == "" && node != "" {
+		st.node = node
+		ns := t.node(node)
+		if ns.streams == 0 {
+			ns.since = t.now()
+		}
+		ns.streams++
+		t.log.Debug("xds stream opened", "node", node, "stream", key.id, "delta", key.delta)
+	}
+	return st
+}
+
+func (t *tracker) node(node string) *nodeState {
+	ns := t.nodes[node]
+	if ns == nil {
+		ns = &nodeState{types: map[string]*TypeStatus{}}
+		t.nodes[node] = ns
+	}
+	return ns
+}
+
+func (ns *nodeState) typ(typeURL string) *TypeStatus {
+	ts := ns.types[typeURL]
+	if ts == nil {
+		ts = &TypeStatus{TypeURL: typeURL}
+		ns.types[typeURL] = ts
+	}
+	return ts
+}
+
+func (t *tracker) closed(key streamKey) {
+	t.mu.Lock()
+	st := t.streams[key]
+	delete(t.streams, key)
+	idle := ""
+	if st != nil && st.node != "" {
+		ns := t.nodes[st.node]
+		ns.streams--
+		if ns.streams == 0 {
+			ns.since = time.Time{}
+			idle = st.node
+		}
+		t.log.Debug("xds stream closed", "node", st.node, "stream", key.id, "delta", key.delta)
+	}
+	onIdle := t.onIdle
+	t.mu.Unlock()
+	if idle != "" && onIdle != nil {
+		onIdle(idle)
+	}
+}
+
+func (t *tracker) responded(key streamKey, node, typeURL, nonce, version string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.attach(key, node)
+	st.lastSent[typeURL] = sent{nonce, version}
+	if st.node == "" {
+		return
+	}
+	ts := t.node(st.node).typ(typeURL)
+	ts.Sent, ts.SentAt = version, t.now()
+}
+
+// answered records an ACK or NACK and returns the version the NACK rejected
+// ("" for an ACK, a stale nonce, or an unknown one).
+func (t *tracker) answered(key streamKey, node, typeURL, nonce, version string, nackMsg *string) (rejected string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.attach(key, node)
+	last, ok := st.lastSent[typeURL]
+	if nonce == "" || !ok || last.nonce != nonce || st.node == "" {
+		return ""
+	}
+	e := Event{Kind: ACK, NodeID: st.node, TypeURL: typeURL, Version: last.version, Delta: key.delta, At: t.now()}
+	ts := t.node(st.node).typ(typeURL)
+	if nackMsg != nil {
+		e.Kind, e.Error = NACK, *nackMsg
+		ts.LastNACK = &NACKStatus{Version: last.version, Error: *nackMsg, At: e.At}
+		rejected = last.version
+		t.log.Warn("xds NACK", "node", st.node, "type", typeURL, "version", last.version, "error", *nackMsg)
+	} else {
+		if !key.delta && version != "" {
+			e.Version = version
+		}
+		ts.Acked, ts.AckedAt = e.Version, e.At
+	}
+	for _, ch := range t.subs {
+		select {
+		case ch <- e:
+		default:
+		}
+	}
+	return rejected
+}
+
+// OnStreamOpen implements serverv3.Callbacks; the node is not known yet.
+func (t *tracker) OnStreamOpen(context.Context, int64, string) error { return nil }
+
+// OnStreamClosed implements serverv3.Callbacks.
+func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{false, id}) }
+
+// OnStreamRequest implements serverv3.Callbacks. It records ACKs and NACKs
+// and stops the NACK re-send loop: the snapshot cache answers whenever a
+// request's version_info differs from the snapshot's, and a NACK carries the
+// last good version, so the cache would send the rejected snapshot again at
+// once, forever. Setting version_info to the rejected version (the cache
+// reads this same request next) makes it wait for a newer snapshot.
+func (t *tracker) OnStreamRequest(id int64, req *discoverygrpc.DiscoveryRequest) error {
+	var msg *string
+	if ed := req.GetErrorDetail(); ed != nil {
+		m := ed.GetMessage()
+		msg = &m
+	}
+	rejected := t.answered(streamKey{false, id}, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), msg)
+	if rejected != "" {
+		req.VersionInfo = rejected
+	}
+	return nil
+}
+
+// OnStreamResponse implements serverv3.Callbacks: it maps the response
+// nonce to the version sent.
+func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
+	t.responded(streamKey{false, id}, req.GetNode().GetId(), resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+}
+
+// OnDeltaStreamOpen implements serverv3.Callbacks.
+func (t *tracker) OnDeltaStreamOpen(context.Context, int64, string) error { return nil }
+
+// OnDeltaStreamClosed implements serverv3.Callbacks.
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{true, id}) }
+
+// OnStreamDeltaRequest implements serverv3.Callbacks. A delta NACK does not
+// make the cache re-send, so there is nothing to rewrite.
+func (t *tracker) OnStreamDeltaRequest(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
+	var msg *string
+	if ed := req.GetErrorDetail(); ed != nil {
+		m := ed.GetMessage()
+		msg = &m
+	}
+	t.answered(streamKey{true, id}, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), "", msg)
+	return nil
+}
+
+// OnStreamDeltaResponse implements serverv3.Callbacks.
+func (t *tracker) OnStreamDeltaResponse(id int64, req *discoverygrpc.DeltaDiscoveryRequest, resp *discoverygrpc.DeltaDiscoveryResponse) {
+	t.responded(streamKey{true, id}, req.GetNode().GetId(), resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+}
+
+// OnFetchRequest implements serverv3.Callbacks (REST is not served).
+func (t *tracker) OnFetchRequest(context.Context, *discoverygrpc.DiscoveryRequest) error { return nil }
+
+// OnFetchResponse implements serverv3.Callbacks.
+func (t *tracker) OnFetchResponse(*discoverygrpc.DiscoveryRequest, *discoverygrpc.DiscoveryResponse) {
+}

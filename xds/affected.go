@@ -1,0 +1,129 @@
+package xds
+
+import (
+	"sort"
+
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// Ref names a resource of a mesh: a dataplane, a service or a traffic
+// permission.
+type Ref struct {
+	Mesh string
+	Name string
+}
+
+// Change lists what differs between two Sets, as the caller's diff found it.
+type Change struct {
+	// Meshes whose Mesh resource was added, removed or edited: every
+	// dataplane of such a mesh is affected.
+	Meshes []string
+	// Dataplanes added, removed or edited. Each is affected itself, and so
+	// is every consumer of a service it provides (endpoints, protocol).
+	Dataplanes []Ref
+	// Services whose endpoints or protocol changed for another reason.
+	Services []Ref
+	// Permissions added, removed or edited: every dataplane with an inbound
+	// a rule's destinations match is affected.
+	Permissions []Ref
+}
+
+// Affected returns the node ids, sorted and distinct, of the dataplanes of
+// idx's Set whose translation may differ because of c. It sees only idx's
+// Set: a permission that was narrowed or removed matches its former
+// destinations only in the previous Set's Index, so callers ask both, as
+// AffectedBetween does.
+func (idx *Index) Affected(c Change) []string {
+	seen := make(map[*schema.Dataplane]bool)
+	add := func(dp *schema.Dataplane) { seen[dp] = true }
+	for _, m := range c.Meshes {
+		if mi := idx.meshes[m]; mi != nil {
+			for _, dp := range mi.dataplanes {
+				add(dp)
+			}
+		}
+	}
+	for _, r := range c.Dataplanes {
+		mi := idx.meshes[r.Mesh]
+		if mi == nil {
+			continue
+		}
+		dp := idx.set.Dataplane(r.Mesh, r.Name)
+		if dp == nil {
+			continue
+		}
+		add(dp)
+		for _, in := range dp.Inbound {
+			if s := mi.services[in.Service()]; s != nil {
+				for _, consumer := range s.consumers {
+					add(consumer)
+				}
+			}
+		}
+	}
+	for _, r := range c.Services {
+		if mi := idx.meshes[r.Mesh]; mi != nil {
+			if s := mi.services[r.Name]; s != nil {
+				for _, consumer := range s.consumers {
+					add(consumer)
+				}
+			}
+		}
+	}
+	for _, r := range c.Permissions {
+		if mi := idx.meshes[r.Mesh]; mi != nil {
+			for _, pos := range mi.byPermission[r.Name] {
+				mi.destinationsOf(mi.rules[pos], add)
+			}
+		}
+	}
+	ids := make([]string, 0, len(seen))
+	for dp := range seen {
+		ids = append(ids, dp.NodeID())
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// destinationsOf calls add for each dataplane with an inbound that one of
+// the rule's destination selectors matches.
+func (mi *meshIndex) destinationsOf(r *rule, add func(*schema.Dataplane)) {
+	for _, d := range r.destinations {
+		candidates := mi.dataplanes
+		if svc, ok := d[schema.TagService]; ok && svc != "*" {
+			s := mi.services[svc]
+			if s == nil {
+				continue
+			}
+			candidates = s.providers
+		}
+		for _, dp := range candidates {
+			for _, in := range dp.Inbound {
+				if d.Matches(in.Tags) {
+					add(dp)
+					break
+				}
+			}
+		}
+	}
+}
+
+// AffectedBetween is the union of prev.Affected(c) and next.Affected(c):
+// the proxies to re-translate (those of next) or drop (those only in prev)
+// when the Set changes from prev's to next's. prev may be nil for the first
+// Set.
+func AffectedBetween(prev, next *Index, c Change) []string {
+	ids := next.Affected(c)
+	if prev == nil {
+		return ids
+	}
+	ids = append(ids, prev.Affected(c)...)
+	sort.Strings(ids)
+	out := ids[:0]
+	for i, id := range ids {
+		if i == 0 || id != ids[i-1] {
+			out = append(out, id)
+		}
+	}
+	return out
+}

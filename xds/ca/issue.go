@@ -1,0 +1,146 @@
+package ca
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// Certificate is a dataplane's identity: a leaf certificate, its private key
+// and the CA that issued it. It is immutable.
+type Certificate struct {
+	NodeID     string
+	Identities []string // URI SANs, as requested
+	Cert       *x509.Certificate
+	CertPEM    []byte
+	KeyPEM     []byte
+	CAPEM      []byte
+	// Version identifies the certificate material (leaf and CA): it changes
+	// whenever the certificate is renewed or the CA changes.
+	Version string
+}
+
+// NeedsRenewal reports whether less than a third of the certificate's
+// lifetime remains at now.
+func (c *Certificate) NeedsRenewal(now time.Time) bool {
+	life := c.Cert.NotAfter.Sub(c.Cert.NotBefore)
+	return c.Cert.NotAfter.Sub(now) < life/3
+}
+
+// Issue returns a certificate for node carrying identities (SPIFFE URIs such
+// as spiffe://<mesh>/<service>) from the CA of mesh. The last certificate of
+// each node is kept and returned again until it needs renewal (less than a
+// third of its life left), or its identities or CA change, so repeated calls
+// are cheap and give the same Version.
+func (a *Authority) Issue(nodeID, mesh string, spec schema.CA, identities []string) (*Certificate, error) {
+	if len(identities) == 0 {
+		return nil, fmt.Errorf("issue certificate for %s: no identities", nodeID)
+	}
+	uris := make([]*url.URL, 0, len(identities))
+	for _, id := range identities {
+		u, err := url.Parse(id)
+		if err != nil || u.Scheme != "spiffe" || u.Host == "" {
+			return nil, fmt.Errorf("issue certificate for %s: identity %q is not a spiffe:// URI", nodeID, id)
+		}
+		uris = append(uris, u)
+	}
+	ca, err := a.MeshCA(mesh, spec)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate for %s: %w", nodeID, err)
+	}
+	now := a.now()
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c := a.issued[nodeID]; c != nil && slices.Equal(c.Identities, identities) &&
+		bytes.Equal(c.CAPEM, ca.CertPEM) && !c.NeedsRenewal(now) {
+		return c, nil
+	}
+	c, err := a.sign(ca, nodeID, identities, uris, now)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate for %s: %w", nodeID, err)
+	}
+	if a.issued == nil {
+		a.issued = map[string]*Certificate{}
+	}
+	a.issued[nodeID] = c
+	return c, nil
+}
+
+// Forget drops the certificate kept for a node that no longer exists.
+func (a *Authority) Forget(nodeID string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.issued, nodeID)
+}
+
+// sign creates a new key and leaf certificate.
+func (a *Authority) sign(ca *CA, nodeID string, identities []string, uris []*url.URL, now time.Time) (*Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	notAfter := now.Add(a.validity())
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		URIs:                  uris,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.signer)
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	h.Write(der)
+	h.Write(ca.Cert.Raw)
+	return &Certificate{
+		NodeID:     nodeID,
+		Identities: slices.Clone(identities),
+		Cert:       cert,
+		CertPEM:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:     pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		CAPEM:      bytes.Clone(ca.CertPEM),
+		Version:    hex.EncodeToString(h.Sum(nil))[:16],
+	}, nil
+}
+
+// randomSerial returns a random positive 127-bit serial number.
+func randomSerial() (*big.Int, error) {
+	limit := new(big.Int).Lsh(big.NewInt(1), 127)
+	n, err := rand.Int(rand.Reader, limit)
+	if err != nil {
+		return nil, err
+	}
+	return n.Add(n, big.NewInt(1)), nil
+}

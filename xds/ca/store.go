@@ -1,0 +1,236 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// File names of a builtin CA inside <state>/ca/<mesh>.
+const (
+	caCertFile = "ca.crt"
+	caKeyFile  = "ca.key"
+)
+
+func builtinDir(stateDir, mesh string) string {
+	return filepath.Join(stateDir, "ca", mesh)
+}
+
+// loadOrCreateBuiltin reads the builtin CA of mesh from the state directory,
+// creating it when absent. The key is written before the certificate, so a
+// key without a certificate is a creation that never finished (nothing can
+// have been issued from it) and is replaced; a certificate without its key is
+// an error.
+func (a *Authority) loadOrCreateBuiltin(mesh string) (*CA, error) {
+	dir := builtinDir(a.StateDir, mesh)
+	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+	_, certErr := os.Stat(certPath)
+	switch {
+	case certErr == nil:
+		ca, err := loadPair(mesh, schema.CABuiltin, certPath, keyPath)
+		if err != nil {
+			return nil, fmt.Errorf("mesh %s: builtin CA: %w", mesh, err)
+		}
+		return ca, nil
+	case !errors.Is(certErr, fs.ErrNotExist):
+		return nil, fmt.Errorf("mesh %s: builtin CA: %w", mesh, certErr)
+	}
+	ca, certPEM, keyPEM, err := a.generate(mesh)
+	if err != nil {
+		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
+	}
+	// MkdirAll leaves existing directories alone; tighten the CA's own.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
+	}
+	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
+	}
+	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
+	}
+	return ca, nil
+}
+
+// generate creates a self-signed ECDSA P-256 CA for mesh.
+func (a *Authority) generate(mesh string) (ca *CA, certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	now := a.now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{Organization: []string{"gitmesh"}, CommonName: "gitmesh CA of mesh " + mesh},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(a.caValidity()),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		URIs:                  []*url.URL{{Scheme: "spiffe", Host: mesh}},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	ca, err = newCA(mesh, schema.CABuiltin, cert, certPEM, key)
+	return ca, certPEM, keyPEM, err
+}
+
+// loadProvided reads a provided CA from the control-plane host.
+func loadProvided(mesh, certFile, keyFile string) (*CA, error) {
+	ca, err := loadPair(mesh, schema.CAProvided, certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("mesh %s: provided CA: %w", mesh, err)
+	}
+	return ca, nil
+}
+
+// loadPair reads a PEM CA certificate and its PEM private key.
+func loadPair(mesh string, kind schema.CAKind, certFile, keyFile string) (*CA, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("read certificate: %w", err)
+	}
+	cert, certBlock, err := parseCertPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", certFile, err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	signer, err := parseKeyPEM(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", keyFile, err)
+	}
+	ca, err := newCA(mesh, kind, cert, pem.EncodeToMemory(certBlock), signer)
+	if err != nil {
+		return nil, fmt.Errorf("%s and %s: %w", certFile, keyFile, err)
+	}
+	return ca, nil
+}
+
+// parseCertPEM returns the first CERTIFICATE block of data.
+func parseCertPEM(data []byte) (*x509.Certificate, *pem.Block, error) {
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return nil, nil, errors.New("no PEM CERTIFICATE block")
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("parse certificate: %w", err)
+		}
+		return cert, b, nil
+	}
+}
+
+// parseKeyPEM accepts PKCS#8, SEC 1 (EC) and PKCS#1 (RSA) private keys.
+func parseKeyPEM(data []byte) (crypto.Signer, error) {
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return nil, errors.New("no PEM private key block")
+		}
+		var key any
+		var err error
+		switch b.Type {
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(b.Bytes)
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", b.Type, err)
+		}
+		signer, ok := key.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("unsupported private key type %T", key)
+		}
+		return signer, nil
+	}
+}
+
+// writeFileAtomic replaces path with data: it writes a temporary file in the
+// same directory, syncs it, renames it over path and syncs the directory, so
+// a crash leaves either the old or the new content.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

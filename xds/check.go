@@ -1,0 +1,353 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Check verifies that p is something a proxy will accept: every resource is
+// a named message of its type and, with every typed config packed inside
+// it, passes its proto's ValidateAll; the resources make a consistent
+// go-control-plane snapshot; and every reference resolves: each cluster a
+// listener or route names exists, each EDS cluster has its endpoints, each
+// RDS name its route configuration, and each SDS secret is SecretIdentity or
+// SecretMeshCA in a proxy with mTLS. Every route configuration and every
+// endpoints resource must be referenced, api_listener (proxyless gRPC)
+// included; Snapshot.Consistent, which does not follow api_listener, runs
+// only for proxies without one. The error joins every problem found, each
+// naming the proxy and the resource.
+func Check(p *Proxy) error { return NewChecker().Check(p) }
+
+// Checker checks many proxies, validating each distinct resource object only
+// once: translation shares a service's cluster, endpoints and routes among
+// every proxy that uses them, and proxies' resources are read-only, so a
+// resource that passed ValidateAll for one proxy passes for all. A Checker is
+// not safe for concurrent use; use one per goroutine.
+type Checker struct {
+	validated map[types.Resource]error
+}
+
+// NewChecker returns an empty Checker.
+func NewChecker() *Checker {
+	return &Checker{validated: make(map[types.Resource]error)}
+}
+
+// Check is the package-level Check, sharing validation results with earlier
+// calls on k.
+func (k *Checker) Check(p *Proxy) error {
+	c := checker{
+		p:     p,
+		names: make(map[resource.Type]map[string]bool),
+		refs:  make(map[resource.Type]map[string]bool),
+	}
+	for _, typ := range resourceTypes() {
+		seen := make(map[string]bool)
+		c.names[typ] = seen
+		for i, r := range p.Resources[typ] {
+			name := cache.GetResourceName(r)
+			switch {
+			case r == nil:
+				c.failAt(typ, i, "is nil")
+				continue
+			case resource.APITypePrefix+string(r.ProtoReflect().Descriptor().FullName()) != typ:
+				c.fail(typ, name, fmt.Errorf("has type %s", r.ProtoReflect().Descriptor().FullName()))
+				continue
+			case name == "":
+				c.failAt(typ, i, "has no name")
+				continue
+			case seen[name]:
+				c.fail(typ, name, errors.New("appears twice"))
+			}
+			seen[name] = true
+			err, done := k.validated[r]
+			if !done {
+				err = validateDeep(r)
+				k.validated[r] = err
+			}
+			if err != nil {
+				c.fail(typ, name, err)
+			}
+		}
+	}
+	for typ := range p.Resources {
+		if cache.GetResponseType(typ) == types.UnknownType || typ == resource.SecretType {
+			c.errs = append(c.errs, fmt.Errorf("proxy %s: unexpected resource type %s", p.NodeID, typ))
+		}
+	}
+	apiListener := false
+	for _, r := range p.Resources[resource.ListenerType] {
+		if l, ok := r.(*listenerv3.Listener); ok {
+			apiListener = apiListener || l.GetApiListener() != nil
+			c.listener(l)
+		}
+	}
+	for _, r := range p.Resources[resource.ClusterType] {
+		if cl, ok := r.(*clusterv3.Cluster); ok {
+			c.cluster(cl)
+		}
+	}
+	for _, r := range p.Resources[resource.RouteType] {
+		if rc, ok := r.(*routev3.RouteConfiguration); ok {
+			c.route(rc)
+		}
+	}
+	for _, typ := range []resource.Type{resource.RouteType, resource.EndpointType} {
+		for _, r := range p.Resources[typ] {
+			if name := cache.GetResourceName(r); name != "" && !c.refs[typ][name] {
+				c.fail(typ, name, errors.New("is referenced by nothing"))
+			}
+		}
+	}
+	snap, err := cache.NewSnapshot("check", p.Resources)
+	if err == nil && !apiListener {
+		err = snap.Consistent()
+	}
+	if err != nil {
+		c.errs = append(c.errs, fmt.Errorf("proxy %s: snapshot: %w", p.NodeID, err))
+	}
+	return errors.Join(c.errs...)
+}
+
+// checker accumulates the problems of one proxy.
+type checker struct {
+	p     *Proxy
+	names map[resource.Type]map[string]bool // resources present
+	refs  map[resource.Type]map[string]bool // resources referenced
+	errs  []error
+}
+
+func (c *checker) fail(typ resource.Type, name string, err error) {
+	c.errs = append(c.errs, fmt.Errorf("proxy %s: %s %q: %w", c.p.NodeID, typeName(typ), name, err))
+}
+
+// failAt records a failure of the resource at index i of its type, for
+// resources without a name.
+func (c *checker) failAt(typ resource.Type, i int, problem string) {
+	c.errs = append(c.errs, fmt.Errorf("proxy %s: %s %d %s", c.p.NodeID, typeName(typ), i, problem))
+}
+
+// need records that resource name of type typ references ref of type
+// refTyp, and a failure unless ref exists.
+func (c *checker) need(typ resource.Type, name string, refTyp resource.Type, ref string) {
+	if c.refs[refTyp] == nil {
+		c.refs[refTyp] = make(map[string]bool)
+	}
+	c.refs[refTyp][ref] = true
+	if !c.names[refTyp][ref] {
+		c.fail(typ, name, fmt.Errorf("references %s %q, which does not exist", typeName(refTyp), ref))
+	}
+}
+
+func (c *checker) listener(l *listenerv3.Listener) {
+	typ := resource.ListenerType
+	chains := append([]*listenerv3.FilterChain{}, l.GetFilterChains()...)
+	if l.GetDefaultFilterChain() != nil {
+		chains = append(chains, l.GetDefaultFilterChain())
+	}
+	for _, fc := range chains {
+		for _, f := range fc.GetFilters() {
+			c.filter(l.GetName(), f.GetTypedConfig())
+		}
+		ts := fc.GetTransportSocket()
+		if ts == nil {
+			if c.p.MTLS && l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND {
+				c.fail(typ, l.GetName(), errors.New("inbound listener without TLS in a mesh with mTLS"))
+			}
+			continue
+		}
+		dtc := &tlsv3.DownstreamTlsContext{}
+		if err := ts.GetTypedConfig().UnmarshalTo(dtc); err != nil {
+			c.fail(typ, l.GetName(), fmt.Errorf("transport socket: %w", err))
+			continue
+		}
+		c.secrets(typ, l.GetName(), dtc.GetCommonTlsContext())
+	}
+	if api := l.GetApiListener().GetApiListener(); api != nil {
+		c.filter(l.GetName(), api)
+	}
+}
+
+// filter checks the references of a network filter's typed config.
+func (c *checker) filter(listener string, config *anypb.Any) {
+	typ := resource.ListenerType
+	switch {
+	case config.MessageIs((*tcpproxyv3.TcpProxy)(nil)):
+		tp := &tcpproxyv3.TcpProxy{}
+		if err := config.UnmarshalTo(tp); err != nil {
+			c.fail(typ, listener, err)
+			return
+		}
+		if cl := tp.GetCluster(); cl != "" {
+			c.need(typ, listener, resource.ClusterType, cl)
+		}
+		for _, wc := range tp.GetWeightedClusters().GetClusters() {
+			c.need(typ, listener, resource.ClusterType, wc.GetName())
+		}
+	case config.MessageIs((*hcmv3.HttpConnectionManager)(nil)):
+		hcm := &hcmv3.HttpConnectionManager{}
+		if err := config.UnmarshalTo(hcm); err != nil {
+			c.fail(typ, listener, err)
+			return
+		}
+		if rds := hcm.GetRds(); rds != nil {
+			if rds.GetConfigSource().GetAds() == nil {
+				c.fail(typ, listener, fmt.Errorf("RDS %q not over ADS", rds.GetRouteConfigName()))
+			}
+			c.need(typ, listener, resource.RouteType, rds.GetRouteConfigName())
+		}
+		if rc := hcm.GetRouteConfig(); rc != nil {
+			c.routeClusters(typ, listener, rc)
+		}
+		filters := hcm.GetHttpFilters()
+		if n := len(filters); n == 0 || filters[n-1].GetName() != "envoy.filters.http.router" {
+			c.fail(typ, listener, errors.New("HTTP filters do not end with the router"))
+		}
+	}
+}
+
+func (c *checker) cluster(cl *clusterv3.Cluster) {
+	typ := resource.ClusterType
+	if cl.GetType() == clusterv3.Cluster_EDS {
+		eds := cl.GetEdsClusterConfig()
+		if eds.GetEdsConfig().GetAds() == nil {
+			c.fail(typ, cl.GetName(), errors.New("EDS not over ADS"))
+		}
+		name := eds.GetServiceName()
+		if name == "" {
+			name = cl.GetName()
+		}
+		c.need(typ, cl.GetName(), resource.EndpointType, name)
+	}
+	ts := cl.GetTransportSocket()
+	if ts == nil {
+		return
+	}
+	utc := &tlsv3.UpstreamTlsContext{}
+	if err := ts.GetTypedConfig().UnmarshalTo(utc); err != nil {
+		c.fail(typ, cl.GetName(), fmt.Errorf("transport socket: %w", err))
+		return
+	}
+	c.secrets(typ, cl.GetName(), utc.GetCommonTlsContext())
+}
+
+func (c *checker) route(rc *routev3.RouteConfiguration) {
+	c.routeClusters(resource.RouteType, rc.GetName(), rc)
+}
+
+// routeClusters checks that every cluster rc routes to exists; owner is
+// the resource holding rc (itself, or a listener with an inline route).
+func (c *checker) routeClusters(typ resource.Type, owner string, rc *routev3.RouteConfiguration) {
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			a := r.GetRoute()
+			if a == nil {
+				continue
+			}
+			if cl := a.GetCluster(); cl != "" {
+				c.need(typ, owner, resource.ClusterType, cl)
+			}
+			for _, wc := range a.GetWeightedClusters().GetClusters() {
+				c.need(typ, owner, resource.ClusterType, wc.GetName())
+			}
+		}
+	}
+}
+
+// secrets checks the SDS references of a TLS context.
+func (c *checker) secrets(typ resource.Type, name string, ctx *tlsv3.CommonTlsContext) {
+	refs := append([]*tlsv3.SdsSecretConfig{}, ctx.GetTlsCertificateSdsSecretConfigs()...)
+	if v := ctx.GetValidationContextSdsSecretConfig(); v != nil {
+		refs = append(refs, v)
+	}
+	if v := ctx.GetCombinedValidationContext().GetValidationContextSdsSecretConfig(); v != nil {
+		refs = append(refs, v)
+	}
+	for _, ref := range refs {
+		switch {
+		case !c.p.MTLS:
+			c.fail(typ, name, fmt.Errorf("references secret %q in a mesh without mTLS", ref.GetName()))
+		case ref.GetName() != SecretIdentity && ref.GetName() != SecretMeshCA:
+			c.fail(typ, name, fmt.Errorf("references unknown secret %q", ref.GetName()))
+		case ref.GetSdsConfig().GetAds() == nil:
+			c.fail(typ, name, fmt.Errorf("secret %q not over ADS", ref.GetName()))
+		}
+	}
+}
+
+// validator is what protoc-gen-validate generates for each message.
+type validator interface{ ValidateAll() error }
+
+// validateDeep runs ValidateAll on m and on every message packed in an Any
+// anywhere inside it, which ValidateAll alone does not look into.
+func validateDeep(m proto.Message) error {
+	if v, ok := m.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	walkAnys(m.ProtoReflect(), func(a *anypb.Any) {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("typed config %s: %w", a.GetTypeUrl(), err))
+			return
+		}
+		if err := validateDeep(inner); err != nil {
+			errs = append(errs, fmt.Errorf("typed config %s: %w", a.GetTypeUrl(), err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// walkAnys calls fn for each Any directly or indirectly inside m, except
+// inside other Anys (validateDeep recurses into those after unpacking).
+func walkAnys(m protoreflect.Message, fn func(*anypb.Any)) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				visit(l.Get(i).Message(), fn)
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				visit(mv.Message(), fn)
+				return true
+			})
+		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+			visit(v.Message(), fn)
+		}
+		return true
+	})
+}
+
+func visit(m protoreflect.Message, fn func(*anypb.Any)) {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		fn(a)
+		return
+	}
+	walkAnys(m, fn)
+}
+
+// Compile-time checks that the resources translation emits are validated.
+var (
+	_ validator = (*listenerv3.Listener)(nil)
+	_ validator = (*clusterv3.Cluster)(nil)
+	_ validator = (*routev3.RouteConfiguration)(nil)
+	_ validator = (*endpointv3.ClusterLoadAssignment)(nil)
+)

@@ -1,0 +1,191 @@
+package xds
+
+import (
+	"fmt"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// addInbounds adds, for each inbound, its listener, its local cluster and,
+// for HTTP, its route configuration. With mTLS the listener requires client
+// certificates and an RBAC filter comes first. Inbounds tagged tcp or grpc
+// (or not tagged) are proxied as TCP.
+func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
+	for _, in := range dp.Inbound {
+		name := InboundName(in)
+		local := LocalClusterName(in.ServicePort)
+		if !rs.has(clusterIdx, local) {
+			if err := rs.add(clusterIdx, local, localCluster(in.ServicePort), nil); err != nil {
+				return err
+			}
+		}
+		var filters []*listenerv3.Filter
+		var err error
+		if in.Protocol() == schema.ProtocolHTTP {
+			if err := rs.add(routeIdx, name, routeConfig(name, in.Service(), local), nil); err != nil {
+				return err
+			}
+			filters, err = inboundHTTPFilters(mi, in, name)
+		} else {
+			filters, err = inboundTCPFilters(mi, in, name, local)
+		}
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", name, err)
+		}
+		l := &listenerv3.Listener{
+			Name:             name,
+			Address:          socketAddress(in.Address, in.Port),
+			TrafficDirection: corev3.TrafficDirection_INBOUND,
+			FilterChains: []*listenerv3.FilterChain{{
+				Filters:         filters,
+				TransportSocket: mi.downstreamTLS,
+			}},
+		}
+		if err := rs.add(listenerIdx, name, l, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inboundTCPFilters are [RBAC (with mTLS), tcp_proxy to the local cluster].
+func inboundTCPFilters(mi *meshIndex, in schema.Inbound, name, local string) ([]*listenerv3.Filter, error) {
+	var filters []*listenerv3.Filter
+	if mi.mesh.MTLS.Enabled {
+		f, err := networkRBAC(statPrefix(name), mi.rbacRules(mi.matchingRules(in.Tags)))
+		if err != nil {
+			return nil, err
+		}
+		filters = append(filters, f)
+	}
+	f, err := tcpProxy(statPrefix(local), local)
+	if err != nil {
+		return nil, err
+	}
+	return append(filters, f), nil
+}
+
+// inboundHTTPFilters is an HTTP connection manager with [RBAC (with mTLS),
+// router] using the inbound's route configuration, named like the listener.
+func inboundHTTPFilters(mi *meshIndex, in schema.Inbound, name string) ([]*listenerv3.Filter, error) {
+	var httpFilters []*hcmv3.HttpFilter
+	if mi.mesh.MTLS.Enabled {
+		f, err := httpRBAC(mi.rbacRules(mi.matchingRules(in.Tags)))
+		if err != nil {
+			return nil, err
+		}
+		httpFilters = append(httpFilters, f)
+	}
+	f, err := httpConnectionManager(statPrefix(name), name, httpFilters)
+	if err != nil {
+		return nil, err
+	}
+	return []*listenerv3.Filter{f}, nil
+}
+
+// addOutbounds adds, for each outbound, its listener and the cluster,
+// endpoints and (for HTTP services) route the mesh's proxies share. The
+// listener's filter is shared too: only its name and address are its own.
+func (rs *resourceSet) addOutbounds(mi *meshIndex, dp *schema.Dataplane) error {
+	for _, out := range dp.Outbound {
+		name := OutboundName(out)
+		s := mi.services[out.Service]
+		if s == nil {
+			return fmt.Errorf("listener %s: service %q is not indexed", name, out.Service)
+		}
+		if err := rs.addShared(clusterIdx, s.name, &s.cluster); err != nil {
+			return err
+		}
+		if err := rs.addShared(endpointIdx, s.name, &s.endpoint); err != nil {
+			return err
+		}
+		if s.http {
+			if err := rs.addShared(routeIdx, OutboundRouteName(s.name), &s.route); err != nil {
+				return err
+			}
+		}
+		l := &listenerv3.Listener{
+			Name:             name,
+			Address:          socketAddress(out.Address, out.Port),
+			TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+			FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{s.outboundFilter}}},
+		}
+		if err := rs.add(listenerIdx, name, l, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (rs *resourceSet) addShared(typ int, name string, sh *shared) error {
+	return rs.add(typ, name, sh.res, &sh.digest)
+}
+
+func (rs *resourceSet) has(typ int, name string) bool {
+	for _, n := range rs.byType[typ] {
+		if n.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// tcpProxy forwards connections to a cluster.
+func tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
+	return networkFilter(wellknown.TCPProxy, &tcpproxyv3.TcpProxy{
+		StatPrefix:       statPrefix,
+		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+	})
+}
+
+// httpConnectionManager serves HTTP with the route configuration named
+// route, fetched over RDS, after the given filters and then the router.
+func httpConnectionManager(statPrefix, route string, filters []*hcmv3.HttpFilter) (*listenerv3.Filter, error) {
+	router, err := toAny(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	filters = append(filters, &hcmv3.HttpFilter{
+		Name:       wellknown.Router,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
+	})
+	return networkFilter(wellknown.HTTPConnectionManager, &hcmv3.HttpConnectionManager{
+		StatPrefix: statPrefix,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsSource(),
+			RouteConfigName: route,
+		}},
+		HttpFilters: filters,
+	})
+}
+
+func networkFilter(name string, config proto.Message) (*listenerv3.Filter, error) {
+	a, err := toAny(config)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
+}
+
+// statPrefix turns a resource name into an Envoy stat prefix, which uses
+// '.' as its separator: "localhost:8080" becomes "localhost_8080".
+func statPrefix(name string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case ':', '.':
+			return '_'
+		case '[', ']':
+			return -1
+		}
+		return r
+	}, name)
+}
