@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -125,7 +126,7 @@ func (d *decoder) tags(ptr string, raw map[string]any, allowWildcard bool) map[s
 		}
 		out[key] = val
 	}
-	if p, ok := out[TagProtocol]; ok && p != "*" && !contains(protocols, p) {
+	if p, ok := out[TagProtocol]; ok && p != "*" && !slices.Contains(protocols, p) {
 		hint := "use one of: " + strings.Join(protocols, ", ")
 		if s := suggest(p, protocols); s != "" {
 			hint = fmt.Sprintf("did you mean %q?", s)
@@ -140,15 +141,6 @@ func protocolKey(raw map[string]any) string {
 		return TagProtocol
 	}
 	return escapePointer("kuma.io/protocol")
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func decodeMesh(m map[string]any) (*Mesh, []issue) {

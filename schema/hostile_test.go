@@ -133,14 +133,15 @@ func TestTooManyFiles(t *testing.T) {
 	}
 }
 
-func TestMissingRootIsAnIOError(t *testing.T) {
+// A file the caller names that does not exist is an I/O error (the CLI's exit
+// 2), not a finding.
+func TestMissingNamedFileIsAnIOError(t *testing.T) {
 	root, err := os.OpenRoot(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	sub := root.FS()
-	if _, err := newTestLoader(t, Options{}).LoadTrees([]Tree{{FS: sub, Files: []string{"missing.yaml"}}}); err == nil {
+	if _, err := newTestLoader(t, Options{}).LoadTrees([]Tree{{FS: root.FS(), Files: []string{"missing.yaml"}}}); err == nil {
 		t.Error("loading a missing file returned no error")
 	}
 }

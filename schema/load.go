@@ -102,8 +102,8 @@ type entry struct {
 }
 
 func (e *entry) finding(sev Severity, ptr, code, msg, hint string) Finding {
-	n := nodeAt(e.doc.root, ptr)
-	return Finding{Severity: sev, File: e.file, Document: e.doc.index, Line: n.Line, Column: n.Column,
+	line, col := positionAt(e.doc.root, ptr)
+	return Finding{Severity: sev, File: e.file, Document: e.doc.index, Line: line, Column: col,
 		Pointer: ptr, Code: code, Message: msg, Hint: hint}
 }
 
@@ -202,7 +202,7 @@ func (l *Loader) walk(t Tree) ([]file, []Finding, error) {
 	var files []file
 	var findings []Finding
 	display := func(p string) string { return path.Join(t.Prefix, p) }
-	warn := func(sev Severity, p, code, msg, hint string) {
+	report := func(sev Severity, p, code, msg, hint string) {
 		findings = append(findings, Finding{Severity: sev, File: display(p), Code: code, Message: msg, Hint: hint})
 	}
 	visit := func(p string, typ fs.FileMode) {
@@ -218,9 +218,9 @@ func (l *Loader) walk(t Tree) ([]file, []Finding, error) {
 			}
 			files = append(files, file{fsys: t.FS, name: display(p), target: target})
 		case typ.IsDir():
-			warn(SeverityError, p, CodeNotRegular, "is a directory", "")
+			report(SeverityError, p, CodeNotRegular, "is a directory", "")
 		default:
-			warn(SeverityWarning, p, CodeNotRegular, "not a regular file (a git submodule or a device?); skipped", "")
+			report(SeverityWarning, p, CodeNotRegular, "not a regular file (a git submodule or a device?); skipped", "")
 		}
 	}
 	if t.Files != nil {
@@ -238,7 +238,7 @@ func (l *Loader) walk(t Tree) ([]file, []Finding, error) {
 			if p == "." {
 				return err
 			}
-			warn(SeverityError, p, CodeUnreadable, fmt.Sprintf("cannot read: %v", unwrapPathError(err)), "")
+			report(SeverityError, p, CodeUnreadable, fmt.Sprintf("cannot read: %v", unwrapPathError(err)), "")
 			return nil
 		}
 		if p != "." && strings.HasPrefix(d.Name(), ".") {
@@ -251,7 +251,7 @@ func (l *Loader) walk(t Tree) ([]file, []Finding, error) {
 			return nil
 		}
 		if len(files) >= l.opts.MaxFiles {
-			warn(SeverityError, p, CodeTooManyFiles, fmt.Sprintf("the tree has more than %d YAML files; the rest were not read", l.opts.MaxFiles),
+			report(SeverityError, p, CodeTooManyFiles, fmt.Sprintf("the tree has more than %d YAML files; the rest were not read", l.opts.MaxFiles),
 				"point the policy path at the directory that holds the policies")
 			return fs.SkipAll
 		}

@@ -296,60 +296,52 @@ func (c *converter) scalar(n *yaml.Node, ptr string) (any, bool) {
 	}
 }
 
-// nodeAt finds the node a JSON pointer names within a document. When the
-// pointer ends at a mapping key, it returns the key node (that is where a
-// person looks); when part of the pointer does not exist, it returns the
-// deepest node that does.
-func nodeAt(root *yaml.Node, ptr string) *yaml.Node {
+// positionAt returns the line and column a JSON pointer names within a
+// document: for a mapping entry, its key (that is where a person looks),
+// unless the value is a flow collection on the key's line; for a list item,
+// the item. When part of the pointer does not exist, it returns the position
+// of the deepest part that does.
+func positionAt(root *yaml.Node, ptr string) (line, col int) {
 	n := root
+	line, col = n.Line, n.Column
 	if ptr == "" {
-		return n
+		return line, col
 	}
 	for _, tok := range strings.Split(strings.TrimPrefix(ptr, "/"), "/") {
-		tok = unescapePointer(tok)
 		for n.Kind == yaml.AliasNode && n.Alias != nil {
 			n = n.Alias
 		}
 		switch n.Kind {
 		case yaml.MappingNode:
-			var next *yaml.Node
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == tok {
-					next = n.Content[i+1]
-					if next.Kind == yaml.ScalarNode || next.Kind == yaml.AliasNode {
-						// Point scalars at their key, unless the pointer goes on.
-						next = &yaml.Node{Kind: next.Kind, Value: next.Value, Alias: next.Alias,
-							Line: n.Content[i].Line, Column: n.Content[i].Column, Tag: next.Tag}
-					} else if len(next.Content) > 0 || next.Kind == yaml.MappingNode || next.Kind == yaml.SequenceNode {
-						next = withPosition(next, n.Content[i])
-					}
-					break
-				}
+			key, val := mappingEntry(n, unescapePointer(tok))
+			if key == nil {
+				return line, col
 			}
-			if next == nil {
-				return n
+			line, col = key.Line, key.Column
+			if (val.Kind == yaml.MappingNode || val.Kind == yaml.SequenceNode) && val.Line == key.Line {
+				line, col = val.Line, val.Column
 			}
-			n = next
+			n = val
 		case yaml.SequenceNode:
 			i, err := strconv.Atoi(tok)
 			if err != nil || i < 0 || i >= len(n.Content) {
-				return n
+				return line, col
 			}
 			n = n.Content[i]
+			line, col = n.Line, n.Column
 		default:
-			return n
+			return line, col
 		}
 	}
-	return n
+	return line, col
 }
 
-// withPosition returns n positioned at key when n is a block collection that
-// starts on a later line (the key is what a person reads as "the field").
-func withPosition(n, key *yaml.Node) *yaml.Node {
-	if n.Line == key.Line {
-		return n
+// mappingEntry returns the key and value nodes of name in a mapping, or nils.
+func mappingEntry(m *yaml.Node, name string) (key, val *yaml.Node) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == name {
+			return m.Content[i], m.Content[i+1]
+		}
 	}
-	cp := *n
-	cp.Line, cp.Column = key.Line, key.Column
-	return &cp
+	return nil, nil
 }

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 
@@ -38,7 +39,7 @@ func rbacPolicy(mesh string, sources []schema.Selector) *rbacv3.Policy {
 			anySource = true
 			break
 		}
-		if !contains(ids, svc) {
+		if !slices.Contains(ids, svc) {
 			ids = append(ids, svc)
 		}
 	}

@@ -3,6 +3,7 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -187,21 +188,12 @@ func identities(dp *schema.Dataplane) []string {
 	var ids []string
 	for _, in := range dp.Inbound {
 		id := SpiffeID(dp.Mesh, in.Service())
-		if !contains(ids, id) {
+		if !slices.Contains(ids, id) {
 			ids = append(ids, id)
 		}
 	}
 	sort.Strings(ids)
 	return ids
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // SpiffeID is the URI SAN of a service's certificates: spiffe://<mesh>/<service>.

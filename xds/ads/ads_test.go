@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,17 +296,8 @@ func TestDeltaADS(t *testing.T) {
 		t.Fatal(err)
 	}
 	resps := make(chan *discoverygrpc.DeltaDiscoveryResponse, 16)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			r, err := st.Recv()
-			if err != nil {
-				return
-			}
-			resps <- r
-		}
-	}()
+	var received atomic.Int64
+	done := receive(st, resps, &received)
 	defer func() { cancel(); <-done }()
 	recv := func() *discoverygrpc.DeltaDiscoveryResponse {
 		t.Helper()

@@ -99,6 +99,15 @@ func newClient(t *testing.T, node string, open func(context.Context) (sotwStream
 		t.Fatal(err)
 	}
 	c := &client{t: t, node: node, st: st, resps: make(chan *discoverygrpc.DiscoveryResponse, 64)}
+	done := receive(st, c.resps, &c.count)
+	t.Cleanup(func() { cancel(); <-done })
+	return c
+}
+
+// receive reads st until it fails (its context is cancelled), counting every
+// response and keeping those out has room for: a storm is counted, not kept,
+// and the loop never blocks. The returned channel closes when it stops.
+func receive[T any](st interface{ Recv() (T, error) }, out chan<- T, count *atomic.Int64) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -107,15 +116,14 @@ func newClient(t *testing.T, node string, open func(context.Context) (sotwStream
 			if err != nil {
 				return
 			}
-			c.count.Add(1)
+			count.Add(1)
 			select {
-			case c.resps <- r:
-			default: // a storm: counted, not kept
+			case out <- r:
+			default:
 			}
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return c
+	return done
 }
 
 func adsClient(t *testing.T, conn *grpc.ClientConn, node string) *client {

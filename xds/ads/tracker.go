@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 )
 
 // EventKind tells an ACK from a NACK.
@@ -328,6 +329,17 @@ func (t *tracker) answered(key streamKey, node, typeURL, nonce, version string, 
 	return rejected
 }
 
+// nackMessage returns the error_detail message of a NACK, or nil for a
+// request that is not one (an ACK or a first request).
+func nackMessage(req interface{ GetErrorDetail() *statuspb.Status }) *string {
+	ed := req.GetErrorDetail()
+	if ed == nil {
+		return nil
+	}
+	m := ed.GetMessage()
+	return &m
+}
+
 // OnStreamOpen implements serverv3.Callbacks; the node is not known yet.
 func (t *tracker) OnStreamOpen(context.Context, int64, string) error { return nil }
 
@@ -341,12 +353,7 @@ func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{
 // once, forever. Setting version_info to the rejected version (the cache
 // reads this same request next) makes it wait for a newer snapshot.
 func (t *tracker) OnStreamRequest(id int64, req *discoverygrpc.DiscoveryRequest) error {
-	var msg *string
-	if ed := req.GetErrorDetail(); ed != nil {
-		m := ed.GetMessage()
-		msg = &m
-	}
-	rejected := t.answered(streamKey{false, id}, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), msg)
+	rejected := t.answered(streamKey{false, id}, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), nackMessage(req))
 	if rejected != "" {
 		req.VersionInfo = rejected
 	}
@@ -368,12 +375,7 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(strea
 // OnStreamDeltaRequest implements serverv3.Callbacks. A delta NACK does not
 // make the cache re-send, so there is nothing to rewrite.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
-	var msg *string
-	if ed := req.GetErrorDetail(); ed != nil {
-		m := ed.GetMessage()
-		msg = &m
-	}
-	t.answered(streamKey{true, id}, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), "", msg)
+	t.answered(streamKey{true, id}, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), "", nackMessage(req))
 	return nil
 }
 
