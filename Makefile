@@ -13,9 +13,11 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/gitmesh
 
-# For now: validate the bundled policy repository. Grows into the daemon.
+# The daemon on the bundled policies: a local repository made from policies/
+# under .run/, no network needed. Ctrl-C stops it.
 run: build
 	$(BIN) validate policies/
+	examples/quickstart.sh $(BIN) .run
 
 # The whole suite, race detector on. Fails on unformatted code or vet findings.
 test:

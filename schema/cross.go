@@ -46,8 +46,14 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 	dps = dedupe(dps, func(e *entry) string { return fmt.Sprintf("Dataplane %q in mesh %q", e.name, e.mesh) })
 	tps = dedupe(tps, func(e *entry) string { return fmt.Sprintf("TrafficPermission %q in mesh %q", e.name, e.mesh) })
 
-	set := &Set{}
-	meshByName := map[string]*Mesh{}
+	set := &Set{Meshes: make([]*Mesh, 0, len(meshes)+1)}
+	if len(dps) > 0 { // an empty list stays nil, as the Set's JSON shows it
+		set.Dataplanes = make([]*Dataplane, 0, len(dps))
+	}
+	if len(tps) > 0 {
+		set.TrafficPermissions = make([]*TrafficPermission, 0, len(tps))
+	}
+	meshByName := make(map[string]*Mesh, len(meshes)+1)
 	for _, e := range meshes {
 		set.Meshes = append(set.Meshes, e.m)
 		meshByName[e.name] = e.m
@@ -74,34 +80,42 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 		return false
 	}
 
-	// Services each mesh provides, and who claims each inbound endpoint.
+	// Services each mesh provides, and who claims each inbound endpoint. The
+	// entries are sorted by mesh, so each mesh's maps are looked up once.
 	services := map[string]map[string]bool{}
+	type endpoint struct {
+		address string
+		port    uint32
+	}
 	type claim struct {
-		e   *entry
-		ptr string
+		e       *entry
+		inbound int
 	}
-	endpoints := map[string]claim{} // mesh + " " + ip:port
-	for _, e := range dps {
-		if !knownMesh(e) {
-			continue
-		}
-		set.Dataplanes = append(set.Dataplanes, e.dp)
-		if services[e.mesh] == nil {
-			services[e.mesh] = map[string]bool{}
-		}
-		for i, in := range e.dp.Inbound {
-			services[e.mesh][in.Service()] = true
-			key := e.mesh + " " + in.HostPort()
-			ptr := fmt.Sprintf("/networking/inbound/%d", i)
-			if first, dup := endpoints[key]; dup && first.e != e {
-				errorAt(e, ptr, CodeEndpointConflict,
-					fmt.Sprintf("inbound %s is also an inbound of dataplane %q (%s:%d)", in.HostPort(), first.e.name, first.e.file, first.e.doc.root.Line),
-					"two dataplanes cannot listen on the same IP:port; change the address or port of one")
-				continue
+	byMesh(dps, func(mesh string, run []*entry) {
+		if meshByName[mesh] == nil {
+			for _, e := range run {
+				knownMesh(e)
 			}
-			endpoints[key] = claim{e, ptr}
+			return
 		}
-	}
+		provided := map[string]bool{}
+		services[mesh] = provided
+		endpoints := make(map[endpoint]claim, len(run))
+		for _, e := range run {
+			set.Dataplanes = append(set.Dataplanes, e.dp)
+			for i, in := range e.dp.Inbound {
+				provided[e.services[i]] = true
+				key := endpoint{in.Address, in.Port}
+				if first, dup := endpoints[key]; dup && first.e != e {
+					errorAt(e, fmt.Sprintf("/networking/inbound/%d", i), CodeEndpointConflict,
+						fmt.Sprintf("inbound %s is also an inbound of dataplane %q (%s:%d)", in.HostPort(), first.e.name, first.e.file, first.e.doc.root.Line),
+						"two dataplanes cannot listen on the same IP:port; change the address or port of one")
+					continue
+				}
+				endpoints[key] = claim{e, i}
+			}
+		}
+	})
 	sortedServices := map[string][]string{} // built on the first warning of a mesh
 	serviceNames := func(mesh string) []string {
 		if out, ok := sortedServices[mesh]; ok {
@@ -115,43 +129,74 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 		sortedServices[mesh] = out
 		return out
 	}
+	// known reports whether svc needs no warning: "" is reported as a
+	// missing service, and '*' matches any.
+	known := func(provided map[string]bool, svc string) bool {
+		return svc == "" || svc == "*" || provided[svc]
+	}
 	unknownService := func(e *entry, ptr, svc, what string) {
-		if svc == "" || svc == "*" || services[e.mesh][svc] { // "": reported as missing-service
-			return
-		}
 		hint := "no dataplane in the mesh has an inbound with this service tag"
 		if s := suggest(svc, serviceNames(e.mesh)); s != "" {
 			hint = fmt.Sprintf("did you mean %q?", s)
 		}
 		warnAt(e, ptr, CodeUnknownService, fmt.Sprintf("%s names service %q, which no dataplane in mesh %q provides", what, svc, e.mesh), hint)
 	}
-	for _, e := range dps {
-		if meshByName[e.mesh] == nil {
-			continue
+	byMesh(dps, func(mesh string, run []*entry) {
+		if meshByName[mesh] == nil {
+			return
 		}
-		for i, out := range e.dp.Outbound {
-			unknownService(e, fmt.Sprintf("/networking/outbound/%d/service", i), out.Service, "outbound")
+		provided := services[mesh]
+		for _, e := range run {
+			for i, out := range e.dp.Outbound {
+				if !known(provided, out.Service) {
+					unknownService(e, fmt.Sprintf("/networking/outbound/%d/service", i), out.Service, "outbound")
+				}
+			}
 		}
-	}
+	})
 
-	for _, e := range tps {
-		if !knownMesh(e) {
-			continue
-		}
-		set.TrafficPermissions = append(set.TrafficPermissions, e.tp)
-		if !meshByName[e.mesh].MTLS.Enabled {
-			warnAt(e, "/name", CodeNoEffect, fmt.Sprintf("TrafficPermission %q has no effect: mesh %q does not have mTLS enabled", e.name, e.mesh),
-				"as in Kuma, permissions are enforced only with mTLS: set `mtls.enabled: true` on the Mesh")
-		}
-		for r, rule := range e.tp.Rules {
-			base := e.ruleBases[r]
-			for i, sel := range rule.Sources {
-				unknownService(e, fmt.Sprintf("%s/sources/%d/match", base, i), sel[TagService], "source")
+	byMesh(tps, func(mesh string, run []*entry) {
+		m := meshByName[mesh]
+		if m == nil {
+			for _, e := range run {
+				knownMesh(e)
 			}
-			for i, sel := range rule.Destinations {
-				unknownService(e, fmt.Sprintf("%s/destinations/%d/match", base, i), sel[TagService], "destination")
+			return
+		}
+		provided := services[mesh]
+		for _, e := range run {
+			set.TrafficPermissions = append(set.TrafficPermissions, e.tp)
+			if !m.MTLS.Enabled {
+				warnAt(e, "/name", CodeNoEffect, fmt.Sprintf("TrafficPermission %q has no effect: mesh %q does not have mTLS enabled", e.name, e.mesh),
+					"as in Kuma, permissions are enforced only with mTLS: set `mtls.enabled: true` on the Mesh")
+			}
+			for r, rule := range e.tp.Rules {
+				base := e.ruleBases[r]
+				for i, sel := range rule.Sources {
+					if svc := sel[TagService]; !known(provided, svc) {
+						unknownService(e, fmt.Sprintf("%s/sources/%d/match", base, i), svc, "source")
+					}
+				}
+				for i, sel := range rule.Destinations {
+					if svc := sel[TagService]; !known(provided, svc) {
+						unknownService(e, fmt.Sprintf("%s/destinations/%d/match", base, i), svc, "destination")
+					}
+				}
 			}
 		}
-	}
+	})
 	return set, findings
+}
+
+// byMesh calls f with each run of entries of one mesh, in order; es is sorted
+// by mesh.
+func byMesh(es []*entry, f func(mesh string, run []*entry)) {
+	for len(es) > 0 {
+		n := 1
+		for n < len(es) && es[n].mesh == es[0].mesh {
+			n++
+		}
+		f(es[0].mesh, es[:n])
+		es = es[n:]
+	}
 }

@@ -100,8 +100,8 @@ func (d *decoder) ip(ptr, field, s string) string {
 // tags validates a tag map and normalises kuma.io/ spellings.
 func (d *decoder) tags(ptr string, raw map[string]any, allowWildcard bool) map[string]string {
 	out := make(map[string]string, len(raw))
-	for k, v := range raw {
-		val, _ := v.(string)
+	for _, k := range tagOrder(raw) {
+		val, _ := raw[k].(string)
 		kptr := ptr + "/" + escapePointer(k)
 		if !tagKeyRE.MatchString(k) {
 			d.add(kptr, CodeInvalidTag, "tag names use letters, digits, '.', '-', '_', ':' and '/'", "tag name %q has characters that are not allowed", k)
@@ -134,6 +134,38 @@ func (d *decoder) tags(ptr string, raw map[string]any, allowWildcard bool) map[s
 		d.add(ptr+"/"+protocolKey(raw), CodeInvalidProtocol, hint, "protocol %q is not supported", p)
 	}
 	return out
+}
+
+// tagOrder returns the keys of a tag map sorted, each well-known tag before
+// its kuma.io/ spelling, so that findings do not depend on map order: a tag
+// set under both spellings is reported at the kuma.io/ one.
+func tagOrder(raw map[string]any) []string {
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	canonical := func(k string) (string, bool) {
+		if short, ok := kumaTagAliases[k]; ok {
+			return short, true
+		}
+		return k, false
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		ca, aliasA := canonical(a)
+		cb, aliasB := canonical(b)
+		if c := strings.Compare(ca, cb); c != 0 {
+			return c
+		}
+		switch {
+		case aliasA == aliasB:
+			return strings.Compare(a, b)
+		case aliasB:
+			return -1
+		default:
+			return 1
+		}
+	})
+	return keys
 }
 
 func protocolKey(raw map[string]any) string {

@@ -76,15 +76,15 @@ const (
 // Finding is one problem found in a tree, modelled on fs.PathError: what,
 // where and why, in a form both people and tools can act on.
 type Finding struct {
-	Severity Severity
-	File     string // slash-separated, relative to the loaded root
-	Document int    // 1-based YAML document index within File; 0 when not about one document
-	Line     int    // 1-based; 0 when unknown
-	Column   int    // 1-based; 0 when unknown
-	Pointer  string // JSON pointer within the document ("" for the whole document)
-	Code     string
-	Message  string
-	Hint     string // what to do about it; may be empty
+	Severity Severity `json:"severity"`
+	File     string   `json:"file"`               // slash-separated, relative to the loaded root
+	Document int      `json:"document,omitempty"` // 1-based YAML document index within File; 0 when not about one document
+	Line     int      `json:"line,omitempty"`     // 1-based; 0 when unknown
+	Column   int      `json:"column,omitempty"`   // 1-based; 0 when unknown
+	Pointer  string   `json:"pointer,omitempty"`  // JSON pointer within the document ("" for the whole document)
+	Code     string   `json:"code"`
+	Message  string   `json:"message"`
+	Hint     string   `json:"hint,omitempty"` // what to do about it; may be empty
 }
 
 // Error formats the finding as "file:line:col: message (code)".

@@ -1,15 +1,17 @@
 package schema
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"path"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Options bound what one load may read. The zero value takes the defaults.
@@ -99,6 +101,7 @@ type entry struct {
 	dp              *Dataplane
 	tp              *TrafficPermission
 	ruleBases       []string // per TrafficPermission rule: pointer prefix
+	services        []string // per Dataplane inbound: its service tag
 }
 
 func (e *entry) finding(sev Severity, ptr, code, msg, hint string) Finding {
@@ -143,39 +146,77 @@ func (l *Loader) Load(fsys fs.FS) (*Result, error) {
 
 // LoadTrees loads several trees as one policy set, as Load does for one.
 func (l *Loader) LoadTrees(trees []Tree) (*Result, error) {
+	return l.LoadTreesCached(trees, nil)
+}
+
+// LoadTreesCached is LoadTrees that takes the result of each file whose
+// content the cache already holds from it, and keeps the others there for the
+// next load. A nil cache is LoadTrees. The Result is the same as without the
+// cache.
+func (l *Loader) LoadTreesCached(trees []Tree, cache *Cache) (*Result, error) {
+	files, findings, err := l.walkTrees(trees)
+	if err != nil {
+		return nil, err
+	}
+	return assemble(len(files), l.loadFiles(files, cache), findings), nil
+}
+
+// walkTrees lists the files of every tree, in order, and what is wrong with
+// the entries that are not files it can read.
+func (l *Loader) walkTrees(trees []Tree) ([]file, []Finding, error) {
 	var files []file
 	var findings []Finding
 	for _, t := range trees {
 		fs, fnd, err := l.walk(t)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		files = append(files, fs...)
 		findings = append(findings, fnd...)
 	}
+	return files, findings, nil
+}
+
+// loadFiles loads each file, in parallel, through the cache when there is one.
+func (l *Loader) loadFiles(files []file, cache *Cache) []fileResult {
+	load := l.loadFile
+	var gen uint64
+	if cache != nil {
+		gen = cache.begin()
+		load = func(f file) fileResult { return l.loadFileCached(f, cache, gen) }
+	}
 	results := make([]fileResult, len(files))
 	var wg sync.WaitGroup
-	next := make(chan int)
+	var next atomic.Int64
 	for range min(l.opts.Workers, max(len(files), 1)) {
 		wg.Go(func() {
-			for i := range next {
-				results[i] = l.loadFile(files[i])
+			for i := int(next.Add(1) - 1); i < len(files); i = int(next.Add(1) - 1) {
+				results[i] = load(files[i])
 			}
 		})
 	}
-	for i := range files {
-		next <- i
-	}
-	close(next)
 	wg.Wait()
+	if cache != nil {
+		cache.end(gen)
+	}
+	return results
+}
 
-	res := &Result{Files: len(files)}
-	var entries []*entry
+// assemble checks the files' resources against each other and makes the
+// Result. It only reads the results, which may come from a cache.
+func assemble(nfiles int, results []fileResult, findings []Finding) *Result {
+	nentries, nfindings := 0, len(findings)
+	for _, r := range results {
+		nentries += len(r.entries)
+		nfindings += len(r.findings)
+	}
+	entries := make([]*entry, 0, nentries)
+	findings = slices.Grow(findings, nfindings-len(findings))
 	for _, r := range results {
 		entries = append(entries, r.entries...)
 		findings = append(findings, r.findings...)
 	}
-	res.Resources = len(entries)
+	res := &Result{Files: nfiles, Resources: len(entries)}
 	set, crossFindings := crossCheck(entries)
 	findings = append(findings, crossFindings...)
 	sortFindings(findings)
@@ -183,7 +224,7 @@ func (l *Loader) LoadTrees(trees []Tree) (*Result, error) {
 	if res.Valid() {
 		res.Set = set
 	}
-	return res, nil
+	return res
 }
 
 // file is a YAML file to read: the name findings give it, and the path in
@@ -347,7 +388,9 @@ func readBounded(fsys fs.FS, name string, max int64) ([]byte, error) {
 
 var errTooLarge = errors.New("file too large")
 
-func (l *Loader) loadFile(f file) fileResult {
+// readFile reads a file within the size limit; a file it cannot read becomes
+// a finding.
+func (l *Loader) readFile(f file) ([]byte, *Finding) {
 	data, err := readBounded(f.fsys, f.target, l.opts.MaxFileBytes)
 	if err != nil {
 		fnd := Finding{Severity: SeverityError, File: f.name, Code: CodeUnreadable, Message: fmt.Sprintf("cannot read: %v", unwrapPathError(err))}
@@ -356,12 +399,26 @@ func (l *Loader) loadFile(f file) fileResult {
 			fnd.Message = fmt.Sprintf("file is larger than %d bytes; it was not read", l.opts.MaxFileBytes)
 			fnd.Hint = "split it into smaller files, or raise the limit"
 		}
-		return fileResult{findings: []Finding{fnd}}
+		return nil, &fnd
 	}
-	docs, findings := parseFile(f.name, data, parseLimits{maxDepth: l.opts.MaxDepth, maxNodes: l.opts.MaxNodes})
+	return data, nil
+}
+
+func (l *Loader) loadFile(f file) fileResult {
+	data, fnd := l.readFile(f)
+	if fnd != nil {
+		return fileResult{findings: []Finding{*fnd}}
+	}
+	return l.loadBytes(f.name, data)
+}
+
+// loadBytes parses, validates and decodes the content of the named file.
+func (l *Loader) loadBytes(name string, data []byte) fileResult {
+	docs, findings := parseFile(name, data, parseLimits{maxDepth: l.opts.MaxDepth, maxNodes: l.opts.MaxNodes})
 	out := fileResult{findings: findings}
 	for _, doc := range docs {
-		e, fs := l.loadDocument(f.name, doc)
+		e, fs := l.loadDocument(name, doc)
+		doc.value = nil // decoded; only the node tree is needed from here on
 		out.findings = append(out.findings, fs...)
 		if e != nil {
 			out.entries = append(out.entries, e)
@@ -407,6 +464,10 @@ func (l *Loader) loadDocument(file string, doc *document) (*entry, []Finding) {
 		e.dp, issues = decodeDataplane(doc.value)
 		e.dp.Origin = e.origin()
 		e.name, e.mesh = e.dp.Name, e.dp.Mesh
+		e.services = make([]string, len(e.dp.Inbound))
+		for i, in := range e.dp.Inbound {
+			e.services[i] = in.Service()
+		}
 	case TypeTrafficPermission:
 		e.tp, e.ruleBases, issues = decodeTrafficPermission(doc.value)
 		e.tp.Origin = e.origin()
@@ -453,17 +514,20 @@ func quoteValue(v any) string {
 // sortEntries orders resources by (mesh, name), then by file position so
 // duplicates are reported against the first declaration.
 func sortEntries(es []*entry) {
-	sort.SliceStable(es, func(i, j int) bool {
-		a, b := es[i], es[j]
-		if a.mesh != b.mesh {
-			return a.mesh < b.mesh
-		}
-		if a.name != b.name {
-			return a.name < b.name
-		}
-		if a.file != b.file {
-			return a.file < b.file
-		}
-		return a.doc.index < b.doc.index
-	})
+	if !slices.IsSortedFunc(es, compareEntries) { // often they are: a file per resource
+		slices.SortStableFunc(es, compareEntries)
+	}
+}
+
+func compareEntries(a, b *entry) int {
+	if c := strings.Compare(a.mesh, b.mesh); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.name, b.name); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.file, b.file); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.doc.index, b.doc.index)
 }

@@ -127,3 +127,21 @@ func AffectedBetween(prev, next *Index, c Change) []string {
 	}
 	return out
 }
+
+// ChangeOf turns a resource diff into the Change that Affected reads.
+func ChangeOf(d schema.SetDiff) Change {
+	var c Change
+	for _, list := range [][]schema.Key{d.Added, d.Changed, d.Removed} {
+		for _, k := range list {
+			switch k.Type {
+			case schema.TypeMesh:
+				c.Meshes = append(c.Meshes, k.Name)
+			case schema.TypeDataplane:
+				c.Dataplanes = append(c.Dataplanes, Ref{Mesh: k.Mesh, Name: k.Name})
+			case schema.TypeTrafficPermission:
+				c.Permissions = append(c.Permissions, Ref{Mesh: k.Mesh, Name: k.Name})
+			}
+		}
+	}
+	return c
+}

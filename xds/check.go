@@ -38,13 +38,52 @@ func Check(p *Proxy) error { return NewChecker().Check(p) }
 // every proxy that uses them, and proxies' resources are read-only, so a
 // resource that passed ValidateAll for one proxy passes for all. A Checker is
 // not safe for concurrent use; use one per goroutine.
+//
+// A Checker kept across publishes also remembers results by content: a
+// resource equal (by the digest of its deterministic encoding) to one
+// validated before is not validated again. Call Release between publishes
+// so that it does not keep the previous resources alive.
 type Checker struct {
 	validated map[types.Resource]error
+	byDigest  map[[32]byte]error
 }
+
+// maxDigests bounds the results a Checker remembers by content; past it,
+// they are forgotten all at once.
+const maxDigests = 1 << 20
 
 // NewChecker returns an empty Checker.
 func NewChecker() *Checker {
-	return &Checker{validated: make(map[types.Resource]error)}
+	return &Checker{validated: make(map[types.Resource]error), byDigest: make(map[[32]byte]error)}
+}
+
+// Release forgets the resources themselves and keeps the results by
+// content.
+func (k *Checker) Release() {
+	clear(k.validated)
+	if len(k.byDigest) > maxDigests {
+		clear(k.byDigest)
+	}
+}
+
+// validate is ValidateAll of r and every config packed in it, remembered.
+func (k *Checker) validate(p *Proxy, r types.Resource) error {
+	if err, done := k.validated[r]; done {
+		return err
+	}
+	d, hasDigest := p.digests[r]
+	if hasDigest {
+		if err, done := k.byDigest[d]; done {
+			k.validated[r] = err
+			return err
+		}
+	}
+	err := validateDeep(r)
+	k.validated[r] = err
+	if hasDigest {
+		k.byDigest[d] = err
+	}
+	return err
 }
 
 // Check is the package-level Check, sharing validation results with earlier
@@ -74,12 +113,7 @@ func (k *Checker) Check(p *Proxy) error {
 				c.fail(typ, name, errors.New("appears twice"))
 			}
 			seen[name] = true
-			err, done := k.validated[r]
-			if !done {
-				err = validateDeep(r)
-				k.validated[r] = err
-			}
-			if err != nil {
+			if err := k.validate(p, r); err != nil {
 				c.fail(typ, name, err)
 			}
 		}

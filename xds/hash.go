@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -27,8 +28,15 @@ func digest(m proto.Message, buf []byte) ([32]byte, []byte, error) {
 // hash computes Proxy.Hash from a sorted resourceSet: for each type in
 // resourceTypes order, the type URL and count, then each resource's name and
 // digest. Shared resources carry the digest the Index computed once.
-func (b *builder) hash(rs *resourceSet) (string, error) {
+// It also returns each resource's digest, which lets a Checker skip
+// resources whose equal it validated before.
+func (b *builder) hash(rs *resourceSet) (string, map[types.Resource][32]byte, error) {
 	h := sha256.New()
+	n0 := 0
+	for i := range rs.byType {
+		n0 += len(rs.byType[i])
+	}
+	digests := make(map[types.Resource][32]byte, n0)
 	var n [8]byte
 	writeString := func(s string) {
 		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
@@ -43,17 +51,19 @@ func (b *builder) hash(rs *resourceSet) (string, error) {
 			writeString(r.name)
 			if r.digest != nil {
 				h.Write(r.digest[:])
+				digests[r.res] = *r.digest
 				continue
 			}
 			d, buf, err := digest(r.res, b.buf)
 			b.buf = buf
 			if err != nil {
-				return "", fmt.Errorf("hash %s %q: %w", typeName(typ), r.name, err)
+				return "", nil, fmt.Errorf("hash %s %q: %w", typeName(typ), r.name, err)
 			}
 			h.Write(d[:])
+			digests[r.res] = d
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil)), digests, nil
 }
 
 // toAny packs m into an Any with a deterministic encoding. It fails only

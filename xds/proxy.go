@@ -55,6 +55,10 @@ type Proxy struct {
 	// name and the SHA-256 of its deterministic proto encoding. Equal
 	// resources give equal hashes, across processes and replicas.
 	Hash string
+
+	// digests holds the SHA-256 of each resource's deterministic encoding,
+	// as Hash was computed from; nil for a Proxy built by hand.
+	digests map[types.Resource][32]byte
 }
 
 // SecretNames are the SDS secrets the snapshot serving p must carry next to

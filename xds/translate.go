@@ -107,11 +107,11 @@ func (b *builder) proxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy,
 	if p.MTLS {
 		p.Identities = identities(dp)
 	}
-	h, err := b.hash(&rs)
+	h, digests, err := b.hash(&rs)
 	if err != nil {
 		return nil, fmt.Errorf("translate %s: %w", node, err)
 	}
-	p.Hash = h
+	p.Hash, p.digests = h, digests
 	return p, nil
 }
 

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes shared by every subcommand.
@@ -67,10 +70,43 @@ proxyless gRPC over xDS.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: exitUsage, err: err}
 	})
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		return flagsFromEnv(cmd.Flags(), os.LookupEnv)
+	}
 	root.AddCommand(
 		newValidateCmd(),
 		newBootstrapCmd(),
 		newRenderCmd(),
+		newServeCmd(),
+		newStatusCmd(),
 	)
 	return root
+}
+
+// EnvPrefix starts the environment variable of every flag: --state-dir is
+// also GITMESH_STATE_DIR. A flag on the command line wins over the variable.
+const EnvPrefix = "GITMESH_"
+
+// envName is the environment variable that sets the flag name.
+func envName(name string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// flagsFromEnv sets every flag of fs not given on the command line from its
+// environment variable, when that is set.
+func flagsFromEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" {
+			return
+		}
+		v, ok := lookup(envName(f.Name))
+		if !ok {
+			return
+		}
+		if e := fs.Set(f.Name, v); e != nil {
+			err = usageError("%s: %v", envName(f.Name), e)
+		}
+	})
+	return err
 }

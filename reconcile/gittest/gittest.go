@@ -1,6 +1,9 @@
 // Package gittest makes real git repositories for tests with the git CLI,
 // under a fixed identity and with the user's and system's git configuration
-// ignored, so tests behave the same on every machine.
+// ignored, so tests behave the same on every machine, and serves them on
+// 127.0.0.1 over git's real protocols: git daemon (git://), git http-backend
+// (http:// and https://) and git-upload-pack behind an SSH server (ssh://).
+// Every server stops when its test ends.
 package gittest
 
 import (
@@ -65,4 +68,39 @@ func Commit(t testing.TB, dir, message string, files map[string]string) string {
 	Git(t, dir, "add", "-A")
 	Git(t, dir, "commit", "-q", "--allow-empty", "-m", message)
 	return Git(t, dir, "rev-parse", "HEAD")
+}
+
+// Bare makes an empty bare repository whose HEAD names branch main, at
+// repo.git in a new temporary directory, and returns its path. Serve the
+// directory holding it (filepath.Dir) and fetch "repo.git" from there.
+func Bare(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "repo.git")
+	Git(t, filepath.Dir(dir), "init", "-q", "--bare", "-b", "main", dir)
+	return dir
+}
+
+// Push pushes from the worktree to remote (a path or URL); with no refspec
+// it pushes HEAD to main. A refspec starting with "+" forces.
+func Push(t testing.TB, worktree, remote string, refspec ...string) {
+	t.Helper()
+	if len(refspec) == 0 {
+		refspec = []string{"HEAD:refs/heads/main"}
+	}
+	Git(t, worktree, append([]string{"push", "-q", remote}, refspec...)...)
+}
+
+// gitProgram returns the path of a git program such as git-daemon, failing
+// the test with what to install when it is missing.
+func gitProgram(t testing.TB, name string) string {
+	t.Helper()
+	out, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		t.Fatalf("git is not installed: %v", err)
+	}
+	p := filepath.Join(strings.TrimSpace(string(out)), name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is not installed (%v); these tests serve real repositories with it: install it (it ships with git, or as a separate package such as git-daemon on some systems)", name, err)
+	}
+	return p
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -16,6 +17,7 @@ type Commit struct {
 	Hash    string
 	Author  string
 	Subject string
+	Time    time.Time // committer time
 	Tree    *TreeFS
 }
 
@@ -63,6 +65,7 @@ func ReadCommit(repo *git.Repository, rev, subdir string) (*Commit, error) {
 		Hash:    c.Hash.String(),
 		Author:  c.Author.Name,
 		Subject: subject,
+		Time:    c.Committer.When,
 		Tree:    NewTreeFS(tree, c.Committer.When),
 	}, nil
 }

@@ -15,8 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/gitmesh/gitmesh/schema"
 )
 
 // TreeFS is a git tree as a read-only fs.FS. It implements fs.ReadDirFS,
@@ -25,34 +28,68 @@ import (
 // irregular files. A TreeFS is safe for concurrent use: access to the object
 // store is serialised, and file contents are read when first read, so a Stat
 // (which reads only the object header) can refuse a huge blob unread.
+//
+// A TreeFS also names each file's content by its git blob id without reading
+// it (schema.ContentIDFS), so a loader with a cache reads only the files a
+// commit changed.
 type TreeFS struct {
 	mu   sync.Mutex
 	root *object.Tree
 	when time.Time
+	dirs map[string]*object.Tree // directories looked up so far, by path
 }
 
 var (
-	_ fs.ReadDirFS  = (*TreeFS)(nil)
-	_ fs.StatFS     = (*TreeFS)(nil)
-	_ fs.ReadLinkFS = (*TreeFS)(nil)
+	_ fs.ReadDirFS       = (*TreeFS)(nil)
+	_ fs.StatFS          = (*TreeFS)(nil)
+	_ fs.ReadLinkFS      = (*TreeFS)(nil)
+	_ schema.ContentIDFS = (*TreeFS)(nil)
 )
 
 // NewTreeFS returns the tree as a file system; modTime is reported for every
-// entry (the commit time is a good choice).
+// entry (the commit time is a good choice). The TreeFS takes root over: go-git
+// trees remember lookups, so root must not be used elsewhere at the same time.
 func NewTreeFS(root *object.Tree, modTime time.Time) *TreeFS {
-	return &TreeFS{root: root, when: modTime}
+	return &TreeFS{root: root, when: modTime, dirs: map[string]*object.Tree{".": root}}
 }
 
 // maxLinkHops bounds symbolic-link chains, as the kernel does.
 const maxLinkHops = 40
 
-// node is a resolved tree entry.
+// node is a resolved tree entry. The blob of a file or link is looked up only
+// when needed (to open, stat or follow it): naming its content takes the
+// entry's hash alone.
 type node struct {
-	name string
-	mode filemode.FileMode
-	tree *object.Tree // for directories
-	file *object.File // for files and links
-	size int64
+	name   string
+	mode   filemode.FileMode
+	hash   plumbing.Hash
+	tree   *object.Tree      // for directories
+	parent *object.Tree      // the directory holding entry; nil for the root
+	entry  *object.TreeEntry // nil for the root
+	file   *object.File      // for files and links, once read
+	size   int64
+}
+
+// subtree returns the directory at dir, looked up once per TreeFS; a link is
+// not followed. Callers hold mu.
+func (t *TreeFS) subtree(dir string) (*object.Tree, error) {
+	if tree, ok := t.dirs[dir]; ok {
+		return tree, nil
+	}
+	parent, err := t.subtree(path.Dir(dir))
+	if err != nil {
+		return nil, err
+	}
+	base := path.Base(dir)
+	if e, err := parent.FindEntry(base); err != nil || e.Mode != filemode.Dir {
+		return nil, object.ErrDirectoryNotFound
+	}
+	tree, err := parent.Tree(base)
+	if err != nil {
+		return nil, err
+	}
+	t.dirs[dir] = tree
+	return tree, nil
 }
 
 // lookup finds name without following a final symbolic link; callers hold mu.
@@ -61,28 +98,37 @@ func (t *TreeFS) lookup(op, name string) (*node, error) {
 		return nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
 	}
 	if name == "." {
-		return &node{name: ".", mode: filemode.Dir, tree: t.root}, nil
+		return &node{name: ".", mode: filemode.Dir, hash: t.root.Hash, tree: t.root}, nil
 	}
-	entry, err := t.root.FindEntry(name)
+	parent, err := t.subtree(path.Dir(name))
 	if err != nil {
 		return nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrNotExist}
 	}
-	n := &node{name: path.Base(name), mode: entry.Mode}
-	switch entry.Mode {
-	case filemode.Dir:
-		n.tree, err = t.root.Tree(name)
-	case filemode.Submodule:
-		// A commit of another repository: nothing to read here.
-	default:
-		n.file, err = t.root.TreeEntryFile(entry)
-		if err == nil {
-			n.size = n.file.Size
+	entry, err := parent.FindEntry(path.Base(name))
+	if err != nil {
+		return nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrNotExist}
+	}
+	n := &node{name: path.Base(name), mode: entry.Mode, hash: entry.Hash, parent: parent, entry: entry}
+	if entry.Mode == filemode.Dir {
+		if n.tree, err = t.subtree(name); err != nil {
+			return nil, &fs.PathError{Op: op, Path: name, Err: err}
 		}
 	}
-	if err != nil {
-		return nil, &fs.PathError{Op: op, Path: name, Err: err}
-	}
 	return n, nil
+}
+
+// read makes the blob of a file or link node readable and learns its size;
+// callers hold mu.
+func (t *TreeFS) read(op, name string, n *node) error {
+	if n.file != nil || n.entry == nil || n.mode == filemode.Dir || n.mode == filemode.Submodule {
+		return nil
+	}
+	f, err := n.parent.TreeEntryFile(n.entry)
+	if err != nil {
+		return &fs.PathError{Op: op, Path: name, Err: err}
+	}
+	n.file, n.size = f, f.Size
+	return nil
 }
 
 // follow resolves name, following symbolic links within the tree.
@@ -95,6 +141,9 @@ func (t *TreeFS) follow(op, name string) (*node, error) {
 		}
 		if n.mode != filemode.Symlink {
 			return n, nil
+		}
+		if err := t.read(op, cur, n); err != nil {
+			return nil, err
 		}
 		target, err := readAll(n.file)
 		if err != nil {
@@ -145,6 +194,9 @@ func (t *TreeFS) Open(name string) (fs.File, error) {
 	if n.mode == filemode.Submodule {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("is a git submodule")}
 	}
+	if err := t.read("open", name, n); err != nil {
+		return nil, err
+	}
 	return &blobFile{fs: t, info: t.info(n), obj: n.file}, nil
 }
 
@@ -170,6 +222,9 @@ func (t *TreeFS) Stat(name string) (fs.FileInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := t.read("stat", name, n); err != nil {
+		return nil, err
+	}
 	return t.info(n), nil
 }
 
@@ -179,6 +234,9 @@ func (t *TreeFS) Lstat(name string) (fs.FileInfo, error) {
 	defer t.mu.Unlock()
 	n, err := t.lookup("lstat", name)
 	if err != nil {
+		return nil, err
+	}
+	if err := t.read("lstat", name, n); err != nil {
 		return nil, err
 	}
 	return t.info(n), nil
@@ -195,11 +253,33 @@ func (t *TreeFS) ReadLink(name string) (string, error) {
 	if n.mode != filemode.Symlink {
 		return "", &fs.PathError{Op: "readlink", Path: name, Err: fs.ErrInvalid}
 	}
+	if err := t.read("readlink", name, n); err != nil {
+		return "", err
+	}
 	b, err := readAll(n.file)
 	if err != nil {
 		return "", &fs.PathError{Op: "readlink", Path: name, Err: err}
 	}
 	return string(b), nil
+}
+
+// ContentID returns the git blob id of the named file, following symbolic
+// links within the tree, without reading the blob: equal ids mean equal
+// bytes.
+func (t *TreeFS) ContentID(name string) (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.follow("contentid", name)
+	if err != nil {
+		return "", err
+	}
+	switch n.mode {
+	case filemode.Dir:
+		return "", &fs.PathError{Op: "contentid", Path: name, Err: errors.New("is a directory")}
+	case filemode.Submodule:
+		return "", &fs.PathError{Op: "contentid", Path: name, Err: errors.New("is a git submodule")}
+	}
+	return n.hash.String(), nil
 }
 
 // entries lists a directory; dir is its path, so an entry can be described

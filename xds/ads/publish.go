@@ -78,7 +78,10 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 	}
 	var changes []pending
 	present := make(map[string]bool, len(proxies))
-	checker := xds.NewChecker() // proxies share resources: validate each once
+	// Proxies share resources, and most of a commit's resources equal the
+	// last one's: the checker validates each distinct content once.
+	checker := s.checker
+	defer checker.Release()
 	for i, p := range proxies {
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("publish %s: %w", short(commit), err)

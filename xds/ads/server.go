@@ -24,6 +24,8 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/gitmesh/gitmesh/xds"
 )
 
 // Config tunes the xDS server. The zero value is usable: zero fields take
@@ -129,8 +131,9 @@ type Server struct {
 	xds     serverv3.Server
 	tracker *tracker
 
-	mu        sync.Mutex // serialises Publish and guards published
+	mu        sync.Mutex // serialises Publish and guards published and checker
 	published map[string]*published
+	checker   *xds.Checker
 }
 
 // New returns a server with no snapshots. The snapshot cache runs in non-ADS
@@ -143,7 +146,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, published: map[string]*published{}}
+	s := &Server{cfg: cfg, published: map[string]*published{}, checker: xds.NewChecker()}
 	s.tracker = newTracker(cfg.Now, cfg.Logger, cfg.EventBuffer)
 	s.tracker.onIdle = s.forgetIfGone
 	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, gcpLogger{cfg.Logger})

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,31 +102,52 @@ func (s *Server) Status() []ProxyStatus {
 			ps = &ProxyStatus{NodeID: node}
 			byNode[node] = ps
 		}
-		ps.Published, ps.Commit = true, pub.commit
-		for _, typ := range pub.types {
-			i := slices.IndexFunc(ps.Types, func(t TypeStatus) bool { return t.TypeURL == typ })
-			if i < 0 {
-				ps.Types = append(ps.Types, TypeStatus{TypeURL: typ})
-				i = len(ps.Types) - 1
-			}
-			ps.Types[i].Published = pub.versionOf(typ)
-		}
+		ps.withPublished(pub)
 	}
 	out := make([]ProxyStatus, 0, len(byNode))
 	for _, node := range slices.Sorted(maps.Keys(byNode)) {
 		ps := byNode[node]
-		slices.SortFunc(ps.Types, func(a, b TypeStatus) int {
-			if a.TypeURL < b.TypeURL {
-				return -1
-			}
-			if a.TypeURL > b.TypeURL {
-				return 1
-			}
-			return 0
-		})
+		ps.sortTypes()
 		out = append(out, *ps)
 	}
 	return out
+}
+
+// StatusOf is Status for one node; false when the node is neither published
+// nor ever seen.
+func (s *Server) StatusOf(node string) (ProxyStatus, bool) {
+	s.mu.Lock()
+	pub := s.published[node]
+	s.mu.Unlock()
+	ps := s.tracker.statusOf(node)
+	if ps == nil && pub == nil {
+		return ProxyStatus{}, false
+	}
+	if ps == nil {
+		ps = &ProxyStatus{NodeID: node}
+	}
+	if pub != nil {
+		ps.withPublished(pub)
+	}
+	ps.sortTypes()
+	return *ps, true
+}
+
+// withPublished adds what was published for the node.
+func (ps *ProxyStatus) withPublished(pub *published) {
+	ps.Published, ps.Commit = true, pub.commit
+	for _, typ := range pub.types {
+		i := slices.IndexFunc(ps.Types, func(t TypeStatus) bool { return t.TypeURL == typ })
+		if i < 0 {
+			ps.Types = append(ps.Types, TypeStatus{TypeURL: typ})
+			i = len(ps.Types) - 1
+		}
+		ps.Types[i].Published = pub.versionOf(typ)
+	}
+}
+
+func (ps *ProxyStatus) sortTypes() {
+	slices.SortFunc(ps.Types, func(a, b TypeStatus) int { return strings.Compare(a.TypeURL, b.TypeURL) })
 }
 
 // Subscribe returns a channel of every ACK and NACK from now on, and a
@@ -212,18 +234,33 @@ func (t *tracker) status() map[string]*ProxyStatus {
 	defer t.mu.Unlock()
 	out := make(map[string]*ProxyStatus, len(t.nodes))
 	for node, ns := range t.nodes {
-		ps := &ProxyStatus{NodeID: node, Streams: ns.streams, ConnectedSince: ns.since}
-		for _, ts := range ns.types {
-			c := *ts
-			if c.LastNACK != nil {
-				n := *c.LastNACK
-				c.LastNACK = &n
-			}
-			ps.Types = append(ps.Types, c)
-		}
-		out[node] = ps
+		out[node] = ns.status(node)
 	}
 	return out
+}
+
+// statusOf is status for one node; nil when the node was never seen.
+func (t *tracker) statusOf(node string) *ProxyStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ns := t.nodes[node]; ns != nil {
+		return ns.status(node)
+	}
+	return nil
+}
+
+// status copies the node's state. Called locked.
+func (ns *nodeState) status(node string) *ProxyStatus {
+	ps := &ProxyStatus{NodeID: node, Streams: ns.streams, ConnectedSince: ns.since}
+	for _, ts := range ns.types {
+		c := *ts
+		if c.LastNACK != nil {
+			n := *c.LastNACK
+			c.LastNACK = &n
+		}
+		ps.Types = append(ps.Types, c)
+	}
+	return ps
 }
 
 // attach returns the stream, registering it and its node on first sight.

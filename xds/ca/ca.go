@@ -49,9 +49,10 @@ type Authority struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
-	mu     sync.Mutex
-	cas    map[string]*CA          // mesh -> loaded CA
-	issued map[string]*Certificate // node id -> last certificate issued
+	mu      sync.Mutex
+	cas     map[string]*CA           // mesh -> loaded CA
+	issued  map[string]*Certificate  // node id -> last certificate issued
+	secrets map[string]issuedSecrets // node id -> secrets of its last certificate
 }
 
 // CA is a loaded mesh certificate authority. It is immutable.

@@ -84,6 +84,7 @@ func (a *Authority) Forget(nodeID string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.issued, nodeID)
+	delete(a.secrets, nodeID)
 }
 
 // sign creates a new key and leaf certificate.

@@ -26,13 +26,32 @@ func (a *Authority) Secrets(p *xds.Proxy, spec schema.CA) ([]types.Resource, str
 	if err != nil {
 		return nil, "", err
 	}
+	a.mu.Lock()
+	cached, ok := a.secrets[p.NodeID]
+	a.mu.Unlock()
+	if ok && cached.cert == c {
+		return cached.resources, c.Version, nil
+	}
 	secrets := SecretsOf(c)
 	for _, s := range secrets {
 		if err := s.(*tlsv3.Secret).ValidateAll(); err != nil {
 			return nil, "", fmt.Errorf("secrets of %s: %w", p.NodeID, err)
 		}
 	}
+	a.mu.Lock()
+	if a.secrets == nil {
+		a.secrets = map[string]issuedSecrets{}
+	}
+	a.secrets[p.NodeID] = issuedSecrets{cert: c, resources: secrets}
+	a.mu.Unlock()
 	return secrets, c.Version, nil
+}
+
+// issuedSecrets are the checked SDS secrets built from one certificate:
+// built once, served to every publish until the certificate changes.
+type issuedSecrets struct {
+	cert      *Certificate
+	resources []types.Resource
 }
 
 // SecretsOf builds the SDS secrets for a certificate, in name order.

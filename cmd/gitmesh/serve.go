@@ -1,0 +1,366 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/reconcile/api"
+	"github.com/gitmesh/gitmesh/reconcile/source"
+	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/xds"
+	"github.com/gitmesh/gitmesh/xds/ads"
+	"github.com/gitmesh/gitmesh/xds/ca"
+	"github.com/gitmesh/gitmesh/xds/plane"
+)
+
+type serveOptions struct {
+	repo, branch, path string
+	interval           time.Duration
+	stateDir           string
+	xdsAddress         string
+	apiAddress         string
+	logFormat          string
+	logLevel           string
+	gitTimeout         time.Duration
+	certValidity       time.Duration
+	maxFileBytes       int64
+
+	gitUsername, gitPasswordFile, gitTokenFile string
+	sshKeyFile, sshKnownHosts                  string
+
+	githubSecretFile, gitlabTokenFile, webhookSecretFile string
+}
+
+// Environment variables that carry secrets themselves (the *-file flags and
+// their GITMESH_*_FILE variables name files instead). They are read once and
+// never logged.
+const (
+	envGitPassword   = "GITMESH_GIT_PASSWORD"
+	envGitToken      = "GITMESH_GIT_TOKEN"
+	envGitHubSecret  = "GITMESH_GITHUB_WEBHOOK_SECRET"
+	envGitLabToken   = "GITMESH_GITLAB_WEBHOOK_TOKEN"
+	envWebhookSecret = "GITMESH_WEBHOOK_SECRET"
+)
+
+func newServeCmd() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve --repo URL|PATH",
+		Short: "Follow a branch and serve every valid commit to the proxies over xDS",
+		Long: `Serve keeps a bare clone of the repository in the state directory and
+follows one branch: on every poll, webhook, or (for a local repository) commit,
+it validates the new head as a whole, diffs it against what is served,
+translates the proxies it changes and publishes them over ADS. An invalid
+commit changes nothing that is served. On restart the last published commit is
+served again from local objects before the remote is contacted.
+
+Every flag can also be set with an environment variable: --state-dir is
+GITMESH_STATE_DIR. Credentials come from files (--git-token-file,
+--ssh-key-file ...) or from ` + envGitToken + ` / ` + envGitPassword + `;
+webhook secrets from files or ` + envGitHubSecret + `, ` + envGitLabToken + `
+and ` + envWebhookSecret + `.`,
+		Example: `  gitmesh serve --repo https://git.example.com/platform/mesh.git --path policies
+  gitmesh serve --repo ./mesh-policies --state-dir /var/lib/gitmesh --interval 1m`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.repo, "repo", "", "the policy repository: a local path, or a file://, git://, http(s):// or ssh:// URL (required)")
+	f.StringVar(&o.branch, "branch", "main", "the branch to follow")
+	f.StringVar(&o.path, "path", "", "the policy directory within the repository (default: the root)")
+	f.DurationVar(&o.interval, "interval", 30*time.Second, "how often to poll the remote")
+	f.StringVar(&o.stateDir, "state-dir", ".gitmesh", "where the clone, the CA, the state file and the history are kept")
+	f.StringVar(&o.xdsAddress, "xds-address", "127.0.0.1:5678", "address of the xDS (ADS) server; use :5678 to reach proxies on other hosts")
+	f.StringVar(&o.apiAddress, "api-address", "127.0.0.1:5681", "address of the HTTP API (status, webhooks, metrics)")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.DurationVar(&o.gitTimeout, "git-timeout", 30*time.Second, "bound on every call to the remote")
+	f.DurationVar(&o.certValidity, "cert-validity", ca.DefaultValidity, "validity of the dataplane certificates of mTLS meshes")
+	f.Int64Var(&o.maxFileBytes, "max-file-size", 8<<20, "refuse policy files larger than this many bytes")
+	f.StringVar(&o.gitUsername, "git-username", "", "user name for HTTP(S) basic authentication")
+	f.StringVar(&o.gitPasswordFile, "git-password-file", "", "file holding the HTTP(S) password")
+	f.StringVar(&o.gitTokenFile, "git-token-file", "", "file holding an HTTP(S) access token")
+	f.StringVar(&o.sshKeyFile, "ssh-key-file", "", "private key for ssh:// remotes")
+	f.StringVar(&o.sshKnownHosts, "ssh-known-hosts", "", "known_hosts file that must list the SSH server's key")
+	f.StringVar(&o.githubSecretFile, "github-webhook-secret-file", "", "file holding the secret of POST /hooks/github")
+	f.StringVar(&o.gitlabTokenFile, "gitlab-webhook-token-file", "", "file holding the token of POST /hooks/gitlab")
+	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the HMAC secret of POST /hooks/generic")
+	return cmd
+}
+
+// secret reads a secret from file when given, else from the environment
+// variable env; "" when neither is set.
+func secret(file, env string) ([]byte, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, usageError("read secret: %v", err)
+		}
+		s := strings.TrimRight(string(b), "\r\n")
+		if s == "" {
+			return nil, usageError("secret file %s is empty", file)
+		}
+		return []byte(s), nil
+	}
+	return []byte(os.Getenv(env)), nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageError("--log-format %q: want text or json", format)
+}
+
+func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) error {
+	app, err := newServeApp(o, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "gitmesh serve: following %s branch %s", source.RedactURL(o.repo), o.branch)
+	if o.path != "" {
+		fmt.Fprintf(stdout, " path %s", o.path)
+	}
+	fmt.Fprintf(stdout, "\n  xDS (ADS, gRPC):  %s\n  HTTP API:         http://%s  (/status /history /proxies /meshes /metrics)\n  state directory:  %s\n",
+		app.xdsLis.Addr(), app.apiLis.Addr(), o.stateDir)
+	return app.Run(ctx)
+}
+
+// serveApp is a wired daemon: the git mirror, the reconcile loop, the xDS
+// server and plane, and the HTTP API, listening but not yet running.
+type serveApp struct {
+	o          serveOptions
+	log        *slog.Logger
+	mirror     *source.Mirror
+	daemon     *reconcile.Daemon
+	server     *ads.Server
+	plane      *plane.Plane
+	httpServer *http.Server
+	xdsLis     net.Listener
+	apiLis     net.Listener
+}
+
+func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
+	if o.repo == "" {
+		return nil, usageError("--repo is required")
+	}
+	if o.interval <= 0 {
+		return nil, usageError("--interval must be positive")
+	}
+	log, err := newLogger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := o.credentials()
+	if err != nil {
+		return nil, err
+	}
+	hooks := api.Config{Logger: log.With("component", "api")}
+	if hooks.GitHubSecret, err = secret(o.githubSecretFile, envGitHubSecret); err != nil {
+		return nil, err
+	}
+	if hooks.GitLabToken, err = secret(o.gitlabTokenFile, envGitLabToken); err != nil {
+		return nil, err
+	}
+	if hooks.GenericSecret, err = secret(o.webhookSecretFile, envWebhookSecret); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+		return nil, &exitError{code: exitUsage, err: fmt.Errorf("state directory: %w", err)}
+	}
+
+	url := o.repo
+	if isLocalPath(url) {
+		if abs, err := filepath.Abs(url); err == nil {
+			url = abs
+		}
+	}
+	mirror, err := source.OpenMirror(source.MirrorConfig{
+		URL: url, Branch: o.branch, Dir: filepath.Join(o.stateDir, "repo.git"),
+		Credentials: creds, Timeout: o.gitTimeout, Logger: log.With("component", "git"),
+	})
+	if err != nil {
+		return nil, &exitError{code: exitUsage, err: err}
+	}
+	loader, err := schema.NewLoader(schema.Options{MaxFileBytes: o.maxFileBytes})
+	if err != nil {
+		return nil, err
+	}
+	cache := schema.NewCache()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	server, err := ads.New(ads.Config{Logger: log.With("component", "xds"), EventBuffer: 1 << 16})
+	if err != nil {
+		return nil, err
+	}
+	authority := &ca.Authority{StateDir: o.stateDir, Validity: o.certValidity}
+	pl, err := plane.New(plane.Config{
+		Server: server, Authority: authority, Options: xds.Options{Flavor: xds.FlavorEnvoy},
+		Metrics: plane.NewMetrics(reg, server),
+	})
+	if err != nil {
+		return nil, err
+	}
+	daemon, err := reconcile.New(reconcile.Config{
+		Source: mirror, Repo: source.RedactURL(o.repo), Branch: o.branch, Path: o.path,
+		Load: func(fsys fs.FS) (*schema.Result, error) {
+			return loader.LoadTreesCached([]schema.Tree{{FS: fsys, Prefix: cleanPrefix(o.path)}}, cache)
+		},
+		Target: planeTarget{pl}, StateDir: o.stateDir, Interval: o.interval,
+		Logger: log, Metrics: reconcile.NewMetrics(reg),
+	})
+	if err != nil {
+		return nil, &exitError{code: exitUsage, err: err}
+	}
+	hooks.Backend = backend{daemon, server}
+	hooks.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+
+	xdsLis, err := net.Listen("tcp", o.xdsAddress)
+	if err != nil {
+		return nil, &exitError{code: exitUsage, err: fmt.Errorf("xds listener: %w", err)}
+	}
+	apiLis, err := net.Listen("tcp", o.apiAddress)
+	if err != nil {
+		xdsLis.Close()
+		return nil, &exitError{code: exitUsage, err: fmt.Errorf("api listener: %w", err)}
+	}
+	httpServer := &http.Server{
+		Handler:           api.New(hooks),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return &serveApp{o: o, log: log, mirror: mirror, daemon: daemon, server: server, plane: pl,
+		httpServer: httpServer, xdsLis: xdsLis, apiLis: apiLis}, nil
+}
+
+// Run serves until ctx ends, then stops every part and returns.
+func (a *serveApp) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	wg.Go(func() {
+		if err := a.server.Serve(ctx, a.xdsLis); err != nil {
+			errc <- err
+			cancel()
+		}
+	})
+	wg.Go(func() {
+		if err := a.httpServer.Serve(a.apiLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serve api: %w", err)
+			cancel()
+		}
+	})
+	wg.Go(func() { a.plane.Run(ctx) })
+	if dir, ok := a.mirror.LocalGitDir(); ok {
+		wg.Go(func() {
+			err := source.WatchRefs(ctx, dir, a.o.branch, func() { a.daemon.Trigger("watch") })
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("not watching the local repository; polling only", "error", err)
+			}
+		})
+	}
+	runErr := a.daemon.Run(ctx)
+	cancel()
+	shutdown, done := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = a.httpServer.Shutdown(shutdown)
+	done()
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		return err
+	}
+	return runErr
+}
+
+func (o serveOptions) credentials() (source.Credentials, error) {
+	c := source.Credentials{Username: o.gitUsername, SSHKeyFile: o.sshKeyFile, KnownHostsFile: o.sshKnownHosts}
+	pw, err := secret(o.gitPasswordFile, envGitPassword)
+	if err != nil {
+		return c, err
+	}
+	tok, err := secret(o.gitTokenFile, envGitToken)
+	if err != nil {
+		return c, err
+	}
+	c.Password, c.Token = string(pw), string(tok)
+	return c, nil
+}
+
+// isLocalPath tells a path from a URL (scheme://... or scp-like host:path).
+func isLocalPath(s string) bool {
+	if strings.Contains(s, "://") {
+		return false
+	}
+	if i := strings.IndexByte(s, ':'); i > 0 && !strings.ContainsAny(s[:i], `/\`) {
+		return false
+	}
+	return true
+}
+
+func cleanPrefix(p string) string {
+	if p == "" {
+		return ""
+	}
+	return filepath.ToSlash(filepath.Clean(p))
+}
+
+// planeTarget is the xDS plane as the reconcile loop's Target.
+type planeTarget struct{ p *plane.Plane }
+
+func (t planeTarget) Apply(ctx context.Context, commit string, set *schema.Set, diff schema.SetDiff) (reconcile.Applied, error) {
+	r, err := t.p.Apply(ctx, commit, set, diff)
+	return reconcile.Applied{
+		Affected: r.Affected, Changed: len(r.Changed), Unchanged: len(r.Unchanged), Removed: len(r.Removed),
+		Translate: r.Translate, Publish: r.Publish,
+	}, err
+}
+
+func (t planeTarget) Renew(ctx context.Context) error {
+	_, err := t.p.Renew(ctx)
+	return err
+}
+
+func (t planeTarget) Convergence() reconcile.Convergence {
+	c := t.p.Convergence()
+	return reconcile.Convergence{Proxies: c.Proxies, Connected: c.Connected, Acked: c.Acked, Nacked: c.Nacked}
+}
+
+// backend is what the HTTP API reads: the loop and the xDS server.
+type backend struct {
+	*reconcile.Daemon
+	server *ads.Server
+}
+
+func (b backend) Proxies() []ads.ProxyStatus { return b.server.Status() }

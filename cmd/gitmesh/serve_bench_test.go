@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/gitmesh/gitmesh/reconcile/gittest"
+	"github.com/gitmesh/gitmesh/xds/adstest"
+)
+
+// Shape of the benchmark mesh: 10,000 dataplanes in one mTLS mesh, of which
+// benchClients call the service "backend" (benchBackends instances) and are
+// connected; the rest call each other in pairs of services.
+const (
+	benchDataplanes = 10_000
+	benchClients    = 1_000
+	benchBackends   = 10
+)
+
+// writeBenchMesh writes the benchmark mesh under dir/policies, one file per
+// dataplane.
+func writeBenchMesh(b *testing.B, dir string) {
+	b.Helper()
+	p := filepath.Join(dir, "policies")
+	for _, sub := range []string{"meshes", "permissions", "dataplanes"} {
+		if err := os.MkdirAll(filepath.Join(p, sub), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(p, name), []byte(content), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	write("meshes/default.yaml", "type: Mesh\nname: default\nmtls:\n  enabled: true\n  ca:\n    builtin: {}\n")
+	write("permissions/allow-all.yaml", "type: TrafficPermission\nmesh: default\nname: allow-all\n"+
+		"sources:\n  - match:\n      service: '*'\ndestinations:\n  - match:\n      service: '*'\n")
+	for i := range benchDataplanes {
+		var name, service, calls string
+		switch {
+		case i < benchBackends:
+			name, service, calls = fmt.Sprintf("backend-%d", i), "backend", ""
+		case i < benchBackends+benchClients:
+			name, service, calls = fmt.Sprintf("client-%d", i), fmt.Sprintf("client-%d", i), "backend"
+		default:
+			name, service, calls = fmt.Sprintf("app-%d", i), fmt.Sprintf("svc-%d", i%500), fmt.Sprintf("svc-%d", (i+1)%500)
+		}
+		write("dataplanes/"+name+".yaml", benchDataplane(name, service, calls, i, 0))
+	}
+}
+
+// benchDataplane is one dataplane; gen varies its address.
+func benchDataplane(name, service, calls string, i, gen int) string {
+	var out string
+	if calls != "" {
+		out = fmt.Sprintf("  outbound:\n    - port: 20001\n      service: %s\n", calls)
+	}
+	return fmt.Sprintf("type: Dataplane\nmesh: default\nname: %s\nnetworking:\n  address: 10.%d.%d.%d\n"+
+		"  inbound:\n    - port: 10001\n      servicePort: 8080\n      tags:\n        service: %s\n        protocol: http\n%s",
+		name, 1+gen%200, i/250, i%250, service, out)
+}
+
+// BenchmarkWebhookToACK measures, for a one-file change in a 10,000-dataplane
+// repository served by a real git daemon, the time from the webhook to the
+// moment all 1,000 connected ADS streams the change reaches hold the new
+// version: the change moves one backend instance, so the endpoints of every
+// client change. Run it with -benchtime 100x (make bench-serve) for
+// meaningful percentiles.
+func BenchmarkWebhookToACK(b *testing.B) {
+	bare := gittest.Bare(b)
+	url := gittest.Daemon(b, filepath.Dir(bare)) + filepath.Base(bare)
+	work := gittest.Init(b)
+	writeBenchMesh(b, work)
+	gittest.Git(b, work, "add", "-A")
+	gittest.Git(b, work, "commit", "-q", "-m", "Benchmark mesh")
+	gittest.Push(b, work, bare)
+	head := gittest.Git(b, work, "rev-parse", "HEAD")
+
+	o := serveOptions{repo: url, branch: "main", path: "policies", stateDir: b.TempDir(), interval: time.Hour,
+		xdsAddress: "127.0.0.1:0", apiAddress: "127.0.0.1:0", logFormat: "text", logLevel: "warn",
+		gitTimeout: 30 * time.Second, certValidity: 24 * time.Hour, maxFileBytes: 8 << 20,
+		webhookSecretFile: writeSecret(b, webhookSecret)}
+	logs := &syncBuffer{}
+	if os.Getenv("GITMESH_BENCH_LOG") != "" {
+		o.logLevel = "info"
+	}
+	app, err := newServeApp(o, logs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	s := &served{app: app}
+
+	clients := make([]*adstest.Client, benchClients)
+	for i := range clients {
+		conn, err := grpc.NewClient(app.xdsLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		c, err := adstest.Dial(conn, fmt.Sprintf("default.client-%d", benchBackends+i), adstest.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		clients[i] = c
+	}
+	if err := waitAll(clients, head, 5*time.Minute); err != nil {
+		b.Fatal(err)
+	}
+
+	latencies := make([]time.Duration, 0, b.N)
+	if f := os.Getenv("GITMESH_BENCH_CPUPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer out.Close()
+		pprof.StartCPUProfile(out)
+		defer pprof.StopCPUProfile()
+	}
+	b.ResetTimer()
+	for n := range b.N {
+		b.StopTimer()
+		if err := os.WriteFile(filepath.Join(work, "policies/dataplanes/backend-0.yaml"),
+			[]byte(benchDataplane("backend-0", "backend", "", 0, n+1)), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		gittest.Git(b, work, "commit", "-q", "-am", fmt.Sprintf("Move backend-0 (%d)", n))
+		gittest.Push(b, work, bare)
+		head := gittest.Git(b, work, "rev-parse", "HEAD")
+		b.StartTimer()
+
+		start := time.Now()
+		if code := s.hook(b, webhookSecret); code != 202 {
+			b.Fatalf("webhook answered %d", code)
+		}
+		if err := waitAll(clients, head, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		latencies = append(latencies, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(latencies)
+	pct := func(p float64) float64 {
+		return float64(latencies[min(len(latencies)-1, int(p*float64(len(latencies))))].Microseconds()) / 1000
+	}
+	if os.Getenv("GITMESH_BENCH_LOG") != "" {
+		b.Log(logs.String())
+	}
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(latencies[len(latencies)-1].Microseconds())/1000, "max-ms")
+}
+
+// waitAll waits until every client holds every non-secret type at a version
+// of commit.
+func waitAll(clients []*adstest.Client, commit string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	prefix := commit[:12] + "-"
+	var wg sync.WaitGroup
+	errs := make([]error, len(clients))
+	for i, c := range clients {
+		wg.Go(func() {
+			errs[i] = c.WaitVersion(ctx, func(typ, v string) bool {
+				return typ == resource.SecretType || strings.HasPrefix(v, prefix)
+			})
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,341 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/reconcile/gittest"
+	"github.com/gitmesh/gitmesh/xds/adstest"
+)
+
+const webhookSecret = "s3cret-for-tests"
+
+// policyFiles returns the bundled policies as files under policies/.
+func policyFiles(t testing.TB) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	root := os.DirFS("../../policies")
+	err := fs.WalkDir(root, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(root, p)
+		files["policies/"+p] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// served is a running serveApp.
+type served struct {
+	app  *serveApp
+	stop func()
+	logs *syncBuffer
+}
+
+// startServe runs the daemon with o (listening on free ports of 127.0.0.1)
+// until the test ends or stop is called.
+func startServe(t *testing.T, o serveOptions) *served {
+	t.Helper()
+	if o.branch == "" {
+		o.branch = "main"
+	}
+	o.xdsAddress, o.apiAddress = "127.0.0.1:0", "127.0.0.1:0"
+	o.logFormat, o.logLevel = "json", "debug"
+	if o.interval == 0 {
+		o.interval = time.Hour // only webhooks and watches trigger
+	}
+	if o.gitTimeout == 0 {
+		o.gitTimeout = 5 * time.Second
+	}
+	if o.certValidity == 0 {
+		o.certValidity = time.Hour
+	}
+	logs := &syncBuffer{}
+	app, err := newServeApp(o, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	var once bool
+	stop := func() {
+		if once {
+			return
+		}
+		once = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("serve did not stop")
+		}
+	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", logs.String())
+		}
+	})
+	return &served{app, stop, logs}
+}
+
+func (s *served) api(path string) string { return "http://" + s.app.apiLis.Addr().String() + path }
+
+func (s *served) dial(t *testing.T, node string) *adstest.Client {
+	t.Helper()
+	conn, err := grpc.NewClient(s.app.xdsLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := adstest.Dial(conn, node, adstest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); conn.Close() })
+	return c
+}
+
+func (s *served) status(t *testing.T) reconcile.Status {
+	t.Helper()
+	var st reconcile.Status
+	getJSON(t, s.api("/status"), &st)
+	return st
+}
+
+// waitStatus polls /status until cond holds.
+func (s *served) waitStatus(t *testing.T, what string, cond func(reconcile.Status) bool) reconcile.Status {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := s.status(t)
+		if cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s; status: %+v", what, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hook posts body to the generic webhook signed with secret and returns the
+// status code.
+func (s *served) hook(t testing.TB, secret string) int {
+	t.Helper()
+	body := []byte(`{"ref":"refs/heads/main"}`)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	req, _ := http.NewRequest(http.MethodPost, s.api("/hooks/generic"), bytes.NewReader(body))
+	req.Header.Set("X-Gitmesh-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func getJSON(t testing.TB, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if v != nil {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// waitCommit waits until c holds every non-secret type at a version of
+// commit.
+func waitCommit(t *testing.T, c *adstest.Client, commit string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err := c.WaitVersion(ctx, func(typ, v string) bool {
+		return typ == resource.SecretType || strings.HasPrefix(v, commit[:12]+"-")
+	})
+	if err != nil {
+		t.Fatalf("%v: listener version %q, want commit %s", err, c.Version(resource.ListenerType), commit[:12])
+	}
+}
+
+func writeSecret(t testing.TB, secret string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestServeFollowsPushesThroughWebhook pushes to a real git daemon and
+// checks what a real ADS client gets: every valid commit, never an invalid
+// one; a bad webhook signature is refused; a restart with the remote gone
+// still serves the last good commit.
+func TestServeFollowsPushesThroughWebhook(t *testing.T) {
+	bare := gittest.Bare(t)
+	url := gittest.Daemon(t, filepath.Dir(bare)) + filepath.Base(bare)
+	work := gittest.Init(t)
+	c1 := gittest.Commit(t, work, "Initial policies", policyFiles(t))
+	gittest.Push(t, work, bare)
+
+	stateDir := t.TempDir()
+	opts := serveOptions{repo: url, path: "policies", stateDir: stateDir, webhookSecretFile: writeSecret(t, webhookSecret)}
+	s := startServe(t, opts)
+	web, backend := s.dial(t, "default.web-01"), s.dial(t, "default.backend-01")
+	waitCommit(t, web, c1)
+	waitCommit(t, backend, c1)
+	if code := getJSON(t, s.api("/readyz"), nil); code != http.StatusOK {
+		t.Errorf("readyz = %d once a commit is served", code)
+	}
+
+	// A valid commit, announced by a signed webhook, reaches the proxies it
+	// changes and only those.
+	gittest.Git(t, work, "rm", "-q", "policies/permissions/web-to-backend.yaml")
+	c2 := gittest.Commit(t, work, "Stop web from calling backend", nil)
+	gittest.Push(t, work, bare)
+	if code := s.hook(t, "wrong-secret"); code != http.StatusUnauthorized {
+		t.Fatalf("webhook with a bad signature: %d, want 401", code)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if st := s.status(t); st.Head != nil && st.Head.Hash == c2 {
+		t.Fatal("a webhook with a bad signature triggered a sync")
+	}
+	if code := s.hook(t, webhookSecret); code != http.StatusAccepted {
+		t.Fatalf("webhook: %d, want 202", code)
+	}
+	waitCommit(t, backend, c2)
+	if v := web.Version(resource.ListenerType); !strings.HasPrefix(v, c1[:12]) {
+		t.Errorf("web-01 was pushed %q; the commit does not change it", v)
+	}
+
+	// An invalid commit is recorded with its errors and changes nothing.
+	c3 := gittest.Commit(t, work, "Typo", map[string]string{
+		"policies/dataplanes/web.yaml": strings.Replace(policyFiles(t)["policies/dataplanes/web.yaml"], "servicePort", "servicePrt", 1),
+	})
+	gittest.Push(t, work, bare)
+	if code := s.hook(t, webhookSecret); code != http.StatusAccepted {
+		t.Fatalf("webhook: %d", code)
+	}
+	st := s.waitStatus(t, "the invalid head", func(st reconcile.Status) bool {
+		return st.Head != nil && st.Head.Hash == c3 && st.HeadVerdict != reconcile.VerdictPending
+	})
+	if st.HeadVerdict != reconcile.VerdictInvalid || st.Published == nil || st.Published.Hash != c2 {
+		t.Errorf("status after an invalid push: head verdict %q, published %+v; want invalid and %s", st.HeadVerdict, st.Published, c2[:12])
+	}
+	if !strings.Contains(st.LastError, "policies/dataplanes/web.yaml:8") {
+		t.Errorf("last error %q does not name the file and line", st.LastError)
+	}
+	var hist struct {
+		Items []reconcile.Record `json:"items"`
+	}
+	getJSON(t, s.api("/history"), &hist)
+	if len(hist.Items) < 2 || hist.Items[0].Commit.Hash != c3 || hist.Items[0].Verdict != reconcile.VerdictInvalid ||
+		hist.Items[0].Errors == 0 || len(hist.Items[0].Findings) == 0 || hist.Items[0].Findings[0].Pointer == "" {
+		t.Fatalf("history: %+v", hist.Items)
+	}
+	if hist.Items[1].Commit.Hash != c2 || hist.Items[1].Verdict != reconcile.VerdictPublished || hist.Items[1].Diff == nil ||
+		len(hist.Items[1].Diff.Removed) != 1 || hist.Items[1].Changed != 2 {
+		t.Errorf("history of the published commit: %+v", hist.Items[1])
+	}
+	for _, c := range []*adstest.Client{web, backend} {
+		for _, typ := range []string{resource.ListenerType, resource.ClusterType} {
+			if v := c.Version(typ); strings.HasPrefix(v, c3[:12]) {
+				t.Errorf("%s got %s of the invalid commit", c.Node, typ)
+			}
+		}
+	}
+	var metrics bytes.Buffer
+	resp, err := http.Get(s.api("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(&metrics, resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`gitmesh_sync_attempts_total{result="invalid"} 1`, `gitmesh_head_invalid 1`,
+		`gitmesh_published_commit_info{commit="` + c2 + `"} 1`, `gitmesh_stage_duration_seconds_count{stage="load"}`} {
+		if !strings.Contains(metrics.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(s.logs.String(), webhookSecret) {
+		t.Error("the webhook secret appears in the log")
+	}
+	if !strings.Contains(s.logs.String(), `"msg":"commit invalid"`) {
+		t.Error("no log line for the invalid commit")
+	}
+
+	// Restart with the remote gone: the last published commit is served
+	// from local objects.
+	s.stop()
+	if err := os.RemoveAll(bare); err != nil {
+		t.Fatal(err)
+	}
+	s2 := startServe(t, opts)
+	backend2 := s2.dial(t, "default.backend-01")
+	waitCommit(t, backend2, c2)
+	st = s2.waitStatus(t, "a failed sync", func(st reconcile.Status) bool { return st.LastError != "" })
+	if !st.Ready || st.Published == nil || st.Published.Hash != c2 {
+		t.Errorf("status after restart with the remote gone: %+v", st)
+	}
+}
+
+// TestServePollsAndWatches: without any webhook, a pushed commit is picked
+// up by the interval, and a commit in a local repository by the watch.
+func TestServePollsAndWatches(t *testing.T) {
+	t.Run("interval", func(t *testing.T) {
+		bare := gittest.Bare(t)
+		url := gittest.HTTPBackend(t, filepath.Dir(bare), gittest.HTTPOptions{}) + filepath.Base(bare)
+		work := gittest.Init(t)
+		c1 := gittest.Commit(t, work, "Initial policies", policyFiles(t))
+		gittest.Push(t, work, bare)
+		s := startServe(t, serveOptions{repo: url, path: "policies", stateDir: t.TempDir(), interval: 100 * time.Millisecond})
+		redis := s.dial(t, "default.redis-01")
+		waitCommit(t, redis, c1)
+		gittest.Git(t, work, "rm", "-q", "policies/permissions/backend-to-redis.yaml")
+		c2 := gittest.Commit(t, work, "Stop backend from calling redis", nil)
+		gittest.Push(t, work, bare)
+		waitCommit(t, redis, c2)
+	})
+	t.Run("local watch", func(t *testing.T) {
+		work := gittest.Init(t)
+		c1 := gittest.Commit(t, work, "Initial policies", policyFiles(t))
+		s := startServe(t, serveOptions{repo: work, path: "policies", stateDir: t.TempDir()})
+		redis := s.dial(t, "default.redis-01")
+		waitCommit(t, redis, c1)
+		gittest.Git(t, work, "rm", "-q", "policies/permissions/backend-to-redis.yaml")
+		c2 := gittest.Commit(t, work, "Stop backend from calling redis", nil)
+		waitCommit(t, redis, c2)
+	})
+}

@@ -1,0 +1,230 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/reconcile/api"
+	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/xds/ads"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+// fakeBackend is the daemon as the API sees it.
+type fakeBackend struct {
+	mu       sync.Mutex
+	status   reconcile.Status
+	history  []reconcile.Record
+	set      *schema.Set
+	commit   reconcile.CommitInfo
+	proxies  []ads.ProxyStatus
+	triggers []string
+}
+
+var _ api.Backend = (*fakeBackend)(nil)
+
+func (f *fakeBackend) Status() reconcile.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status
+}
+
+func (f *fakeBackend) History() []reconcile.Record {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.history
+}
+
+func (f *fakeBackend) Served() (*schema.Set, reconcile.CommitInfo, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.set, f.commit, f.set != nil
+}
+
+func (f *fakeBackend) Proxies() []ads.ProxyStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.proxies
+}
+
+func (f *fakeBackend) Trigger(reason string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.triggers = append(f.triggers, reason)
+}
+
+func (f *fakeBackend) serve(set *schema.Set, commit reconcile.CommitInfo) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.set, f.commit = set, commit
+	f.status.Ready = true
+	f.status.Published = &commit
+}
+
+func (f *fakeBackend) triggered() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.triggers...)
+}
+
+// syncBuffer collects log output written from the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startAPI serves the API over real HTTP on 127.0.0.1; cfg.Backend and
+// cfg.Logger are filled in when unset.
+func startAPI(t *testing.T, cfg api.Config) (base string, b *fakeBackend, logs *syncBuffer) {
+	t.Helper()
+	if cfg.Backend == nil {
+		cfg.Backend = &fakeBackend{status: reconcile.Status{Repo: "https://git.example.com/platform/mesh-policy.git", Branch: "main"}}
+	}
+	b, _ = cfg.Backend.(*fakeBackend)
+	logs = &syncBuffer{}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	srv := httptest.NewServer(api.New(cfg))
+	t.Cleanup(srv.Close)
+	return srv.URL, b, logs
+}
+
+// response is what a test request got back.
+type response struct {
+	code   int
+	header http.Header
+	body   []byte
+}
+
+func do(t *testing.T, method, url string, header http.Header, body []byte) response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{resp.StatusCode, resp.Header, got}
+}
+
+func get(t *testing.T, url string) response {
+	t.Helper()
+	return do(t, http.MethodGet, url, nil, nil)
+}
+
+// wantJSON checks the status code and that the answer is JSON, and decodes
+// it into v when v is not nil.
+func (r response) wantJSON(t *testing.T, code int, v any) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("status %d, want %d; body %s", r.code, code, r.body)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type %q, want application/json", ct)
+	}
+	var raw any
+	if err := json.Unmarshal(r.body, &raw); err != nil {
+		t.Fatalf("answer is not JSON: %v\n%s", err, r.body)
+	}
+	if v != nil {
+		if err := json.Unmarshal(r.body, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// wantError checks an error answer: its status and that its message
+// contains want.
+func (r response) wantError(t *testing.T, code int, want string) {
+	t.Helper()
+	var e struct {
+		Error string `json:"error"`
+	}
+	r.wantJSON(t, code, &e)
+	if !strings.Contains(e.Error, want) {
+		t.Fatalf("error %q, want it to contain %q", e.Error, want)
+	}
+}
+
+// golden compares got with testdata/name, or rewrites it under -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if d := cmp.Diff(string(want), string(got)); d != "" {
+		t.Errorf("%s differs (-want +got; go test -update rewrites it):\n%s", path, d)
+	}
+}
+
+// loadSet loads a policy tree into a valid set.
+func loadSet(t *testing.T, fsys fs.FS) *schema.Set {
+	t.Helper()
+	l, err := schema.NewLoader(schema.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.Load(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Set == nil {
+		t.Fatalf("policy set is invalid: %v", res.Findings)
+	}
+	return res.Set
+}
+
+// at is a fixed instant for fixtures.
+func at(min int) time.Time {
+	return time.Date(2026, 3, 14, 9, min, 0, 0, time.UTC)
+}

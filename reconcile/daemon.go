@@ -1,0 +1,516 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/gitmesh/gitmesh/reconcile/source"
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// Source is the git side: the followed branch and the commits in local
+// objects.
+type Source interface {
+	// Head is the branch head as last fetched, known without the network.
+	Head() (string, bool)
+	// Sync asks the remote for the branch head and fetches it when it moved.
+	Sync(ctx context.Context) (source.SyncResult, error)
+	// ReadCommit reads a commit's policy directory from local objects.
+	ReadCommit(rev, subdir string) (*source.Commit, error)
+}
+
+// Applied is what the Target did with a commit.
+type Applied struct {
+	Affected                    int // proxies translated again
+	Changed, Unchanged, Removed int // proxies pushed, kept, dropped
+	Translate, Publish          time.Duration
+}
+
+// Target is the xDS side as the loop sees it.
+type Target interface {
+	// Apply makes set, the validated policy of commit, what is served. diff
+	// is what changed since the Set of the last successful Apply. All or
+	// nothing: on error nothing served changes.
+	Apply(ctx context.Context, commit string, set *schema.Set, diff schema.SetDiff) (Applied, error)
+	// Renew re-issues certificates that near the end of their life.
+	Renew(ctx context.Context) error
+	// Convergence counts the served proxies that hold the served commit.
+	Convergence() Convergence
+}
+
+// Config wires a Daemon.
+type Config struct {
+	Source Source
+	// Repo (credentials removed), Branch and Path describe the source in
+	// the status and logs.
+	Repo, Branch, Path string
+	// Load loads and validates a commit's tree.
+	Load   func(fsys fs.FS) (*schema.Result, error)
+	Target Target
+	// StateDir holds the state file and the history.
+	StateDir string
+	// Interval between polls of the remote (default 30s). Triggers sync at
+	// once, whatever the interval.
+	Interval time.Duration
+	// RenewInterval is how often certificates are checked for renewal
+	// (default 1m).
+	RenewInterval time.Duration
+	// MinBackoff and MaxBackoff bound the wait after a failed sync, which
+	// doubles per failure with jitter (defaults 1s and 5m, never more than
+	// Interval... unless Interval is shorter than MinBackoff).
+	MinBackoff, MaxBackoff time.Duration
+	HistoryLimit           int
+	Logger                 *slog.Logger
+	Metrics                *Metrics
+	Now                    func() time.Time
+}
+
+// Daemon follows the branch and publishes its valid commits.
+type Daemon struct {
+	cfg     Config
+	history *History
+	trigger chan string
+
+	mu         sync.Mutex
+	state      State
+	status     Status
+	served     *schema.Set
+	servedInfo CommitInfo
+	decided    string // the head whose verdict is final
+	lastFail   string // commit and error of the last failure recorded
+}
+
+// New opens the state directory (creating it, 0700) and reads the state and
+// history; it touches neither the network nor the Target.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Source == nil || cfg.Target == nil || cfg.Load == nil {
+		return nil, errors.New("reconcile: Source, Target and Load are required")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("reconcile: no state directory")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 30 * time.Second
+	}
+	if cfg.RenewInterval <= 0 {
+		cfg.RenewInterval = time.Minute
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	st, err := LoadState(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	h, err := OpenHistory(cfg.StateDir, cfg.HistoryLimit)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, history: h, trigger: make(chan string, 1), state: st}
+	d.status = Status{Repo: cfg.Repo, Branch: cfg.Branch, Path: cfg.Path, Pinned: st.Pin != nil}
+	if head, ok := cfg.Source.Head(); ok {
+		d.status.Head = &CommitInfo{Hash: head}
+	}
+	cfg.Metrics.setPinned(st.Pin != nil)
+	return d, nil
+}
+
+// Trigger asks for a sync now. It never blocks: triggers that come while one
+// is pending are one.
+func (d *Daemon) Trigger(reason string) {
+	select {
+	case d.trigger <- reason:
+	default:
+	}
+}
+
+// Run serves the last published commit from local objects, then follows the
+// branch until ctx ends.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.restore(ctx)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	renew := time.NewTicker(d.cfg.RenewInterval)
+	defer renew.Stop()
+	failures := 0
+	reason := "start"
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case r := <-d.trigger:
+			reason = r
+		case <-timer.C:
+			if reason == "" {
+				reason = "interval"
+			}
+		case <-renew.C:
+			if err := d.cfg.Target.Renew(ctx); err != nil && ctx.Err() == nil {
+				d.cfg.Logger.Error("certificate renewal failed", "error", err)
+			}
+			continue
+		}
+		err := d.sync(ctx, reason)
+		reason = ""
+		if ctx.Err() != nil {
+			return nil
+		}
+		delay := d.cfg.Interval
+		if err != nil {
+			failures++
+			delay = min(delay, backoff(failures, d.cfg.MinBackoff, d.cfg.MaxBackoff))
+		} else {
+			failures = 0
+		}
+		timer.Reset(delay)
+	}
+}
+
+// backoff is the wait after the n-th failure in a row: min·2^(n-1), at most
+// max, with ±20% jitter so replicas do not retry in step.
+func backoff(n int, lo, hi time.Duration) time.Duration {
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	jitter := time.Duration(float64(d) * 0.2 * (2*rand.Float64() - 1))
+	return max(d+jitter, time.Millisecond)
+}
+
+// restore serves what the state file says was served (the pinned commit,
+// else the published one), read from local objects, so proxies get their
+// configuration even when the remote is down.
+func (d *Daemon) restore(ctx context.Context) {
+	d.mu.Lock()
+	st := d.state
+	d.mu.Unlock()
+	var want *CommitInfo
+	switch {
+	case st.Pin != nil:
+		want = &st.Pin.Commit
+	case st.Published != nil:
+		want = st.Published
+	default:
+		return
+	}
+	log := d.cfg.Logger.With("commit", want.Short())
+	c, err := d.cfg.Source.ReadCommit(want.Hash, d.cfg.Path)
+	if err != nil {
+		d.setError(fmt.Sprintf("restore %s: %v", want.Short(), err))
+		log.Error("cannot restore the published commit from local objects", "error", err)
+		return
+	}
+	res, err := d.cfg.Load(c.Tree)
+	if err != nil || !res.Valid() {
+		if err == nil {
+			err = fmt.Errorf("%d errors", len(res.Findings))
+		}
+		d.setError(fmt.Sprintf("restore %s: %v", want.Short(), err))
+		log.Error("the published commit no longer loads", "error", err)
+		return
+	}
+	applied, err := d.cfg.Target.Apply(ctx, c.Hash, res.Set, schema.DiffSets(nil, res.Set))
+	if err != nil {
+		d.setError(fmt.Sprintf("restore %s: %v", want.Short(), err))
+		log.Error("cannot serve the published commit", "error", err)
+		return
+	}
+	info := commitInfo(c)
+	d.mu.Lock()
+	d.served, d.servedInfo = res.Set, info
+	d.status.Published, d.status.PublishedAt, d.status.Ready = &info, st.PublishedAt, true
+	d.mu.Unlock()
+	d.cfg.Metrics.setPublished(c.Hash)
+	log.Info("serving the published commit from local objects", "proxies", applied.Changed+applied.Unchanged,
+		"translate_ms", ms(applied.Translate), "publish_ms", ms(applied.Publish))
+}
+
+// sync fetches the branch and decides on its head. An error means the sync
+// should be retried (with backoff); an invalid commit is not an error.
+func (d *Daemon) sync(ctx context.Context, reason string) error {
+	start := d.cfg.Now()
+	res, err := d.cfg.Source.Sync(ctx)
+	fetch := d.cfg.Now().Sub(start)
+	d.cfg.Metrics.stage(StageFetch, fetch)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		d.cfg.Metrics.attempt(ResultFetchError)
+		d.mu.Lock()
+		d.status.LastError, d.status.LastSync = err.Error(), d.cfg.Now()
+		d.mu.Unlock()
+		d.cfg.Logger.Warn("sync failed", "trigger", reason, "error", err, "fetch_ms", ms(fetch))
+		return err
+	}
+	if res.Forced {
+		d.cfg.Metrics.forced()
+		d.cfg.Logger.Warn("branch history was rewritten", "previous", short(res.Previous), "head", short(res.Head))
+	}
+	d.mu.Lock()
+	unchanged := res.Head == d.decided
+	if unchanged {
+		now := d.cfg.Now()
+		d.status.LastSync = now
+		if d.status.HeadVerdict != VerdictInvalid {
+			d.status.LastError, d.status.LastGoodSync = "", now
+			d.cfg.Metrics.goodSync(now)
+		}
+	}
+	d.mu.Unlock()
+	if unchanged {
+		d.cfg.Metrics.attempt(ResultUnchanged)
+		return nil
+	}
+	return d.decide(ctx, res, reason, fetch)
+}
+
+// decide validates the head and publishes it unless it is invalid or the
+// mesh is pinned.
+func (d *Daemon) decide(ctx context.Context, sr source.SyncResult, reason string, fetch time.Duration) error {
+	head := sr.Head
+	rec := Record{Commit: CommitInfo{Hash: head}, Trigger: reason, Durations: map[string]float64{StageFetch: ms(fetch)}}
+	if sr.Forced {
+		rec.Forced, rec.Previous = true, sr.Previous
+	}
+	c, err := d.cfg.Source.ReadCommit(head, d.cfg.Path)
+	if err != nil {
+		// The commit itself is the problem (no policy directory, say).
+		rec.Errors = 1
+		rec.Error = err.Error()
+		return d.invalid(rec, err.Error())
+	}
+	rec.Commit = commitInfo(c)
+	d.mu.Lock()
+	d.status.Head, d.status.HeadVerdict = &rec.Commit, VerdictPending
+	d.mu.Unlock()
+
+	start := d.cfg.Now()
+	res, err := d.cfg.Load(c.Tree)
+	load := d.cfg.Now().Sub(start)
+	d.cfg.Metrics.stage(StageLoad, load)
+	rec.Durations[StageLoad] = ms(load)
+	if err != nil {
+		return d.fail(rec, fmt.Errorf("load %s: %w", rec.Commit.Short(), err))
+	}
+	rec.Errors, rec.Warnings = res.Count()
+	rec.Findings = errorsFirst(res.Findings)
+	if !res.Valid() {
+		first := rec.Findings[0]
+		return d.invalid(rec, fmt.Sprintf("commit %s is invalid: %d errors; first: %s", rec.Commit.Short(), rec.Errors, first.Error()))
+	}
+
+	d.mu.Lock()
+	pinned := d.state.Pin != nil
+	served, servedInfo := d.served, d.servedInfo
+	d.mu.Unlock()
+	if pinned {
+		rec.Verdict = VerdictHeld
+		d.settle(rec, ResultHeld, "", false)
+		return nil
+	}
+	if served != nil && servedInfo.Hash == head {
+		rec.Verdict = VerdictPublished
+		d.mu.Lock()
+		d.decided, d.status.HeadVerdict = head, VerdictPublished
+		now := d.cfg.Now()
+		d.status.LastError, d.status.LastSync, d.status.LastGoodSync = "", now, now
+		d.mu.Unlock()
+		d.cfg.Metrics.setHead(head, false)
+		d.cfg.Metrics.goodSync(now)
+		d.cfg.Metrics.attempt(ResultUnchanged)
+		return nil
+	}
+
+	start = d.cfg.Now()
+	diff := schema.DiffSets(served, res.Set)
+	dd := d.cfg.Now().Sub(start)
+	d.cfg.Metrics.stage(StageDiff, dd)
+	rec.Durations[StageDiff] = ms(dd)
+	applied, err := d.cfg.Target.Apply(ctx, head, res.Set, diff)
+	if err != nil {
+		return d.fail(rec, fmt.Errorf("publish %s: %w", rec.Commit.Short(), err))
+	}
+	d.cfg.Metrics.stage(StageTranslate, applied.Translate)
+	d.cfg.Metrics.stage(StagePublish, applied.Publish)
+	rec.Durations[StageTranslate], rec.Durations[StagePublish] = ms(applied.Translate), ms(applied.Publish)
+	rec.Verdict = VerdictPublished
+	rec.Diff = &DiffSummary{SetDiff: diff, Affected: applied.Affected}
+	rec.Changed, rec.Unchanged, rec.Removed = applied.Changed, applied.Unchanged, applied.Removed
+
+	now := d.cfg.Now()
+	d.mu.Lock()
+	d.served, d.servedInfo = res.Set, rec.Commit
+	d.state.Published, d.state.PublishedAt = &rec.Commit, now
+	st := d.state
+	d.status.Published, d.status.PublishedAt, d.status.Ready = &rec.Commit, now, true
+	d.mu.Unlock()
+	d.cfg.Metrics.setPublished(head)
+	saveErr := SaveState(d.cfg.StateDir, st)
+	if saveErr != nil {
+		d.cfg.Logger.Error("published, but the state file was not written; a restart may serve an older commit", "error", saveErr)
+	}
+	d.settle(rec, ResultPublished, errString(saveErr), false)
+	return nil
+}
+
+// invalid settles a commit that cannot be published.
+func (d *Daemon) invalid(rec Record, lastError string) error {
+	rec.Verdict = VerdictInvalid
+	d.settle(rec, ResultInvalid, lastError, true)
+	return nil
+}
+
+// settle records a final verdict on the head.
+func (d *Daemon) settle(rec Record, result, lastError string, invalid bool) {
+	now := d.cfg.Now()
+	rec.At = now
+	d.mu.Lock()
+	d.decided, d.status.HeadVerdict = rec.Commit.Hash, rec.Verdict
+	d.status.LastError, d.status.LastSync = lastError, now
+	if !invalid {
+		d.status.LastGoodSync = now
+	}
+	d.lastFail = ""
+	d.mu.Unlock()
+	d.cfg.Metrics.setHead(rec.Commit.Hash, invalid)
+	if !invalid {
+		d.cfg.Metrics.goodSync(now)
+	}
+	d.cfg.Metrics.attempt(result)
+	d.record(rec)
+}
+
+// fail records a failure to be retried: nothing served changed.
+func (d *Daemon) fail(rec Record, err error) error {
+	rec.Verdict, rec.Error, rec.At = VerdictFailed, err.Error(), d.cfg.Now()
+	d.cfg.Metrics.attempt(ResultFailed)
+	key := rec.Commit.Hash + "\x00" + rec.Error
+	d.mu.Lock()
+	d.status.LastError, d.status.LastSync = err.Error(), rec.At
+	repeat := d.lastFail == key
+	d.lastFail = key
+	d.mu.Unlock()
+	if !repeat {
+		d.record(rec)
+	}
+	return err
+}
+
+// record logs the outcome of a commit in one line and adds it to the
+// history.
+func (d *Daemon) record(rec Record) {
+	attrs := []any{
+		"commit", rec.Commit.Short(), "author", rec.Commit.Author, "subject", rec.Commit.Subject,
+		"result", rec.Verdict, "trigger", rec.Trigger, "errors", rec.Errors, "warnings", rec.Warnings,
+	}
+	if rec.Diff != nil {
+		attrs = append(attrs, "added", len(rec.Diff.Added), "changed", len(rec.Diff.Changed), "removed", len(rec.Diff.Removed),
+			"affected_proxies", rec.Diff.Affected)
+	}
+	if rec.Verdict == VerdictPublished {
+		attrs = append(attrs, "proxies_pushed", rec.Changed, "proxies_unchanged", rec.Unchanged, "proxies_removed", rec.Removed)
+	}
+	for _, st := range []string{StageFetch, StageLoad, StageDiff, StageTranslate, StagePublish} {
+		if v, ok := rec.Durations[st]; ok {
+			attrs = append(attrs, st+"_ms", v)
+		}
+	}
+	if rec.Forced {
+		attrs = append(attrs, "forced", true, "previous", short(rec.Previous))
+	}
+	level := slog.LevelInfo
+	switch rec.Verdict {
+	case VerdictInvalid:
+		level = slog.LevelWarn
+		if len(rec.Findings) > 0 {
+			attrs = append(attrs, "first_error", rec.Findings[0].Error())
+		} else if rec.Error != "" {
+			attrs = append(attrs, "error", rec.Error)
+		}
+	case VerdictFailed:
+		level = slog.LevelError
+		attrs = append(attrs, "error", rec.Error)
+	}
+	d.cfg.Logger.Log(context.Background(), level, "commit "+rec.Verdict, attrs...)
+	if err := d.history.Add(rec); err != nil {
+		d.cfg.Logger.Error("history not written", "error", err)
+	}
+}
+
+func (d *Daemon) setError(msg string) {
+	d.mu.Lock()
+	d.status.LastError = msg
+	d.mu.Unlock()
+}
+
+// Status is the daemon's status now.
+func (d *Daemon) Status() Status {
+	d.mu.Lock()
+	st := d.status
+	d.mu.Unlock()
+	st.Convergence = d.cfg.Target.Convergence()
+	return st
+}
+
+// History is every commit decided on, newest first.
+func (d *Daemon) History() []Record { return d.history.Records() }
+
+// Served returns the served Set and its commit; ok is false until a commit
+// is served.
+func (d *Daemon) Served() (*schema.Set, CommitInfo, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.served, d.servedInfo, d.served != nil
+}
+
+func commitInfo(c *source.Commit) CommitInfo {
+	return CommitInfo{Hash: c.Hash, Author: c.Author, Subject: c.Subject, Time: c.Time}
+}
+
+// errorsFirst orders findings errors first, keeping their order otherwise.
+func errorsFirst(fs []schema.Finding) []schema.Finding {
+	out := make([]schema.Finding, 0, len(fs))
+	for _, f := range fs {
+		if f.IsError() {
+			out = append(out, f)
+		}
+	}
+	for _, f := range fs {
+		if !f.IsError() {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func short(h string) string { return (CommitInfo{Hash: h}).Short() }
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,125 @@
+package reconcile
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// DefaultHistoryLimit bounds the history kept in memory and on disk.
+const DefaultHistoryLimit = 1000
+
+// maxRecordFindings bounds the findings a history record keeps.
+const maxRecordFindings = 20
+
+// History is the bounded record of every commit the daemon decided on,
+// persisted as JSON lines in <state-dir>/history.jsonl: appended as records
+// come, rewritten (atomically) to the newest Limit records when the file
+// holds twice that many. A torn last line after a crash is skipped.
+type History struct {
+	mu      sync.Mutex
+	path    string
+	limit   int
+	records []Record // oldest first
+	lines   int      // records in the file
+}
+
+// OpenHistory loads the history of a state directory.
+func OpenHistory(dir string, limit int) (*History, error) {
+	if limit <= 0 {
+		limit = DefaultHistoryLimit
+	}
+	h := &History{path: filepath.Join(dir, "history.jsonl"), limit: limit}
+	data, err := os.ReadFile(h.path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		h.lines++
+		var r Record
+		if json.Unmarshal(sc.Bytes(), &r) == nil && r.Commit.Hash != "" {
+			h.records = append(h.records, r)
+		}
+	}
+	if len(h.records) > limit {
+		h.records = slices.Clone(h.records[len(h.records)-limit:])
+	}
+	return h, nil
+}
+
+// Add records r, newest.
+func (h *History) Add(r Record) error {
+	if len(r.Findings) > maxRecordFindings {
+		r.Findings = r.Findings[:maxRecordFindings]
+	}
+	line, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records = append(h.records, r)
+	if len(h.records) > h.limit {
+		h.records = slices.Clone(h.records[len(h.records)-h.limit:])
+	}
+	if h.lines+1 > 2*h.limit {
+		return h.rewrite()
+	}
+	f, err := os.OpenFile(h.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("write history: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("write history: %w", err)
+	}
+	h.lines++
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write history: %w", err)
+	}
+	return nil
+}
+
+// rewrite replaces the file with the records in memory. Called locked.
+func (h *History) rewrite() error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, r := range h.records {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	if err := writeFileAtomic(h.path, buf.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("write history: %w", err)
+	}
+	h.lines = len(h.records)
+	return nil
+}
+
+// Records returns the history, newest first.
+func (h *History) Records() []Record {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := slices.Clone(h.records)
+	slices.Reverse(out)
+	return out
+}
+
+// Latest returns the newest record.
+func (h *History) Latest() (Record, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.records) == 0 {
+		return Record{}, false
+	}
+	return h.records[len(h.records)-1], true
+}

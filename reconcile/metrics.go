@@ -1,0 +1,134 @@
+package reconcile
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Results of a sync attempt, the label of gitmesh_sync_attempts_total.
+const (
+	ResultPublished  = "published"   // a new commit is served
+	ResultInvalid    = "invalid"     // the head has errors
+	ResultHeld       = "held"        // the head is valid but a pin holds the mesh
+	ResultUnchanged  = "unchanged"   // the head did not move
+	ResultFetchError = "fetch_error" // the remote could not be reached or read
+	ResultFailed     = "failed"      // reading, translating or publishing failed
+)
+
+// Stages of a sync, the label of gitmesh_stage_duration_seconds.
+const (
+	StageFetch     = "fetch"
+	StageLoad      = "load"
+	StageDiff      = "diff"
+	StageTranslate = "translate"
+	StagePublish   = "publish"
+)
+
+// Metrics are the daemon's Prometheus metrics.
+type Metrics struct {
+	attempts     *prometheus.CounterVec
+	stages       *prometheus.HistogramVec
+	head         *prometheus.GaugeVec
+	published    *prometheus.GaugeVec
+	lastGood     prometheus.Gauge
+	headInvalid  prometheus.Gauge
+	pinned       prometheus.Gauge
+	forcedPushes prometheus.Counter
+}
+
+// NewMetrics registers the daemon's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gitmesh_sync_attempts_total",
+			Help: "Syncs with the branch, by result: published, invalid, held, unchanged, fetch_error, failed.",
+		}, []string{"result"}),
+		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gitmesh_stage_duration_seconds",
+			Help:    "Duration of each stage of a sync: fetch, load, diff, translate, publish.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"stage"}),
+		head: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gitmesh_head_commit_info", Help: "The newest commit seen on the branch (value 1).",
+		}, []string{"commit"}),
+		published: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gitmesh_published_commit_info", Help: "The commit whose translation is served (value 1).",
+		}, []string{"commit"}),
+		lastGood: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gitmesh_last_good_sync_timestamp_seconds",
+			Help: "Unix time of the last sync that fetched and decided on the head without error.",
+		}),
+		headInvalid: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gitmesh_head_invalid", Help: "1 while the branch head fails validation, else 0.",
+		}),
+		pinned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gitmesh_pinned", Help: "1 while a rollback pin holds the mesh, else 0.",
+		}),
+		forcedPushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gitmesh_forced_updates_total", Help: "Branch moves that rewrote history (force pushes).",
+		}),
+	}
+	reg.MustRegister(m.attempts, m.stages, m.head, m.published, m.lastGood, m.headInvalid, m.pinned, m.forcedPushes)
+	for _, r := range []string{ResultPublished, ResultInvalid, ResultHeld, ResultUnchanged, ResultFetchError, ResultFailed} {
+		m.attempts.WithLabelValues(r)
+	}
+	return m
+}
+
+// The methods below accept a nil *Metrics, so the daemon runs without.
+
+func (m *Metrics) attempt(result string) {
+	if m != nil {
+		m.attempts.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *Metrics) stage(stage string, d time.Duration) {
+	if m != nil {
+		m.stages.WithLabelValues(stage).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) setHead(commit string, invalid bool) {
+	if m == nil {
+		return
+	}
+	m.head.Reset()
+	m.head.WithLabelValues(commit).Set(1)
+	if invalid {
+		m.headInvalid.Set(1)
+	} else {
+		m.headInvalid.Set(0)
+	}
+}
+
+func (m *Metrics) setPublished(commit string) {
+	if m != nil {
+		m.published.Reset()
+		m.published.WithLabelValues(commit).Set(1)
+	}
+}
+
+func (m *Metrics) goodSync(at time.Time) {
+	if m != nil {
+		m.lastGood.Set(float64(at.UnixNano()) / 1e9)
+	}
+}
+
+func (m *Metrics) setPinned(on bool) {
+	if m == nil {
+		return
+	}
+	if on {
+		m.pinned.Set(1)
+	} else {
+		m.pinned.Set(0)
+	}
+}
+
+func (m *Metrics) forced() {
+	if m != nil {
+		m.forcedPushes.Inc()
+	}
+}

@@ -1,0 +1,248 @@
+package plane
+
+import (
+	"context"
+	"io/fs"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/xds"
+	"github.com/gitmesh/gitmesh/xds/ads"
+	"github.com/gitmesh/gitmesh/xds/adstest"
+	"github.com/gitmesh/gitmesh/xds/ca"
+)
+
+const (
+	commitA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	commitB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	commitC = "cccccccccccccccccccccccccccccccccccccccc"
+)
+
+// policies loads the bundled policy repository with some files replaced
+// ("" removes one).
+func policies(t *testing.T, edits map[string]string) *schema.Set {
+	t.Helper()
+	files := fstest.MapFS{}
+	root := os.DirFS("../../policies")
+	err := fs.WalkDir(root, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(root, p)
+		files[p] = &fstest.MapFile{Data: b}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range edits {
+		if content == "" {
+			delete(files, name)
+		} else {
+			files[name] = &fstest.MapFile{Data: []byte(content)}
+		}
+	}
+	l, err := schema.NewLoader(schema.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.Load(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Valid() {
+		t.Fatalf("invalid policies: %v", res.Findings)
+	}
+	return res.Set
+}
+
+type fixture struct {
+	plane  *Plane
+	server *ads.Server
+	conn   *grpc.ClientConn
+	reg    *prometheus.Registry
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	server, err := ads.New(ads.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { server.Serve(ctx, lis); close(served) }()
+	reg := prometheus.NewRegistry()
+	p, err := New(Config{Server: server, Authority: &ca.Authority{StateDir: t.TempDir()},
+		Options: xds.Options{Flavor: xds.FlavorEnvoy}, Metrics: NewMetrics(reg, server)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan struct{})
+	go func() { p.Run(ctx); close(ran) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(); cancel(); <-served; <-ran })
+	return &fixture{p, server, conn, reg}
+}
+
+func (f *fixture) dial(t *testing.T, node string) *adstest.Client {
+	t.Helper()
+	c, err := adstest.Dial(f.conn, node, adstest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// waitCommit waits until c holds every non-secret type at a version of
+// commit.
+func waitCommit(t *testing.T, c *adstest.Client, commit string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := c.WaitVersion(ctx, func(typ, v string) bool {
+		return typ == resource.SecretType || strings.HasPrefix(v, commit[:12]+"-")
+	})
+	if err != nil {
+		t.Fatalf("%v (versions: cluster %q listener %q)", err, c.Version(resource.ClusterType), c.Version(resource.ListenerType))
+	}
+}
+
+func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	setA := policies(t, nil)
+	res, err := f.plane.Apply(ctx, commitA, setA, schema.DiffSets(nil, setA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Affected != 4 || len(res.Changed) != 4 {
+		t.Fatalf("first apply: affected %d changed %v, want all 4", res.Affected, res.Changed)
+	}
+	web, backend := f.dial(t, "default.web-01"), f.dial(t, "default.backend-01")
+	waitCommit(t, web, commitA)
+	waitCommit(t, backend, commitA)
+	secretsCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := web.Wait(secretsCtx, func(c *adstest.Client) bool { return len(c.Resources(resource.SecretType)) == 2 }); err != nil {
+		t.Errorf("web-01 never got its identity and the mesh CA: %v", err)
+	}
+
+	// Dropping web→backend reaches the backends only.
+	setB := policies(t, map[string]string{"permissions/web-to-backend.yaml": ""})
+	diff := schema.DiffSets(setA, setB)
+	res, err = f.plane.Apply(ctx, commitB, setB, diff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(res.Changed, " "); got != "default.backend-01 default.backend-02" {
+		t.Errorf("changed = %s, want the two backends", got)
+	}
+	if res.Affected != 2 {
+		t.Errorf("affected = %d, want 2", res.Affected)
+	}
+	waitCommit(t, backend, commitB)
+	if v := web.Version(resource.ListenerType); !strings.HasPrefix(v, commitA[:12]) {
+		t.Errorf("web-01 listener version %q, want it kept at commit A", v)
+	}
+
+	// Convergence: both connected proxies hold what is served.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c := f.plane.Convergence()
+		if c.Proxies == 4 && c.Connected == 2 && c.Acked == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("convergence %+v, want 4 proxies, 2 connected and ACKed", c)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for time.Now().Before(deadline) && !f.plane.LastConvergence().Done {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if lc := f.plane.LastConvergence(); !lc.Done || lc.Commit != commitB || lc.Proxies != 1 {
+		t.Errorf("last convergence %+v, want commit B done for its one connected changed proxy", lc)
+	}
+	if n := testutil.CollectAndCount(f.reg, "gitmesh_convergence_seconds"); n != 1 {
+		t.Errorf("convergence histogram series = %d", n)
+	}
+	if v := testutil.ToFloat64(f.plane.cfg.Metrics.acks.WithLabelValues("Cluster")); v < 2 {
+		t.Errorf("cluster ACKs counted = %v, want at least 2", v)
+	}
+
+	// Removing a dataplane drops it and reaches its consumers.
+	setC := policies(t, map[string]string{"permissions/web-to-backend.yaml": "", "dataplanes/redis.yaml": ""})
+	res, err = f.plane.Apply(ctx, commitC, setC, schema.DiffSets(setB, setC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(res.Removed, " "); got != "default.redis-01" {
+		t.Errorf("removed = %s, want redis-01", got)
+	}
+	if got := strings.Join(res.Changed, " "); got != "default.backend-01 default.backend-02" {
+		t.Errorf("changed = %s, want the backends (consumers of redis)", got)
+	}
+	if commit, set := f.plane.Served(); commit != commitC || set != setC {
+		t.Errorf("served %s", commit)
+	}
+}
+
+func TestApplyFailureKeepsServedState(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	setA := policies(t, nil)
+	if _, err := f.plane.Apply(ctx, commitA, setA, schema.DiffSets(nil, setA)); err != nil {
+		t.Fatal(err)
+	}
+	web := f.dial(t, "default.web-01")
+	waitCommit(t, web, commitA)
+
+	// A mesh whose provided CA files do not exist cannot issue secrets.
+	setB := policies(t, map[string]string{"meshes/default.yaml": `type: Mesh
+name: default
+mtls:
+  enabled: true
+  ca:
+    provided:
+      cert: {file: /nonexistent/ca.crt}
+      key: {file: /nonexistent/ca.key}
+`})
+	if _, err := f.plane.Apply(ctx, commitB, setB, schema.DiffSets(setA, setB)); err == nil {
+		t.Fatal("apply with an unreadable CA succeeded")
+	}
+	if commit, set := f.plane.Served(); commit != commitA || set != setA {
+		t.Errorf("served %s after a failed apply, want commit A", commit)
+	}
+	// The next good commit is diffed against A, what is still served.
+	setC := policies(t, map[string]string{"permissions/web-to-backend.yaml": ""})
+	res, err := f.plane.Apply(ctx, commitC, setC, schema.DiffSets(setA, setC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Affected != 2 {
+		t.Errorf("affected %d, want the two backends", res.Affected)
+	}
+	if v := web.Version(resource.ListenerType); !strings.HasPrefix(v, commitA[:12]) {
+		t.Errorf("web-01 at %q, want commit A", v)
+	}
+}
