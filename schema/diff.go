@@ -1,9 +1,6 @@
 package schema
 
-import (
-	"reflect"
-	"sort"
-)
+import "reflect"
 
 // Key names a resource: its type, its mesh (empty for a Mesh) and its name.
 type Key struct {
@@ -31,7 +28,9 @@ func (d SetDiff) Len() int { return len(d.Added) + len(d.Changed) + len(d.Remove
 
 // DiffSets compares prev with next; a nil prev is an empty Set. The implicit
 // default mesh is not a declared resource: declaring it shows as added, and
-// dropping the declaration as removed.
+// dropping the declaration as removed. It walks the Sets' sorted lists side
+// by side, so it costs a comparison per resource, most of them of the same
+// pointer (the loader reuses the resources of unchanged files).
 func DiffSets(prev, next *Set) SetDiff {
 	if prev == nil {
 		prev = &Set{}
@@ -39,51 +38,48 @@ func DiffSets(prev, next *Set) SetDiff {
 	if next == nil {
 		next = &Set{}
 	}
-	var d SetDiff
-	type item struct {
-		key      Key
-		value    any
-		implicit bool
-	}
-	collect := func(s *Set) map[Key]item {
-		m := make(map[Key]item, len(s.Meshes)+len(s.Dataplanes)+len(s.TrafficPermissions))
-		for _, r := range s.Meshes {
-			k := Key{Type: TypeMesh, Name: r.Name}
-			m[k] = item{k, r, r.Implicit}
-		}
-		for _, r := range s.Dataplanes {
-			k := Key{Type: TypeDataplane, Mesh: r.Mesh, Name: r.Name}
-			m[k] = item{k, r, false}
-		}
-		for _, r := range s.TrafficPermissions {
-			k := Key{Type: TypeTrafficPermission, Mesh: r.Mesh, Name: r.Name}
-			m[k] = item{k, r, false}
-		}
-		return m
-	}
-	before, after := collect(prev), collect(next)
-	for k, a := range after {
-		b, ok := before[k]
-		switch {
-		case !ok || (b.implicit && !a.implicit):
-			if !a.implicit {
-				d.Added = append(d.Added, k)
-			}
-		case a.implicit && !b.implicit:
-			d.Removed = append(d.Removed, k)
-		case !sameResource(b.value, a.value):
-			d.Changed = append(d.Changed, k)
-		}
-	}
-	for k, b := range before {
-		if _, ok := after[k]; !ok && !b.implicit {
-			d.Removed = append(d.Removed, k)
-		}
-	}
-	for _, list := range [][]Key{d.Added, d.Changed, d.Removed} {
-		sort.Slice(list, func(i, j int) bool { return list[i].less(list[j]) })
-	}
+	var d SetDiff // types in name order, so each list is sorted
+	meshKey := func(m *Mesh) Key { return Key{Type: TypeMesh, Name: m.Name} }
+	mergeDiff(&d, prev.Dataplanes, next.Dataplanes,
+		func(dp *Dataplane) Key { return Key{Type: TypeDataplane, Mesh: dp.Mesh, Name: dp.Name} },
+		func(*Dataplane) bool { return false }, sameDataplane)
+	mergeDiff(&d, prev.Meshes, next.Meshes, meshKey, func(m *Mesh) bool { return m.Implicit }, sameMesh)
+	mergeDiff(&d, prev.TrafficPermissions, next.TrafficPermissions,
+		func(tp *TrafficPermission) Key { return Key{Type: TypeTrafficPermission, Mesh: tp.Mesh, Name: tp.Name} },
+		func(*TrafficPermission) bool { return false }, samePermission)
 	return d
+}
+
+// mergeDiff compares two lists sorted by key (within one type, mesh then
+// name) and appends what differs to d.
+func mergeDiff[T any](d *SetDiff, before, after []T, key func(T) Key, implicit func(T) bool, same func(a, b T) bool) {
+	i, j := 0, 0
+	for i < len(before) || j < len(after) {
+		switch {
+		case j == len(after) || (i < len(before) && key(before[i]).less(key(after[j]))):
+			if !implicit(before[i]) {
+				d.Removed = append(d.Removed, key(before[i]))
+			}
+			i++
+		case i == len(before) || key(after[j]).less(key(before[i])):
+			if !implicit(after[j]) {
+				d.Added = append(d.Added, key(after[j]))
+			}
+			j++
+		default:
+			b, a := before[i], after[j]
+			switch {
+			case implicit(b) && !implicit(a):
+				d.Added = append(d.Added, key(a))
+			case implicit(a) && !implicit(b):
+				d.Removed = append(d.Removed, key(b))
+			case !same(b, a):
+				d.Changed = append(d.Changed, key(a))
+			}
+			i++
+			j++
+		}
+	}
 }
 
 func (k Key) less(o Key) bool {
@@ -96,35 +92,26 @@ func (k Key) less(o Key) bool {
 	return k.Name < o.Name
 }
 
-// sameResource compares two resources of one type without their Origin. The
-// loader reuses the resources of unchanged files, so most pairs are the same
-// pointer.
-func sameResource(a, b any) bool {
-	switch a := a.(type) {
-	case *Mesh:
-		b := b.(*Mesh)
-		if a == b {
-			return true
-		}
-		x, y := *a, *b
-		x.Origin, y.Origin = Origin{}, Origin{}
-		return reflect.DeepEqual(x, y)
-	case *Dataplane:
-		b := b.(*Dataplane)
-		if a == b {
-			return true
-		}
-		x, y := *a, *b
-		x.Origin, y.Origin = Origin{}, Origin{}
-		return reflect.DeepEqual(x, y)
-	case *TrafficPermission:
-		b := b.(*TrafficPermission)
-		if a == b {
-			return true
-		}
-		x, y := *a, *b
-		x.Origin, y.Origin = Origin{}, Origin{}
-		return reflect.DeepEqual(x, y)
+// sameMesh, sameDataplane and samePermission compare two resources of one
+// type without their Origin.
+func sameMesh(a, b *Mesh) bool { return sameBut(a, b, func(m *Mesh) { m.Origin = Origin{} }) }
+
+func sameDataplane(a, b *Dataplane) bool {
+	return sameBut(a, b, func(dp *Dataplane) { dp.Origin = Origin{} })
+}
+
+func samePermission(a, b *TrafficPermission) bool {
+	return sameBut(a, b, func(tp *TrafficPermission) { tp.Origin = Origin{} })
+}
+
+// sameBut compares copies of *a and *b after clear has reset, in each, what
+// does not count.
+func sameBut[T any](a, b *T, clear func(*T)) bool {
+	if a == b {
+		return true
 	}
-	return false
+	x, y := *a, *b
+	clear(&x)
+	clear(&y)
+	return reflect.DeepEqual(x, y)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"io"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/proto"
@@ -30,40 +31,46 @@ func digest(m proto.Message, buf []byte) ([32]byte, []byte, error) {
 // digest. Shared resources carry the digest the Index computed once.
 // It also returns each resource's digest, which lets a Checker skip
 // resources whose equal it validated before.
-func (b *builder) hash(rs *resourceSet) (string, map[types.Resource][32]byte, error) {
+// The third result is the hash of each type alone, computed the same way.
+func (b *builder) hash(rs *resourceSet) (string, map[types.Resource][32]byte, map[string]string, error) {
 	h := sha256.New()
+	perType := make(map[string]string, numTypes)
 	n0 := 0
 	for i := range rs.byType {
 		n0 += len(rs.byType[i])
 	}
 	digests := make(map[types.Resource][32]byte, n0)
 	var n [8]byte
-	writeString := func(s string) {
-		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-		h.Write(n[:])
-		h.Write([]byte(s))
-	}
+	th := sha256.New()
 	for i, typ := range resourceTypes() {
+		th.Reset()
+		w := io.MultiWriter(h, th)
+		writeString := func(s string) {
+			binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+			w.Write(n[:])
+			w.Write([]byte(s))
+		}
 		writeString(typ)
 		binary.BigEndian.PutUint64(n[:], uint64(len(rs.byType[i])))
-		h.Write(n[:])
+		w.Write(n[:])
 		for _, r := range rs.byType[i] {
 			writeString(r.name)
 			if r.digest != nil {
-				h.Write(r.digest[:])
+				w.Write(r.digest[:])
 				digests[r.res] = *r.digest
 				continue
 			}
 			d, buf, err := digest(r.res, b.buf)
 			b.buf = buf
 			if err != nil {
-				return "", nil, fmt.Errorf("hash %s %q: %w", typeName(typ), r.name, err)
+				return "", nil, nil, fmt.Errorf("hash %s %q: %w", typeName(typ), r.name, err)
 			}
-			h.Write(d[:])
+			w.Write(d[:])
 			digests[r.res] = d
 		}
+		perType[typ] = hex.EncodeToString(th.Sum(nil))
 	}
-	return hex.EncodeToString(h.Sum(nil)), digests, nil
+	return hex.EncodeToString(h.Sum(nil)), digests, perType, nil
 }
 
 // toAny packs m into an Any with a deterministic encoding. It fails only

@@ -87,7 +87,14 @@ type shared struct {
 // NewIndex indexes set for translation. It fails when set is inconsistent
 // in a way the loader should have caught (a dataplane of an undeclared
 // mesh) or when a resource cannot be encoded.
-func NewIndex(set *schema.Set) (*Index, error) {
+func NewIndex(set *schema.Set) (*Index, error) { return NewIndexFrom(set, nil) }
+
+// NewIndexFrom is NewIndex reusing what it can of prev, the Index of an
+// earlier Set (nil for none): a service of the same Mesh value whose
+// endpoints and protocol did not change keeps prev's shared resources, the
+// very same values, so they are neither built nor hashed again and a proxy
+// translated from either Index shares them. prev is not modified.
+func NewIndexFrom(set *schema.Set, prev *Index) (*Index, error) {
 	idx := &Index{set: set, meshes: make(map[string]*meshIndex, len(set.Meshes))}
 	for _, m := range set.Meshes {
 		mi, err := newMeshIndex(set, m, nil)
@@ -106,7 +113,20 @@ func NewIndex(set *schema.Set) (*Index, error) {
 	var buf []byte
 	for _, m := range set.Meshes {
 		mi := idx.meshes[m.Name]
+		var before *meshIndex
+		if prev != nil {
+			if pm := prev.meshes[m.Name]; pm != nil && pm.mesh == m {
+				before = pm
+			}
+		}
 		for _, s := range mi.services {
+			s.settle()
+			if before != nil {
+				if old := before.services[s.name]; old != nil && old.http == s.http && slices.Equal(old.endpoints, s.endpoints) {
+					s.reuse(old)
+					continue
+				}
+			}
 			var err error
 			if buf, err = s.build(m, buf); err != nil {
 				return nil, fmt.Errorf("index mesh %s service %s: %w", m.Name, s.name, err)
@@ -193,9 +213,8 @@ func (mi *meshIndex) indexDataplane(dp *schema.Dataplane) {
 	}
 }
 
-// build settles a service's endpoints and protocol and builds the resources
-// its consumers share.
-func (s *service) build(m *schema.Mesh, buf []byte) ([]byte, error) {
+// settle sorts and dedupes a service's endpoints and settles its protocol.
+func (s *service) settle() {
 	sort.Slice(s.endpoints, func(i, j int) bool {
 		a, b := s.endpoints[i], s.endpoints[j]
 		if a.address != b.address {
@@ -218,7 +237,16 @@ func (s *service) build(m *schema.Mesh, buf []byte) ([]byte, error) {
 			}
 		}
 	}
+}
 
+// reuse takes the shared resources of old, the same service with the same
+// endpoints and protocol in the same mesh.
+func (s *service) reuse(old *service) {
+	s.cluster, s.endpoint, s.route, s.outboundFilter = old.cluster, old.endpoint, old.route, old.outboundFilter
+}
+
+// build builds the resources the consumers of a settled service share.
+func (s *service) build(m *schema.Mesh, buf []byte) ([]byte, error) {
 	c, err := edsCluster(m, s.name)
 	if err != nil {
 		return buf, err

@@ -55,6 +55,11 @@ type Proxy struct {
 	// name and the SHA-256 of its deterministic proto encoding. Equal
 	// resources give equal hashes, across processes and replicas.
 	Hash string
+	// TypeHashes holds, per type URL of Resources, the hash of that type's
+	// resources alone, computed the same way: a commit that changes only a
+	// proxy's endpoints changes only its endpoints' hash. Nil for a Proxy
+	// built by hand, which then versions every type by Hash.
+	TypeHashes map[resource.Type]string
 
 	// digests holds the SHA-256 of each resource's deterministic encoding,
 	// as Hash was computed from; nil for a Proxy built by hand.

@@ -107,11 +107,11 @@ func (b *builder) proxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy,
 	if p.MTLS {
 		p.Identities = identities(dp)
 	}
-	h, digests, err := b.hash(&rs)
+	h, digests, perType, err := b.hash(&rs)
 	if err != nil {
 		return nil, fmt.Errorf("translate %s: %w", node, err)
 	}
-	p.Hash, p.digests = h, digests
+	p.Hash, p.TypeHashes, p.digests = h, perType, digests
 	return p, nil
 }
 

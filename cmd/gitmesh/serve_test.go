@@ -176,17 +176,14 @@ func getJSON(t testing.TB, url string, v any) int {
 	return resp.StatusCode
 }
 
-// waitCommit waits until c holds every non-secret type at a version of
+// waitCommit waits until c holds what the daemon published for it at
 // commit.
-func waitCommit(t *testing.T, c *adstest.Client, commit string) {
+func (s *served) waitCommit(t *testing.T, c *adstest.Client, commit string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	err := c.WaitVersion(ctx, func(typ, v string) bool {
-		return typ == resource.SecretType || strings.HasPrefix(v, commit[:12]+"-")
-	})
-	if err != nil {
-		t.Fatalf("%v: listener version %q, want commit %s", err, c.Version(resource.ListenerType), commit[:12])
+	if err := c.WaitPublished(ctx, s.app.server, commit); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -214,8 +211,8 @@ func TestServeFollowsPushesThroughWebhook(t *testing.T) {
 	opts := serveOptions{repo: url, path: "policies", stateDir: stateDir, webhookSecretFile: writeSecret(t, webhookSecret)}
 	s := startServe(t, opts)
 	web, backend := s.dial(t, "default.web-01"), s.dial(t, "default.backend-01")
-	waitCommit(t, web, c1)
-	waitCommit(t, backend, c1)
+	s.waitCommit(t, web, c1)
+	s.waitCommit(t, backend, c1)
 	if code := getJSON(t, s.api("/readyz"), nil); code != http.StatusOK {
 		t.Errorf("readyz = %d once a commit is served", code)
 	}
@@ -235,7 +232,7 @@ func TestServeFollowsPushesThroughWebhook(t *testing.T) {
 	if code := s.hook(t, webhookSecret); code != http.StatusAccepted {
 		t.Fatalf("webhook: %d, want 202", code)
 	}
-	waitCommit(t, backend, c2)
+	s.waitCommit(t, backend, c2)
 	if v := web.Version(resource.ListenerType); !strings.HasPrefix(v, c1[:12]) {
 		t.Errorf("web-01 was pushed %q; the commit does not change it", v)
 	}
@@ -304,7 +301,7 @@ func TestServeFollowsPushesThroughWebhook(t *testing.T) {
 	}
 	s2 := startServe(t, opts)
 	backend2 := s2.dial(t, "default.backend-01")
-	waitCommit(t, backend2, c2)
+	s2.waitCommit(t, backend2, c2)
 	st = s2.waitStatus(t, "a failed sync", func(st reconcile.Status) bool { return st.LastError != "" })
 	if !st.Ready || st.Published == nil || st.Published.Hash != c2 {
 		t.Errorf("status after restart with the remote gone: %+v", st)
@@ -322,20 +319,20 @@ func TestServePollsAndWatches(t *testing.T) {
 		gittest.Push(t, work, bare)
 		s := startServe(t, serveOptions{repo: url, path: "policies", stateDir: t.TempDir(), interval: 100 * time.Millisecond})
 		redis := s.dial(t, "default.redis-01")
-		waitCommit(t, redis, c1)
+		s.waitCommit(t, redis, c1)
 		gittest.Git(t, work, "rm", "-q", "policies/permissions/backend-to-redis.yaml")
 		c2 := gittest.Commit(t, work, "Stop backend from calling redis", nil)
 		gittest.Push(t, work, bare)
-		waitCommit(t, redis, c2)
+		s.waitCommit(t, redis, c2)
 	})
 	t.Run("local watch", func(t *testing.T) {
 		work := gittest.Init(t)
 		c1 := gittest.Commit(t, work, "Initial policies", policyFiles(t))
 		s := startServe(t, serveOptions{repo: work, path: "policies", stateDir: t.TempDir()})
 		redis := s.dial(t, "default.redis-01")
-		waitCommit(t, redis, c1)
+		s.waitCommit(t, redis, c1)
 		gittest.Git(t, work, "rm", "-q", "policies/permissions/backend-to-redis.yaml")
 		c2 := gittest.Commit(t, work, "Stop backend from calling redis", nil)
-		waitCommit(t, redis, c2)
+		s.waitCommit(t, redis, c2)
 	})
 }

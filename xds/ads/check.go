@@ -3,10 +3,8 @@ package ads
 import (
 	"fmt"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/gitmesh/gitmesh/xds"
 )
@@ -38,14 +36,4 @@ func checkSecrets(p *xds.Proxy, secrets []types.Resource) error {
 		}
 	}
 	return nil
-}
-
-// hasAPIListener reports whether p has an API listener (proxyless gRPC).
-func hasAPIListener(p *xds.Proxy) bool {
-	for _, r := range p.Resources[resource.ListenerType] {
-		if l, ok := r.(*listenerv3.Listener); ok && l.GetApiListener() != nil {
-			return true
-		}
-	}
-	return false
 }

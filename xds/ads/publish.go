@@ -36,8 +36,10 @@ type PublishResult struct {
 // published is what the server holds for one proxy.
 type published struct {
 	hash          string
-	commit        string // the commit at which hash was first published
-	version       string // of every non-secret type
+	commit        string            // the commit at which hash was first published
+	versions      map[string]string // of each non-secret type
+	typeHashes    map[string]string // what each type's version was made from
+	typeCommits   map[string]string // the commit at which each type's hash was first published
 	secretVersion string
 	types         []string // type URLs of the snapshot, sorted
 }
@@ -54,9 +56,11 @@ type published struct {
 // streams close).
 //
 // Versions: every non-secret type of a proxy carries
-// <commit[:12]>-<Hash[:12]>, where commit is the one at which that Hash was
-// first published, so a proxy whose Hash does not change keeps its version
-// and gets no push; the secret type carries the version of SecretsFunc.
+// <commit[:12]>-<hash[:12]>, where hash is the proxy's TypeHashes entry for
+// the type (its Hash when it has none) and commit the one at which that
+// hash was first published. A proxy whose Hash does not change keeps its
+// versions and gets no push, and one whose endpoints alone change is sent
+// its endpoints alone. The secret type carries the version of SecretsFunc.
 // Two replicas publishing the same commits serve the same versions.
 //
 // proxies must not be modified afterwards: their resources are served as
@@ -160,7 +164,19 @@ func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secr
 		}
 		pub.commit = prev.commit
 	}
-	pub.version = short(pub.commit) + "-" + short(p.Hash)
+	n := len(p.Resources)
+	pub.versions, pub.typeHashes, pub.typeCommits = make(map[string]string, n), make(map[string]string, n), make(map[string]string, n)
+	for typ := range p.Resources {
+		h := p.TypeHashes[typ]
+		if h == "" {
+			h = p.Hash
+		}
+		at := commit
+		if prev != nil && prev.typeHashes[typ] == h {
+			at = prev.typeCommits[typ]
+		}
+		pub.typeHashes[typ], pub.typeCommits[typ], pub.versions[typ] = h, at, short(at)+"-"+short(h)
+	}
 
 	if err := checker.Check(p); err != nil {
 		return nil, nil, err // names p already
@@ -172,20 +188,18 @@ func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secr
 	for typ, rs := range p.Resources {
 		resources[typ] = rs
 	}
-	snap, err := cachev3.NewSnapshot(pub.version, resources)
+	snap, err := cachev3.NewSnapshot("", resources)
 	if err != nil {
 		return nil, nil, fmt.Errorf("proxy %s: %w", p.NodeID, err)
+	}
+	for typ, rs := range resources {
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(pub.versions[typ], rs)
 	}
 	if len(p.Identities) > 0 {
 		snap.Resources[types.Secret] = cachev3.NewResources(secretVersion, secretRes)
 	}
-	// Consistent does not follow api_listener (proxyless gRPC clients), so
-	// it would reject their routes as unreferenced; xds.Check covers them.
-	if !hasAPIListener(p) {
-		if err := snap.Consistent(); err != nil {
-			return nil, nil, fmt.Errorf("proxy %s: inconsistent snapshot: %w", p.NodeID, err)
-		}
-	}
+	// xds.Check ran the snapshot consistency check on the same resources
+	// (where it applies: it does not follow api_listener).
 	pub.types = slices.Sorted(maps.Keys(resources))
 	if len(p.Identities) > 0 {
 		pub.types = append(pub.types, resource.SecretType)
@@ -202,7 +216,7 @@ func (p *published) versionOf(typeURL string) string {
 	if typeURL == resource.SecretType {
 		return p.secretVersion
 	}
-	return p.version
+	return p.versions[typeURL]
 }
 
 // short is the first 12 characters of a commit id or hash.

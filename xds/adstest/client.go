@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/gitmesh/gitmesh/xds"
+	"github.com/gitmesh/gitmesh/xds/ads"
 )
 
 // AllTypes are the type URLs a Client subscribes to by default.
@@ -205,4 +206,28 @@ func (c *Client) Err() error {
 		return nil
 	}
 	return c.err
+}
+
+// WaitPublished waits until c holds every type at the version server
+// published for its node, and that publication is of commit (the commit at
+// which the node's configuration last changed).
+func (c *Client) WaitPublished(ctx context.Context, server *ads.Server, commit string) error {
+	err := c.Wait(ctx, func(c *Client) bool {
+		st, ok := server.StatusOf(c.Node)
+		if !ok || st.Commit != commit {
+			return false
+		}
+		for _, t := range st.Types {
+			if t.Published != "" && c.Version(t.TypeURL) != t.Published {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		st, _ := server.StatusOf(c.Node)
+		return fmt.Errorf("%w (published commit %.12s; listener %q, cluster %q, endpoints %q)", err, st.Commit,
+			c.Version(resource.ListenerType), c.Version(resource.ClusterType), c.Version(resource.EndpointType))
+	}
+	return nil
 }

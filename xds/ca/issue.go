@@ -48,14 +48,6 @@ func (a *Authority) Issue(nodeID, mesh string, spec schema.CA, identities []stri
 	if len(identities) == 0 {
 		return nil, fmt.Errorf("issue certificate for %s: no identities", nodeID)
 	}
-	uris := make([]*url.URL, 0, len(identities))
-	for _, id := range identities {
-		u, err := url.Parse(id)
-		if err != nil || u.Scheme != "spiffe" || u.Host == "" {
-			return nil, fmt.Errorf("issue certificate for %s: identity %q is not a spiffe:// URI", nodeID, id)
-		}
-		uris = append(uris, u)
-	}
 	ca, err := a.MeshCA(mesh, spec)
 	if err != nil {
 		return nil, fmt.Errorf("issue certificate for %s: %w", nodeID, err)
@@ -64,9 +56,18 @@ func (a *Authority) Issue(nodeID, mesh string, spec schema.CA, identities []stri
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// The common case, checked first: the kept certificate still fits.
 	if c := a.issued[nodeID]; c != nil && slices.Equal(c.Identities, identities) &&
 		bytes.Equal(c.CAPEM, ca.CertPEM) && !c.NeedsRenewal(now) {
 		return c, nil
+	}
+	uris := make([]*url.URL, 0, len(identities))
+	for _, id := range identities {
+		u, err := url.Parse(id)
+		if err != nil || u.Scheme != "spiffe" || u.Host == "" {
+			return nil, fmt.Errorf("issue certificate for %s: identity %q is not a spiffe:// URI", nodeID, id)
+		}
+		uris = append(uris, u)
 	}
 	c, err := a.sign(ca, nodeID, identities, uris, now)
 	if err != nil {

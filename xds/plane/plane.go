@@ -143,7 +143,7 @@ func (p *Plane) index(set *schema.Set, diff schema.SetDiff) (*xds.Index, error) 
 			return idx, nil
 		}
 	}
-	idx, err := xds.NewIndex(set)
+	idx, err := xds.NewIndexFrom(set, p.idx)
 	if err != nil {
 		return nil, fmt.Errorf("translate: %w", err)
 	}

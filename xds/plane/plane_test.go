@@ -113,17 +113,14 @@ func (f *fixture) dial(t *testing.T, node string) *adstest.Client {
 	return c
 }
 
-// waitCommit waits until c holds every non-secret type at a version of
+// waitCommit waits until c holds what f's server published for it at
 // commit.
-func waitCommit(t *testing.T, c *adstest.Client, commit string) {
+func (f *fixture) waitCommit(t *testing.T, c *adstest.Client, commit string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := c.WaitVersion(ctx, func(typ, v string) bool {
-		return typ == resource.SecretType || strings.HasPrefix(v, commit[:12]+"-")
-	})
-	if err != nil {
-		t.Fatalf("%v (versions: cluster %q listener %q)", err, c.Version(resource.ClusterType), c.Version(resource.ListenerType))
+	if err := c.WaitPublished(ctx, f.server, commit); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -139,8 +136,8 @@ func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
 		t.Fatalf("first apply: affected %d changed %v, want all 4", res.Affected, res.Changed)
 	}
 	web, backend := f.dial(t, "default.web-01"), f.dial(t, "default.backend-01")
-	waitCommit(t, web, commitA)
-	waitCommit(t, backend, commitA)
+	f.waitCommit(t, web, commitA)
+	f.waitCommit(t, backend, commitA)
 	secretsCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := web.Wait(secretsCtx, func(c *adstest.Client) bool { return len(c.Resources(resource.SecretType)) == 2 }); err != nil {
@@ -160,7 +157,7 @@ func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
 	if res.Affected != 2 {
 		t.Errorf("affected = %d, want 2", res.Affected)
 	}
-	waitCommit(t, backend, commitB)
+	f.waitCommit(t, backend, commitB)
 	if v := web.Version(resource.ListenerType); !strings.HasPrefix(v, commitA[:12]) {
 		t.Errorf("web-01 listener version %q, want it kept at commit A", v)
 	}
@@ -202,6 +199,17 @@ func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
 	if got := strings.Join(res.Changed, " "); got != "default.backend-01 default.backend-02" {
 		t.Errorf("changed = %s, want the backends (consumers of redis)", got)
 	}
+	// Only the backends' endpoints changed, so only they are sent again:
+	// each type is versioned by its own hash.
+	f.waitCommit(t, backend, commitC)
+	if v := backend.Version(resource.EndpointType); !strings.HasPrefix(v, commitC[:12]+"-") {
+		t.Errorf("backend-01 endpoints at %q, want commit C", v)
+	}
+	for typ, at := range map[string]string{resource.ListenerType: commitB, resource.ClusterType: commitA} {
+		if v := backend.Version(typ); !strings.HasPrefix(v, at[:12]+"-") {
+			t.Errorf("backend-01 %s at %q, want it kept at %.12s, where it last changed", typ, v, at)
+		}
+	}
 	if commit, set := f.plane.Served(); commit != commitC || set != setC {
 		t.Errorf("served %s", commit)
 	}
@@ -215,7 +223,7 @@ func TestApplyFailureKeepsServedState(t *testing.T) {
 		t.Fatal(err)
 	}
 	web := f.dial(t, "default.web-01")
-	waitCommit(t, web, commitA)
+	f.waitCommit(t, web, commitA)
 
 	// A mesh whose provided CA files do not exist cannot issue secrets.
 	setB := policies(t, map[string]string{"meshes/default.yaml": `type: Mesh
