@@ -44,6 +44,7 @@ type serveOptions struct {
 
 	gitUsername, gitPasswordFile, gitTokenFile string
 	sshKeyFile, sshKnownHosts                  string
+	gitCAFile                                  string
 
 	githubSecretFile, gitlabTokenFile, webhookSecretFile string
 }
@@ -101,6 +102,7 @@ and ` + envWebhookSecret + `.`,
 	f.StringVar(&o.gitTokenFile, "git-token-file", "", "file holding an HTTP(S) access token")
 	f.StringVar(&o.sshKeyFile, "ssh-key-file", "", "private key for ssh:// remotes")
 	f.StringVar(&o.sshKnownHosts, "ssh-known-hosts", "", "known_hosts file that must list the SSH server's key")
+	f.StringVar(&o.gitCAFile, "git-ca-file", "", "PEM bundle of CAs to trust for an https:// remote, besides the system's")
 	f.StringVar(&o.githubSecretFile, "github-webhook-secret-file", "", "file holding the secret of POST /hooks/github")
 	f.StringVar(&o.gitlabTokenFile, "gitlab-webhook-token-file", "", "file holding the token of POST /hooks/gitlab")
 	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the HMAC secret of POST /hooks/generic")
@@ -202,9 +204,15 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 			url = abs
 		}
 	}
+	var caBundle []byte
+	if o.gitCAFile != "" {
+		if caBundle, err = os.ReadFile(o.gitCAFile); err != nil {
+			return nil, usageError("--git-ca-file: %v", err)
+		}
+	}
 	mirror, err := source.OpenMirror(source.MirrorConfig{
 		URL: url, Branch: o.branch, Dir: filepath.Join(o.stateDir, "repo.git"),
-		Credentials: creds, Timeout: o.gitTimeout, Logger: log.With("component", "git"),
+		Credentials: creds, CABundle: caBundle, Timeout: o.gitTimeout, Logger: log.With("component", "git"),
 	})
 	if err != nil {
 		return nil, &exitError{code: exitUsage, err: err}
