@@ -63,8 +63,8 @@ type Config struct {
 	// (default 1m).
 	RenewInterval time.Duration
 	// MinBackoff and MaxBackoff bound the wait after a failed sync, which
-	// doubles per failure with jitter (defaults 1s and 5m, never more than
-	// Interval... unless Interval is shorter than MinBackoff).
+	// doubles per failure with jitter (defaults 1s and 5m); the wait is
+	// never longer than Interval.
 	MinBackoff, MaxBackoff time.Duration
 	HistoryLimit           int
 	Logger                 *slog.Logger

@@ -179,19 +179,6 @@ func (c *Client) Wait(ctx context.Context, cond func(*Client) bool) error {
 	}
 }
 
-// WaitVersion waits until every subscribed type was accepted at a version
-// that pred accepts.
-func (c *Client) WaitVersion(ctx context.Context, pred func(typeURL, version string) bool) error {
-	return c.Wait(ctx, func(c *Client) bool {
-		for _, typ := range c.opts.Types {
-			if !pred(typ, c.Version(typ)) {
-				return false
-			}
-		}
-		return true
-	})
-}
-
 // Close ends the stream and waits for the receiver to stop.
 func (c *Client) Close() {
 	c.cancel()
