@@ -330,15 +330,9 @@ func (d *Daemon) decide(ctx context.Context, sr source.SyncResult, reason string
 		return nil
 	}
 	if served != nil && servedInfo.Hash == head {
+		// Already served (restored at start): nothing new to record.
 		rec.Verdict = VerdictPublished
-		d.mu.Lock()
-		d.decided, d.status.HeadVerdict = head, VerdictPublished
-		now := d.cfg.Now()
-		d.status.LastError, d.status.LastSync, d.status.LastGoodSync = "", now, now
-		d.mu.Unlock()
-		d.cfg.Metrics.setHead(head, false)
-		d.cfg.Metrics.goodSync(now)
-		d.cfg.Metrics.attempt(ResultUnchanged)
+		d.settleStatus(rec, ResultUnchanged, "", false)
 		return nil
 	}
 
@@ -381,10 +375,17 @@ func (d *Daemon) invalid(rec Record, lastError string) error {
 	return nil
 }
 
-// settle records a final verdict on the head.
+// settle records a final verdict on the head, in the status and the
+// history.
 func (d *Daemon) settle(rec Record, result, lastError string, invalid bool) {
+	rec.At = d.settleStatus(rec, result, lastError, invalid)
+	d.record(rec)
+}
+
+// settleStatus makes rec's verdict the head's in the status and metrics and
+// returns when.
+func (d *Daemon) settleStatus(rec Record, result, lastError string, invalid bool) time.Time {
 	now := d.cfg.Now()
-	rec.At = now
 	d.mu.Lock()
 	d.decided, d.status.HeadVerdict = rec.Commit.Hash, rec.Verdict
 	d.status.LastError, d.status.LastSync = lastError, now
@@ -398,7 +399,7 @@ func (d *Daemon) settle(rec Record, result, lastError string, invalid bool) {
 		d.cfg.Metrics.goodSync(now)
 	}
 	d.cfg.Metrics.attempt(result)
-	d.record(rec)
+	return now
 }
 
 // fail records a failure to be retried: nothing served changed.

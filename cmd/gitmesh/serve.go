@@ -198,12 +198,6 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("state directory: %w", err)}
 	}
 
-	url := o.repo
-	if isLocalPath(url) {
-		if abs, err := filepath.Abs(url); err == nil {
-			url = abs
-		}
-	}
 	var caBundle []byte
 	if o.gitCAFile != "" {
 		if caBundle, err = os.ReadFile(o.gitCAFile); err != nil {
@@ -211,7 +205,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		}
 	}
 	mirror, err := source.OpenMirror(source.MirrorConfig{
-		URL: url, Branch: o.branch, Dir: filepath.Join(o.stateDir, "repo.git"),
+		URL: o.repo, Branch: o.branch, Dir: filepath.Join(o.stateDir, "repo.git"),
 		Credentials: creds, CABundle: caBundle, Timeout: o.gitTimeout, Logger: log.With("component", "git"),
 	})
 	if err != nil {
@@ -324,17 +318,6 @@ func (o serveOptions) credentials() (source.Credentials, error) {
 	}
 	c.Password, c.Token = string(pw), string(tok)
 	return c, nil
-}
-
-// isLocalPath tells a path from a URL (scheme://... or scp-like host:path).
-func isLocalPath(s string) bool {
-	if strings.Contains(s, "://") {
-		return false
-	}
-	if i := strings.IndexByte(s, ':'); i > 0 && !strings.ContainsAny(s[:i], `/\`) {
-		return false
-	}
-	return true
 }
 
 func cleanPrefix(p string) string {

@@ -106,7 +106,7 @@ func (s *server) gitlab(w http.ResponseWriter, r *http.Request, token []byte) {
 }
 
 // generic serves any sender that signs its body with HMAC-SHA256 in
-// X-Gitmesh-Signature; the body itself is not read.
+// X-Gitmesh-Signature; the body is not parsed.
 func (s *server) generic(w http.ResponseWriter, r *http.Request, secret []byte) {
 	body, ok := s.readBody(w, r)
 	if !ok {
