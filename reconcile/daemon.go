@@ -22,8 +22,13 @@ type Source interface {
 	Head() (string, bool)
 	// Sync asks the remote for the branch head and fetches it when it moved.
 	Sync(ctx context.Context) (source.SyncResult, error)
-	// ReadCommit reads a commit's policy directory from local objects.
+	// ReadCommit reads a commit's policy directory from local objects. rev
+	// is a hash, a short hash, the branch, or one of these with a ~N or ^N
+	// suffix; an unknown one is source.ErrUnknownRevision.
 	ReadCommit(rev, subdir string) (*source.Commit, error)
+	// FirstParent is the first parent of a commit in local objects; false
+	// for a root commit or an unknown one.
+	FirstParent(hash string) (string, bool)
 }
 
 // Applied is what the Target did with a commit.
@@ -78,6 +83,10 @@ type Daemon struct {
 	history *History
 	trigger chan string
 
+	// op serialises what changes the served state: deciding on a head,
+	// restoring, rollback and resume.
+	op sync.Mutex
+
 	mu         sync.Mutex
 	state      State
 	status     Status
@@ -85,6 +94,8 @@ type Daemon struct {
 	servedInfo CommitInfo
 	decided    string // the head whose verdict is final
 	lastFail   string // commit and error of the last failure recorded
+	// rejecting are the proxies that NACKed the served commit.
+	rejecting map[string]bool
 }
 
 // New opens the state directory (creating it, 0700) and reads the state and
@@ -126,7 +137,7 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, history: h, trigger: make(chan string, 1), state: st}
-	d.status = Status{Repo: cfg.Repo, Branch: cfg.Branch, Path: cfg.Path, Pinned: st.Pin != nil}
+	d.status = Status{Repo: cfg.Repo, Branch: cfg.Branch, Path: cfg.Path, Pinned: st.Pin != nil, Pin: st.Pin}
 	if head, ok := cfg.Source.Head(); ok {
 		d.status.Head = &CommitInfo{Hash: head}
 	}
@@ -201,6 +212,8 @@ func backoff(n int, lo, hi time.Duration) time.Duration {
 // else the published one), read from local objects, so proxies get their
 // configuration even when the remote is down.
 func (d *Daemon) restore(ctx context.Context) {
+	d.op.Lock()
+	defer d.op.Unlock()
 	d.mu.Lock()
 	st := d.state
 	d.mu.Unlock()
@@ -282,6 +295,8 @@ func (d *Daemon) sync(ctx context.Context, reason string) error {
 		d.cfg.Metrics.attempt(ResultUnchanged)
 		return nil
 	}
+	d.op.Lock()
+	defer d.op.Unlock()
 	return d.decide(ctx, res, reason, fetch)
 }
 
@@ -336,14 +351,37 @@ func (d *Daemon) decide(ctx context.Context, sr source.SyncResult, reason string
 		return nil
 	}
 
-	start = d.cfg.Now()
-	diff := schema.DiffSets(served, res.Set)
+	if err := d.publish(ctx, &rec, res.Set, nil); err != nil {
+		return d.fail(rec, err)
+	}
+	d.settle(rec, ResultPublished, "", false)
+	return nil
+}
+
+// publish makes set, the validated tree of rec.Commit, what is served,
+// fills in rec and writes the state file with change applied to it. Called
+// with op held.
+//
+// Without change, a state file that cannot be written is logged: what is
+// served stays (a restart would serve the previous commit). With change (a
+// pin set or lifted), what is served must agree with the state file, so the
+// publish is undone and an error returned.
+func (d *Daemon) publish(ctx context.Context, rec *Record, set *schema.Set, change func(*State)) error {
+	d.mu.Lock()
+	served, servedInfo, next := d.served, d.servedInfo, d.state
+	d.mu.Unlock()
+
+	start := d.cfg.Now()
+	diff := schema.DiffSets(served, set)
 	dd := d.cfg.Now().Sub(start)
 	d.cfg.Metrics.stage(StageDiff, dd)
+	if rec.Durations == nil {
+		rec.Durations = map[string]float64{}
+	}
 	rec.Durations[StageDiff] = ms(dd)
-	applied, err := d.cfg.Target.Apply(ctx, head, res.Set, diff)
+	applied, err := d.cfg.Target.Apply(ctx, rec.Commit.Hash, set, diff)
 	if err != nil {
-		return d.fail(rec, fmt.Errorf("publish %s: %w", rec.Commit.Short(), err))
+		return fmt.Errorf("publish %s: %w", rec.Commit.Short(), err)
 	}
 	d.cfg.Metrics.stage(StageTranslate, applied.Translate)
 	d.cfg.Metrics.stage(StagePublish, applied.Publish)
@@ -353,19 +391,41 @@ func (d *Daemon) decide(ctx context.Context, sr source.SyncResult, reason string
 	rec.Changed, rec.Unchanged, rec.Removed = applied.Changed, applied.Unchanged, applied.Removed
 
 	now := d.cfg.Now()
-	d.mu.Lock()
-	d.served, d.servedInfo = res.Set, rec.Commit
-	d.state.Published, d.state.PublishedAt = &rec.Commit, now
-	st := d.state
-	d.status.Published, d.status.PublishedAt, d.status.Ready = &rec.Commit, now, true
-	d.mu.Unlock()
-	d.cfg.Metrics.setPublished(head)
-	saveErr := SaveState(d.cfg.StateDir, st)
-	if saveErr != nil {
-		d.cfg.Logger.Error("published, but the state file was not written; a restart may serve an older commit", "error", saveErr)
+	next.Published, next.PublishedAt = &rec.Commit, now
+	if change != nil {
+		change(&next)
+		if err := SaveState(d.cfg.StateDir, next); err != nil {
+			return d.undo(ctx, served, servedInfo, set, fmt.Errorf("%w; nothing changed", err))
+		}
 	}
-	d.settle(rec, ResultPublished, errString(saveErr), false)
+	d.mu.Lock()
+	d.served, d.servedInfo, d.state, d.rejecting = set, rec.Commit, next, nil
+	d.status.Published, d.status.PublishedAt, d.status.Ready = &rec.Commit, now, true
+	d.status.Pinned, d.status.Pin, d.status.Rejections = next.Pin != nil, next.Pin, nil
+	d.mu.Unlock()
+	d.cfg.Metrics.setPublished(rec.Commit.Hash)
+	d.cfg.Metrics.setPinned(next.Pin != nil)
+	d.cfg.Metrics.setRejecting(0)
+	if change == nil {
+		if err := SaveState(d.cfg.StateDir, next); err != nil {
+			d.cfg.Logger.Error("published, but the state file was not written; a restart may serve an older commit", "error", err)
+		}
+	}
 	return nil
+}
+
+// undo serves prev again after set was applied but cannot be kept, and
+// returns cause (with the undo's own failure, if any).
+func (d *Daemon) undo(ctx context.Context, prev *schema.Set, prevInfo CommitInfo, set *schema.Set, cause error) error {
+	if prev == nil {
+		return cause
+	}
+	// Serving prev again must not be cut short with ctx.
+	if _, err := d.cfg.Target.Apply(context.WithoutCancel(ctx), prevInfo.Hash, prev, schema.DiffSets(set, prev)); err != nil {
+		d.cfg.Logger.Error("cannot serve the previous commit again", "commit", prevInfo.Short(), "error", err)
+		return fmt.Errorf("%w; serving %s again also failed: %v", cause, prevInfo.Short(), err)
+	}
+	return cause
 }
 
 // invalid settles a commit that cannot be published.
@@ -453,8 +513,14 @@ func (d *Daemon) record(rec Record) {
 		level = slog.LevelError
 		attrs = append(attrs, "error", rec.Error)
 	}
+	if rec.By != "" {
+		attrs = append(attrs, "by", rec.By)
+	}
+	if rec.Reason != "" {
+		attrs = append(attrs, "reason", rec.Reason)
+	}
 	d.cfg.Logger.Log(context.Background(), level, "commit "+rec.Verdict, attrs...)
-	if err := d.history.Add(rec); err != nil {
+	if _, err := d.history.Add(rec); err != nil {
 		d.cfg.Logger.Error("history not written", "error", err)
 	}
 }
@@ -508,10 +574,3 @@ func errorsFirst(fs []schema.Finding) []schema.Finding {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func short(h string) string { return (CommitInfo{Hash: h}).Short() }
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}

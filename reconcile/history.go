@@ -22,13 +22,17 @@ const maxRecordFindings = 20
 // History is the bounded record of every commit the daemon decided on,
 // persisted as JSON lines in <state-dir>/history.jsonl: appended as records
 // come, rewritten (atomically) to the newest Limit records when the file
-// holds twice that many. A torn last line after a crash is skipped.
+// holds twice that many lines. An update of a record (a NACK, a convergence
+// figure) appends the whole record again under its id; the last line of an
+// id wins. A torn last line after a crash is skipped.
 type History struct {
 	mu      sync.Mutex
 	path    string
 	limit   int
 	records []Record // oldest first
-	lines   int      // records in the file
+	lines   int      // lines in the file
+	next    int64    // the last record id given
+	torn    bool     // the file does not end with a whole line
 }
 
 // OpenHistory loads the history of a state directory.
@@ -43,36 +47,73 @@ func OpenHistory(dir string, limit int) (*History, error) {
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	at := map[int64]int{} // record id → index in records
 	for sc.Scan() {
 		h.lines++
 		var r Record
-		if json.Unmarshal(sc.Bytes(), &r) == nil && r.Commit.Hash != "" {
-			h.records = append(h.records, r)
+		if json.Unmarshal(sc.Bytes(), &r) != nil || r.Commit.Hash == "" {
+			continue
 		}
+		h.next = max(h.next, r.ID)
+		if i, ok := at[r.ID]; ok && r.ID != 0 {
+			h.records[i] = r // a later line updates the record
+			continue
+		}
+		at[r.ID] = len(h.records)
+		h.records = append(h.records, r)
 	}
 	if len(h.records) > limit {
 		h.records = slices.Clone(h.records[len(h.records)-limit:])
 	}
+	// A crash can leave a torn last line; appending after it would join the
+	// next record to it, so the first write rewrites the file instead.
+	h.torn = len(data) > 0 && data[len(data)-1] != '\n'
 	return h, nil
 }
 
-// Add records r, newest.
-func (h *History) Add(r Record) error {
+// Add records r, newest, giving it the next id.
+func (h *History) Add(r Record) (Record, error) {
 	if len(r.Findings) > maxRecordFindings {
 		r.Findings = r.Findings[:maxRecordFindings]
 	}
-	line, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.next++
+	r.ID = h.next
 	h.records = append(h.records, r)
 	if len(h.records) > h.limit {
 		h.records = slices.Clone(h.records[len(h.records)-h.limit:])
 	}
-	if h.lines+1 > 2*h.limit {
+	return r, h.write(r)
+}
+
+// Update changes the newest record that match accepts with change and
+// persists it; false when no record matches or change reports no change.
+func (h *History) Update(match func(*Record) bool, change func(*Record) bool) (Record, bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := len(h.records) - 1; i >= 0; i-- {
+		r := &h.records[i]
+		if !match(r) {
+			continue
+		}
+		if !change(r) {
+			return *r, false, nil
+		}
+		return *r, true, h.write(*r)
+	}
+	return Record{}, false, nil
+}
+
+// write appends r to the file, or rewrites the file when it has grown to
+// twice the limit. Called locked.
+func (h *History) write(r Record) error {
+	if h.torn || h.lines+1 > 2*h.limit {
 		return h.rewrite()
+	}
+	line, err := json.Marshal(r)
+	if err != nil {
+		return err
 	}
 	f, err := os.OpenFile(h.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
@@ -101,7 +142,7 @@ func (h *History) rewrite() error {
 	if err := writeFileAtomic(h.path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("write history: %w", err)
 	}
-	h.lines = len(h.records)
+	h.lines, h.torn = len(h.records), false
 	return nil
 }
 

@@ -16,6 +16,15 @@ const (
 	ResultFailed     = "failed"      // reading, translating or publishing failed
 )
 
+// Operations, and their results, the labels of gitmesh_operations_total.
+const (
+	OpRollback = "rollback"
+	OpResume   = "resume"
+	OpDone     = "done"
+	OpRefused  = "refused"
+	OpFailed   = "failed"
+)
+
 // Stages of a sync, the label of gitmesh_stage_duration_seconds.
 const (
 	StageFetch     = "fetch"
@@ -35,6 +44,9 @@ type Metrics struct {
 	headInvalid  prometheus.Gauge
 	pinned       prometheus.Gauge
 	forcedPushes prometheus.Counter
+	operations   *prometheus.CounterVec
+	rejections   prometheus.Counter
+	rejecting    prometheus.Gauge
 }
 
 // NewMetrics registers the daemon's metrics with reg.
@@ -68,8 +80,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		forcedPushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gitmesh_forced_updates_total", Help: "Branch moves that rewrote history (force pushes).",
 		}),
+		operations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gitmesh_operations_total",
+			Help: "Rollbacks and resumes asked for, by operation and result: done, refused (unknown or invalid commit, not pinned), failed.",
+		}, []string{"operation", "result"}),
+		rejections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gitmesh_proxy_rejections_total",
+			Help: "NACKs of the configuration proxies were served, one per proxy and resource type and version.",
+		}),
+		rejecting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gitmesh_published_commit_rejecting_proxies",
+			Help: "Proxies that NACKed the configuration of the published commit.",
+		}),
 	}
-	reg.MustRegister(m.attempts, m.stages, m.head, m.published, m.lastGood, m.headInvalid, m.pinned, m.forcedPushes)
+	reg.MustRegister(m.attempts, m.stages, m.head, m.published, m.lastGood, m.headInvalid, m.pinned, m.forcedPushes,
+		m.operations, m.rejections, m.rejecting)
+	for _, op := range []string{OpRollback, OpResume} {
+		for _, r := range []string{OpDone, OpRefused, OpFailed} {
+			m.operations.WithLabelValues(op, r)
+		}
+	}
 	for _, r := range []string{ResultPublished, ResultInvalid, ResultHeld, ResultUnchanged, ResultFetchError, ResultFailed} {
 		m.attempts.WithLabelValues(r)
 	}
@@ -130,5 +160,32 @@ func (m *Metrics) setPinned(on bool) {
 func (m *Metrics) forced() {
 	if m != nil {
 		m.forcedPushes.Inc()
+	}
+}
+
+func (m *Metrics) operation(op string, err error) {
+	if m == nil {
+		return
+	}
+	result := OpDone
+	switch {
+	case err == nil:
+	case isRefusal(err):
+		result = OpRefused
+	default:
+		result = OpFailed
+	}
+	m.operations.WithLabelValues(op, result).Inc()
+}
+
+func (m *Metrics) rejected() {
+	if m != nil {
+		m.rejections.Inc()
+	}
+}
+
+func (m *Metrics) setRejecting(n int) {
+	if m != nil {
+		m.rejecting.Set(float64(n))
 	}
 }

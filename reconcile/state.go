@@ -28,6 +28,7 @@ type Pin struct {
 	Commit CommitInfo `json:"commit"`
 	At     time.Time  `json:"at"`
 	By     string     `json:"by,omitempty"`
+	Reason string     `json:"reason,omitempty"`
 }
 
 // StateFile is the path of the state file in a state directory.

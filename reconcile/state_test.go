@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,7 +63,7 @@ func TestHistoryBoundedAndPersisted(t *testing.T) {
 	}
 	for i := range 23 {
 		r := Record{Commit: CommitInfo{Hash: strings.Repeat(string(rune('a'+i)), 40)}, Verdict: VerdictPublished}
-		if err := h.Add(r); err != nil {
+		if _, err := h.Add(r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -91,6 +92,71 @@ func TestHistoryBoundedAndPersisted(t *testing.T) {
 	if got := h2.Records(); len(got) != 5 || got[0].Commit.Hash != recs[0].Commit.Hash {
 		t.Errorf("reloaded %d records, newest %q", len(got), got[0].Commit.Hash)
 	}
+	// A record added after the torn line is not glued to it.
+	added, err := h2.Add(Record{Commit: CommitInfo{Hash: strings.Repeat("f", 40)}, Verdict: VerdictPublished})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if added.ID != recs[0].ID+1 {
+		t.Errorf("id after reload = %d, want %d", added.ID, recs[0].ID+1)
+	}
+	h3, err := OpenHistory(dir, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h3.Records(); len(got) != 5 || got[0].Commit.Hash != added.Commit.Hash {
+		t.Errorf("after a torn line and an append: %d records, newest %q", len(got), got[0].Commit.Hash)
+	}
+}
+
+func TestHistoryUpdate(t *testing.T) {
+	dir := t.TempDir()
+	h, err := OpenHistory(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := func(c byte) string { return strings.Repeat(string(c), 40) }
+	for _, c := range []byte("abab") {
+		if _, err := h.Add(Record{Commit: CommitInfo{Hash: hash(c)}, Verdict: VerdictPublished}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The newest record of b is updated, and updated again; the older one is
+	// left alone.
+	for i := range 2 {
+		_, ok, err := h.Update(publishedRecordOf(hash('b')), func(r *Record) bool {
+			r.Verdict = VerdictRejected
+			r.Rejections = append(r.Rejections, Rejection{Node: fmt.Sprintf("m.p%d", i)})
+			return true
+		})
+		if err != nil || !ok {
+			t.Fatalf("update %d: %v %v", i, ok, err)
+		}
+	}
+	if _, ok, _ := h.Update(publishedRecordOf(hash('z')), func(*Record) bool { return true }); ok {
+		t.Error("update of an unknown commit reported a change")
+	}
+	for _, hh := range []*History{h, mustOpenHistory(t, dir, 3)} {
+		recs := hh.Records()
+		if len(recs) != 3 {
+			t.Fatalf("%d records, want 3", len(recs))
+		}
+		if recs[0].ID != 4 || recs[0].Verdict != VerdictRejected || len(recs[0].Rejections) != 2 {
+			t.Errorf("newest = %+v, want id 4 rejected by 2", recs[0])
+		}
+		if recs[2].ID != 2 || recs[2].Verdict != VerdictPublished {
+			t.Errorf("oldest = %+v, want id 2 published", recs[2])
+		}
+	}
+}
+
+func mustOpenHistory(t *testing.T, dir string, limit int) *History {
+	t.Helper()
+	h, err := OpenHistory(dir, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 func TestBackoff(t *testing.T) {

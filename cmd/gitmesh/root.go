@@ -75,10 +75,14 @@ proxyless gRPC over xDS.`,
 	}
 	root.AddCommand(
 		newValidateCmd(),
+		newDiffCmd(),
 		newBootstrapCmd(),
 		newRenderCmd(),
 		newServeCmd(),
 		newStatusCmd(),
+		newHistoryCmd(),
+		newRollbackCmd(),
+		newResumeCmd(),
 	)
 	return root
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +49,10 @@ type serveOptions struct {
 	gitCAFile                                  string
 
 	githubSecretFile, gitlabTokenFile, webhookSecretFile string
+
+	adminTokenFile, readTokenFile string
+	authReads                     bool
+	rollbackOnNACK                bool
 }
 
 // Environment variables that carry secrets themselves (the *-file flags and
@@ -58,6 +64,8 @@ const (
 	envGitHubSecret  = "GITMESH_GITHUB_WEBHOOK_SECRET"
 	envGitLabToken   = "GITMESH_GITLAB_WEBHOOK_TOKEN"
 	envWebhookSecret = "GITMESH_WEBHOOK_SECRET"
+	envAdminToken    = "GITMESH_ADMIN_TOKEN"
+	envReadToken     = "GITMESH_READ_TOKEN"
 )
 
 func newServeCmd() *cobra.Command {
@@ -76,7 +84,11 @@ Every flag can also be set with an environment variable: --state-dir is
 GITMESH_STATE_DIR. Credentials come from files (--git-token-file,
 --ssh-key-file ...) or from ` + envGitToken + ` / ` + envGitPassword + `;
 webhook secrets from files or ` + envGitHubSecret + `, ` + envGitLabToken + `
-and ` + envWebhookSecret + `.`,
+and ` + envWebhookSecret + `.
+
+POST /rollback and /resume need the admin token: --admin-token-file, or
+` + envAdminToken + `; without either, a random token is generated once into
+<state-dir>/admin-token (0600), where ` + "`gitmesh rollback`" + ` on this host finds it.`,
 		Example: `  gitmesh serve --repo https://git.example.com/platform/mesh.git --path policies
   gitmesh serve --repo ./mesh-policies --state-dir /var/lib/gitmesh --interval 1m`,
 		Args: cobra.NoArgs,
@@ -106,6 +118,11 @@ and ` + envWebhookSecret + `.`,
 	f.StringVar(&o.githubSecretFile, "github-webhook-secret-file", "", "file holding the secret of POST /hooks/github")
 	f.StringVar(&o.gitlabTokenFile, "gitlab-webhook-token-file", "", "file holding the token of POST /hooks/gitlab")
 	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the HMAC secret of POST /hooks/generic")
+	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token of POST /rollback and /resume (default: "+
+		envAdminToken+", else generated into <state-dir>/admin-token)")
+	f.StringVar(&o.readTokenFile, "read-token-file", "", "file holding a second bearer token that may only read (or "+envReadToken+")")
+	f.BoolVar(&o.authReads, "auth-reads", false, "require a token for the read endpoints too (all but /healthz, /readyz and the webhooks)")
+	f.BoolVar(&o.rollbackOnNACK, "rollback-on-nack", false, "put a proxy that NACKs its configuration back on the last commit it accepted")
 	return cmd
 }
 
@@ -152,6 +169,9 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	}
 	fmt.Fprintf(stdout, "\n  xDS (ADS, gRPC):  %s\n  HTTP API:         http://%s  (/status /history /proxies /meshes /metrics)\n  state directory:  %s\n",
 		app.xdsLis.Addr(), app.apiLis.Addr(), o.stateDir)
+	if o.adminTokenFile == "" && os.Getenv(envAdminToken) == "" {
+		fmt.Fprintf(stdout, "  admin token:      %s  (POST /rollback and /resume)\n", filepath.Join(o.stateDir, adminTokenFileName))
+	}
 	return app.Run(ctx)
 }
 
@@ -197,6 +217,16 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("state directory: %w", err)}
 	}
+	if hooks.AdminToken, err = adminToken(o); err != nil {
+		return nil, err
+	}
+	if hooks.ReadToken, err = secret(o.readTokenFile, envReadToken); err != nil {
+		return nil, err
+	}
+	if o.authReads && len(hooks.ReadToken) == 0 {
+		log.Info("--auth-reads without a read token: reads need the admin token")
+	}
+	hooks.AuthReads = o.authReads
 
 	var caBundle []byte
 	if o.gitCAFile != "" {
@@ -224,14 +254,28 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		return nil, err
 	}
 	authority := &ca.Authority{StateDir: o.stateDir, Validity: o.certValidity}
+	// The plane reports NACKs and convergence to the daemon, made below;
+	// it calls back only from Run, which starts after.
+	var daemon *reconcile.Daemon
+	xdsLog := log.With("component", "xds")
 	pl, err := plane.New(plane.Config{
 		Server: server, Authority: authority, Options: xds.Options{Flavor: xds.FlavorEnvoy},
-		Metrics: plane.NewMetrics(reg, server),
+		Metrics: plane.NewMetrics(reg, server), RollbackOnNACK: o.rollbackOnNACK,
+		OnNACK: func(r plane.Rejection) {
+			if r.RevertErr != nil {
+				xdsLog.Error("cannot put the proxy back on the commit it accepted", "node", r.Node, "error", r.RevertErr)
+			}
+			daemon.Rejected(reconcile.Rejection{Commit: r.Commit, Node: r.Node, Type: r.TypeURL, Version: r.Version,
+				Error: r.Error, At: r.At, RevertedTo: r.RevertedTo})
+		},
+		OnConverged: func(c plane.Converged) {
+			daemon.Converged(reconcile.Converged{Commit: c.Commit, Proxies: c.Proxies, Seconds: c.Duration.Seconds()})
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	daemon, err := reconcile.New(reconcile.Config{
+	daemon, err = reconcile.New(reconcile.Config{
 		Source: mirror, Repo: source.RedactURL(o.repo), Branch: o.branch, Path: o.path,
 		Load: func(fsys fs.FS) (*schema.Result, error) {
 			return loader.LoadTreesCached([]schema.Tree{{FS: fsys, Prefix: cleanPrefix(o.path)}}, cache)
@@ -327,6 +371,36 @@ func cleanPrefix(p string) string {
 	return filepath.ToSlash(filepath.Clean(p))
 }
 
+// adminToken is the admin token of the API: from --admin-token-file or
+// GITMESH_ADMIN_TOKEN, else the one in <state-dir>/admin-token, generated
+// there (random, 0600) the first time.
+func adminToken(o serveOptions) ([]byte, error) {
+	if o.adminTokenFile != "" || os.Getenv(envAdminToken) != "" {
+		return secret(o.adminTokenFile, envAdminToken)
+	}
+	path := filepath.Join(o.stateDir, adminTokenFileName)
+	if t, err := source.ReadSecretFile(path); err == nil {
+		return []byte(t), nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	token := hex.EncodeToString(b)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
+	}
+	_, werr := f.WriteString(token + "\n")
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		os.Remove(path)
+		return nil, &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
+	}
+	return []byte(token), nil
+}
+
 // planeTarget is the xDS plane as the reconcile loop's Target.
 type planeTarget struct{ p *plane.Plane }
 
@@ -345,7 +419,7 @@ func (t planeTarget) Renew(ctx context.Context) error {
 
 func (t planeTarget) Convergence() reconcile.Convergence {
 	c := t.p.Convergence()
-	return reconcile.Convergence{Proxies: c.Proxies, Connected: c.Connected, Acked: c.Acked, Nacked: c.Nacked}
+	return reconcile.Convergence{Proxies: c.Proxies, Connected: c.Connected, Acked: c.Acked, Nacked: c.Nacked, Reverted: c.Reverted}
 }
 
 // backend is what the HTTP API reads: the loop and the xDS server.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/gitmesh/gitmesh/reconcile/api"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/xds/ads"
 	"github.com/gitmesh/gitmesh/xds/adstest"
@@ -79,6 +82,62 @@ func benchDataplane(name, service, calls string, i, gen int) string {
 // client change. Run it with -benchtime 100x (make bench-serve) for
 // meaningful percentiles.
 func BenchmarkWebhookToACK(b *testing.B) {
+	m := startBenchMesh(b, benchClients)
+	app, s, clients := m.app, m.s, m.clients
+	logs := m.logs
+
+	// latencies: webhook to every client holding the commit; fanout: the
+	// part from the end of publishing to the last ACK, as the daemon sees it.
+	latencies := make([]time.Duration, 0, b.N)
+	var fanout []time.Duration
+	defer profile(b)()
+	b.ResetTimer()
+	for n := range b.N {
+		b.StopTimer()
+		head := m.push(b, n+1)
+		b.StartTimer()
+
+		start := time.Now()
+		if code := s.hook(b, webhookSecret); code != 202 {
+			b.Fatalf("webhook answered %d", code)
+		}
+		if err := waitAll(clients, app.server, head, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		latencies = append(latencies, time.Since(start))
+		b.StopTimer()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if lc := app.plane.LastConvergence(); lc.Commit == head && lc.Done {
+				fanout = append(fanout, lc.Duration)
+				break
+			}
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	if os.Getenv("GITMESH_BENCH_LOG") != "" {
+		b.Log(logs.String())
+	}
+	b.ReportMetric(percentile(latencies, 0.50), "p50-ms")
+	b.ReportMetric(percentile(latencies, 0.99), "p99-ms")
+	b.ReportMetric(percentile(latencies, 1), "max-ms")
+	b.ReportMetric(percentile(fanout, 0.50), "fanout-p50-ms")
+}
+
+// benchMesh is the benchmark mesh in a repository served by a real git
+// daemon, followed by gitmesh serve, with benchClients ADS streams that hold
+// its head.
+type benchMesh struct {
+	work, bare string
+	stateDir   string
+	app        *serveApp
+	s          *served
+	clients    []*adstest.Client
+	logs       *syncBuffer
+}
+
+func startBenchMesh(b *testing.B, nclients int) *benchMesh {
+	b.Helper()
 	bare := gittest.Bare(b)
 	url := gittest.Daemon(b, filepath.Dir(bare)) + filepath.Base(bare)
 	work := gittest.Init(b)
@@ -103,84 +162,130 @@ func BenchmarkWebhookToACK(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- app.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	s := &served{app: app}
+	b.Cleanup(func() { cancel(); <-done })
 
-	clients := make([]*adstest.Client, benchClients)
+	clients := make([]*adstest.Client, nclients)
 	for i := range clients {
 		conn, err := grpc.NewClient(app.xdsLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer conn.Close()
 		c, err := adstest.Dial(conn, fmt.Sprintf("default.client-%d", benchBackends+i), adstest.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer c.Close()
+		b.Cleanup(func() { c.Close(); conn.Close() })
 		clients[i] = c
 	}
 	if err := waitAll(clients, app.server, head, 5*time.Minute); err != nil {
 		b.Fatal(err)
 	}
+	return &benchMesh{work: work, bare: bare, stateDir: o.stateDir, app: app, s: &served{app: app}, clients: clients, logs: logs}
+}
 
-	// latencies: webhook to every client holding the commit; fanout: the
-	// part from the end of publishing to the last ACK, as the daemon sees it.
-	latencies := make([]time.Duration, 0, b.N)
-	var fanout []time.Duration
-	if f := os.Getenv("GITMESH_BENCH_CPUPROFILE"); f != "" {
-		out, err := os.Create(f)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer out.Close()
-		pprof.StartCPUProfile(out)
-		defer pprof.StopCPUProfile()
+// push commits a move of backend-0 to generation gen and pushes it.
+func (m *benchMesh) push(b *testing.B, gen int) string {
+	b.Helper()
+	if err := os.WriteFile(filepath.Join(m.work, "policies/dataplanes/backend-0.yaml"),
+		[]byte(benchDataplane("backend-0", "backend", "", 0, gen)), 0o644); err != nil {
+		b.Fatal(err)
 	}
+	gittest.Git(b, m.work, "commit", "-q", "-am", fmt.Sprintf("Move backend-0 (%d)", gen))
+	gittest.Push(b, m.work, m.bare)
+	return gittest.Git(b, m.work, "rev-parse", "HEAD")
+}
+
+// BenchmarkRollback measures `gitmesh rollback` on the 10,000-dataplane
+// mesh: POST /rollback (with the admin token, over real HTTP) to a commit
+// 20 commits back whose objects are local, until the answer says it is
+// published and pinned (published-ms), and until the 1,000 connected
+// clients it changes hold it (acked-ms), with and without those clients
+// connected. Rounds alternate between the old commit and the head, so each
+// one publishes.
+func BenchmarkRollback(b *testing.B) {
+	b.Run("clients=0", func(b *testing.B) { benchmarkRollback(b, 0) })
+	b.Run(fmt.Sprintf("clients=%d", benchClients), func(b *testing.B) { benchmarkRollback(b, benchClients) })
+}
+
+func benchmarkRollback(b *testing.B, clients int) {
+	m := startBenchMesh(b, clients)
+	var head string
+	for gen := 1; gen <= 20; gen++ {
+		head = m.push(b, gen)
+	}
+	old := gittest.Git(b, m.work, "rev-parse", "HEAD~20")
+	if code := m.s.hook(b, webhookSecret); code != 202 {
+		b.Fatalf("webhook answered %d", code)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		if st := m.app.daemon.Status(); st.Published != nil && st.Published.Hash == head {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the head was not published")
+		}
+	}
+	if err := waitAll(m.clients, m.app.server, head, time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	token, err := os.ReadFile(filepath.Join(m.stateDir, adminTokenFileName))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &apiClient{base: m.s.api(""), token: strings.TrimSpace(string(token))}
+
+	var published, acked []time.Duration
+	defer profile(b)()
 	b.ResetTimer()
 	for n := range b.N {
-		b.StopTimer()
-		if err := os.WriteFile(filepath.Join(work, "policies/dataplanes/backend-0.yaml"),
-			[]byte(benchDataplane("backend-0", "backend", "", 0, n+1)), 0o644); err != nil {
-			b.Fatal(err)
+		target := old
+		if n%2 == 1 {
+			target = head
 		}
-		gittest.Git(b, work, "commit", "-q", "-am", fmt.Sprintf("Move backend-0 (%d)", n))
-		gittest.Push(b, work, bare)
-		head := gittest.Git(b, work, "rev-parse", "HEAD")
-		b.StartTimer()
-
 		start := time.Now()
-		if code := s.hook(b, webhookSecret); code != 202 {
-			b.Fatalf("webhook answered %d", code)
-		}
-		if err := waitAll(clients, app.server, head, time.Minute); err != nil {
+		if _, err := c.do(context.Background(), http.MethodPost, "/rollback", api.OperationRequest{Commit: target}); err != nil {
 			b.Fatal(err)
 		}
-		latencies = append(latencies, time.Since(start))
-		b.StopTimer()
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-			if lc := app.plane.LastConvergence(); lc.Commit == head && lc.Done {
-				fanout = append(fanout, lc.Duration)
-				break
-			}
+		published = append(published, time.Since(start))
+		if err := waitAll(m.clients, m.app.server, target, time.Minute); err != nil {
+			b.Fatal(err)
 		}
-		b.StartTimer()
+		acked = append(acked, time.Since(start))
 	}
 	b.StopTimer()
-	pct := func(ds []time.Duration, p float64) float64 {
-		if len(ds) == 0 {
-			return 0
-		}
-		slices.Sort(ds)
-		return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))].Microseconds()) / 1000
-	}
 	if os.Getenv("GITMESH_BENCH_LOG") != "" {
-		b.Log(logs.String())
+		b.Log(m.logs.String())
 	}
-	b.ReportMetric(pct(latencies, 0.50), "p50-ms")
-	b.ReportMetric(pct(latencies, 0.99), "p99-ms")
-	b.ReportMetric(pct(latencies, 1), "max-ms")
-	b.ReportMetric(pct(fanout, 0.50), "fanout-p50-ms")
+	b.ReportMetric(percentile(published, 0.50), "published-p50-ms")
+	b.ReportMetric(percentile(published, 0.99), "published-p99-ms")
+	b.ReportMetric(percentile(acked, 0.50), "acked-p50-ms")
+	b.ReportMetric(percentile(acked, 0.99), "acked-p99-ms")
+}
+
+// profile writes a CPU profile to the file GITMESH_BENCH_CPUPROFILE names
+// until the returned func is called.
+func profile(b *testing.B) func() {
+	f := os.Getenv("GITMESH_BENCH_CPUPROFILE")
+	if f == "" {
+		return func() {}
+	}
+	out, err := os.Create(f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); out.Close() }
+}
+
+// percentile is the p-th percentile of ds in milliseconds.
+func percentile(ds []time.Duration, p float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))].Microseconds()) / 1000
 }
 
 // waitAll waits until every client holds what server published for it at

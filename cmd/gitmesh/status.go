@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -17,14 +14,11 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile"
 )
 
-// statusTimeout bounds the whole GET /status, connection included.
-const statusTimeout = 5 * time.Second
-
 var statusFormats = []string{"text", "json"}
 
 type statusOptions struct {
-	apiAddress string
-	format     string
+	clientFlags
+	format string
 }
 
 func newStatusCmd() *cobra.Command {
@@ -47,7 +41,7 @@ answer cannot be read.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.apiAddress, "api-address", "127.0.0.1:5681", "HOST:PORT or URL of the daemon's HTTP API")
+	o.clientFlags.bind(f)
 	f.StringVarP(&o.format, "format", "o", "text", "output format: text or json")
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(statusFormats, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -57,90 +51,25 @@ func runStatus(ctx context.Context, stdout io.Writer, o statusOptions) error {
 	if o.format != "text" && o.format != "json" {
 		return usageError("unknown --format %q: use one of %v", o.format, statusFormats)
 	}
-	base, err := apiBaseURL(o.apiAddress)
+	c, err := o.client(false)
 	if err != nil {
-		return usageError("--api-address: %v", err)
+		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
-	defer cancel()
-	raw, err := fetchStatus(ctx, base+"/status")
+	raw, err := c.do(ctx, http.MethodGet, "/status", nil)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
 	if o.format == "json" {
-		var out bytes.Buffer
-		if err := json.Indent(&out, raw, "", "  "); err != nil {
-			return &exitError{code: exitUsage, err: fmt.Errorf("the answer of %s is not JSON: %w", base, err)}
+		if err := indentJSON(stdout, raw); err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", c.base, err)}
 		}
-		out.WriteByte('\n')
-		_, err := stdout.Write(out.Bytes())
-		return err
+		return nil
 	}
 	var st reconcile.Status
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("the answer of %s is not a gitmesh status: %w", base, err)}
+		return &exitError{code: exitUsage, err: fmt.Errorf("the answer of %s is not a gitmesh status: %w", c.base, err)}
 	}
 	return printStatus(stdout, st, time.Now())
-}
-
-// apiBaseURL turns HOST:PORT or an http(s) URL into a base URL without a
-// trailing slash.
-func apiBaseURL(addr string) (string, error) {
-	if addr == "" {
-		return "", errors.New("empty address")
-	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	u, err := url.Parse(addr)
-	if err != nil {
-		return "", err
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("%q is neither HOST:PORT nor an http(s) URL", addr)
-	}
-	return strings.TrimSuffix(u.String(), "/"), nil
-}
-
-// fetchStatus GETs target and returns the body of a 200 answer; its errors
-// say what to check.
-func fetchStatus(ctx context.Context, target string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		why := err
-		if ue, ok := errors.AsType[*url.Error](err); ok {
-			why = ue.Err
-		}
-		if errors.Is(err, context.DeadlineExceeded) {
-			why = fmt.Errorf("no answer within %s", statusTimeout)
-		}
-		return nil, fmt.Errorf("cannot reach the gitmesh daemon at %s: %v\n"+
-			"  is `gitmesh serve` running there? Point --api-address (or GITMESH_API_ADDRESS) at its HTTP API", target, why)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read the answer of %s: %w", target, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(body))
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		if len(msg) > 200 {
-			msg = msg[:200] + "…"
-		}
-		return nil, fmt.Errorf("%s answered %s: %s", target, resp.Status, msg)
-	}
-	return body, nil
 }
 
 // printStatus writes st for a person, with ages relative to now.
@@ -173,15 +102,35 @@ func printStatus(w io.Writer, st reconcile.Status, now time.Time) error {
 		line("Published", "nothing served yet (not ready)")
 	}
 
-	if st.Pinned {
+	switch {
+	case st.Pin != nil:
+		pin := "on " + st.Pin.Commit.Short()
+		if st.Pin.By != "" {
+			pin += " by " + st.Pin.By
+		}
+		if !st.Pin.At.IsZero() {
+			pin += " " + age(now, st.Pin.At)
+		}
+		if st.Pin.Reason != "" {
+			pin += fmt.Sprintf(" (%s)", st.Pin.Reason)
+		}
+		line("Pinned", "%s: new commits are checked but not published until `gitmesh resume`", pin)
+	case st.Pinned:
 		line("Pinned", "yes: new commits are checked but not published until `gitmesh resume`")
-	} else {
+	default:
 		line("Pinned", "no")
 	}
 	line("Last error", "%s", orNone(st.LastError, "none"))
 
 	c := st.Convergence
-	line("Proxies", "%d/%d proxies ACKed (%d NACKed), %d connected", c.Acked, c.Proxies, c.Nacked, c.Connected)
+	proxies := fmt.Sprintf("%d/%d proxies ACKed (%d NACKed), %d connected", c.Acked, c.Proxies, c.Nacked, c.Connected)
+	if c.Reverted > 0 {
+		proxies += fmt.Sprintf(", %d put back on the commit they accepted", c.Reverted)
+	}
+	line("Proxies", "%s", proxies)
+	for _, r := range st.Rejections {
+		line("Rejected by", "%s", rejectionLine(r))
+	}
 	line("Last sync", "%s", when(now, st.LastSync))
 	line("Last good sync", "%s", when(now, st.LastGoodSync))
 	_, err := io.WriteString(w, b.String())

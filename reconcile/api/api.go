@@ -1,4 +1,5 @@
 // Package api is the daemon's HTTP API on port 5681: status and history,
+// rollback and resume behind a bearer token,
 // the proxies' convergence, a read-only Kuma-style view of the served
 // policy, health and readiness, metrics, and the webhooks that ask for a
 // sync. It reads the daemon only through Backend.
@@ -17,10 +18,11 @@ import (
 	"github.com/gitmesh/gitmesh/xds/ads"
 )
 
-// Backend is what the API reads from the daemon, and the one thing it asks
-// of it. Every method may be called from many requests at once and must be
-// safe for that; what they return is not modified by the API.
+// Backend is what the API reads from the daemon, and what it asks of it.
+// Every method may be called from many requests at once and must be safe
+// for that; what they return is not modified by the API.
 type Backend interface {
+	Admin
 	// Status is the daemon's state now.
 	Status() reconcile.Status
 	// History is the recorded commits, newest first.
@@ -54,6 +56,13 @@ type Config struct {
 	// MaxBodyBytes bounds a webhook body (413 above it); 0 means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// AdminToken is the bearer token POST /rollback and /resume require;
+	// without one they answer 403. ReadToken, when set, is a second token
+	// that may only read. With AuthReads, the read endpoints (all but
+	// /healthz, /readyz and the webhooks, which have their own secrets)
+	// require either token.
+	AdminToken, ReadToken []byte
+	AuthReads             bool
 }
 
 // Methods a route answers.
@@ -71,16 +80,19 @@ func New(cfg Config) http.Handler {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	s := &server{cfg: cfg, b: cfg.Backend, log: cfg.Logger}
+	s := &server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, tokens: newTokens(cfg)}
 	mux := http.NewServeMux()
-	route := func(pattern string, methods []string, h http.HandlerFunc) {
+	open := func(pattern string, methods []string, h http.HandlerFunc) {
 		mux.Handle(pattern, allow(methods, h))
+	}
+	route := func(pattern string, methods []string, h http.HandlerFunc) {
+		mux.Handle(pattern, allow(methods, s.guard(accessRead, h)))
 	}
 	route("/status", readMethods, s.status)
 	route("/history", readMethods, s.history)
 	route("/proxies", readMethods, s.proxies)
-	route("/healthz", readMethods, s.healthz)
-	route("/readyz", readMethods, s.readyz)
+	open("/healthz", readMethods, s.healthz)
+	open("/readyz", readMethods, s.readyz)
 	route("/metrics", readMethods, s.metrics)
 
 	route("/meshes", readMethods, s.served(listMeshes))
@@ -90,9 +102,12 @@ func New(cfg Config) http.Handler {
 	route("/meshes/{mesh}/traffic-permissions", readMethods, s.served(listPermissions))
 	route("/meshes/{mesh}/traffic-permissions/{name}", readMethods, s.served(getPermission))
 
-	route("/hooks/github", postMethods, s.hook(cfg.GitHubSecret, s.github))
-	route("/hooks/gitlab", postMethods, s.hook(cfg.GitLabToken, s.gitlab))
-	route("/hooks/generic", postMethods, s.hook(cfg.GenericSecret, s.generic))
+	open("/hooks/github", postMethods, s.hook(cfg.GitHubSecret, s.github))
+	open("/hooks/gitlab", postMethods, s.hook(cfg.GitLabToken, s.gitlab))
+	open("/hooks/generic", postMethods, s.hook(cfg.GenericSecret, s.generic))
+
+	mux.Handle("/rollback", allow(postMethods, s.guard(accessAdmin, http.HandlerFunc(s.rollback))))
+	mux.Handle("/resume", allow(postMethods, s.guard(accessAdmin, http.HandlerFunc(s.resume))))
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
@@ -101,9 +116,10 @@ func New(cfg Config) http.Handler {
 }
 
 type server struct {
-	cfg Config
-	b   Backend
-	log *slog.Logger
+	cfg    Config
+	b      Backend
+	log    *slog.Logger
+	tokens tokens
 }
 
 // allow answers 405 with an Allow header, as JSON, to a method not in

@@ -31,12 +31,15 @@ func daemon() *fakeBackend {
 			Convergence: reconcile.Convergence{Proxies: 3, Connected: 2, Acked: 1, Nacked: 1},
 		},
 		history: []reconcile.Record{
-			{Commit: head, At: at(21), Trigger: "webhook:github", Verdict: reconcile.VerdictInvalid, Errors: 1,
+			{ID: 2, Commit: head, At: at(21), Trigger: "webhook:github", Verdict: reconcile.VerdictInvalid, Errors: 1,
 				Findings: []schema.Finding{{Severity: schema.SeverityError, File: "permissions/redis.yaml", Document: 1, Line: 4, Column: 3,
 					Pointer: "/sources/0/match", Code: schema.CodeUnknownField, Message: "unknown field `mach`", Hint: `did you mean "match"?`}},
 				Durations: map[string]float64{"fetch": 12.5, "load": 3.25}},
-			{Commit: good, At: at(1), Trigger: "start", Verdict: reconcile.VerdictPublished, Changed: 3,
-				Diff: &reconcile.DiffSummary{SetDiff: schema.SetDiff{Added: []schema.Key{{Type: schema.TypeTrafficPermission, Mesh: "default", Name: "web-to-backend"}}}, Affected: 2}},
+			{ID: 1, Commit: good, At: at(1), Trigger: "start", Verdict: reconcile.VerdictRejected, Changed: 3,
+				Diff: &reconcile.DiffSummary{SetDiff: schema.SetDiff{Added: []schema.Key{{Type: schema.TypeTrafficPermission, Mesh: "default", Name: "web-to-backend"}}}, Affected: 2},
+				Rejections: []reconcile.Rejection{{Commit: good.Hash, Node: "default.web-01", Type: listenerType, Version: "l-2",
+					Error: "duplicate listener name inbound:10.0.0.10:10080", At: at(3)}},
+				RejectedProxies: 1, Convergence: &reconcile.Converged{Proxies: 1, Seconds: 0.042}},
 		},
 		proxies: []ads.ProxyStatus{
 			{NodeID: "default.backend-01", Published: true, Commit: good.Hash, Streams: 1, ConnectedSince: at(2), Types: []ads.TypeStatus{

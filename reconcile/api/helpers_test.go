@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"io"
@@ -35,6 +36,36 @@ type fakeBackend struct {
 	commit   reconcile.CommitInfo
 	proxies  []ads.ProxyStatus
 	triggers []string
+	// ops are the rollbacks and resumes asked for, as "op rev by reason";
+	// opErr is what they return.
+	ops   []string
+	opErr error
+}
+
+func (f *fakeBackend) Rollback(_ context.Context, rev, by, reason string) (reconcile.Record, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ops = append(f.ops, strings.Join([]string{"rollback", rev, by, reason}, " "))
+	if f.opErr != nil {
+		return reconcile.Record{}, f.opErr
+	}
+	return reconcile.Record{Commit: reconcile.CommitInfo{Hash: rev}, Verdict: reconcile.VerdictPublished, By: by, Reason: reason, Pinned: true}, nil
+}
+
+func (f *fakeBackend) Resume(_ context.Context, by, reason string) (reconcile.Record, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ops = append(f.ops, strings.Join([]string{"resume", by, reason}, " "))
+	if f.opErr != nil {
+		return reconcile.Record{}, f.opErr
+	}
+	return reconcile.Record{Commit: servedCommit, Verdict: reconcile.VerdictPublished, By: by}, nil
+}
+
+func (f *fakeBackend) operations() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.ops...)
 }
 
 var _ api.Backend = (*fakeBackend)(nil)

@@ -491,9 +491,17 @@ func (m *Mirror) hasCommit(hash string) bool {
 }
 
 // resolve maps the names of the mirrored branch ("", "HEAD", the branch,
-// origin/<branch>, refs/heads/<branch>) to its head; other revisions (a
+// origin/<branch>, refs/heads/<branch>) to its head, keeping a suffix such
+// as ~3 or ^2 (HEAD~3 is three commits before the head); other revisions (a
 // hash, a short hash) pass through.
 func (m *Mirror) resolve(rev string) (string, error) {
+	if i := strings.IndexAny(rev, "~^"); i > 0 {
+		base, err := m.resolve(rev[:i])
+		if err != nil {
+			return "", err
+		}
+		return base + rev[i:], nil
+	}
 	switch rev {
 	case "", "HEAD", m.branch, remoteName + "/" + m.branch, plumbing.NewBranchReferenceName(m.branch).String(), m.trackingRef().String():
 		h, ok := m.Head()
@@ -544,4 +552,14 @@ func (m *Mirror) commit(rev string) (*object.Commit, error) {
 		return nil, fmt.Errorf("%w %q: %v", ErrUnknownRevision, rev, err)
 	}
 	return c, nil
+}
+
+// FirstParent returns the first parent of the commit hash from local
+// objects; false for a root commit or a commit not fetched.
+func (m *Mirror) FirstParent(hash string) (string, bool) {
+	c, err := m.repo.CommitObject(plumbing.NewHash(hash))
+	if err != nil || len(c.ParentHashes) == 0 {
+		return "", false
+	}
+	return c.ParentHashes[0].String(), true
 }

@@ -18,6 +18,7 @@ type Commit struct {
 	Author  string
 	Subject string
 	Time    time.Time // committer time
+	Parents []string  // first parent first
 	Tree    *TreeFS
 }
 
@@ -61,8 +62,13 @@ func ReadCommit(repo *git.Repository, rev, subdir string) (*Commit, error) {
 		}
 	}
 	subject, _, _ := strings.Cut(c.Message, "\n")
+	parents := make([]string, len(c.ParentHashes))
+	for i, p := range c.ParentHashes {
+		parents[i] = p.String()
+	}
 	return &Commit{
 		Hash:    c.Hash.String(),
+		Parents: parents,
 		Author:  c.Author.Name,
 		Subject: subject,
 		Time:    c.Committer.When,

@@ -135,6 +135,48 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 	return res, nil
 }
 
+// PublishProxy replaces what one published node is served with p, the
+// translation of commit, and leaves every other node as it is: it puts a
+// single proxy back on an earlier translation (a rollback of one proxy). It
+// builds, checks and versions p's snapshot exactly as Publish does, so each
+// type whose hash differs from the one served gets a new version
+// (<commit[:12]>-<hash[:12]>) and is pushed, and the others keep theirs. On
+// error (p.NodeID not published, a failed check, ctx ended) nothing changes.
+// changed is false when the node is served p's resources and secrets
+// already. The next Publish treats the node like any other: it is pushed
+// unless the commit's translation of it equals p. The same rules as
+// Publish's apply to p and secrets, and calls are serialised with Publish.
+func (s *Server) PublishProxy(ctx context.Context, commit string, p *xds.Proxy, secrets SecretsFunc) (changed bool, err error) {
+	if commit == "" {
+		return false, errors.New("publish: empty commit")
+	}
+	if p == nil || p.NodeID == "" {
+		return false, fmt.Errorf("publish %s: proxy has no node id", short(commit))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.published[p.NodeID] == nil {
+		return false, fmt.Errorf("publish %s: proxy %s: not published", short(commit), p.NodeID)
+	}
+	checker := s.checker
+	defer checker.Release()
+	pub, snap, err := s.prepare(checker, commit, p, secrets)
+	if err != nil {
+		return false, fmt.Errorf("publish %s: %w", short(commit), err)
+	}
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("publish %s: %w", short(commit), err)
+	}
+	if snap == nil {
+		return false, nil
+	}
+	if err := s.cache.SetSnapshot(context.Background(), p.NodeID, snap); err != nil {
+		return false, fmt.Errorf("publish %s: proxy %s: set snapshot: %w", short(commit), p.NodeID, err)
+	}
+	s.published[p.NodeID] = pub
+	return true, nil
+}
+
 // prepare returns the new state and checked snapshot of p, or a nil
 // snapshot when p is unchanged since the last Publish. Its errors name p.
 func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secrets SecretsFunc) (*published, *cachev3.Snapshot, error) {

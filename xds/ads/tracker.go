@@ -47,6 +47,9 @@ type ProxyStatus struct {
 	// Commit is the commit its current resource version comes from.
 	Published bool
 	Commit    string
+	// Hash is the xds.Proxy Hash of the published translation ("" when not
+	// published): which translation the node is served.
+	Hash string
 	// Streams is the number of open xDS streams of the node; ConnectedSince
 	// when the first of them opened (zero when none is open).
 	Streams        int
@@ -135,7 +138,7 @@ func (s *Server) StatusOf(node string) (ProxyStatus, bool) {
 
 // withPublished adds what was published for the node.
 func (ps *ProxyStatus) withPublished(pub *published) {
-	ps.Published, ps.Commit = true, pub.commit
+	ps.Published, ps.Commit, ps.Hash = true, pub.commit, pub.hash
 	for _, typ := range pub.types {
 		i := slices.IndexFunc(ps.Types, func(t TypeStatus) bool { return t.TypeURL == typ })
 		if i < 0 {

@@ -1,7 +1,7 @@
 package plane
 
 import (
-	"context"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,43 +52,89 @@ func typeName(url string) string {
 	return url[strings.LastIndexByte(url, '.')+1:]
 }
 
-// Converged says how long the last publish took to reach its proxies.
+// Converged says how long a publish took to reach its proxies.
 type Converged struct {
 	Commit   string
 	Proxies  int // connected proxies the publish changed
 	Duration time.Duration
 	Done     bool // false while some are still to ACK
+	// Reverted are the proxies among Proxies put back on an earlier commit
+	// after rejecting this one (Config.RollbackOnNACK): they never ACK it,
+	// so a publish with any is never Done.
+	Reverted int
 }
+
+// maxUnreported bounds the completed convergences kept for Run to report;
+// past it the oldest are dropped (only when Run is not running).
+const maxUnreported = 64
 
 // convergence follows the proxies one publish changed until all of them
 // have ACKed it.
 type convergence struct {
 	metrics *Metrics
-
-	mu      sync.Mutex
 	server  *ads.Server
-	commit  string
-	started time.Time
-	total   int
-	pending map[string]bool
-	last    Converged
+	wake    chan struct{} // signalled when a convergence completes outside Run
+
+	mu         sync.Mutex
+	commit     string
+	started    time.Time
+	pending    map[string]bool
+	last       Converged
+	unreported []Converged // completed, for Run to report
 }
 
-// start begins following a publish: the connected proxies among changed.
-func (c *convergence) start(server *ads.Server, commit string, changed []string, now time.Time) {
-	pending := make(map[string]bool, len(changed))
-	for _, node := range changed {
-		if st, ok := server.StatusOf(node); ok && st.Streams > 0 && !st.InSync() {
+// among returns the connected proxies among nodes, and those of them that
+// do not hold what they are served yet.
+func (c *convergence) among(nodes []string) (connected int, pending map[string]bool) {
+	pending = make(map[string]bool, len(nodes))
+	for _, node := range nodes {
+		st, ok := c.server.StatusOf(node)
+		if !ok || st.Streams == 0 {
+			continue
+		}
+		connected++
+		if !st.InSync() {
 			pending[node] = true
 		}
 	}
+	return connected, pending
+}
+
+// start begins following a publish that began at started: the connected
+// proxies among changed. Those that ACKed it already are done.
+func (c *convergence) start(commit string, changed []string, started, now time.Time) {
+	connected, pending := c.among(changed)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.server, c.commit, c.started, c.pending, c.total = server, commit, now, pending, len(pending)
-	c.last = Converged{Commit: commit, Proxies: len(pending)}
+	c.commit, c.started, c.pending = commit, started, pending
+	c.last = Converged{Commit: commit, Proxies: connected}
 	if len(pending) == 0 {
-		c.last.Done = true
+		c.completeLocked(now)
 	}
+}
+
+// renewed follows a publish of the same commit again (renewed secrets):
+// the connected proxies among changed that have yet to ACK it join the
+// convergence under way, or start a new one. A publish that leaves nothing
+// to wait for changes nothing.
+func (c *convergence) renewed(commit string, changed []string, started time.Time) {
+	_, pending := c.among(changed)
+	if len(pending) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.commit == commit && !c.last.Done {
+		for node := range pending {
+			if !c.pending[node] {
+				c.pending[node] = true
+				c.last.Proxies++
+			}
+		}
+		return
+	}
+	c.commit, c.started, c.pending = commit, started, pending
+	c.last = Converged{Commit: commit, Proxies: len(pending)}
 }
 
 // check drops node from the pending set once it is in sync or gone, and
@@ -103,12 +149,50 @@ func (c *convergence) check(node string, now time.Time) {
 		return
 	}
 	delete(c.pending, node)
-	if len(c.pending) == 0 && !c.last.Done {
-		c.last.Duration, c.last.Done = now.Sub(c.started), true
+	if len(c.pending) == 0 && c.last.Reverted == 0 && !c.last.Done {
+		c.completeLocked(now)
+	}
+}
+
+// reverted takes node, put back on an earlier commit after rejecting
+// commit, out of the pending set: the publish of commit will not converge.
+func (c *convergence) reverted(commit, node string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.commit != commit || !c.pending[node] {
+		return
+	}
+	delete(c.pending, node)
+	c.last.Reverted++
+}
+
+// completeLocked marks the convergence done, observes it when it waited
+// for proxies, and queues it for Run to report.
+func (c *convergence) completeLocked(now time.Time) {
+	c.last.Done = true
+	if c.last.Proxies > 0 {
+		c.last.Duration = max(now.Sub(c.started), 0)
 		if c.metrics != nil {
 			c.metrics.convergence.Observe(c.last.Duration.Seconds())
 		}
 	}
+	if len(c.unreported) == maxUnreported {
+		c.unreported = slices.Delete(c.unreported, 0, 1)
+	}
+	c.unreported = append(c.unreported, c.last)
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeCompleted returns the completed convergences not yet reported.
+func (c *convergence) takeCompleted() []Converged {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.unreported
+	c.unreported = nil
+	return out
 }
 
 func (c *convergence) pendingNodes() []string {
@@ -126,38 +210,4 @@ func (p *Plane) LastConvergence() Converged {
 	p.conv.mu.Lock()
 	defer p.conv.mu.Unlock()
 	return p.conv.last
-}
-
-// Run follows the server's ACKs and NACKs (metrics and convergence) until
-// ctx ends. Events the subscription drops are made up for by a periodic
-// look at the proxies still pending.
-func (p *Plane) Run(ctx context.Context) {
-	events, cancel := p.cfg.Server.Subscribe()
-	defer cancel()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-events:
-			if !ok {
-				return
-			}
-			if m := p.cfg.Metrics; m != nil {
-				if e.Kind == ads.NACK {
-					m.nacks.WithLabelValues(typeName(e.TypeURL)).Inc()
-				} else {
-					m.acks.WithLabelValues(typeName(e.TypeURL)).Inc()
-				}
-			}
-			if e.Kind == ads.ACK {
-				p.conv.check(e.NodeID, e.At)
-			}
-		case <-tick.C:
-			for _, node := range p.conv.pendingNodes() {
-				p.conv.check(node, p.cfg.Now())
-			}
-		}
-	}
 }

@@ -31,6 +31,20 @@ type Config struct {
 	// Metrics, when set, counts ACKs and NACKs and observes convergence.
 	Metrics *Metrics
 	Now     func() time.Time
+
+	// RollbackOnNACK puts a proxy that rejects what it is served back on the
+	// translation of the last commit it accepted whole (every type ACKed). The next
+	// commit applied is still published to it: there is no switch to turn back on.
+	RollbackOnNACK bool
+	// OnNACK, when set, is called from Run for each NACK of the version a proxy is
+	// currently being served (NACKs of versions no longer published are stale and skipped).
+	// Run waits for it: it should return quickly, and may call the Plane's methods.
+	OnNACK func(Rejection)
+	// OnConverged, when set, is called from Run once when a publish's convergence completes
+	// (every connected proxy the publish changed has ACKed it), in the order of the
+	// publishes; also for a publish that changed no connected proxy (Proxies 0,
+	// Duration 0). Like OnNACK, Run waits for it.
+	OnConverged func(Converged)
 }
 
 // Result says what one Apply did.
@@ -49,13 +63,30 @@ type Result struct {
 type Plane struct {
 	cfg Config
 
-	mu      sync.Mutex
+	// mu serialises Apply, which holds it while it translates, and guards
+	// idx. served is held across every publish (Apply's, Renew's, a
+	// rollback's) and briefly by Run: what it guards always matches what the
+	// server serves. Lock order: mu, served, the convergence's lock.
+	mu  sync.Mutex
+	idx *xds.Index
+
+	served  sync.Mutex
 	commit  string
 	set     *schema.Set
-	idx     *xds.Index
-	proxies map[string]*xds.Proxy
+	proxies map[string]*xds.Proxy // what commit translates to, written under mu too
+	// accepted is, per node, the last translation the node accepted whole
+	// and the commit it was served for; reverted holds the nodes put back
+	// on their accepted translation since the last Apply.
+	accepted map[string]translation
+	reverted map[string]translation
 
 	conv convergence
+}
+
+// translation is a proxy's translation and the commit it stands for.
+type translation struct {
+	commit string
+	proxy  *xds.Proxy
 }
 
 // New returns a Plane that serves nothing yet.
@@ -69,8 +100,9 @@ func New(cfg Config) (*Plane, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p := &Plane{cfg: cfg, proxies: map[string]*xds.Proxy{}}
-	p.conv.metrics = cfg.Metrics
+	p := &Plane{cfg: cfg, proxies: map[string]*xds.Proxy{},
+		accepted: map[string]translation{}, reverted: map[string]translation{}}
+	p.conv = convergence{metrics: cfg.Metrics, server: cfg.Server, wake: make(chan struct{}, 1)}
 	return p, nil
 }
 
@@ -112,26 +144,43 @@ func (p *Plane) Apply(ctx context.Context, commit string, set *schema.Set, diff 
 	}
 	res.Translate = p.cfg.Now().Sub(start)
 
+	p.served.Lock()
+	defer p.served.Unlock()
+	// A node about to get a new translation may have ACKed the one it
+	// leaves without Run having seen it yet.
+	for _, px := range proxies {
+		if old := p.proxies[px.NodeID]; old != nil && old.Hash != px.Hash {
+			p.noteAcceptedLocked(px.NodeID)
+		}
+	}
 	start = p.cfg.Now()
 	pub, err := p.cfg.Server.Publish(ctx, commit, proxies, p.secrets(set))
 	if err != nil {
 		return res, err
 	}
-	res.Publish = p.cfg.Now().Sub(start)
+	published := p.cfg.Now()
+	res.Publish = published.Sub(start)
 	res.Changed, res.Unchanged, res.Removed = pub.Changed, pub.Unchanged, pub.Removed
 
 	p.commit, p.set, p.idx = commit, set, idx
 	next := make(map[string]*xds.Proxy, len(proxies))
 	for _, px := range proxies {
 		next[px.NodeID] = px
+		// A node that accepted this same translation before accepts it as
+		// commit's.
+		if a, ok := p.accepted[px.NodeID]; ok && a.proxy.Hash == px.Hash {
+			p.accepted[px.NodeID] = translation{commit, px}
+		}
 	}
 	p.proxies = next
-	if p.cfg.Authority != nil {
-		for _, node := range pub.Removed {
+	clear(p.reverted)
+	for _, node := range pub.Removed {
+		delete(p.accepted, node)
+		if p.cfg.Authority != nil {
 			p.cfg.Authority.Forget(node)
 		}
 	}
-	p.conv.start(p.cfg.Server, commit, pub.Changed, p.cfg.Now())
+	p.conv.start(commit, pub.Changed, start, published)
 	return res, nil
 }
 
@@ -209,43 +258,60 @@ func (p *Plane) secrets(set *schema.Set) ads.SecretsFunc {
 
 // Renew publishes the served commit again so that certificates nearing the
 // end of their life are re-issued; proxies whose secrets did not change get
-// no push. It does nothing before the first Apply.
+// no push. A proxy put back on an earlier commit after a NACK stays on it.
+// It does nothing before the first Apply. Proxies it pushes renewed secrets
+// to join the convergence of the served commit when that is still under
+// way, or start a new one.
 func (p *Plane) Renew(ctx context.Context) (Result, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.served.Lock()
+	defer p.served.Unlock()
 	if p.set == nil {
 		return Result{}, nil
 	}
 	proxies := make([]*xds.Proxy, 0, len(p.proxies))
 	for _, dp := range p.set.Dataplanes {
-		proxies = append(proxies, p.proxies[dp.NodeID()])
+		px := p.proxies[dp.NodeID()]
+		if back, ok := p.reverted[px.NodeID]; ok {
+			px = back.proxy
+		}
+		proxies = append(proxies, px)
 	}
 	start := p.cfg.Now()
 	pub, err := p.cfg.Server.Publish(ctx, p.commit, proxies, p.secrets(p.set))
 	if err != nil {
 		return Result{}, err
 	}
-	p.conv.start(p.cfg.Server, p.commit, pub.Changed, p.cfg.Now())
+	// A reverted proxy is not converging to the served commit.
+	changed := slices.DeleteFunc(slices.Clone(pub.Changed), func(node string) bool {
+		_, ok := p.reverted[node]
+		return ok
+	})
+	p.conv.renewed(p.commit, changed, start)
 	return Result{Commit: p.commit, Changed: pub.Changed, Unchanged: pub.Unchanged, Removed: pub.Removed,
 		Publish: p.cfg.Now().Sub(start)}, nil
 }
 
 // Served returns the commit and Set last applied (nil before the first).
 func (p *Plane) Served() (string, *schema.Set) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.served.Lock()
+	defer p.served.Unlock()
 	return p.commit, p.set
 }
 
-// Convergence counts the served proxies that are connected, in sync, or
-// whose last answer was a NACK of the served version.
+// Convergence counts the served proxies that are connected and, among
+// those, the ones in sync, the ones whose last answer was a NACK of what
+// they are served, and the ones put back on an earlier commit.
 func (p *Plane) Convergence() Convergence {
-	p.mu.Lock()
+	p.served.Lock()
 	nodes := make([]string, 0, len(p.proxies))
 	for node := range p.proxies {
 		nodes = append(nodes, node)
 	}
-	p.mu.Unlock()
+	reverted := make(map[string]bool, len(p.reverted))
+	for node := range p.reverted {
+		reverted[node] = true
+	}
+	p.served.Unlock()
 	slices.Sort(nodes)
 	c := Convergence{Proxies: len(nodes)}
 	for _, node := range nodes {
@@ -255,6 +321,8 @@ func (p *Plane) Convergence() Convergence {
 		}
 		c.Connected++
 		switch {
+		case reverted[node]:
+			c.Reverted++
 		case st.InSync():
 			c.Acked++
 		case nacked(st):
@@ -264,9 +332,14 @@ func (p *Plane) Convergence() Convergence {
 	return c
 }
 
-// Convergence is what Plane.Convergence counts.
+// Convergence is what Plane.Convergence counts. Acked, Nacked and Reverted
+// are connected proxies, each counted once: Acked hold what is served
+// (every type ACKed), Nacked rejected it, and Reverted rejected the served
+// commit and were put back on an earlier one (RollbackOnNACK), whatever
+// they answered since. The others have yet to answer.
 type Convergence struct {
 	Proxies, Connected, Acked, Nacked int
+	Reverted                          int
 }
 
 // nacked reports whether a type's published version was rejected.

@@ -72,9 +72,17 @@ type fixture struct {
 	server *ads.Server
 	conn   *grpc.ClientConn
 	reg    *prometheus.Registry
+	addr   string // of the xDS server
 }
 
 func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	return newFixtureWith(t, nil)
+}
+
+// newFixtureWith is newFixture with the Plane's Config adjusted by edit
+// (when not nil).
+func newFixtureWith(t *testing.T, edit func(*Config)) *fixture {
 	t.Helper()
 	server, err := ads.New(ads.Config{})
 	if err != nil {
@@ -88,8 +96,12 @@ func newFixture(t *testing.T) *fixture {
 	served := make(chan struct{})
 	go func() { server.Serve(ctx, lis); close(served) }()
 	reg := prometheus.NewRegistry()
-	p, err := New(Config{Server: server, Authority: &ca.Authority{StateDir: t.TempDir()},
-		Options: xds.Options{Flavor: xds.FlavorEnvoy}, Metrics: NewMetrics(reg, server)})
+	cfg := Config{Server: server, Authority: &ca.Authority{StateDir: t.TempDir()},
+		Options: xds.Options{Flavor: xds.FlavorEnvoy}, Metrics: NewMetrics(reg, server)}
+	if edit != nil {
+		edit(&cfg)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +112,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(); cancel(); <-served; <-ran })
-	return &fixture{p, server, conn, reg}
+	return &fixture{p, server, conn, reg, lis.Addr().String()}
 }
 
 func (f *fixture) dial(t *testing.T, node string) *adstest.Client {
@@ -125,6 +137,7 @@ func (f *fixture) waitCommit(t *testing.T, c *adstest.Client, commit string) {
 }
 
 func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
 	setA := policies(t, nil)
@@ -216,6 +229,7 @@ func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
 }
 
 func TestApplyFailureKeepsServedState(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
 	setA := policies(t, nil)

@@ -1,0 +1,410 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gitmesh/gitmesh/reconcile/gittest"
+	"github.com/gitmesh/gitmesh/reconcile/source"
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// fakeTarget stands in for the xDS side: it records what is served.
+type fakeTarget struct {
+	mu      sync.Mutex
+	commits []string // every Apply, in order
+	set     *schema.Set
+	fail    error // returned by the next Apply, once
+}
+
+func (f *fakeTarget) Apply(_ context.Context, commit string, set *schema.Set, _ schema.SetDiff) (Applied, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail; err != nil {
+		f.fail = nil
+		return Applied{}, err
+	}
+	f.commits = append(f.commits, commit)
+	f.set = set
+	return Applied{Changed: len(set.Dataplanes)}, nil
+}
+
+func (f *fakeTarget) Renew(context.Context) error { return nil }
+func (f *fakeTarget) Convergence() Convergence    { return Convergence{} }
+
+// served is the commit last applied.
+func (f *fakeTarget) served() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.commits) == 0 {
+		return ""
+	}
+	return f.commits[len(f.commits)-1]
+}
+
+func (f *fakeTarget) applies() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.commits)
+}
+
+// policy is a valid policy directory whose one dataplane listens on port.
+func policy(port int) map[string]string {
+	return map[string]string{
+		"policy/mesh.yaml": "type: Mesh\nname: default\n",
+		"policy/web.yaml": fmt.Sprintf(`type: Dataplane
+mesh: default
+name: web
+networking:
+  address: 10.0.0.1
+  inbound:
+    - port: %d
+      tags:
+        service: web
+`, port),
+	}
+}
+
+// invalidPolicy has an unknown field.
+var invalidPolicy = map[string]string{"policy/web.yaml": "type: Dataplane\nmesh: default\nname: web\nnetworkin: {}\n"}
+
+// rig is a daemon following a local repository, with a fake Target.
+type rig struct {
+	t        *testing.T
+	work     string // the repository the daemon follows
+	stateDir string
+	target   *fakeTarget
+	d        *Daemon
+	stop     func()
+}
+
+func newRig(t *testing.T, stateDir string, work string) *rig {
+	t.Helper()
+	if work == "" {
+		work = gittest.Init(t)
+	}
+	if stateDir == "" {
+		stateDir = t.TempDir()
+	}
+	return &rig{t: t, work: work, stateDir: stateDir, target: &fakeTarget{}}
+}
+
+// start opens the mirror and runs a daemon on it.
+func (r *rig) start() {
+	t := r.t
+	t.Helper()
+	m, err := source.OpenMirror(source.MirrorConfig{URL: r.work, Branch: "main", Dir: filepath.Join(r.stateDir, "repo.git")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loader, err := schema.NewLoader(schema.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.d, err = New(Config{
+		Source: m, Repo: r.work, Branch: "main", Path: "policy", Target: r.target, StateDir: r.stateDir, Interval: time.Hour,
+		Load: func(fsys fs.FS) (*schema.Result, error) { return loader.Load(fsys) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.d.Run(ctx) }()
+	r.stop = func() { cancel(); <-done }
+	t.Cleanup(r.stop)
+}
+
+// commit commits files and makes the daemon sync, returning the hash.
+func (r *rig) commit(msg string, files map[string]string) string {
+	r.t.Helper()
+	h := gittest.Commit(r.t, r.work, msg, files)
+	if r.d != nil {
+		r.d.Trigger("test")
+	}
+	return h
+}
+
+// waitHead waits until the daemon has decided on head and returns its status.
+func (r *rig) waitHead(head, verdict string) Status {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := r.d.Status()
+		if st.Head != nil && st.Head.Hash == head && st.HeadVerdict == verdict {
+			return st
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("head %s never got verdict %s; status %+v", head[:12], verdict, st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRollbackFiftyCommitsBackAndResume(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	var commits []string
+	for i := range 60 {
+		commits = append(commits, gittest.Commit(t, r.work, fmt.Sprintf("port %d", 8000+i), policy(8000+i)))
+	}
+	r.start()
+	r.waitHead(commits[59], VerdictPublished)
+
+	target := commits[9] // fifty commits before the head
+	rec, err := r.d.Rollback(context.Background(), target[:9], "alice", "incident 42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Commit.Hash != target || rec.Verdict != VerdictPublished || !rec.Pinned || rec.By != "alice" || rec.Trigger != OpRollback {
+		t.Errorf("rollback record = %+v", rec)
+	}
+	if got := r.target.served(); got != target {
+		t.Fatalf("served %s, want the rollback target %s", got, target)
+	}
+	if port := r.target.set.Dataplanes[0].Inbound[0].Port; port != 8009 {
+		t.Errorf("served port %d, want 8009", port)
+	}
+	st := r.d.Status()
+	if !st.Pinned || st.Pin == nil || st.Pin.Commit.Hash != target || st.Pin.By != "alice" || st.Published.Hash != target {
+		t.Errorf("status after rollback = %+v", st)
+	}
+	if st.HeadVerdict != VerdictHeld {
+		t.Errorf("head verdict %q, want held", st.HeadVerdict)
+	}
+	saved, err := LoadState(r.stateDir)
+	if err != nil || saved.Pin == nil || saved.Pin.Commit.Hash != target || saved.Published.Hash != target {
+		t.Fatalf("state file after rollback: %+v %v", saved, err)
+	}
+
+	// A new commit is fetched and checked, not published.
+	next := r.commit("port 9000", policy(9000))
+	r.waitHead(next, VerdictHeld)
+	if got := r.target.served(); got != target {
+		t.Errorf("a commit was published while pinned: %s", got)
+	}
+	if h := r.d.History(); h[0].Commit.Hash != next || h[0].Verdict != VerdictHeld {
+		t.Errorf("newest record %+v, want %s held", h[0], next[:12])
+	}
+
+	rec, err = r.d.Resume(context.Background(), "alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Commit.Hash != next || r.target.served() != next {
+		t.Errorf("resume published %s (served %s), want the head %s", rec.Commit.Short(), r.target.served(), next)
+	}
+	if st := r.d.Status(); st.Pinned || st.Pin != nil || st.HeadVerdict != VerdictPublished {
+		t.Errorf("status after resume = %+v", st)
+	}
+	if saved, _ := LoadState(r.stateDir); saved.Pin != nil || saved.Published.Hash != next {
+		t.Errorf("state file after resume: %+v", saved)
+	}
+	if _, err := r.d.Resume(context.Background(), "alice", ""); !errors.Is(err, ErrNotPinned) {
+		t.Errorf("resume without a pin: %v, want ErrNotPinned", err)
+	}
+}
+
+func TestRollbackRefusesUnknownAndInvalidCommits(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	good := gittest.Commit(t, r.work, "good", policy(8080))
+	bad := gittest.Commit(t, r.work, "bad", invalidPolicy)
+	gittest.Git(t, r.work, "rm", "-q", "-r", ".")
+	empty := gittest.Commit(t, r.work, "no policy", map[string]string{"sub/README": "nothing"})
+	head := gittest.Commit(t, r.work, "good again", policy(8081))
+	r.start()
+	r.waitHead(head, VerdictPublished)
+	applies, history := r.target.applies(), len(r.d.History())
+	stateBefore, _ := os.ReadFile(StateFile(r.stateDir))
+
+	for _, tc := range []struct {
+		rev  string
+		want string
+	}{
+		{"0123456789abcdef0123456789abcdef01234567", "unknown commit"},
+		{"no-such-branch", "unknown commit"},
+		{"", "no commit given"},
+		{bad, "is invalid: 2 errors; first: web.yaml:1:1"},
+		{empty[:10], "cannot be served"},
+	} {
+		_, err := r.d.Rollback(context.Background(), tc.rev, "bob", "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !isRefusal(err) {
+			t.Errorf("rollback to %q: %v, want a refusal containing %q", tc.rev, err, tc.want)
+		}
+	}
+	var invalid *InvalidCommitError
+	if _, err := r.d.Rollback(context.Background(), bad, "bob", ""); !errors.As(err, &invalid) || invalid.Errors != 2 || len(invalid.Findings) != 2 {
+		t.Errorf("invalid commit error = %#v", err)
+	}
+	if r.target.applies() != applies || len(r.d.History()) != history || r.d.Status().Pinned {
+		t.Error("a refused rollback changed what is served, the history or the pin")
+	}
+	if after, _ := os.ReadFile(StateFile(r.stateDir)); string(after) != string(stateBefore) {
+		t.Errorf("a refused rollback rewrote the state file:\n%s", after)
+	}
+	// The good commit, by the branch name with a suffix.
+	if rec, err := r.d.Rollback(context.Background(), "main~3", "bob", ""); err != nil || rec.Commit.Hash != good {
+		t.Errorf("rollback to main~3: %v, %+v; want %s", err, rec.Commit, good[:12])
+	}
+}
+
+func TestPinSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	first := gittest.Commit(t, r.work, "first", policy(8080))
+	second := gittest.Commit(t, r.work, "second", policy(8081))
+	r.start()
+	r.waitHead(second, VerdictPublished)
+	if _, err := r.d.Rollback(context.Background(), first, "carol", "bad deploy"); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+
+	// The remote moves while the daemon is down.
+	third := gittest.Commit(t, r.work, "third", policy(8082))
+	again := newRig(t, r.stateDir, r.work)
+	again.start()
+	again.waitHead(third, VerdictHeld)
+	if got := again.target.commits; len(got) != 1 || got[0] != first {
+		t.Errorf("after a restart the daemon applied %v, want only the pinned %s", got, first[:12])
+	}
+	st := again.d.Status()
+	if !st.Pinned || st.Pin.By != "carol" || st.Pin.Reason != "bad deploy" || st.Published.Hash != first {
+		t.Errorf("status after restart = %+v", st)
+	}
+	if h := again.d.History(); len(h) < 3 || h[0].Verdict != VerdictHeld || h[1].Trigger != OpRollback {
+		t.Errorf("history after restart: %+v", h)
+	}
+}
+
+func TestRollbackRacingPush(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	target := gittest.Commit(t, r.work, "target", policy(7000))
+	head := gittest.Commit(t, r.work, "head", policy(7001))
+	r.start()
+	r.waitHead(head, VerdictPublished)
+	for i := range 8 {
+		var wg sync.WaitGroup
+		var pushed string
+		wg.Go(func() { pushed = r.commit(fmt.Sprintf("push %d", i), policy(7100+i)) })
+		_, err := r.d.Rollback(context.Background(), target, "dave", "")
+		wg.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Whichever came first, the pin wins: the push is held.
+		r.d.Trigger("test")
+		r.waitHead(pushed, VerdictHeld)
+		if got := r.target.served(); got != target {
+			t.Fatalf("round %d: served %s, want the pinned %s", i, got[:12], target[:12])
+		}
+		if _, err := r.d.Resume(context.Background(), "dave", ""); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.target.served(); got != pushed {
+			t.Fatalf("round %d: resume served %s, want the head %s", i, got[:12], pushed[:12])
+		}
+	}
+}
+
+func TestResumePublishesNewestValidCommit(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	first := gittest.Commit(t, r.work, "first", policy(8080))
+	r.start()
+	r.waitHead(first, VerdictPublished)
+	if _, err := r.d.Rollback(context.Background(), first, "erin", ""); err != nil {
+		t.Fatal(err)
+	}
+	valid := r.commit("valid", policy(8081))
+	r.waitHead(valid, VerdictHeld)
+	bad := r.commit("broken", invalidPolicy)
+	r.waitHead(bad, VerdictInvalid)
+
+	rec, err := r.d.Resume(context.Background(), "erin", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Commit.Hash != valid || r.target.served() != valid {
+		t.Errorf("resume published %s, want the newest valid commit %s", rec.Commit.Short(), valid[:12])
+	}
+	if st := r.d.Status(); st.Pinned || st.HeadVerdict != VerdictInvalid {
+		t.Errorf("status after resume: %+v", st)
+	}
+}
+
+func TestRollbackUndoneWhenThePinCannotBeSaved(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	first := gittest.Commit(t, r.work, "first", policy(8080))
+	second := gittest.Commit(t, r.work, "second", policy(8081))
+	r.start()
+	r.waitHead(second, VerdictPublished)
+	// A directory where the state file is makes every save fail.
+	state := StateFile(r.stateDir)
+	if err := os.Remove(state); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(state, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.d.Rollback(context.Background(), first, "frank", ""); err == nil || !strings.Contains(err.Error(), "nothing changed") {
+		t.Fatalf("rollback with an unwritable state file: %v", err)
+	}
+	if got := r.target.served(); got != second {
+		t.Errorf("served %s after a failed rollback, want %s again", got[:12], second[:12])
+	}
+	if st := r.d.Status(); st.Pinned || st.Published.Hash != second {
+		t.Errorf("status after a failed rollback: %+v", st)
+	}
+}
+
+func TestRejectedAndConvergedMarkHistory(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	first := gittest.Commit(t, r.work, "first", policy(8080))
+	r.start()
+	r.waitHead(first, VerdictPublished)
+	at := time.Now()
+	nack := Rejection{Commit: first, Node: "default.web", Type: "type.googleapis.com/envoy.config.listener.v3.Listener",
+		Version: first[:12] + "-abc", Error: "bad listener", At: at}
+	r.d.Rejected(nack)
+	r.d.Rejected(nack) // the same NACK again counts once
+	r.d.Converged(Converged{Commit: first, Proxies: 3, Seconds: 0.25})
+	r.d.Converged(Converged{Commit: first, Proxies: 3, Seconds: 9}) // a renewal: kept the first
+
+	h := r.d.History()
+	if h[0].Verdict != VerdictRejected || h[0].RejectedProxies != 1 || len(h[0].Rejections) != 1 || h[0].Rejections[0].Error != "bad listener" {
+		t.Errorf("record after a NACK: %+v", h[0])
+	}
+	if c := h[0].Convergence; c == nil || c.Proxies != 3 || c.Seconds != 0.25 {
+		t.Errorf("convergence %+v", c)
+	}
+	if st := r.d.Status(); len(st.Rejections) != 1 || st.Rejections[0].Node != "default.web" {
+		t.Errorf("status rejections %+v", st.Rejections)
+	}
+	// Persisted: a new daemon on the same state directory reads it back.
+	r.stop()
+	again := mustOpenHistory(t, r.stateDir, 0)
+	if got := again.Records()[0]; got.Verdict != VerdictRejected || got.Convergence == nil {
+		t.Errorf("reloaded record %+v", got)
+	}
+	// A new publish clears the status list.
+	r2 := newRig(t, r.stateDir, r.work)
+	r2.start()
+	second := r2.commit("second", policy(8081))
+	r2.waitHead(second, VerdictPublished)
+	if st := r2.d.Status(); len(st.Rejections) != 0 {
+		t.Errorf("rejections of an older commit in the status: %+v", st.Rejections)
+	}
+}
