@@ -6,7 +6,7 @@ BIN         := bin/gitmesh
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        := ./...
 
-.PHONY: all build run test lint fmt bench bench-serve bench-ajv fuzz clean
+.PHONY: all build run test lint fmt bench bench-serve bench-rollback bench-ajv fuzz clean
 
 all: build
 
@@ -40,6 +40,11 @@ bench:
 # repository on a real git daemon; 100 pushes for the percentiles.
 bench-serve:
 	$(GO) test ./cmd/gitmesh -run '^$$' -bench BenchmarkWebhookToACK -benchtime 100x -timeout 30m
+
+# gitmesh rollback on the same mesh: to the commit served before and to one
+# never served, with and without 1,000 connected proxies (39 rollbacks each).
+bench-rollback:
+	$(GO) test ./cmd/gitmesh -run '^$$' -bench BenchmarkRollback -benchtime 39x -timeout 30m
 
 # The validation benchmark's tree, one resource per file, through ajv-cli (npm)
 # against the same JSON Schemas, and through gitmesh validate.

@@ -331,8 +331,8 @@ func (d *Daemon) decide(ctx context.Context, sr source.SyncResult, reason string
 	rec.Errors, rec.Warnings = res.Count()
 	rec.Findings = errorsFirst(res.Findings)
 	if !res.Valid() {
-		first := rec.Findings[0]
-		return d.invalid(rec, fmt.Sprintf("commit %s is invalid: %d errors; first: %s", rec.Commit.Short(), rec.Errors, first.Error()))
+		invalid := &InvalidCommitError{Commit: rec.Commit, Errors: rec.Errors, Findings: rec.Findings}
+		return d.invalid(rec, invalid.Error())
 	}
 
 	d.mu.Lock()

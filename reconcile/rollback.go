@@ -33,7 +33,11 @@ func (e *InvalidCommitError) Error() string {
 	if e.Reason != "" {
 		return fmt.Sprintf("commit %s cannot be served: %s", e.Commit.Short(), e.Reason)
 	}
-	msg := fmt.Sprintf("commit %s is invalid: %d errors", e.Commit.Short(), e.Errors)
+	noun := "errors"
+	if e.Errors == 1 {
+		noun = "error"
+	}
+	msg := fmt.Sprintf("commit %s is invalid: %d %s", e.Commit.Short(), e.Errors, noun)
 	if len(e.Findings) > 0 {
 		msg += "; first: " + e.Findings[0].Error()
 	}

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -41,11 +42,15 @@ func Check(p *Proxy) error { return NewChecker().Check(p) }
 //
 // A Checker kept across publishes also remembers results by content: a
 // resource equal (by the digest of its deterministic encoding) to one
-// validated before is not validated again. Call Release between publishes
+// validated before is not validated again, and a proxy whose structure (all
+// but its endpoints' content) passed before needs only its endpoints
+// validated. Call Release between publishes
 // so that it does not keep the previous resources alive.
 type Checker struct {
 	validated map[types.Resource]error
 	byDigest  map[[32]byte]error
+	// passed holds the structureKey of the proxies that passed.
+	passed map[string]bool
 }
 
 // maxDigests bounds the results a Checker remembers by content; past it,
@@ -54,7 +59,7 @@ const maxDigests = 1 << 20
 
 // NewChecker returns an empty Checker.
 func NewChecker() *Checker {
-	return &Checker{validated: make(map[types.Resource]error), byDigest: make(map[[32]byte]error)}
+	return &Checker{validated: make(map[types.Resource]error), byDigest: make(map[[32]byte]error), passed: make(map[string]bool)}
 }
 
 // Release forgets the resources themselves and keeps the results by
@@ -64,6 +69,47 @@ func (k *Checker) Release() {
 	if len(k.byDigest) > maxDigests {
 		clear(k.byDigest)
 	}
+	if len(k.passed) > maxDigests {
+		clear(k.passed)
+	}
+}
+
+// structureKey identifies everything a check of p reads except the content
+// of its endpoints: the listeners, clusters and routes (by their type
+// hashes), the endpoints' names, and whether p has mTLS. "" for a Proxy
+// built by hand, whose hashes may not match its resources.
+//
+// A commit that only moves instances changes the endpoints of many proxies
+// and nothing else of theirs; with this key their check is the validation
+// of the new endpoints, which they share.
+func structureKey(p *Proxy) string {
+	if p.digests == nil || p.TypeHashes == nil {
+		return ""
+	}
+	for typ := range p.Resources {
+		switch typ {
+		case resource.ListenerType, resource.ClusterType, resource.RouteType, resource.EndpointType:
+		default:
+			return "" // the whole check reports it
+		}
+	}
+	h := sha256.New()
+	for _, typ := range []resource.Type{resource.ListenerType, resource.ClusterType, resource.RouteType} {
+		th, ok := p.TypeHashes[typ]
+		if !ok && len(p.Resources[typ]) > 0 {
+			return ""
+		}
+		h.Write([]byte(th))
+	}
+	for _, r := range p.Resources[resource.EndpointType] {
+		name := cache.GetResourceName(r)
+		h.Write([]byte{byte(len(name) >> 8), byte(len(name))})
+		h.Write([]byte(name))
+	}
+	if p.MTLS {
+		h.Write([]byte{1})
+	}
+	return string(h.Sum(nil))
 }
 
 // validate is ValidateAll of r and every config packed in it, remembered.
@@ -89,6 +135,33 @@ func (k *Checker) validate(p *Proxy, r types.Resource) error {
 // Check is the package-level Check, sharing validation results with earlier
 // calls on k.
 func (k *Checker) Check(p *Proxy) error {
+	key := structureKey(p)
+	if key != "" && k.passed[key] && k.endpointsValid(p) {
+		return nil
+	}
+	err := k.check(p)
+	if err == nil && key != "" {
+		k.passed[key] = true
+	}
+	return err
+}
+
+// endpointsValid reports whether p's endpoints are all named messages of
+// their type that pass validation: with a known-good structure, the rest of
+// the check. False sends p through the whole check, for its errors.
+func (k *Checker) endpointsValid(p *Proxy) bool {
+	for _, r := range p.Resources[resource.EndpointType] {
+		if r == nil || resource.APITypePrefix+string(r.ProtoReflect().Descriptor().FullName()) != resource.EndpointType {
+			return false
+		}
+		if k.validate(p, r) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (k *Checker) check(p *Proxy) error {
 	c := checker{
 		p:     p,
 		names: make(map[resource.Type]map[string]bool),

@@ -130,7 +130,7 @@ func recordNotes(r reconcile.Record) []string {
 	}
 	switch r.Verdict {
 	case reconcile.VerdictInvalid:
-		msg := fmt.Sprintf("%d errors", r.Errors)
+		msg := plural(r.Errors, "error")
 		if len(r.Findings) > 0 {
 			msg += "; first: " + r.Findings[0].Error()
 		} else if r.Error != "" {
@@ -143,20 +143,26 @@ func recordNotes(r reconcile.Record) []string {
 		notes = append(notes, "valid; not published while pinned")
 	}
 	if r.Diff != nil {
-		notes = append(notes, fmt.Sprintf("%d added, %d changed, %d removed; %d proxies pushed, %d unchanged, %d removed",
-			len(r.Diff.Added), len(r.Diff.Changed), len(r.Diff.Removed), r.Changed, r.Unchanged, r.Removed))
+		notes = append(notes, diffLine(r))
 	}
-	if c := r.Convergence; c != nil {
-		notes = append(notes, fmt.Sprintf("converged: %d connected proxies ACKed in %s", c.Proxies,
+	if c := r.Convergence; c != nil && c.Proxies > 0 {
+		notes = append(notes, fmt.Sprintf("converged: %s ACKed in %s", plural(c.Proxies, "connected proxy"),
 			(time.Duration(c.Seconds*float64(time.Second))).Round(time.Millisecond)))
 	}
 	if r.RejectedProxies > 0 {
-		notes = append(notes, fmt.Sprintf("rejected by %d proxies:", r.RejectedProxies))
+		notes = append(notes, fmt.Sprintf("rejected by %s:", plural(r.RejectedProxies, "proxy")))
 		for _, x := range r.Rejections {
 			notes = append(notes, "  "+rejectionLine(x))
 		}
 	}
 	return notes
+}
+
+// diffLine sums up what a published commit changed.
+func diffLine(r reconcile.Record) string {
+	d := r.Diff
+	return fmt.Sprintf("resources: %d added, %d changed, %d removed; proxies: %d pushed, %d unchanged, %d removed",
+		len(d.Added), len(d.Changed), len(d.Removed), r.Changed, r.Unchanged, r.Removed)
 }
 
 // rejectionLine is one NACK for a person.

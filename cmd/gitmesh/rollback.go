@@ -140,11 +140,14 @@ func refused(stdout, stderr io.Writer, format string, ae *apiError) error {
 	}
 	var body api.RefusalBody
 	_ = json.Unmarshal(ae.body, &body)
-	msg := body.Error
-	if msg == "" {
-		msg = ae.msg
+	switch {
+	case len(body.Findings) > 0:
+		fmt.Fprintf(stderr, "gitmesh: refused: commit %s is invalid (%s):\n", short(body.Commit), plural(body.Errors, "error"))
+	case body.Error != "":
+		fmt.Fprintf(stderr, "gitmesh: refused: %s\n", body.Error)
+	default:
+		fmt.Fprintf(stderr, "gitmesh: refused: %s\n", ae.msg)
 	}
-	fmt.Fprintf(stderr, "gitmesh: refused: %s\n", msg)
 	for _, f := range body.Findings {
 		fmt.Fprintf(stderr, "  %s\n", f.Error())
 	}
@@ -172,8 +175,7 @@ func printOperation(w io.Writer, path string, res api.OperationResult) {
 		fmt.Fprintf(&b, "Resumed: published %s%s.\n", r.Commit.Short(), subject)
 	}
 	if r.Diff != nil {
-		fmt.Fprintf(&b, "  %d resources added, %d changed, %d removed; %d proxies pushed, %d unchanged, %d removed.\n",
-			len(r.Diff.Added), len(r.Diff.Changed), len(r.Diff.Removed), r.Changed, r.Unchanged, r.Removed)
+		fmt.Fprintf(&b, "  %s.\n", diffLine(r))
 	}
 	if path == "/rollback" {
 		b.WriteString("  New commits are checked but not published until `gitmesh resume`.\n")

@@ -362,7 +362,7 @@ func TestServeRollbackOnNACK(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 	_, stdout, _ := cli(t, s.app.apiLis.Addr().String(), stateDir, "history")
-	for _, want := range []string{"rejected", "rejected by 1 proxies:", "default.backend-01 NACKed Listener", "(put back on " + c1[:12] + ")"} {
+	for _, want := range []string{"rejected", "rejected by 1 proxy:", "default.backend-01 NACKed Listener", "(put back on " + c1[:12] + ")"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("history lacks %q:\n%s", want, stdout)
 		}

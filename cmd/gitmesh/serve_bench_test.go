@@ -196,24 +196,36 @@ func (m *benchMesh) push(b *testing.B, gen int) string {
 }
 
 // BenchmarkRollback measures `gitmesh rollback` on the 10,000-dataplane
-// mesh: POST /rollback (with the admin token, over real HTTP) to a commit
-// 20 commits back whose objects are local, until the answer says it is
-// published and pinned (published-ms), and until the 1,000 connected
-// clients it changes hold it (acked-ms), with and without those clients
-// connected. Rounds alternate between the old commit and the head, so each
-// one publishes.
+// mesh: POST /rollback (with the admin token, over real HTTP) until the
+// answer says the commit is published and pinned (published-ms), and until
+// the 1,000 clients it changes hold it (acked-ms), with and without those
+// clients connected. Every rollback moves backend-0, so all 1,000 clients'
+// endpoints change. Two cases:
+//
+//   - previous: back and forth between the head and a commit 20 back that
+//     was served just before, the usual incident (the translation of the
+//     commit served before is kept);
+//   - unserved: each round to another commit that was never served (all
+//     translated afresh).
 func BenchmarkRollback(b *testing.B) {
-	b.Run("clients=0", func(b *testing.B) { benchmarkRollback(b, 0) })
-	b.Run(fmt.Sprintf("clients=%d", benchClients), func(b *testing.B) { benchmarkRollback(b, benchClients) })
+	for _, clients := range []int{0, benchClients} {
+		for _, mode := range []string{"previous", "unserved"} {
+			b.Run(fmt.Sprintf("%s/clients=%d", mode, clients), func(b *testing.B) { benchmarkRollback(b, clients, mode) })
+		}
+	}
 }
 
-func benchmarkRollback(b *testing.B, clients int) {
+// rollbackHistory is how many commits the rollback benchmark makes after
+// the first.
+const rollbackHistory = 40
+
+func benchmarkRollback(b *testing.B, clients int, mode string) {
 	m := startBenchMesh(b, clients)
-	var head string
-	for gen := 1; gen <= 20; gen++ {
-		head = m.push(b, gen)
+	var commits []string // newest first
+	for gen := rollbackHistory; gen >= 1; gen-- {
+		commits = append([]string{m.push(b, gen)}, commits...)
 	}
-	old := gittest.Git(b, m.work, "rev-parse", "HEAD~20")
+	head := commits[0]
 	if code := m.s.hook(b, webhookSecret); code != 202 {
 		b.Fatalf("webhook answered %d", code)
 	}
@@ -233,21 +245,27 @@ func benchmarkRollback(b *testing.B, clients int) {
 		b.Fatal(err)
 	}
 	c := &apiClient{base: m.s.api(""), token: strings.TrimSpace(string(token))}
+	target := func(n int) string {
+		if mode == "previous" {
+			if n%2 == 1 {
+				return head
+			}
+			return commits[20]
+		}
+		return commits[1+n%(len(commits)-1)]
+	}
 
 	var published, acked []time.Duration
 	defer profile(b)()
 	b.ResetTimer()
 	for n := range b.N {
-		target := old
-		if n%2 == 1 {
-			target = head
-		}
+		commit := target(n)
 		start := time.Now()
-		if _, err := c.do(context.Background(), http.MethodPost, "/rollback", api.OperationRequest{Commit: target}); err != nil {
+		if _, err := c.do(context.Background(), http.MethodPost, "/rollback", api.OperationRequest{Commit: commit}); err != nil {
 			b.Fatal(err)
 		}
 		published = append(published, time.Since(start))
-		if err := waitAll(m.clients, m.app.server, target, time.Minute); err != nil {
+		if err := waitAll(m.clients, m.app.server, commit, time.Minute); err != nil {
 			b.Fatal(err)
 		}
 		acked = append(acked, time.Since(start))

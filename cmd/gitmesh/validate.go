@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -146,9 +147,14 @@ func toJSONFindings(fs []schema.Finding, sev schema.Severity) []validateFinding 
 	return out
 }
 
+// plural is n and word, made plural unless n is 1 (proxy: proxies).
 func plural(n int, word string) string {
-	if n == 1 {
-		return fmt.Sprintf("%d %s", n, word)
+	switch {
+	case n == 1:
+	case strings.HasSuffix(word, "proxy"):
+		word = strings.TrimSuffix(word, "y") + "ies"
+	default:
+		word += "s"
 	}
-	return fmt.Sprintf("%d %ss", n, word)
+	return fmt.Sprintf("%d %s", n, word)
 }

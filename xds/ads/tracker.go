@@ -225,6 +225,21 @@ func (t *tracker) subscribe() (<-chan Event, func()) {
 	}
 }
 
+// ConnectedNodes returns the nodes with at least one open xDS stream, in no
+// particular order.
+func (s *Server) ConnectedNodes() []string {
+	t := s.tracker
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]string, 0, len(t.nodes))
+	for node, ns := range t.nodes {
+		if ns.streams > 0 {
+			out = append(out, node)
+		}
+	}
+	return out
+}
+
 // connected reports whether node has an open stream.
 func (t *tracker) connected(node string) bool {
 	t.mu.Lock()

@@ -69,6 +69,9 @@ type Plane struct {
 	// server serves. Lock order: mu, served, the convergence's lock.
 	mu  sync.Mutex
 	idx *xds.Index
+	// prev is the translation served before the current one, kept so that
+	// going back to it (a rollback) needs no translation.
+	prev *generation
 
 	served  sync.Mutex
 	commit  string
@@ -81,6 +84,14 @@ type Plane struct {
 	reverted map[string]translation
 
 	conv convergence
+}
+
+// generation is the whole translation of one commit.
+type generation struct {
+	commit  string
+	set     *schema.Set
+	idx     *xds.Index
+	proxies map[string]*xds.Proxy
 }
 
 // translation is a proxy's translation and the commit it stands for.
@@ -115,6 +126,16 @@ func (p *Plane) Apply(ctx context.Context, commit string, set *schema.Set, diff 
 	defer p.mu.Unlock()
 	res := Result{Commit: commit}
 	start := p.cfg.Now()
+	if g := p.prev; g != nil && g.commit == commit {
+		// Translation is a pure function of the commit's policy: the commit
+		// served before translates as it did then.
+		proxies := make([]*xds.Proxy, 0, len(g.set.Dataplanes))
+		for _, dp := range g.set.Dataplanes {
+			proxies = append(proxies, g.proxies[dp.NodeID()])
+		}
+		res.Translate = p.cfg.Now().Sub(start)
+		return p.publish(ctx, res, commit, g.set, g.idx, proxies)
+	}
 
 	idx, err := p.index(set, diff)
 	if err != nil {
@@ -143,7 +164,12 @@ func (p *Plane) Apply(ctx context.Context, commit string, set *schema.Set, diff 
 		return res, err
 	}
 	res.Translate = p.cfg.Now().Sub(start)
+	return p.publish(ctx, res, commit, set, idx, proxies)
+}
 
+// publish makes proxies, the translation of set at commit, what is served.
+// Called with mu held.
+func (p *Plane) publish(ctx context.Context, res Result, commit string, set *schema.Set, idx *xds.Index, proxies []*xds.Proxy) (Result, error) {
 	p.served.Lock()
 	defer p.served.Unlock()
 	// A node about to get a new translation may have ACKed the one it
@@ -153,7 +179,7 @@ func (p *Plane) Apply(ctx context.Context, commit string, set *schema.Set, diff 
 			p.noteAcceptedLocked(px.NodeID)
 		}
 	}
-	start = p.cfg.Now()
+	start := p.cfg.Now()
 	pub, err := p.cfg.Server.Publish(ctx, commit, proxies, p.secrets(set))
 	if err != nil {
 		return res, err
@@ -162,6 +188,9 @@ func (p *Plane) Apply(ctx context.Context, commit string, set *schema.Set, diff 
 	res.Publish = published.Sub(start)
 	res.Changed, res.Unchanged, res.Removed = pub.Changed, pub.Unchanged, pub.Removed
 
+	if p.set != nil && p.commit != commit {
+		p.prev = &generation{commit: p.commit, set: p.set, idx: p.idx, proxies: p.proxies}
+	}
 	p.commit, p.set, p.idx = commit, set, idx
 	next := make(map[string]*xds.Proxy, len(proxies))
 	for _, px := range proxies {
@@ -302,10 +331,16 @@ func (p *Plane) Served() (string, *schema.Set) {
 // those, the ones in sync, the ones whose last answer was a NACK of what
 // they are served, and the ones put back on an earlier commit.
 func (p *Plane) Convergence() Convergence {
+	// Most served proxies may be disconnected: only the connected ones'
+	// status is read.
+	connected := p.cfg.Server.ConnectedNodes()
 	p.served.Lock()
-	nodes := make([]string, 0, len(p.proxies))
-	for node := range p.proxies {
-		nodes = append(nodes, node)
+	c := Convergence{Proxies: len(p.proxies)}
+	nodes := make([]string, 0, len(connected))
+	for _, node := range connected {
+		if p.proxies[node] != nil {
+			nodes = append(nodes, node)
+		}
 	}
 	reverted := make(map[string]bool, len(p.reverted))
 	for node := range p.reverted {
@@ -313,7 +348,6 @@ func (p *Plane) Convergence() Convergence {
 	}
 	p.served.Unlock()
 	slices.Sort(nodes)
-	c := Convergence{Proxies: len(nodes)}
 	for _, node := range nodes {
 		st, ok := p.cfg.Server.StatusOf(node)
 		if !ok || st.Streams == 0 {

@@ -268,3 +268,40 @@ mtls:
 		t.Errorf("web-01 at %q, want commit A", v)
 	}
 }
+
+// TestApplyBackToThePreviousCommitNeedsNoTranslation: going back to the
+// commit served before (a rollback) publishes its translation as it was,
+// equal to a fresh one, without translating again.
+func TestApplyBackToThePreviousCommitNeedsNoTranslation(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	a, b := policiesA(t), policiesB(t)
+	f.apply(t, commitA, nil, a)
+	first := map[string]string{}
+	for _, dp := range a.Dataplanes {
+		first[dp.NodeID()] = f.translation(dp.NodeID()).Hash
+	}
+	if res := f.apply(t, commitB, a, b); res.Affected == 0 {
+		t.Fatal("commit B affects no proxy; the test needs one it changes")
+	}
+	res := f.apply(t, commitA, b, policiesA(t))
+	if res.Affected != 0 {
+		t.Errorf("going back to A translated %d proxies again, want none", res.Affected)
+	}
+	if len(res.Changed) == 0 {
+		t.Error("going back to A pushed nothing")
+	}
+	fresh, err := xds.Translate(a, xds.Options{Flavor: xds.FlavorEnvoy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, px := range fresh {
+		if got := f.translation(px.NodeID); got == nil || got.Hash != px.Hash || first[px.NodeID] != px.Hash {
+			t.Errorf("%s: served %v, want the translation of A", px.NodeID, got)
+		}
+	}
+	// A commit that is neither is translated.
+	if res := f.apply(t, commitC, a, policiesC(t)); res.Affected == 0 {
+		t.Error("commit C was not translated")
+	}
+}
