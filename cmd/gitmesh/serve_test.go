@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
@@ -108,16 +106,7 @@ func (s *served) api(path string) string { return "http://" + s.app.apiLis.Addr(
 
 func (s *served) dial(t *testing.T, node string) *adstest.Client {
 	t.Helper()
-	conn, err := grpc.NewClient(s.app.xdsLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := adstest.Dial(conn, node, adstest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); conn.Close() })
-	return c
+	return dialAddr(t, s.app.xdsLis.Addr().String(), node)
 }
 
 func (s *served) status(t *testing.T) reconcile.Status {
