@@ -6,7 +6,7 @@ BIN         := bin/gitmesh
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        := ./...
 
-.PHONY: all build run test lint fmt bench bench-serve bench-rollback bench-ajv fuzz clean
+.PHONY: all build run demo test lint fmt bench bench-serve bench-rollback bench-ajv fuzz clean
 
 all: build
 
@@ -18,6 +18,13 @@ build:
 run: build
 	$(BIN) validate policies/
 	examples/quickstart.sh $(BIN) .run
+
+# Bookinfo on proxyless gRPC, following commits: a line per page while a
+# commit takes a permission away, an invalid commit changes nothing, and a
+# rollback and a resume put it back and away again. Ctrl-C stops it.
+demo: build
+	$(GO) build -o bin/ ./examples/bookinfo/productpage ./examples/bookinfo/details ./examples/bookinfo/reviews ./examples/bookinfo/ratings
+	$(GO) run ./examples/bookinfo/demo -bin bin -dir .run/bookinfo
 
 # The whole suite, race detector on. Fails on unformatted code or vet findings.
 test:

@@ -26,12 +26,14 @@ import (
 // it, passes its proto's ValidateAll; the resources make a consistent
 // go-control-plane snapshot; and every reference resolves: each cluster a
 // listener or route names exists, each EDS cluster has its endpoints, each
-// RDS name its route configuration, and each SDS secret is SecretIdentity or
-// SecretMeshCA in a proxy with mTLS. Every route configuration and every
-// endpoints resource must be referenced, api_listener (proxyless gRPC)
-// included; Snapshot.Consistent, which does not follow api_listener, runs
-// only for proxies without one. The error joins every problem found, each
-// naming the proxy and the resource.
+// RDS name its route configuration, each SDS secret is SecretIdentity or
+// SecretMeshCA in an Envoy proxy with mTLS, and each certificate provider
+// is CertProviderInstance in a gRPC proxy with mTLS (an Envoy proxy uses no
+// certificate provider, a gRPC proxy no SDS). Every route configuration and
+// every endpoints resource must be referenced, api_listener (proxyless
+// gRPC) included; Snapshot.Consistent, which does not follow api_listener,
+// runs only for proxies without one. The error joins every problem found,
+// each naming the proxy and the resource.
 func Check(p *Proxy) error { return NewChecker().Check(p) }
 
 // Checker checks many proxies, validating each distinct resource object only
@@ -76,8 +78,8 @@ func (k *Checker) Release() {
 
 // structureKey identifies everything a check of p reads except the content
 // of its endpoints: the listeners, clusters and routes (by their type
-// hashes), the endpoints' names, and whether p has mTLS. "" for a Proxy
-// built by hand, whose hashes may not match its resources.
+// hashes), the endpoints' names, whether p has mTLS, and its flavour. ""
+// for a Proxy built by hand, whose hashes may not match its resources.
 //
 // A commit that only moves instances changes the endpoints of many proxies
 // and nothing else of theirs; with this key their check is the validation
@@ -109,6 +111,7 @@ func structureKey(p *Proxy) string {
 	if p.MTLS {
 		h.Write([]byte{1})
 	}
+	h.Write([]byte(p.Flavor))
 	return string(h.Sum(nil))
 }
 
@@ -375,8 +378,11 @@ func (c *checker) routeClusters(typ resource.Type, owner string, rc *routev3.Rou
 	}
 }
 
-// secrets checks the SDS references of a TLS context.
+// secrets checks where a TLS context takes its certificates from: SDS
+// secrets for Envoy, the certificate provider CertProviderInstance for gRPC
+// (which rejects SDS; Envoy's bootstrap defines no certificate provider).
 func (c *checker) secrets(typ resource.Type, name string, ctx *tlsv3.CommonTlsContext) {
+	grpc := c.p.Flavor == FlavorGRPC
 	refs := append([]*tlsv3.SdsSecretConfig{}, ctx.GetTlsCertificateSdsSecretConfigs()...)
 	if v := ctx.GetValidationContextSdsSecretConfig(); v != nil {
 		refs = append(refs, v)
@@ -386,12 +392,34 @@ func (c *checker) secrets(typ resource.Type, name string, ctx *tlsv3.CommonTlsCo
 	}
 	for _, ref := range refs {
 		switch {
+		case grpc:
+			c.fail(typ, name, fmt.Errorf("references secret %q: gRPC takes certificates from a certificate provider, not SDS", ref.GetName()))
 		case !c.p.MTLS:
 			c.fail(typ, name, fmt.Errorf("references secret %q in a mesh without mTLS", ref.GetName()))
 		case ref.GetName() != SecretIdentity && ref.GetName() != SecretMeshCA:
 			c.fail(typ, name, fmt.Errorf("references unknown secret %q", ref.GetName()))
 		case ref.GetSdsConfig().GetAds() == nil:
 			c.fail(typ, name, fmt.Errorf("secret %q not over ADS", ref.GetName()))
+		}
+	}
+	var providers []*tlsv3.CertificateProviderPluginInstance
+	for _, pi := range []*tlsv3.CertificateProviderPluginInstance{
+		ctx.GetTlsCertificateProviderInstance(),
+		ctx.GetValidationContext().GetCaCertificateProviderInstance(),
+		ctx.GetCombinedValidationContext().GetDefaultValidationContext().GetCaCertificateProviderInstance(),
+	} {
+		if pi != nil {
+			providers = append(providers, pi)
+		}
+	}
+	for _, pi := range providers {
+		switch {
+		case !grpc:
+			c.fail(typ, name, fmt.Errorf("uses certificate provider %q in an Envoy proxy, which takes certificates over SDS", pi.GetInstanceName()))
+		case !c.p.MTLS:
+			c.fail(typ, name, fmt.Errorf("uses certificate provider %q in a mesh without mTLS", pi.GetInstanceName()))
+		case pi.GetInstanceName() != CertProviderInstance:
+			c.fail(typ, name, fmt.Errorf("uses unknown certificate provider %q", pi.GetInstanceName()))
 		}
 	}
 }

@@ -1,7 +1,8 @@
-// Package xds turns a validated policy set into the Envoy resources each proxy
-// runs. Translation is a pure, deterministic function of the set and its
-// options: it never logs, touches a cache or reads the clock, so the same input
-// yields byte-identical output.
+// Package xds turns a validated policy set into the resources each proxy
+// runs, for Envoy or for a proxyless gRPC application. Translation is a
+// pure, deterministic function of the set and its options: it never logs,
+// touches a cache or reads the clock, so the same input yields
+// byte-identical output.
 package xds
 
 import (
@@ -12,7 +13,13 @@ import (
 // Flavor is the kind of data plane a node runs.
 type Flavor string
 
-// The data-plane flavours gitmesh serves.
+// The data-plane flavours gitmesh serves. An Envoy proxy gets a listener
+// per inbound and outbound, with certificates over SDS. A proxyless gRPC
+// application gets a server listener per inbound, named by
+// GRPCServerListenerName, and for each service it has an outbound to, the
+// API listener, route configuration, cluster and endpoints it reaches when
+// it dials xds:///<service>, all named <service>; it reads certificates
+// through the certificate provider CertProviderInstance.
 const (
 	FlavorEnvoy Flavor = "envoy"
 	FlavorGRPC  Flavor = "grpc"
@@ -46,9 +53,11 @@ type Proxy struct {
 	// carry (spiffe://<mesh>/<service>, one per service of its inbounds), in
 	// sorted order; empty when the mesh has no mTLS.
 	Identities []string
-	// MTLS is true when the proxy's mesh has mTLS: its resources then
-	// reference the SDS secrets SecretIdentity and SecretMeshCA, which the
-	// snapshot must carry next to Resources.
+	// MTLS is true when the proxy's mesh has mTLS: the snapshot must then
+	// carry the SDS secrets SecretIdentity and SecretMeshCA next to
+	// Resources. An Envoy proxy's resources reference them; a gRPC proxy's
+	// reference the certificate provider CertProviderInstance instead,
+	// whose files an agent writes from those secrets, fetched over SDS.
 	MTLS bool
 	// Hash is the hex SHA-256 of the deterministic encoding of Resources:
 	// for each type in a fixed order, its URL and, for each resource, its
@@ -68,7 +77,8 @@ type Proxy struct {
 
 // SecretNames are the SDS secrets the snapshot serving p must carry next to
 // Resources: SecretIdentity and SecretMeshCA when p's mesh has mTLS, none
-// otherwise. Check verifies that the resources reference no other secret.
+// otherwise, whatever p's flavour. Check verifies that the resources
+// reference no other secret (and, for gRPC, none at all).
 func (p *Proxy) SecretNames() []string {
 	if !p.MTLS {
 		return nil

@@ -27,9 +27,9 @@ func (o Options) flavor() Flavor {
 	return o.Flavor
 }
 
-// ErrUnsupportedFlavor is returned (wrapped) for a flavour translation does
-// not produce yet.
-var ErrUnsupportedFlavor = errors.New("flavour not supported yet")
+// ErrUnsupportedFlavor is returned (wrapped) for a flavour other than
+// FlavorEnvoy and FlavorGRPC.
+var ErrUnsupportedFlavor = errors.New("unknown flavour")
 
 // resourceTypes are the types a Proxy carries, in the order Hash and Check
 // visit them; the listenerIdx... constants index it.
@@ -78,12 +78,9 @@ type builder struct {
 
 func (b *builder) proxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy, error) {
 	node := dp.NodeID()
-	switch f := opts.flavor(); f {
-	case FlavorEnvoy:
-	case FlavorGRPC:
-		return nil, fmt.Errorf("translate %s: %q: %w", node, f, ErrUnsupportedFlavor)
-	default:
-		return nil, fmt.Errorf("translate %s: unknown flavour %q", node, f)
+	flavor := opts.flavor()
+	if flavor != FlavorEnvoy && flavor != FlavorGRPC {
+		return nil, fmt.Errorf("translate %s: %w %q", node, ErrUnsupportedFlavor, flavor)
 	}
 	mi := idx.meshes[dp.Mesh]
 	if mi == nil {
@@ -93,15 +90,21 @@ func (b *builder) proxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy,
 		NodeID:    node,
 		Mesh:      dp.Mesh,
 		Dataplane: dp.Name,
-		Flavor:    FlavorEnvoy,
+		Flavor:    flavor,
 		MTLS:      mi.mesh.MTLS.Enabled,
 	}
 	var rs resourceSet
-	if err := rs.addInbounds(mi, dp); err != nil {
-		return nil, fmt.Errorf("translate %s: %w", node, err)
-	}
-	if err := rs.addOutbounds(mi, dp); err != nil {
-		return nil, fmt.Errorf("translate %s: %w", node, err)
+	if flavor == FlavorGRPC {
+		if err := rs.addGRPC(mi, dp); err != nil {
+			return nil, fmt.Errorf("translate %s: %w", node, err)
+		}
+	} else {
+		if err := rs.addInbounds(mi, dp); err != nil {
+			return nil, fmt.Errorf("translate %s: %w", node, err)
+		}
+		if err := rs.addOutbounds(mi, dp); err != nil {
+			return nil, fmt.Errorf("translate %s: %w", node, err)
+		}
 	}
 	p.Resources = rs.sorted()
 	if p.MTLS {

@@ -26,12 +26,9 @@ import (
 
 // Names shared by the bootstraps and the xDS server.
 const (
-	xdsClusterName       = "gitmesh_xds"
-	flavorMetadataKey    = "gitmesh.io/flavor"
-	certProviderInstance = "gitmesh"
-	serverListenerFormat = "grpc/server?xds.resource.listening_address=%s"
-	defaultCertDirRoot   = "/var/run/gitmesh"
-	http2OptionsKey      = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	xdsClusterName     = "gitmesh_xds"
+	defaultCertDirRoot = "/var/run/gitmesh"
+	http2OptionsKey    = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
 type bootstrapOptions struct {
@@ -150,7 +147,7 @@ func parseHostPort(s string) (string, uint32, error) {
 // envoyBootstrap builds an Envoy bootstrap that takes listeners and clusters
 // over ADS from the static cluster gitmesh_xds (HTTP/2).
 func envoyBootstrap(mesh, name, xdsHost string, xdsPort uint32, adminHost string, adminPort uint32) (*bootstrapv3.Bootstrap, error) {
-	metadata, err := structpb.NewStruct(map[string]any{flavorMetadataKey: "envoy"})
+	metadata, err := structpb.NewStruct(map[string]any{xds.FlavorMetadataKey: "envoy"})
 	if err != nil {
 		return nil, err
 	}
@@ -274,10 +271,10 @@ func grpcBootstrapJSON(mesh, name, xdsAddress, certDir string) ([]byte, error) {
 		Node: grpcNode{
 			ID:       mesh + "." + name,
 			Cluster:  mesh,
-			Metadata: map[string]string{flavorMetadataKey: "grpc"},
+			Metadata: map[string]string{xds.FlavorMetadataKey: "grpc"},
 		},
-		ServerListenerResourceNameTemplate: serverListenerFormat,
-		CertificateProviders: map[string]grpcCertProvider{certProviderInstance: {
+		ServerListenerResourceNameTemplate: xds.GRPCServerListenerTemplate,
+		CertificateProviders: map[string]grpcCertProvider{xds.CertProviderInstance: {
 			PluginName: "file_watcher",
 			Config: grpcFileWatcherCfg{
 				CertificateFile:   path.Join(certDir, "cert.pem"),

@@ -3,11 +3,25 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"sync"
 	"testing"
 
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 )
+
+// TestMain lets a test run this binary as the gitmesh command itself, in a
+// process of its own that it can kill, or as a bookinfo service.
+func TestMain(m *testing.M) {
+	if os.Getenv("GITMESH_TEST_RUN_MAIN") == "1" {
+		main()
+		return
+	}
+	if runBookinfoService() {
+		return
+	}
+	os.Exit(m.Run())
+}
 
 // gitmesh runs one command line in-process and returns its exit code and
 // output.

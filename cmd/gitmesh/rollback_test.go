@@ -24,16 +24,6 @@ import (
 	"github.com/gitmesh/gitmesh/xds/adstest"
 )
 
-// TestMain lets a test run this binary as the gitmesh command itself, in a
-// process of its own that it can kill.
-func TestMain(m *testing.M) {
-	if os.Getenv("GITMESH_TEST_RUN_MAIN") == "1" {
-		main()
-		return
-	}
-	os.Exit(m.Run())
-}
-
 // remote is a bare repository served by git daemon, with a worktree to
 // push from.
 type remote struct {

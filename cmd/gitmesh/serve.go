@@ -268,6 +268,13 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 			daemon.Rejected(reconcile.Rejection{Commit: r.Commit, Node: r.Node, Type: r.TypeURL, Version: r.Version,
 				Error: r.Error, At: r.At, RevertedTo: r.RevertedTo})
 		},
+		OnFlavor: func(c plane.FlavorChange) {
+			if c.Err != nil {
+				xdsLog.Error("cannot serve the proxy its flavour", "node", c.Node, "flavor", c.To, "error", c.Err)
+				return
+			}
+			xdsLog.Info("proxy served its flavour", "node", c.Node, "from", c.From, "to", c.To, "commit", short(c.Commit))
+		},
 		OnConverged: func(c plane.Converged) {
 			daemon.Converged(reconcile.Converged{Commit: c.Commit, Proxies: c.Proxies, Seconds: c.Duration.Seconds()})
 		},

@@ -42,7 +42,7 @@ func daemon() *fakeBackend {
 				RejectedProxies: 1, Convergence: &reconcile.Converged{Proxies: 1, Seconds: 0.042}},
 		},
 		proxies: []ads.ProxyStatus{
-			{NodeID: "default.backend-01", Published: true, Commit: good.Hash, Streams: 1, ConnectedSince: at(2), Types: []ads.TypeStatus{
+			{NodeID: "default.backend-01", Flavor: "envoy", Published: true, Commit: good.Hash, Streams: 1, ConnectedSince: at(2), Types: []ads.TypeStatus{
 				{TypeURL: clusterType, Published: "c-1", Sent: "c-1", SentAt: at(2), Acked: "c-1", AckedAt: at(2)},
 				{TypeURL: listenerType, Published: "l-1", Sent: "l-1", SentAt: at(2), Acked: "l-1", AckedAt: at(2)},
 			}},

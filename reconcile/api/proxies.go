@@ -13,8 +13,11 @@ type proxyJSON struct {
 	NodeID string `json:"nodeId"`
 	// Mesh and Name are split from the node id `<mesh>.<name>`; empty for
 	// a node id of another form.
-	Mesh      string `json:"mesh,omitempty"`
-	Name      string `json:"name,omitempty"`
+	Mesh string `json:"mesh,omitempty"`
+	Name string `json:"name,omitempty"`
+	// Flavor is what the node runs (envoy or grpc), from its streams; empty
+	// for a node never seen.
+	Flavor    string `json:"flavor,omitempty"`
 	Published bool   `json:"published"`        // it has a snapshot of the served commit
 	Commit    string `json:"commit,omitempty"` // the commit of that snapshot
 	// InSync is true when every published type is ACKed at its published
@@ -46,7 +49,7 @@ type nackJSON struct {
 }
 
 func toProxy(p ads.ProxyStatus) proxyJSON {
-	out := proxyJSON{NodeID: p.NodeID, Published: p.Published, Commit: p.Commit, InSync: p.InSync(),
+	out := proxyJSON{NodeID: p.NodeID, Flavor: string(p.Flavor), Published: p.Published, Commit: p.Commit, InSync: p.InSync(),
 		Streams: p.Streams, ConnectedSince: p.ConnectedSince, Types: []typeJSON{}}
 	if mesh, name, ok := strings.Cut(p.NodeID, "."); ok {
 		out.Mesh, out.Name = mesh, name
@@ -54,7 +57,7 @@ func toProxy(p ads.ProxyStatus) proxyJSON {
 	for _, t := range p.Types {
 		tj := typeJSON{TypeURL: t.TypeURL, Type: t.TypeURL[strings.LastIndexByte(t.TypeURL, '.')+1:],
 			Published: t.Published, Sent: t.Sent, SentAt: t.SentAt, Acked: t.Acked, AckedAt: t.AckedAt,
-			InSync: t.Published != "" && t.Acked == t.Published}
+			InSync: t.InSync()}
 		if n := t.LastNACK; n != nil {
 			tj.LastNACK = &nackJSON{Version: n.Version, Error: n.Error, At: n.At}
 		}

@@ -316,6 +316,9 @@ func TestDeltaADS(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := recv()
+	if e := nextEvent(t, events); e.Kind != FlavorChanged || !e.Delta || e.Flavor != xds.FlavorEnvoy || e.NodeID != node {
+		t.Fatalf("event %+v, want the flavour of %s learned from its delta stream", e, node)
+	}
 	var got []string
 	for _, res := range r.GetResources() {
 		got = append(got, res.GetName())
@@ -349,5 +352,28 @@ func TestDeltaADS(t *testing.T) {
 	ps := waitStatus(t, s, node, func(ProxyStatus) bool { return true })
 	if ts := typeStatus(ps, resource.ClusterType); ts.Acked != v1 || ts.LastNACK == nil || ts.LastNACK.Version != versionOf(commit2, p2) {
 		t.Errorf("delta status %+v", ts)
+	}
+}
+
+func TestInSyncIgnoresEmptyTypesNeverSubscribed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ts   TypeStatus
+		want bool
+	}{
+		{"acked", TypeStatus{Published: "v1", Sent: "v1", Acked: "v1"}, true},
+		{"not acked", TypeStatus{Published: "v2", Sent: "v2", Acked: "v1"}, false},
+		{"never sent", TypeStatus{Published: "v1"}, false},
+		{"empty, never subscribed", TypeStatus{Published: "v1", Empty: true}, true},
+		{"empty, sent and not acked", TypeStatus{Published: "v2", Empty: true, Sent: "v2", Acked: "v1"}, false},
+		{"not published", TypeStatus{}, false},
+	} {
+		if got := tc.ts.InSync(); got != tc.want {
+			t.Errorf("%s: InSync = %v, want %v", tc.name, got, tc.want)
+		}
+		ps := ProxyStatus{Published: true, Types: []TypeStatus{{Published: "a", Acked: "a"}, tc.ts}}
+		if got, want := ps.InSync(), tc.want || tc.ts.Published == ""; got != want {
+			t.Errorf("%s: ProxyStatus.InSync = %v, want %v", tc.name, got, want)
+		}
 	}
 }

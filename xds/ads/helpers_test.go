@@ -88,6 +88,11 @@ type client struct {
 	st    sotwStream
 	resps chan *discoverygrpc.DiscoveryResponse
 	count atomic.Int64 // responses received
+	// as is the node message sent with every request; nil sends the node id
+	// with user agent "envoy".
+	as *corev3.Node
+	// close ends the stream and waits for its receiver (again: no-op).
+	close func()
 }
 
 func newClient(t *testing.T, node string, open func(context.Context) (sotwStream, error)) *client {
@@ -100,7 +105,8 @@ func newClient(t *testing.T, node string, open func(context.Context) (sotwStream
 	}
 	c := &client{t: t, node: node, st: st, resps: make(chan *discoverygrpc.DiscoveryResponse, 64)}
 	done := receive(st, c.resps, &c.count)
-	t.Cleanup(func() { cancel(); <-done })
+	c.close = func() { cancel(); <-done }
+	t.Cleanup(c.close)
 	return c
 }
 
@@ -134,7 +140,10 @@ func adsClient(t *testing.T, conn *grpc.ClientConn, node string) *client {
 
 func (c *client) send(req *discoverygrpc.DiscoveryRequest) {
 	c.t.Helper()
-	req.Node = &corev3.Node{Id: c.node, UserAgentName: "envoy"}
+	req.Node = c.as
+	if req.Node == nil {
+		req.Node = &corev3.Node{Id: c.node, UserAgentName: "envoy"}
+	}
 	if err := c.st.Send(req); err != nil {
 		c.t.Fatalf("send: %v", err)
 	}

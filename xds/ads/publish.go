@@ -41,7 +41,8 @@ type published struct {
 	typeHashes    map[string]string // what each type's version was made from
 	typeCommits   map[string]string // the commit at which each type's hash was first published
 	secretVersion string
-	types         []string // type URLs of the snapshot, sorted
+	types         []string        // type URLs of the snapshot, sorted
+	empty         map[string]bool // the types of the snapshot that hold no resource
 }
 
 // Publish makes proxies, the translation of one commit, the whole served
@@ -243,6 +244,14 @@ func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secr
 	// xds.Check ran the snapshot consistency check on the same resources
 	// (where it applies: it does not follow api_listener).
 	pub.types = slices.Sorted(maps.Keys(resources))
+	for typ, rs := range resources {
+		if len(rs) == 0 {
+			if pub.empty == nil {
+				pub.empty = map[string]bool{}
+			}
+			pub.empty[typ] = true
+		}
+	}
 	if len(p.Identities) > 0 {
 		pub.types = append(pub.types, resource.SecretType)
 		slices.Sort(pub.types)

@@ -2,7 +2,7 @@
 // state-of-the-world and delta form, and the separate CDS, LDS, EDS, RDS and
 // SDS services, all from one go-control-plane snapshot cache. Publish swaps
 // in a whole commit at once, and the server tracks what every proxy was sent,
-// ACKed and NACKed.
+// ACKed and NACKed, and which flavour (Envoy or proxyless gRPC) each runs.
 package ads
 
 import (

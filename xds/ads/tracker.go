@@ -7,27 +7,39 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gitmesh/gitmesh/xds"
 )
 
-// EventKind tells an ACK from a NACK.
+// EventKind tells an ACK from a NACK and from a flavour change.
 type EventKind string
 
 // The kinds of Event.
 const (
 	ACK  EventKind = "ACK"
 	NACK EventKind = "NACK"
+	// FlavorChanged says the server learned a node's flavour (Event.Flavor)
+	// for the first time, or that a new stream of the node declared another
+	// flavour than the node had: see Server.FlavorOf.
+	FlavorChanged EventKind = "FLAVOR"
 )
 
-// Event is one ACK or NACK of a proxy.
+// Event is one ACK or NACK of a proxy, or a change of its flavour.
 type Event struct {
-	Kind    EventKind
-	NodeID  string
+	Kind   EventKind
+	NodeID string
+	// Flavor is the node's new flavour (FlavorChanged only).
+	Flavor xds.Flavor
+	// TypeURL is the type ACKed or NACKed ("" for FlavorChanged).
 	TypeURL string
 	// Version is, for an ACK, the version the proxy now runs; for a NACK,
 	// the version it rejected (found from the response nonce: the request's
@@ -43,6 +55,9 @@ type Event struct {
 // connected (or both).
 type ProxyStatus struct {
 	NodeID string
+	// Flavor is the node's flavour as its streams declare it (FlavorOf); ""
+	// when no stream of the node was ever seen.
+	Flavor xds.Flavor
 	// Published is true while the node has a snapshot from the last Publish;
 	// Commit is the commit its current resource version comes from.
 	Published bool
@@ -61,8 +76,10 @@ type ProxyStatus struct {
 // TypeStatus is the state of one resource type of a node.
 type TypeStatus struct {
 	TypeURL string
-	// Published is the version in the node's snapshot ("" when none).
+	// Published is the version in the node's snapshot ("" when none);
+	// Empty is set when that version holds no resource.
 	Published string
+	Empty     bool
 	// Sent is the last version sent on any stream of the node.
 	Sent   string
 	SentAt time.Time
@@ -83,13 +100,24 @@ type NACKStatus struct {
 
 // InSync reports whether every published type of the node is ACKed at its
 // published version.
+//
+// A type published without resources that the node never subscribed to
+// (nothing of it was ever sent) needs no ACK: an Envoy with TCP listeners
+// only never asks for routes, and a proxyless gRPC server asks for its
+// listener alone.
 func (p ProxyStatus) InSync() bool {
 	for _, t := range p.Types {
-		if t.Published != "" && t.Acked != t.Published {
+		if t.Published != "" && !t.InSync() {
 			return false
 		}
 	}
 	return p.Published
+}
+
+// InSync reports whether the type is ACKed at its published version, or
+// published empty and never subscribed to.
+func (t TypeStatus) InSync() bool {
+	return t.Published != "" && (t.Acked == t.Published || (t.Empty && t.Sent == ""))
 }
 
 // Status returns every node the server published or saw, sorted by node id.
@@ -145,7 +173,7 @@ func (ps *ProxyStatus) withPublished(pub *published) {
 			ps.Types = append(ps.Types, TypeStatus{TypeURL: typ})
 			i = len(ps.Types) - 1
 		}
-		ps.Types[i].Published = pub.versionOf(typ)
+		ps.Types[i].Published, ps.Types[i].Empty = pub.versionOf(typ), pub.empty[typ]
 	}
 }
 
@@ -153,14 +181,40 @@ func (ps *ProxyStatus) sortTypes() {
 	slices.SortFunc(ps.Types, func(a, b TypeStatus) int { return strings.Compare(a.TypeURL, b.TypeURL) })
 }
 
-// Subscribe returns a channel of every ACK and NACK from now on, and a
-// function that ends the subscription and closes the channel. Events are
-// delivered without blocking the xDS streams: a subscriber that falls more
-// than Config.EventBuffer events behind loses the newer ones (Status stays
-// exact).
+// Subscribe returns a channel of every ACK, NACK and flavour change from
+// now on, and a function that ends the subscription and closes the channel.
+// Events are delivered without blocking the xDS streams: a subscriber that
+// falls more than Config.EventBuffer events behind loses the newer ones
+// (Status, FlavorOf and FlavorChanges stay exact).
 func (s *Server) Subscribe() (<-chan Event, func()) {
 	return s.tracker.subscribe()
 }
+
+// FlavorOf is the flavour of node: what xds.FlavorOfNode makes of the node
+// message on the first request of the node's latest stream. It is kept after
+// the node's streams close, so that the node is translated for what it runs
+// when it comes back. False when no stream of the node was ever accepted.
+//
+// A stream whose first request carries an invalid flavour (node metadata
+// xds.FlavorMetadataKey neither "envoy" nor "grpc") is refused with
+// codes.InvalidArgument and a message naming the value, and logged at warn
+// level: serving a proxy the resources of a flavour it does not run would
+// only fail later, and less clearly. A node's flavour is read from the
+// first request of each stream alone.
+func (s *Server) FlavorOf(node string) (xds.Flavor, bool) {
+	t := s.tracker
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ns := t.nodes[node]; ns != nil && ns.flavor != "" {
+		return ns.flavor, true
+	}
+	return "", false
+}
+
+// FlavorChanges counts the FlavorChanged events so far, delivered or not. A
+// subscriber that may have lost events compares it with the value it last
+// saw to know whether it must look at every node's FlavorOf again.
+func (s *Server) FlavorChanges() uint64 { return s.tracker.flavorChanges.Load() }
 
 // streamKey tells SotW and delta streams apart: their ids are counted
 // separately.
@@ -182,6 +236,7 @@ type sent struct{ nonce, version string }
 type nodeState struct {
 	streams int
 	since   time.Time
+	flavor  xds.Flavor // "" until a stream of the node is attached
 	types   map[string]*TypeStatus
 }
 
@@ -198,6 +253,8 @@ type tracker struct {
 	nodes   map[string]*nodeState
 	subs    map[int]chan Event
 	nextSub int
+
+	flavorChanges atomic.Uint64 // FlavorChanged events, written under mu
 }
 
 var _ serverv3.Callbacks = (*tracker)(nil)
@@ -269,7 +326,7 @@ func (t *tracker) statusOf(node string) *ProxyStatus {
 
 // status copies the node's state. Called locked.
 func (ns *nodeState) status(node string) *ProxyStatus {
-	ps := &ProxyStatus{NodeID: node, Streams: ns.streams, ConnectedSince: ns.since}
+	ps := &ProxyStatus{NodeID: node, Flavor: ns.flavor, Streams: ns.streams, ConnectedSince: ns.since}
 	for _, ts := range ns.types {
 		c := *ts
 		if c.LastNACK != nil {
@@ -281,24 +338,62 @@ func (ns *nodeState) status(node string) *ProxyStatus {
 	return ps
 }
 
-// attach returns the stream, registering it and its node on first sight.
-// The node id is only certain on a stream's first request. Called locked.
-func (t *tracker) attach(key streamKey, node string) *streamState {
+// stream returns the state of an open stream, created on first sight.
+// Called locked.
+func (t *tracker) stream(key streamKey) *streamState {
 	st := t.streams[key]
 	if st == nil {
 		st = &streamState{lastSent: map[string]sent{}}
 		t.streams[key] = st
 	}
-	if st.node == "" && node != "" {
-		st.node = node
-		ns := t.node(node)
-		if ns.streams == 0 {
-			ns.since = t.now()
-		}
-		ns.streams++
-		t.log.Debug("xds stream opened", "node", node, "stream", key.id, "delta", key.delta)
-	}
 	return st
+}
+
+// attach returns the stream, registering it and its node on first sight.
+// The node id is only certain on a stream's first request, and the node's
+// flavour is read from it: an invalid one refuses the stream (nil and an
+// InvalidArgument error). Called locked.
+func (t *tracker) attach(key streamKey, node *corev3.Node) (*streamState, error) {
+	id := node.GetId()
+	if st := t.streams[key]; st != nil && (st.node != "" || id == "") {
+		return st, nil
+	}
+	if id == "" {
+		return t.stream(key), nil
+	}
+	f, err := xds.FlavorOfNode(node)
+	if err != nil {
+		t.log.Warn("xds stream refused", "node", id, "stream", key.id, "delta", key.delta, "error", err)
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	st := t.stream(key)
+	st.node = id
+	ns := t.node(id)
+	if ns.streams == 0 {
+		ns.since = t.now()
+	}
+	ns.streams++
+	t.log.Debug("xds stream opened", "node", id, "stream", key.id, "delta", key.delta, "flavor", f)
+	if ns.flavor != f {
+		if ns.flavor != "" {
+			t.log.Info("xds node changed flavour", "node", id, "from", ns.flavor, "to", f)
+		}
+		ns.flavor = f
+		t.flavorChanges.Add(1)
+		t.sendLocked(Event{Kind: FlavorChanged, NodeID: id, Flavor: f, Delta: key.delta, At: t.now()})
+	}
+	return st, nil
+}
+
+// sendLocked delivers e to every subscriber that has room for it. Called
+// locked.
+func (t *tracker) sendLocked(e Event) {
+	for _, ch := range t.subs {
+		select {
+		case ch <- e:
+		default:
+		}
+	}
 }
 
 func (t *tracker) node(node string) *nodeState {
@@ -340,10 +435,12 @@ func (t *tracker) closed(key streamKey) {
 	}
 }
 
-func (t *tracker) responded(key streamKey, node, typeURL, nonce, version string) {
+// responded records a response. Streams are attached by their requests,
+// which come first.
+func (t *tracker) responded(key streamKey, typeURL, nonce, version string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.attach(key, node)
+	st := t.stream(key)
 	st.lastSent[typeURL] = sent{nonce, version}
 	if st.node == "" {
 		return
@@ -352,15 +449,19 @@ func (t *tracker) responded(key streamKey, node, typeURL, nonce, version string)
 	ts.Sent, ts.SentAt = version, t.now()
 }
 
-// answered records an ACK or NACK and returns the version the NACK rejected
-// ("" for an ACK, a stale nonce, or an unknown one).
-func (t *tracker) answered(key streamKey, node, typeURL, nonce, version string, nackMsg *string) (rejected string) {
+// answered records a request: the stream's node on its first one, then
+// ACKs and NACKs. It returns the version a NACK rejected ("" for an ACK, a
+// stale nonce, or an unknown one), or the error that refuses the stream.
+func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, version string, nackMsg *string) (rejected string, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.attach(key, node)
+	st, err := t.attach(key, node)
+	if err != nil {
+		return "", err
+	}
 	last, ok := st.lastSent[typeURL]
 	if nonce == "" || !ok || last.nonce != nonce || st.node == "" {
-		return ""
+		return "", nil
 	}
 	e := Event{Kind: ACK, NodeID: st.node, TypeURL: typeURL, Version: last.version, Delta: key.delta, At: t.now()}
 	ts := t.node(st.node).typ(typeURL)
@@ -375,13 +476,8 @@ func (t *tracker) answered(key streamKey, node, typeURL, nonce, version string, 
 		}
 		ts.Acked, ts.AckedAt = e.Version, e.At
 	}
-	for _, ch := range t.subs {
-		select {
-		case ch <- e:
-		default:
-		}
-	}
-	return rejected
+	t.sendLocked(e)
+	return rejected, nil
 }
 
 // nackMessage returns the error_detail message of a NACK, or nil for a
@@ -407,18 +503,21 @@ func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{
 // last good version, so the cache would send the rejected snapshot again at
 // once, forever. Setting version_info to the rejected version (the cache
 // reads this same request next) makes it wait for a newer snapshot.
+//
+// The first request of a stream gives the node and its flavour; an invalid
+// flavour ends the stream with the error returned (see Server.FlavorOf).
 func (t *tracker) OnStreamRequest(id int64, req *discoverygrpc.DiscoveryRequest) error {
-	rejected := t.answered(streamKey{false, id}, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), nackMessage(req))
+	rejected, err := t.answered(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), nackMessage(req))
 	if rejected != "" {
 		req.VersionInfo = rejected
 	}
-	return nil
+	return err
 }
 
 // OnStreamResponse implements serverv3.Callbacks: it maps the response
 // nonce to the version sent.
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
-	t.responded(streamKey{false, id}, req.GetNode().GetId(), resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+	t.responded(streamKey{false, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 }
 
 // OnDeltaStreamOpen implements serverv3.Callbacks.
@@ -428,15 +527,16 @@ func (t *tracker) OnDeltaStreamOpen(context.Context, int64, string) error { retu
 func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{true, id}) }
 
 // OnStreamDeltaRequest implements serverv3.Callbacks. A delta NACK does not
-// make the cache re-send, so there is nothing to rewrite.
+// make the cache re-send, so there is nothing to rewrite. The node and its
+// flavour come as in OnStreamRequest.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
-	t.answered(streamKey{true, id}, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), "", nackMessage(req))
-	return nil
+	_, err := t.answered(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", nackMessage(req))
+	return err
 }
 
 // OnStreamDeltaResponse implements serverv3.Callbacks.
 func (t *tracker) OnStreamDeltaResponse(id int64, req *discoverygrpc.DeltaDiscoveryRequest, resp *discoverygrpc.DeltaDiscoveryResponse) {
-	t.responded(streamKey{true, id}, req.GetNode().GetId(), resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+	t.responded(streamKey{true, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
 }
 
 // OnFetchRequest implements serverv3.Callbacks (REST is not served).

@@ -19,7 +19,9 @@ type Rejection struct {
 	Error   string // the proxy's error_detail
 	At      time.Time
 	// RevertedTo is the commit whose translation the proxy was put back on
-	// ("" when RollbackOnNACK is off, or the proxy never accepted a whole commit, or it was already reverted for this commit).
+	// ("" when RollbackOnNACK is off, or the proxy never accepted a whole
+	// commit in the flavour it is served, or it was already reverted for
+	// this commit).
 	RevertedTo string
 	// RevertErr says why the proxy could not be put back (its earlier
 	// translation failed a check, its secrets could not be issued, Run
@@ -30,14 +32,19 @@ type Rejection struct {
 // Run follows the server's ACKs and NACKs until ctx ends: it counts them
 // (Metrics), notes which translation each proxy accepted whole, puts a
 // proxy that rejects what it is served back on its accepted translation
-// (RollbackOnNACK), and follows convergence, calling OnNACK and OnConverged.
-// Events the subscription drops are made up for by a periodic look at the
-// proxies still pending. Run one at a time.
+// (RollbackOnNACK), translates a node again when it turns out to run another
+// flavour than it was translated for, and follows convergence, calling
+// OnNACK, OnFlavor and OnConverged. Events the subscription drops are made
+// up for by a periodic look at the proxies still pending and, after a lost
+// flavour change, at every node's flavour. Run one at a time.
 func (p *Plane) Run(ctx context.Context) {
 	events, cancel := p.cfg.Server.Subscribe()
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	// flavorChanges is the server's count of flavour changes when Run last
+	// looked at every node.
+	var flavorChanges uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -54,6 +61,10 @@ func (p *Plane) Run(ctx context.Context) {
 				p.noteAccepted(node)
 				p.conv.check(node, now)
 			}
+			if n := p.cfg.Server.FlavorChanges(); n != flavorChanges {
+				flavorChanges = n
+				p.reportFlavors(p.reflavor(ctx, nil))
+			}
 		}
 		if p.cfg.OnConverged == nil {
 			p.conv.takeCompleted()
@@ -65,18 +76,24 @@ func (p *Plane) Run(ctx context.Context) {
 	}
 }
 
-// answered handles one ACK or NACK.
+// answered handles one ACK, NACK or flavour change.
 func (p *Plane) answered(ctx context.Context, e ads.Event) {
-	if m := p.cfg.Metrics; m != nil {
-		if e.Kind == ads.NACK {
-			m.nacks.WithLabelValues(typeName(e.TypeURL)).Inc()
-		} else {
+	switch e.Kind {
+	case ads.FlavorChanged:
+		p.reportFlavors(p.reflavor(ctx, []string{e.NodeID}))
+		return
+	case ads.ACK:
+		if m := p.cfg.Metrics; m != nil {
 			m.acks.WithLabelValues(typeName(e.TypeURL)).Inc()
 		}
-	}
-	if e.Kind == ads.ACK {
 		p.noteAccepted(e.NodeID)
 		p.conv.check(e.NodeID, e.At)
+		return
+	case ads.NACK:
+		if m := p.cfg.Metrics; m != nil {
+			m.nacks.WithLabelValues(typeName(e.TypeURL)).Inc()
+		}
+	default:
 		return
 	}
 	r, ok := p.rejected(ctx, e)
@@ -140,7 +157,9 @@ func (p *Plane) rejected(ctx context.Context, e ads.Event) (Rejection, bool) {
 		return r, true
 	}
 	back, ok := p.accepted[e.NodeID]
-	if !p.cfg.RollbackOnNACK || !ok || back.proxy.Hash == px.Hash {
+	// A translation of another flavour is no way back: the node does not
+	// run that flavour (any more).
+	if !p.cfg.RollbackOnNACK || !ok || back.proxy.Hash == px.Hash || back.proxy.Flavor != px.Flavor {
 		return r, true
 	}
 	if _, err := p.cfg.Server.PublishProxy(ctx, back.commit, back.proxy, p.secrets(p.set)); err != nil {

@@ -1,7 +1,8 @@
 // Package plane is the xDS side of the daemon: it turns each published
-// policy Set into per-proxy translations, re-translating only the proxies a
-// change reaches, publishes them through the ADS server with their mTLS
-// secrets, and follows the proxies' ACKs to tell when a commit has converged.
+// policy Set into per-proxy translations, each for the flavour its node runs
+// (Envoy or proxyless gRPC), re-translating only the proxies a change reaches,
+// publishes them through the ADS server with their mTLS secrets, and follows
+// the proxies' ACKs to tell when a commit has converged.
 package plane
 
 import (
@@ -25,7 +26,10 @@ import (
 type Config struct {
 	Server    *ads.Server
 	Authority *ca.Authority // required when a mesh has mTLS
-	Options   xds.Options
+	// Options are the translation's. Each node is translated for the flavour
+	// the Server learned from its streams (ads.Server.FlavorOf); Options.Flavor
+	// is the default, for nodes never seen (FlavorEnvoy when empty).
+	Options xds.Options
 	// Workers translate proxies in parallel; GOMAXPROCS when zero.
 	Workers int
 	// Metrics, when set, counts ACKs and NACKs and observes convergence.
@@ -45,13 +49,22 @@ type Config struct {
 	// publishes; also for a publish that changed no connected proxy (Proxies 0,
 	// Duration 0). Like OnNACK, Run waits for it.
 	OnConverged func(Converged)
+	// OnFlavor, when set, is called from Run for each node it translated
+	// again, at the served commit, because the node runs another flavour
+	// than it was translated for; Err says when that failed. Like OnNACK,
+	// Run waits for it.
+	OnFlavor func(FlavorChange)
+
+	// translate is xds.TranslateProxy unless a test sets it.
+	translate func(*xds.Index, *schema.Dataplane, xds.Options) (*xds.Proxy, error)
 }
 
 // Result says what one Apply did.
 type Result struct {
 	Commit string
 	// Affected proxies were translated again (every proxy on the first
-	// Apply); the others kept their translation.
+	// Apply, and those whose node runs another flavour than they were
+	// translated for); the others kept their translation.
 	Affected int
 	// Changed, Unchanged and Removed are node ids as ads.PublishResult has
 	// them.
@@ -63,10 +76,12 @@ type Result struct {
 type Plane struct {
 	cfg Config
 
-	// mu serialises Apply, which holds it while it translates, and guards
-	// idx. served is held across every publish (Apply's, Renew's, a
-	// rollback's) and briefly by Run: what it guards always matches what the
-	// server serves. Lock order: mu, served, the convergence's lock.
+	// mu serialises Apply, which holds it while it translates, and Run's
+	// translation of a node for a new flavour (which therefore waits for an
+	// Apply under way), and guards idx. served is held across every publish
+	// (Apply's, Renew's, a rollback's, a flavour change's) and briefly by
+	// Run: what it guards always matches what the server serves. Lock order:
+	// mu, served, the convergence's lock.
 	mu  sync.Mutex
 	idx *xds.Index
 	// prev is the translation served before the current one, kept so that
@@ -111,6 +126,16 @@ func New(cfg Config) (*Plane, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	switch cfg.Options.Flavor {
+	case "":
+		cfg.Options.Flavor = xds.FlavorEnvoy
+	case xds.FlavorEnvoy, xds.FlavorGRPC:
+	default:
+		return nil, fmt.Errorf("plane: unknown default flavour %q", cfg.Options.Flavor)
+	}
+	if cfg.translate == nil {
+		cfg.translate = xds.TranslateProxy
+	}
 	p := &Plane{cfg: cfg, proxies: map[string]*xds.Proxy{},
 		accepted: map[string]translation{}, reverted: map[string]translation{}}
 	p.conv = convergence{metrics: cfg.Metrics, server: cfg.Server, wake: make(chan struct{}, 1)}
@@ -119,7 +144,8 @@ func New(cfg Config) (*Plane, error) {
 
 // Apply makes set, the policy of commit, what is served. diff is what
 // changed since the Set of the last successful Apply (ignored on the first).
-// It is all or nothing: on error nothing served changes and the Plane keeps
+// Each proxy is translated for its node's flavour (see Config.Options). It
+// is all or nothing: on error nothing served changes and the Plane keeps
 // its previous Set.
 func (p *Plane) Apply(ctx context.Context, commit string, set *schema.Set, diff schema.SetDiff) (Result, error) {
 	p.mu.Lock()
@@ -127,11 +153,22 @@ func (p *Plane) Apply(ctx context.Context, commit string, set *schema.Set, diff 
 	res := Result{Commit: commit}
 	start := p.cfg.Now()
 	if g := p.prev; g != nil && g.commit == commit {
-		// Translation is a pure function of the commit's policy: the commit
-		// served before translates as it did then.
-		proxies := make([]*xds.Proxy, 0, len(g.set.Dataplanes))
-		for _, dp := range g.set.Dataplanes {
-			proxies = append(proxies, g.proxies[dp.NodeID()])
+		// Translation is a pure function of the commit's policy and the
+		// node's flavour: the commit served before translates as it did
+		// then, but for the nodes whose flavour has changed since.
+		proxies := make([]*xds.Proxy, len(g.set.Dataplanes))
+		var todo []int
+		for i, dp := range g.set.Dataplanes {
+			px := g.proxies[dp.NodeID()]
+			if px.Flavor != p.flavorOf(dp.NodeID()) {
+				todo = append(todo, i)
+				continue
+			}
+			proxies[i] = px
+		}
+		res.Affected = len(todo)
+		if err := p.translate(ctx, g.idx, g.set, proxies, todo); err != nil {
+			return res, err
 		}
 		res.Translate = p.cfg.Now().Sub(start)
 		return p.publish(ctx, res, commit, g.set, g.idx, proxies)
@@ -153,7 +190,7 @@ func (p *Plane) Apply(ctx context.Context, commit string, set *schema.Set, diff 
 	var todo []int
 	for i, dp := range set.Dataplanes {
 		old := p.proxies[dp.NodeID()]
-		if old == nil || affected == nil || affected[dp.NodeID()] {
+		if old == nil || affected == nil || affected[dp.NodeID()] || old.Flavor != p.flavorOf(dp.NodeID()) {
 			todo = append(todo, i)
 			continue
 		}
@@ -239,7 +276,23 @@ func onlyPermissions(d schema.SetDiff) bool {
 	return true
 }
 
-// translate fills proxies[i] for every i in todo, in parallel.
+// flavorOf is the flavour node is translated for.
+func (p *Plane) flavorOf(node string) xds.Flavor {
+	if f, ok := p.cfg.Server.FlavorOf(node); ok {
+		return f
+	}
+	return p.cfg.Options.Flavor
+}
+
+// translateFor translates dp for flavour f.
+func (p *Plane) translateFor(idx *xds.Index, dp *schema.Dataplane, f xds.Flavor) (*xds.Proxy, error) {
+	opts := p.cfg.Options
+	opts.Flavor = f
+	return p.cfg.translate(idx, dp, opts)
+}
+
+// translate fills proxies[i] for every i in todo, in parallel, each for its
+// node's flavour.
 func (p *Plane) translate(ctx context.Context, idx *xds.Index, set *schema.Set, proxies []*xds.Proxy, todo []int) error {
 	if len(todo) == 0 {
 		return nil
@@ -254,13 +307,13 @@ func (p *Plane) translate(ctx context.Context, idx *xds.Index, set *schema.Set, 
 					errs[w] = err
 					return
 				}
-				i := todo[j]
-				px, err := xds.TranslateProxy(idx, set.Dataplanes[i], p.cfg.Options)
+				dp := set.Dataplanes[todo[j]]
+				px, err := p.translateFor(idx, dp, p.flavorOf(dp.NodeID()))
 				if err != nil {
 					errs[w] = err
 					return
 				}
-				proxies[i] = px
+				proxies[todo[j]] = px
 			}
 		})
 	}

@@ -84,6 +84,15 @@ func newFixture(t *testing.T) *fixture {
 // (when not nil).
 func newFixtureWith(t *testing.T, edit func(*Config)) *fixture {
 	t.Helper()
+	f, run := newIdleFixture(t, edit)
+	run()
+	return f
+}
+
+// newIdleFixture is newFixtureWith, but the Plane's Run starts only when
+// run is called (once).
+func newIdleFixture(t *testing.T, edit func(*Config)) (f *fixture, run func()) {
+	t.Helper()
 	server, err := ads.New(ads.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -106,13 +115,21 @@ func newFixtureWith(t *testing.T, edit func(*Config)) *fixture {
 		t.Fatal(err)
 	}
 	ran := make(chan struct{})
-	go func() { p.Run(ctx); close(ran) }()
+	start := func() { go func() { p.Run(ctx); close(ran) }() }
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close(); cancel(); <-served; <-ran })
-	return &fixture{p, server, conn, reg, lis.Addr().String()}
+	started := false
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		<-served
+		if started {
+			<-ran
+		}
+	})
+	return &fixture{p, server, conn, reg, lis.Addr().String()}, func() { started = true; start() }
 }
 
 func (f *fixture) dial(t *testing.T, node string) *adstest.Client {

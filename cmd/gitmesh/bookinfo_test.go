@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gitmesh/gitmesh/examples/bookinfo/app"
+	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/reconcile/gittest"
+)
+
+// envRunBookinfo makes the test binary run a bookinfo service (its value)
+// instead of the tests: the six bookinfo processes are this binary.
+const envRunBookinfo = "GITMESH_TEST_RUN_BOOKINFO"
+
+// runBookinfoService runs the service named by envRunBookinfo, when set,
+// and reports whether it did.
+func runBookinfoService() bool {
+	svc := os.Getenv(envRunBookinfo)
+	if svc == "" {
+		return false
+	}
+	app.Main(svc, app.Services[svc])
+	return true
+}
+
+// bookinfoDataplane is one of the six, as examples/bookinfo/policies has
+// them.
+type bookinfoDataplane struct {
+	name, service, version string
+	port                   int // rewritten to a free port
+}
+
+var bookinfoDataplanes = []bookinfoDataplane{
+	{"productpage-v1", "productpage", "v1", 19080},
+	{"details-v1", "details", "v1", 19081},
+	{"ratings-v1", "ratings", "v1", 19082},
+	{"reviews-v1", "reviews", "v1", 19083},
+	{"reviews-v2", "reviews", "v2", 19084},
+	{"reviews-v3", "reviews", "v3", 19085},
+}
+
+// bookinfoPolicies returns examples/bookinfo/policies as files under
+// policies/, with every inbound port replaced as ports says.
+func bookinfoPolicies(t *testing.T, ports map[int]int) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	root := os.DirFS("../../examples/bookinfo/policies")
+	err := fs.WalkDir(root, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(root, p)
+		content := string(b)
+		for from, to := range ports {
+			content = strings.ReplaceAll(content, fmt.Sprintf("port: %d\n", from), fmt.Sprintf("port: %d\n", to))
+		}
+		files["policies/"+p] = content
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestBookinfoEndToEnd runs bookinfo on gRPC-Go's own xDS client and server,
+// configured and secured by gitmesh from a repository on a real git server:
+// permissions taken away by a commit, kept by an invalid commit, restored
+// by a rollback and taken away again by resume.
+func TestBookinfoEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts six gRPC processes")
+	}
+	ports := map[int]int{}
+	for i, dp := range bookinfoDataplanes {
+		bookinfoDataplanes[i].port = freePort(t)
+		ports[dp.port] = bookinfoDataplanes[i].port
+	}
+	r := newRemote(t)
+	c1 := r.push(t, "Bookinfo", bookinfoPolicies(t, ports))
+	stateDir := t.TempDir()
+	s := startServe(t, serveOptions{repo: r.url, path: "policies", stateDir: stateDir, webhookSecretFile: writeSecret(t, webhookSecret)})
+	api, xdsAddr := s.app.apiLis.Addr().String(), s.app.xdsLis.Addr().String()
+	s.waitStatus(t, "the first commit", func(st reconcile.Status) bool { return st.Ready })
+
+	// Each dataplane: its certificates kept by `gitmesh certs`, its gRPC
+	// bootstrap from `gitmesh bootstrap --grpc`, its process.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	for _, dp := range bookinfoDataplanes {
+		dir := filepath.Join(t.TempDir(), dp.name)
+		agentLog := &syncBuffer{}
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, []string{"certs", "--dataplane", "bookinfo/" + dp.name, "--xds-address", xdsAddr, "--dir", dir}, agentLog, agentLog)
+		}()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+			if t.Failed() {
+				t.Logf("certs %s:\n%s", dp.name, agentLog)
+			}
+		})
+		waitFile(t, filepath.Join(dir, "cert.pem"))
+
+		code, out, errOut := gitmesh(t, "bootstrap", "--grpc", "--dataplane", "bookinfo/"+dp.name, "--xds-address", xdsAddr, "--cert-dir", dir)
+		if code != 0 {
+			t.Fatalf("bootstrap %s: %s", dp.name, errOut)
+		}
+		boot := filepath.Join(dir, "bootstrap.json")
+		if err := os.WriteFile(boot, []byte(out), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", dp.port), "--version", dp.version}
+		if dp.service == "productpage" {
+			args = append(args, "--http", httpAddr)
+		}
+		startBookinfo(t, dp, boot, args)
+	}
+
+	// Every version of reviews answers productpage; v2 and v3 reach ratings.
+	seen := map[string]bool{}
+	pollPage(t, httpAddr, "productpage reaching details and every reviews version", func(p *app.Reply) bool {
+		d, rv := p.Calls[0], p.Calls[1]
+		if !d.OK || !rv.OK {
+			return false
+		}
+		v := rv.Reply.Version
+		if v != "v1" && (len(rv.Reply.Calls) == 0 || !rv.Reply.Calls[0].OK || rv.Reply.Stars != 4) {
+			t.Logf("reviews %s without ratings: %+v", v, rv.Reply.Calls)
+			return false
+		}
+		seen[v] = true
+		return seen["v1"] && seen["v2"] && seen["v3"]
+	})
+
+	// All six are gRPC nodes in sync: each ACKed what it asked for.
+	s.waitStatus(t, "all six proxies in sync", func(st reconcile.Status) bool { return st.Convergence.Acked == len(bookinfoDataplanes) })
+	var px struct {
+		Items []struct{ NodeID, Flavor string }
+	}
+	getJSON(t, s.api("/proxies"), &px)
+	for _, p := range px.Items {
+		if p.Flavor != "grpc" {
+			t.Errorf("%s is served as %q, want grpc", p.NodeID, p.Flavor)
+		}
+	}
+	// A commit takes productpage→reviews away: PERMISSION_DENIED, while
+	// details still answers.
+	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/productpage-to-reviews.yaml")
+	c2 := r.push(t, "Stop productpage from calling reviews", nil)
+	s.hook(t, webhookSecret)
+	waitDenied := func(what string) {
+		t.Helper()
+		denied := 0
+		pollPage(t, httpAddr, what, func(p *app.Reply) bool {
+			if p.Calls[0].OK && p.Calls[1].Code == app.Denied {
+				denied++
+			} else {
+				denied = 0
+			}
+			return denied >= 3
+		})
+	}
+	waitDenied("reviews denied after the commit")
+
+	// An invalid commit changes nothing.
+	bad := r.push(t, "Typo", map[string]string{"policies/permissions/productpage-to-details.yaml": strings.Replace(
+		bookinfoPolicies(t, ports)["policies/permissions/productpage-to-details.yaml"], "destinations", "destination", 1)})
+	s.hook(t, webhookSecret)
+	s.waitStatus(t, "the invalid head", func(st reconcile.Status) bool {
+		return st.Head != nil && st.Head.Hash == bad && st.HeadVerdict == reconcile.VerdictInvalid
+	})
+	waitDenied("nothing changed by the invalid commit")
+
+	// gitmesh rollback restores access.
+	if code, out, errOut := cli(t, api, stateDir, "rollback", c1[:10], "--reason", "productpage lost reviews"); code != 0 {
+		t.Fatalf("rollback: %d\n%s%s", code, out, errOut)
+	}
+	pollPage(t, httpAddr, "reviews back after the rollback", func(p *app.Reply) bool { return p.Calls[0].OK && p.Calls[1].OK })
+
+	// gitmesh resume applies the newest valid commit again.
+	code, out, errOut := cli(t, api, stateDir, "resume")
+	if code != 0 || !strings.Contains(out, c2[:12]) {
+		t.Fatalf("resume: %d\n%s%s", code, out, errOut)
+	}
+	waitDenied("reviews denied again after resume")
+}
+
+// startBookinfo starts one bookinfo service as a child process reading the
+// gRPC bootstrap boot.
+func startBookinfo(t *testing.T, dp bookinfoDataplane, boot string, args []string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Args[0] = dp.service
+	cmd.Env = append(os.Environ(), envRunBookinfo+"="+dp.service, "GRPC_XDS_BOOTSTRAP="+boot)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("%s:\n%s", dp.name, logs)
+		}
+	})
+}
+
+// pollPage GETs productpage's page until cond holds for it.
+func pollPage(t *testing.T, addr, what string, cond func(*app.Reply) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/api/page")
+		if err == nil {
+			var p app.Reply
+			err = json.NewDecoder(resp.Body).Decode(&p)
+			resp.Body.Close()
+			if err == nil && len(p.Calls) == 2 {
+				last = app.Summary(&p)
+				if cond(&p) {
+					t.Logf("%s: %s", what, last)
+					return
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("waiting for %s; last page: %s", what, last)
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+	}
+	t.Fatalf("%s was never written", path)
+}

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/gitmesh/gitmesh/xds"
+)
+
+// certMaterial is a checked identity: the contents of the three files.
+type certMaterial struct {
+	version       string
+	cert, key, ca []byte // PEM
+	leaf          *x509.Certificate
+}
+
+// parseCertSecrets checks the secrets of an SDS response: xds.SecretIdentity
+// holds a certificate chain and the private key of its leaf,
+// xds.SecretMeshCA the mesh CA; the leaf chains to that CA, is valid at now
+// and is a SPIFFE identity of mesh. The material returned is re-encoded from
+// what was checked, so the files hold exactly that.
+func parseCertSecrets(resources []*anypb.Any, mesh string, now time.Time) (*certMaterial, error) {
+	var identity *tlsv3.TlsCertificate
+	var validation *tlsv3.CertificateValidationContext
+	seen := map[string]bool{}
+	for i, r := range resources {
+		var s tlsv3.Secret
+		if err := r.UnmarshalTo(&s); err != nil {
+			return nil, fmt.Errorf("resource %d is not a Secret: %w", i, err)
+		}
+		if seen[s.GetName()] {
+			return nil, fmt.Errorf("secret %q appears twice", s.GetName())
+		}
+		seen[s.GetName()] = true
+		switch s.GetName() {
+		case xds.SecretIdentity:
+			if identity = s.GetTlsCertificate(); identity == nil {
+				return nil, fmt.Errorf("secret %q is not a TLS certificate", s.GetName())
+			}
+		case xds.SecretMeshCA:
+			if validation = s.GetValidationContext(); validation == nil {
+				return nil, fmt.Errorf("secret %q is not a validation context", s.GetName())
+			}
+		}
+	}
+	for _, name := range []string{xds.SecretIdentity, xds.SecretMeshCA} {
+		if !seen[name] {
+			return nil, fmt.Errorf("secret %q is missing", name)
+		}
+	}
+	chainPEM, err := inlineData(identity.GetCertificateChain())
+	if err != nil {
+		return nil, fmt.Errorf("%s: certificate chain: %w", xds.SecretIdentity, err)
+	}
+	keyPEM, err := inlineData(identity.GetPrivateKey())
+	if err != nil {
+		return nil, fmt.Errorf("%s: private key: %w", xds.SecretIdentity, err)
+	}
+	caPEM, err := inlineData(validation.GetTrustedCa())
+	if err != nil {
+		return nil, fmt.Errorf("%s: trusted CA: %w", xds.SecretMeshCA, err)
+	}
+
+	m := &certMaterial{}
+	var chain, roots []*x509.Certificate
+	if chain, m.cert, err = pemCertificates(chainPEM); err != nil {
+		return nil, fmt.Errorf("%s: certificate chain: %w", xds.SecretIdentity, err)
+	}
+	if m.key, err = pemPrivateKey(keyPEM); err != nil {
+		return nil, fmt.Errorf("%s: private key: %w", xds.SecretIdentity, err)
+	}
+	if _, err := tls.X509KeyPair(m.cert, m.key); err != nil {
+		return nil, fmt.Errorf("%s: %w", xds.SecretIdentity, err)
+	}
+	if roots, m.ca, err = pemCertificates(caPEM); err != nil {
+		return nil, fmt.Errorf("%s: trusted CA: %w", xds.SecretMeshCA, err)
+	}
+	m.leaf = chain[0]
+	switch {
+	case now.After(m.leaf.NotAfter):
+		return nil, fmt.Errorf("%s: the certificate expired at %s", xds.SecretIdentity, m.leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(m.leaf.NotBefore):
+		return nil, fmt.Errorf("%s: the certificate is not valid before %s (is this host's clock right?)",
+			xds.SecretIdentity, m.leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	opts := x509.VerifyOptions{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(),
+		CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+	for _, c := range roots {
+		opts.Roots.AddCert(c)
+	}
+	for _, c := range chain[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := m.leaf.Verify(opts); err != nil {
+		return nil, fmt.Errorf("%s: the certificate does not chain to the mesh CA: %w", xds.SecretIdentity, err)
+	}
+	if len(m.leaf.URIs) == 0 {
+		return nil, fmt.Errorf("%s: the certificate has no SPIFFE identity (no URI SAN)", xds.SecretIdentity)
+	}
+	for _, u := range m.leaf.URIs {
+		if u.Scheme != "spiffe" || u.Host != mesh {
+			return nil, fmt.Errorf("%s: the certificate's identity %s is not of mesh %s", xds.SecretIdentity, u, mesh)
+		}
+	}
+	return m, nil
+}
+
+// inlineData is the content of a data source carried in the response; the
+// agent cannot read files or variables of the control plane's host.
+func inlineData(ds *corev3.DataSource) ([]byte, error) {
+	switch s := ds.GetSpecifier().(type) {
+	case *corev3.DataSource_InlineBytes:
+		return s.InlineBytes, nil
+	case *corev3.DataSource_InlineString:
+		return []byte(s.InlineString), nil
+	case nil:
+		return nil, errors.New("empty")
+	default:
+		return nil, fmt.Errorf("not inline (%T)", s)
+	}
+}
+
+// pemCertificates parses data, which must hold CERTIFICATE blocks only
+// (and at least one), and returns them re-encoded.
+func pemCertificates(data []byte) ([]*x509.Certificate, []byte, error) {
+	var certs []*x509.Certificate
+	var out bytes.Buffer
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			if len(bytes.TrimSpace(rest)) > 0 {
+				return nil, nil, errors.New("data that is not PEM")
+			}
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, nil, fmt.Errorf("a %s block among the certificates", b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, nil, err
+		}
+		certs = append(certs, c)
+		if err := pem.Encode(&out, &pem.Block{Type: b.Type, Bytes: b.Bytes}); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(certs) == 0 {
+		return nil, nil, errors.New("no PEM CERTIFICATE block")
+	}
+	return certs, out.Bytes(), nil
+}
+
+// pemPrivateKey checks that data is a single PEM private key block and
+// returns it re-encoded.
+func pemPrivateKey(data []byte) ([]byte, error) {
+	b, rest := pem.Decode(data)
+	switch {
+	case b == nil:
+		return nil, errors.New("no PEM block")
+	case !strings.HasSuffix(b.Type, "PRIVATE KEY"):
+		return nil, fmt.Errorf("a %s block, not a private key", b.Type)
+	case len(bytes.TrimSpace(rest)) > 0:
+		return nil, errors.New("more than the private key")
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: b.Type, Bytes: b.Bytes}), nil
+}
+
+func uriSANs(c *x509.Certificate) []string {
+	out := make([]string, len(c.URIs))
+	for i, u := range c.URIs {
+		out[i] = u.String()
+	}
+	return out
+}
+
+// certFile is one file of a certificate directory.
+type certFile struct {
+	name string
+	data []byte
+	perm fs.FileMode
+}
+
+// writeCertFiles makes dir (created 0700 when missing) hold m, and reports
+// whether it wrote: files that hold m already are left alone.
+//
+// Each file is replaced atomically (a temporary file in dir, synced, then
+// renamed over it), so a reader sees a whole old or a whole new file, and a
+// failure leaves the old ones. All three are written and synced before the
+// first rename, so a failure while writing (a full disk) changes nothing and
+// the renames follow each other within microseconds. The renames go ca.pem,
+// key.pem, cert.pem: the certificate comes last, so whoever sees the new
+// certificate and then reads the key gets the key that matches it (the CA
+// it chains to is in place before it, too). Two files cannot be swapped in
+// one step, so a reader that reads cert.pem just before its rename and
+// key.pem just after the key's can still pair the old certificate with the
+// new key; gRPC's file_watcher checks the pair, keeps serving the previous
+// one (still valid: renewal comes with a third of the lifetime left) and
+// reads both again at its next refresh.
+func writeCertFiles(dir string, m *certMaterial) (wrote bool, err error) {
+	files := []certFile{
+		{caFileName, m.ca, 0o644},
+		{keyFileName, m.key, 0o600},
+		{certFileName, m.cert, 0o644},
+	}
+	if holds(dir, files) {
+		return false, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, err
+	}
+	removeStaleTemps(dir, files)
+	tmps := make([]string, len(files))
+	defer func() {
+		for _, tmp := range tmps {
+			if tmp != "" {
+				os.Remove(tmp)
+			}
+		}
+	}()
+	for i, f := range files {
+		if tmps[i], err = writeTemp(dir, f); err != nil {
+			return false, err
+		}
+	}
+	for i, f := range files {
+		if err := os.Rename(tmps[i], filepath.Join(dir, f.name)); err != nil {
+			return false, err
+		}
+		tmps[i] = ""
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return false, fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return true, nil
+}
+
+// holds reports whether dir holds files already, with their modes.
+func holds(dir string, files []certFile) bool {
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != f.perm {
+			return false
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Equal(b, f.data) {
+			return false
+		}
+	}
+	return true
+}
+
+// tempPattern names the temporary files of f.
+func tempPattern(f certFile) string { return "." + f.name + ".tmp-*" }
+
+// removeStaleTemps removes temporary files an interrupted write left.
+func removeStaleTemps(dir string, files []certFile) {
+	for _, f := range files {
+		stale, _ := filepath.Glob(filepath.Join(dir, tempPattern(f)))
+		for _, p := range stale {
+			os.Remove(p)
+		}
+	}
+}
+
+// writeTemp writes f to a new temporary file in dir, synced, and returns
+// its path.
+func writeTemp(dir string, f certFile) (tmp string, err error) {
+	file, err := os.CreateTemp(dir, tempPattern(f))
+	if err != nil {
+		return "", err
+	}
+	tmp = file.Name()
+	err = file.Chmod(f.perm)
+	if err == nil {
+		_, err = file.Write(f.data)
+	}
+	if err == nil {
+		err = file.Sync()
+	}
+	if cerr := file.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return tmp, nil
+}

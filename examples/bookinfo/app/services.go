@@ -1,0 +1,120 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Services are the bookinfo services by name, for a runner that starts
+// them by name.
+var Services = map[string]func(ctx context.Context, log *slog.Logger, o Options) error{
+	"productpage": Productpage,
+	"details":     Details,
+	"reviews":     Reviews,
+	"ratings":     Ratings,
+}
+
+// Details serves a book's details.
+func Details(ctx context.Context, log *slog.Logger, o Options) error {
+	log.Info("serving", "listen", o.Listen)
+	return Serve(ctx, log, o.Listen, func(_ context.Context, req *Request) (*Reply, error) {
+		return &Reply{Service: "details", Version: o.Version,
+			Body: fmt.Sprintf("%s: paperback, 200 pages, English", req.Product)}, nil
+	})
+}
+
+// Ratings serves a book's stars.
+func Ratings(ctx context.Context, log *slog.Logger, o Options) error {
+	log.Info("serving", "listen", o.Listen)
+	return Serve(ctx, log, o.Listen, func(context.Context, *Request) (*Reply, error) {
+		return &Reply{Service: "ratings", Version: o.Version, Stars: 4}, nil
+	})
+}
+
+// Reviews serves a book's reviews: v1 without ratings, v2 and v3 with the
+// stars they get from ratings (black in v2, red in v3, as in the
+// original).
+func Reviews(ctx context.Context, log *slog.Logger, o Options) error {
+	var ratings *Client
+	if o.Version != "v1" {
+		c, err := Dial("ratings")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ratings = c
+	}
+	log.Info("serving", "listen", o.Listen, "calls_ratings", ratings != nil)
+	return Serve(ctx, log, o.Listen, func(ctx context.Context, req *Request) (*Reply, error) {
+		r := &Reply{Service: "reviews", Version: o.Version, Body: "An extremely entertaining play by Shakespeare."}
+		if ratings == nil {
+			return r, nil
+		}
+		call := ratings.Call(ctx, "ratings", req)
+		r.Calls = append(r.Calls, call)
+		if call.OK {
+			r.Stars = call.Reply.Stars
+			color := map[string]string{"v2": "black", "v3": "red"}[o.Version]
+			r.Body += fmt.Sprintf(" (%d %s stars)", r.Stars, color)
+		}
+		return r, nil
+	})
+}
+
+// Productpage serves the page over plain HTTP (GET / for people, GET
+// /api/page as JSON), calling details and reviews through the mesh for
+// each request, and is itself a gRPC server in the mesh.
+func Productpage(ctx context.Context, log *slog.Logger, o Options) error {
+	c, err := Dial("details", "reviews")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	page := func(ctx context.Context) *Reply {
+		req := &Request{Product: "The Comedy of Errors"}
+		return &Reply{Service: "productpage", Version: o.Version, Body: req.Product,
+			Calls: []Call{c.Call(ctx, "details", req), c.Call(ctx, "reviews", req)}}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/page", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(page(r.Context()))
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, Summary(page(r.Context())))
+	})
+	lis, err := net.Listen("tcp", o.HTTP)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(lis) }()
+	defer hs.Close()
+	log.Info("serving", "listen", o.Listen, "http", lis.Addr().String())
+	return Serve(ctx, log, o.Listen, func(ctx context.Context, _ *Request) (*Reply, error) { return page(ctx), nil })
+}
+
+// Summary is a page in one line: each call and who answered it.
+func Summary(page *Reply) string {
+	var parts []string
+	for _, c := range page.Calls {
+		switch {
+		case !c.OK:
+			parts = append(parts, fmt.Sprintf("%s: %s", c.Service, c.Code))
+		case c.Reply.Service == "reviews" && c.Reply.Stars > 0:
+			parts = append(parts, fmt.Sprintf("reviews %s (ratings: %s)", c.Reply.Version, strings.Repeat("*", c.Reply.Stars)))
+		case c.Reply.Service == "reviews" && len(c.Reply.Calls) > 0:
+			parts = append(parts, fmt.Sprintf("reviews %s (ratings: %s)", c.Reply.Version, c.Reply.Calls[0].Code))
+		default:
+			parts = append(parts, fmt.Sprintf("%s %s", c.Reply.Service, c.Reply.Version))
+		}
+	}
+	return strings.Join(parts, " | ")
+}

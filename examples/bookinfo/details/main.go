@@ -1,0 +1,7 @@
+// Command details is bookinfo's details service as a proxyless gRPC application: run
+// it with GRPC_XDS_BOOTSTRAP from `gitmesh bootstrap --grpc`.
+package main
+
+import "github.com/gitmesh/gitmesh/examples/bookinfo/app"
+
+func main() { app.Main("details", app.Services["details"]) }

@@ -1,0 +1,7 @@
+// Command ratings is bookinfo's ratings service as a proxyless gRPC application: run
+// it with GRPC_XDS_BOOTSTRAP from `gitmesh bootstrap --grpc`.
+package main
+
+import "github.com/gitmesh/gitmesh/examples/bookinfo/app"
+
+func main() { app.Main("ratings", app.Services["ratings"]) }

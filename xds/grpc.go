@@ -1,0 +1,226 @@
+package xds
+
+// The proxyless gRPC flavour. A gRPC application is its own data plane: its
+// client resolves `xds:///<service>` and its server (xds.NewGRPCServer) asks
+// for the listener of the address it listens on. gRPC accepts a narrower set
+// of shapes than Envoy (see the comments below), and it reads certificates
+// from the certificate providers of its bootstrap, never from SDS.
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// CertProviderInstance is the certificate-provider instance every TLS
+// context of a gRPC proxy names, for its identity certificate and for the
+// mesh CA alike. A gRPC application's bootstrap defines it under
+// certificate_providers (the file_watcher plugin, reading the files gitmesh
+// writes from the proxy's SDS secrets SecretIdentity and SecretMeshCA).
+const CertProviderInstance = "gitmesh"
+
+// GRPCServerListenerTemplate is the server_listener_resource_name_template
+// of a gRPC application's bootstrap: gRPC replaces %s with the address its
+// server listens on, as GRPCServerListenerName does.
+const GRPCServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
+
+// GRPCServerListenerName names the listener a gRPC server listening on
+// address:port asks for: GRPCServerListenerTemplate with "address:port",
+// an IPv6 address in brackets ("[fd00::1]:8080"), as gRPC formats its
+// listening address. address must be in canonical form, as the schema
+// loader leaves it.
+func GRPCServerListenerName(address string, port uint32) string {
+	return fmt.Sprintf(GRPCServerListenerTemplate, net.JoinHostPort(address, strconv.FormatUint(uint64(port), 10)))
+}
+
+// addGRPC adds the resources of a proxyless gRPC proxy: a server listener
+// per inbound, and the client resources of each service it has an outbound
+// to. Every client resource of a service S is named S: the API listener
+// (the client dials xds:///S), its route configuration, the cluster and its
+// endpoints. The outbound's address and port play no part: a gRPC client
+// dials the service by name.
+func (rs *resourceSet) addGRPC(mi *meshIndex, dp *schema.Dataplane) error {
+	for _, in := range dp.Inbound {
+		l, err := grpcServerListener(mi, in)
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", GRPCServerListenerName(in.Address, in.Port), err)
+		}
+		if err := rs.add(listenerIdx, l.GetName(), l, nil); err != nil {
+			return err
+		}
+	}
+	for _, out := range dp.Outbound {
+		s := mi.services[out.Service]
+		if s == nil {
+			return fmt.Errorf("listener %s: service %q is not indexed", out.Service, out.Service)
+		}
+		if rs.has(listenerIdx, s.name) {
+			continue // a second outbound to the same service
+		}
+		if err := rs.addGRPCClient(mi.mesh, s); err != nil {
+			return fmt.Errorf("listener %s: %w", s.name, err)
+		}
+	}
+	return nil
+}
+
+// addGRPCClient adds what a gRPC client needs to reach service s. The
+// endpoints are the ones Envoy proxies get, shared through the Index: one
+// locality with a positive weight (gRPC drops a locality without one),
+// distinct addresses (gRPC rejects duplicates).
+func (rs *resourceSet) addGRPCClient(m *schema.Mesh, s *service) error {
+	l, err := grpcClientListener(s.name)
+	if err != nil {
+		return err
+	}
+	c, err := grpcCluster(m, s.name)
+	if err != nil {
+		return err
+	}
+	if err := rs.add(listenerIdx, s.name, l, nil); err != nil {
+		return err
+	}
+	if err := rs.add(routeIdx, s.name, routeConfig(s.name, s.name, s.name), nil); err != nil {
+		return err
+	}
+	if err := rs.add(clusterIdx, s.name, c, nil); err != nil {
+		return err
+	}
+	return rs.addShared(endpointIdx, s.name, &s.endpoint)
+}
+
+// grpcClientListener is the API listener of a service: an HTTP connection
+// manager fetching the route configuration named like the service over
+// ADS, with the router as its only filter (gRPC rejects RBAC on the client
+// side, and a filter list that does not end with the router).
+func grpcClientListener(service string) (*listenerv3.Listener, error) {
+	f, err := httpConnectionManager(statPrefix(service), service, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:        service,
+		ApiListener: &listenerv3.ApiListener{ApiListener: f.GetTypedConfig()},
+	}, nil
+}
+
+// grpcCluster is the EDS cluster of a service for gRPC clients: endpoints
+// over ADS, round robin (gRPC rejects STATIC clusters and most other
+// policies); with mTLS it presents the proxy's identity and accepts only a
+// peer with the service's SPIFFE id, both through CertProviderInstance.
+func grpcCluster(m *schema.Mesh, service string) (*clusterv3.Cluster, error) {
+	c := &clusterv3.Cluster{
+		Name:                 service,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+	if m.MTLS.Enabled {
+		ts, err := transportSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: grpcTLSContext(SpiffeID(m.Name, service))})
+		if err != nil {
+			return nil, err
+		}
+		c.TransportSocket = ts
+	}
+	return c, nil
+}
+
+// grpcServerListener is the listener of a gRPC server on an inbound. Its
+// socket address must be the address the server listens on: gRPC stops
+// serving on a listener whose address differs. One filter chain holds an
+// HTTP connection manager with an inline route that lets every request
+// through to the server itself (a non-forwarding action; a route to a
+// cluster fails every RPC), after the RBAC filter with mTLS. Every inbound
+// becomes one, whatever its protocol tag: a gRPC server speaks only gRPC.
+//
+// As for Envoy, TrafficPermission takes effect only with mTLS, where the
+// caller's identity is its certificate's SPIFFE id; the filter chain then
+// requires a client certificate.
+func grpcServerListener(mi *meshIndex, in schema.Inbound) (*listenerv3.Listener, error) {
+	name := InboundName(in)
+	var filters []*hcmv3.HttpFilter
+	if mi.mesh.MTLS.Enabled {
+		f, err := httpRBAC(mi.rbacRules(mi.matchingRules(in.Tags)))
+		if err != nil {
+			return nil, err
+		}
+		filters = append(filters, f)
+	}
+	router, err := toAny(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	filters = append(filters, &hcmv3.HttpFilter{
+		Name:       wellknown.Router,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
+	})
+	hcm, err := networkFilter(wellknown.HTTPConnectionManager, &hcmv3.HttpConnectionManager{
+		StatPrefix: statPrefix(name),
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: name,
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:    in.Service(),
+				Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
+				}},
+			}},
+		}},
+		HttpFilters: filters,
+	})
+	if err != nil {
+		return nil, err
+	}
+	chain := &listenerv3.FilterChain{Filters: []*listenerv3.Filter{hcm}}
+	if mi.mesh.MTLS.Enabled {
+		chain.TransportSocket, err = transportSocket(&tlsv3.DownstreamTlsContext{
+			RequireClientCertificate: wrapperspb.Bool(true),
+			CommonTlsContext:         grpcTLSContext(""),
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return &listenerv3.Listener{
+		Name:             GRPCServerListenerName(in.Address, in.Port),
+		Address:          socketAddress(in.Address, in.Port),
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
+		FilterChains:     []*listenerv3.FilterChain{chain},
+	}, nil
+}
+
+// grpcTLSContext presents the proxy's identity certificate and trusts the
+// mesh CA, both from CertProviderInstance (gRPC ignores the certificate
+// names, so they are left empty). peer, when set, is the SPIFFE id the
+// peer's certificate must carry: clients only, since gRPC rejects a server
+// that matches subject alternative names.
+func grpcTLSContext(peer string) *tlsv3.CommonTlsContext {
+	vc := &tlsv3.CertificateValidationContext{
+		CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProviderInstance},
+	}
+	if peer != "" {
+		// gRPC reads match_subject_alt_names only, not its typed successor.
+		//lint:ignore SA1019 the field gRPC-Go reads
+		vc.MatchSubjectAltNames = []*matcherv3.StringMatcher{{
+			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: peer},
+		}}
+	}
+	return &tlsv3.CommonTlsContext{
+		TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProviderInstance},
+		ValidationContextType:          &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
+	}
+}
