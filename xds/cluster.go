@@ -5,6 +5,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/gitmesh/gitmesh/schema"
@@ -20,20 +21,26 @@ func locality() *corev3.Locality { return &corev3.Locality{Zone: "default"} }
 
 // edsCluster is the cluster of a service that outbounds reach: its
 // endpoints come over EDS on the ADS stream, balanced round robin; with
-// mTLS it presents the proxy's identity and checks the peer's SPIFFE id.
-func edsCluster(m *schema.Mesh, service string) (*clusterv3.Cluster, error) {
+// mTLS it presents the proxy's identity and checks the peer's SPIFFE id,
+// over SDS for Envoy and through CertProviderInstance for gRPC.
+func edsCluster(m *schema.Mesh, service string, flavor Flavor) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
 		Name:                 service,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 	}
-	if m.MTLS.Enabled {
-		ts, err := upstreamTLS(m.Name, service)
-		if err != nil {
-			return nil, err
-		}
-		c.TransportSocket = ts
+	if !m.MTLS.Enabled {
+		return c, nil
+	}
+	var err error
+	if flavor == FlavorGRPC {
+		c.TransportSocket, err = transportSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: grpcTLSContext(SpiffeID(m.Name, service))})
+	} else {
+		c.TransportSocket, err = upstreamTLS(m.Name, service)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return c, nil
 }

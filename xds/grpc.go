@@ -11,7 +11,6 @@ import (
 	"net"
 	"strconv"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -86,7 +85,7 @@ func (rs *resourceSet) addGRPCClient(m *schema.Mesh, s *service) error {
 	if err != nil {
 		return err
 	}
-	c, err := grpcCluster(m, s.name)
+	c, err := edsCluster(m, s.name, FlavorGRPC)
 	if err != nil {
 		return err
 	}
@@ -117,27 +116,6 @@ func grpcClientListener(service string) (*listenerv3.Listener, error) {
 	}, nil
 }
 
-// grpcCluster is the EDS cluster of a service for gRPC clients: endpoints
-// over ADS, round robin (gRPC rejects STATIC clusters and most other
-// policies); with mTLS it presents the proxy's identity and accepts only a
-// peer with the service's SPIFFE id, both through CertProviderInstance.
-func grpcCluster(m *schema.Mesh, service string) (*clusterv3.Cluster, error) {
-	c := &clusterv3.Cluster{
-		Name:                 service,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
-		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
-	}
-	if m.MTLS.Enabled {
-		ts, err := transportSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: grpcTLSContext(SpiffeID(m.Name, service))})
-		if err != nil {
-			return nil, err
-		}
-		c.TransportSocket = ts
-	}
-	return c, nil
-}
-
 // grpcServerListener is the listener of a gRPC server on an inbound. Its
 // socket address must be the address the server listens on: gRPC stops
 // serving on a listener whose address differs. One filter chain holds an
@@ -151,13 +129,9 @@ func grpcCluster(m *schema.Mesh, service string) (*clusterv3.Cluster, error) {
 // requires a client certificate.
 func grpcServerListener(mi *meshIndex, in schema.Inbound) (*listenerv3.Listener, error) {
 	name := InboundName(in)
-	var filters []*hcmv3.HttpFilter
-	if mi.mesh.MTLS.Enabled {
-		f, err := httpRBAC(mi.rbacRules(mi.matchingRules(in.Tags)))
-		if err != nil {
-			return nil, err
-		}
-		filters = append(filters, f)
+	filters, err := inboundRBAC(mi, in)
+	if err != nil {
+		return nil, err
 	}
 	router, err := toAny(&routerv3.Router{})
 	if err != nil {

@@ -247,7 +247,7 @@ func (s *service) reuse(old *service) {
 
 // build builds the resources the consumers of a settled service share.
 func (s *service) build(m *schema.Mesh, buf []byte) ([]byte, error) {
-	c, err := edsCluster(m, s.name)
+	c, err := edsCluster(m, s.name, FlavorEnvoy)
 	if err != nil {
 		return buf, err
 	}

@@ -77,19 +77,29 @@ func inboundTCPFilters(mi *meshIndex, in schema.Inbound, name, local string) ([]
 // inboundHTTPFilters is an HTTP connection manager with [RBAC (with mTLS),
 // router] using the inbound's route configuration, named like the listener.
 func inboundHTTPFilters(mi *meshIndex, in schema.Inbound, name string) ([]*listenerv3.Filter, error) {
-	var httpFilters []*hcmv3.HttpFilter
-	if mi.mesh.MTLS.Enabled {
-		f, err := httpRBAC(mi.rbacRules(mi.matchingRules(in.Tags)))
-		if err != nil {
-			return nil, err
-		}
-		httpFilters = append(httpFilters, f)
+	httpFilters, err := inboundRBAC(mi, in)
+	if err != nil {
+		return nil, err
 	}
 	f, err := httpConnectionManager(statPrefix(name), name, httpFilters)
 	if err != nil {
 		return nil, err
 	}
 	return []*listenerv3.Filter{f}, nil
+}
+
+// inboundRBAC is the HTTP RBAC filter of an inbound from the mesh's
+// TrafficPermissions, alone in the list; none without mTLS, where a caller
+// has no identity to check (as in Kuma).
+func inboundRBAC(mi *meshIndex, in schema.Inbound) ([]*hcmv3.HttpFilter, error) {
+	if !mi.mesh.MTLS.Enabled {
+		return nil, nil
+	}
+	f, err := httpRBAC(mi.rbacRules(mi.matchingRules(in.Tags)))
+	if err != nil {
+		return nil, err
+	}
+	return []*hcmv3.HttpFilter{f}, nil
 }
 
 // addOutbounds adds, for each outbound, its listener and the cluster,
