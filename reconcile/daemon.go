@@ -57,7 +57,12 @@ type Config struct {
 	// the status and logs.
 	Repo, Branch, Path string
 	// Load loads and validates a commit's tree.
-	Load   func(fsys fs.FS) (*schema.Result, error)
+	Load func(fsys fs.FS) (*schema.Result, error)
+	// Verify, when set, checks a commit's signature before its tree is
+	// loaded (serve --verify-commits) and returns the signer; an
+	// *source.UnverifiedError keeps the commit from being published or
+	// rolled back to. See source.Verifier.VerifyCommit.
+	Verify func(hash string) (signer string, err error)
 	Target Target
 	// StateDir holds the state file and the history.
 	StateDir string
@@ -210,7 +215,11 @@ func backoff(n int, lo, hi time.Duration) time.Duration {
 
 // restore serves what the state file says was served (the pinned commit,
 // else the published one), read from local objects, so proxies get their
-// configuration even when the remote is down.
+// configuration even when the remote is down. Its signature is not checked
+// again: with Verify set, only verified commits are published or pinned, and
+// the state file is the daemon's own. (A commit published before Verify was
+// set is served until a verified one replaces it; the head's verdict shows
+// it unverified.)
 func (d *Daemon) restore(ctx context.Context) {
 	d.op.Lock()
 	defer d.op.Unlock()
@@ -285,7 +294,7 @@ func (d *Daemon) sync(ctx context.Context, reason string) error {
 	if unchanged {
 		now := d.cfg.Now()
 		d.status.LastSync = now
-		if d.status.HeadVerdict != VerdictInvalid {
+		if v := d.status.HeadVerdict; v != VerdictInvalid && v != VerdictUnverified {
 			d.status.LastError, d.status.LastGoodSync = "", now
 			d.cfg.Metrics.goodSync(now)
 		}
@@ -316,9 +325,18 @@ func (d *Daemon) decide(ctx context.Context, sr source.SyncResult, reason string
 		return d.invalid(rec, err.Error())
 	}
 	rec.Commit = commitInfo(c)
+	// Verified before the status points at rec.Commit: it sets the signer.
+	verr := d.verify(&rec.Commit)
 	d.mu.Lock()
 	d.status.Head, d.status.HeadVerdict = &rec.Commit, VerdictPending
 	d.mu.Unlock()
+	if verr != nil {
+		var unverified *UnverifiedCommitError
+		if errors.As(verr, &unverified) {
+			return d.unverified(rec, unverified)
+		}
+		return d.fail(rec, verr)
+	}
 
 	start := d.cfg.Now()
 	res, err := d.cfg.Load(c.Tree)
@@ -435,6 +453,34 @@ func (d *Daemon) invalid(rec Record, lastError string) error {
 	return nil
 }
 
+// verify checks the signature of info's commit when commits are verified,
+// and sets info.Signer. A signature that is not accepted is an
+// *UnverifiedCommitError; any other error is a failure to read the commit.
+func (d *Daemon) verify(info *CommitInfo) error {
+	if d.cfg.Verify == nil {
+		return nil
+	}
+	signer, err := d.cfg.Verify(info.Hash)
+	var uv *source.UnverifiedError
+	switch {
+	case errors.As(err, &uv):
+		return &UnverifiedCommitError{Commit: *info, Reason: uv.Reason, Err: uv}
+	case err != nil:
+		return fmt.Errorf("verify %s: %w", info.Short(), err)
+	}
+	info.Signer = signer
+	return nil
+}
+
+// unverified settles a head whose signature is not accepted: recorded and
+// counted, not published.
+func (d *Daemon) unverified(rec Record, err *UnverifiedCommitError) error {
+	rec.Verdict, rec.Error = VerdictUnverified, err.Error()
+	d.cfg.Metrics.unverified(err.Reason)
+	d.settle(rec, ResultUnverified, err.Error(), true)
+	return nil
+}
+
 // settle records a final verdict on the head, in the status and the
 // history.
 func (d *Daemon) settle(rec Record, result, lastError string, invalid bool) {
@@ -512,6 +558,12 @@ func (d *Daemon) record(rec Record) {
 	case VerdictFailed:
 		level = slog.LevelError
 		attrs = append(attrs, "error", rec.Error)
+	case VerdictUnverified:
+		level = slog.LevelWarn
+		attrs = append(attrs, "error", rec.Error)
+	}
+	if rec.Commit.Signer != "" {
+		attrs = append(attrs, "signer", rec.Commit.Signer)
 	}
 	if rec.By != "" {
 		attrs = append(attrs, "by", rec.By)

@@ -84,6 +84,11 @@ type rig struct {
 	target   *fakeTarget
 	d        *Daemon
 	stop     func()
+	// url, when set, is where the daemon fetches from instead of work;
+	// verifier, when set, makes the daemon verify commits.
+	url      string
+	verifier *source.Verifier
+	metrics  *Metrics
 }
 
 func newRig(t *testing.T, stateDir string, work string) *rig {
@@ -101,7 +106,11 @@ func newRig(t *testing.T, stateDir string, work string) *rig {
 func (r *rig) start() {
 	t := r.t
 	t.Helper()
-	m, err := source.OpenMirror(source.MirrorConfig{URL: r.work, Branch: "main", Dir: filepath.Join(r.stateDir, "repo.git")})
+	url := r.work
+	if r.url != "" {
+		url = r.url
+	}
+	m, err := source.OpenMirror(source.MirrorConfig{URL: url, Branch: "main", Dir: filepath.Join(r.stateDir, "repo.git")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +118,15 @@ func (r *rig) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.d, err = New(Config{
-		Source: m, Repo: r.work, Branch: "main", Path: "policy", Target: r.target, StateDir: r.stateDir, Interval: time.Hour,
-		Load: func(fsys fs.FS) (*schema.Result, error) { return loader.Load(fsys) },
-	})
+	cfg := Config{
+		Source: m, Repo: url, Branch: "main", Path: "policy", Target: r.target, StateDir: r.stateDir, Interval: time.Hour,
+		Load:    func(fsys fs.FS) (*schema.Result, error) { return loader.Load(fsys) },
+		Metrics: r.metrics,
+	}
+	if r.verifier != nil {
+		cfg.Verify = func(hash string) (string, error) { return r.verifier.VerifyCommit(m.Repository(), hash) }
+	}
+	r.d, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

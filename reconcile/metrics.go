@@ -4,12 +4,15 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gitmesh/gitmesh/reconcile/source"
 )
 
 // Results of a sync attempt, the label of gitmesh_sync_attempts_total.
 const (
 	ResultPublished  = "published"   // a new commit is served
 	ResultInvalid    = "invalid"     // the head has errors
+	ResultUnverified = "unverified"  // the head's signature is not accepted (--verify-commits)
 	ResultHeld       = "held"        // the head is valid but a pin holds the mesh
 	ResultUnchanged  = "unchanged"   // the head did not move
 	ResultFetchError = "fetch_error" // the remote could not be reached or read
@@ -47,6 +50,7 @@ type Metrics struct {
 	operations   *prometheus.CounterVec
 	rejections   prometheus.Counter
 	rejecting    prometheus.Gauge
+	unverifieds  *prometheus.CounterVec
 }
 
 // NewMetrics registers the daemon's metrics with reg.
@@ -54,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitmesh_sync_attempts_total",
-			Help: "Syncs with the branch, by result: published, invalid, held, unchanged, fetch_error, failed.",
+			Help: "Syncs with the branch, by result: published, invalid, unverified, held, unchanged, fetch_error, failed.",
 		}, []string{"result"}),
 		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "gitmesh_stage_duration_seconds",
@@ -82,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		operations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gitmesh_operations_total",
-			Help: "Rollbacks and resumes asked for, by operation and result: done, refused (unknown or invalid commit, not pinned), failed.",
+			Help: "Rollbacks and resumes asked for, by operation and result: done, refused (unknown, invalid or unverified commit, not pinned), failed.",
 		}, []string{"operation", "result"}),
 		rejections: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gitmesh_proxy_rejections_total",
@@ -92,15 +96,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gitmesh_published_commit_rejecting_proxies",
 			Help: "Proxies that NACKed the configuration of the published commit.",
 		}),
+		unverifieds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gitmesh_unverified_commits_total",
+			Help: "Branch heads not published because their signature was not accepted (--verify-commits), by reason: unsigned, unknown_key, bad_signature.",
+		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.attempts, m.stages, m.head, m.published, m.lastGood, m.headInvalid, m.pinned, m.forcedPushes,
-		m.operations, m.rejections, m.rejecting)
+		m.operations, m.rejections, m.rejecting, m.unverifieds)
 	for _, op := range []string{OpRollback, OpResume} {
 		for _, r := range []string{OpDone, OpRefused, OpFailed} {
 			m.operations.WithLabelValues(op, r)
 		}
 	}
-	for _, r := range []string{ResultPublished, ResultInvalid, ResultHeld, ResultUnchanged, ResultFetchError, ResultFailed} {
+	for _, r := range []string{source.ReasonUnsigned, source.ReasonUnknownKey, source.ReasonBadSignature} {
+		m.unverifieds.WithLabelValues(r)
+	}
+	for _, r := range []string{ResultPublished, ResultInvalid, ResultUnverified, ResultHeld, ResultUnchanged, ResultFetchError, ResultFailed} {
 		m.attempts.WithLabelValues(r)
 	}
 	return m
@@ -176,6 +187,12 @@ func (m *Metrics) operation(op string, err error) {
 		result = OpFailed
 	}
 	m.operations.WithLabelValues(op, result).Inc()
+}
+
+func (m *Metrics) unverified(reason string) {
+	if m != nil {
+		m.unverifieds.WithLabelValues(reason).Inc()
+	}
 }
 
 func (m *Metrics) rejected() {

@@ -44,11 +44,26 @@ func (e *InvalidCommitError) Error() string {
 	return msg
 }
 
+// UnverifiedCommitError refuses a commit whose signature is not accepted
+// while commits are verified (serve --verify-commits): unsigned, signed by a
+// key not in the keyring, or a bad signature.
+type UnverifiedCommitError struct {
+	Commit CommitInfo
+	Reason string // source.ReasonUnsigned, source.ReasonUnknownKey or source.ReasonBadSignature
+	Err    *source.UnverifiedError
+}
+
+func (e *UnverifiedCommitError) Error() string { return e.Err.Error() }
+
+func (e *UnverifiedCommitError) Unwrap() error { return e.Err }
+
 // isRefusal tells a refused operation (nothing was tried) from a failed
 // one.
 func isRefusal(err error) bool {
 	var invalid *InvalidCommitError
-	return errors.Is(err, ErrUnknownCommit) || errors.Is(err, ErrNotPinned) || errors.As(err, &invalid)
+	var unverified *UnverifiedCommitError
+	return errors.Is(err, ErrUnknownCommit) || errors.Is(err, ErrNotPinned) || errors.As(err, &invalid) ||
+		errors.As(err, &unverified)
 }
 
 // maxResumeWalk bounds how far back Resume looks from the head for a valid
@@ -59,8 +74,10 @@ const maxResumeWalk = 100
 // that come later are fetched, checked and recorded as held, not published,
 // until Resume. rev may be any commit in the local repository (every commit
 // ever fetched from the branch), as a hash, a short hash or the branch with
-// a ~N suffix. An unknown revision (ErrUnknownCommit) or a commit that does
-// not validate (*InvalidCommitError) is refused and nothing changes. The pin
+// a ~N suffix. An unknown revision (ErrUnknownCommit), a commit that does
+// not validate (*InvalidCommitError) or, while commits are verified, one
+// whose signature is not accepted (*UnverifiedCommitError) is refused and
+// nothing changes. The pin
 // is in the state file before Rollback returns; if it cannot be written,
 // what was served is served again and Rollback fails.
 func (d *Daemon) Rollback(ctx context.Context, rev, by, reason string) (Record, error) {
@@ -79,13 +96,12 @@ func (d *Daemon) rollback(ctx context.Context, rev, by, reason string) (Record, 
 	d.op.Lock()
 	defer d.op.Unlock()
 	start := d.cfg.Now()
-	c, res, err := d.load(rev)
+	info, res, err := d.load(rev)
 	if err != nil {
 		return Record{}, err
 	}
 	load := d.cfg.Now().Sub(start)
 	d.cfg.Metrics.stage(StageLoad, load)
-	info := commitInfo(c)
 	if !res.Valid() {
 		errs, _ := res.Count()
 		return Record{}, &InvalidCommitError{Commit: info, Errors: errs, Findings: errorsFirst(res.Findings)}
@@ -107,29 +123,35 @@ func (d *Daemon) rollback(ctx context.Context, rev, by, reason string) (Record, 
 	return rec, nil
 }
 
-// load reads rev from local objects and validates its tree. Its errors are
-// refusals (ErrUnknownCommit, *InvalidCommitError) or a failure to load.
-func (d *Daemon) load(rev string) (*source.Commit, *schema.Result, error) {
+// load reads rev from local objects, verifies its signature (when commits
+// are verified) and validates its tree. Its errors are refusals
+// (ErrUnknownCommit, *InvalidCommitError, *UnverifiedCommitError) or a
+// failure to load.
+func (d *Daemon) load(rev string) (CommitInfo, *schema.Result, error) {
 	c, err := d.cfg.Source.ReadCommit(rev, d.cfg.Path)
 	if errors.Is(err, source.ErrUnknownRevision) {
 		if _, fetched := d.cfg.Source.Head(); !fetched {
-			return nil, nil, fmt.Errorf("%w %q: branch %s has not been fetched yet; try again once `gitmesh status` shows a head",
+			return CommitInfo{}, nil, fmt.Errorf("%w %q: branch %s has not been fetched yet; try again once `gitmesh status` shows a head",
 				ErrUnknownCommit, rev, d.cfg.Branch)
 		}
-		return nil, nil, fmt.Errorf("%w %q: it is not among the commits fetched from branch %s", ErrUnknownCommit, rev, d.cfg.Branch)
+		return CommitInfo{}, nil, fmt.Errorf("%w %q: it is not among the commits fetched from branch %s", ErrUnknownCommit, rev, d.cfg.Branch)
 	}
 	if err != nil {
-		return nil, nil, &InvalidCommitError{Commit: CommitInfo{Hash: rev}, Errors: 1, Reason: err.Error()}
+		return CommitInfo{}, nil, &InvalidCommitError{Commit: CommitInfo{Hash: rev}, Errors: 1, Reason: err.Error()}
+	}
+	info := commitInfo(c)
+	if err := d.verify(&info); err != nil {
+		return CommitInfo{}, nil, err
 	}
 	res, err := d.cfg.Load(c.Tree)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load %s: %w", c.Hash, err)
+		return CommitInfo{}, nil, fmt.Errorf("load %s: %w", c.Hash, err)
 	}
-	return c, res, nil
+	return info, res, nil
 }
 
-// Resume lifts the pin and follows the branch again: the newest valid
-// commit of the branch (the head, or the newest of its first-parent
+// Resume lifts the pin and follows the branch again: the newest valid (and,
+// when commits are verified, verified) commit of the branch (the head, or the newest of its first-parent
 // ancestors that validates, back to the pinned commit) is published, and the
 // state file no longer holds a pin. It returns the record of that publish;
 // when the served commit stays, the record says so with no Diff. Resume
@@ -155,8 +177,8 @@ func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) 
 	}
 	unpin := func(st *State) { st.Pin = nil }
 	rec := Record{Trigger: OpResume, By: by, Reason: reason}
-	c, res := d.newestValid(servedInfo.Hash)
-	if c == nil || c.Hash == servedInfo.Hash {
+	info, res := d.newestValid(servedInfo.Hash)
+	if res == nil || info.Hash == servedInfo.Hash {
 		// Nothing newer validates: keep what is served, without the pin.
 		d.mu.Lock()
 		next := d.state
@@ -174,7 +196,7 @@ func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) 
 		d.record(rec)
 		return rec, nil
 	}
-	rec.Commit = commitInfo(c)
+	rec.Commit = info
 	rec.Errors, rec.Warnings = res.Count()
 	if err := d.publish(ctx, &rec, res.Set, unpin); err != nil {
 		return Record{}, fmt.Errorf("resume at %s: %w", rec.Commit.Short(), err)
@@ -191,18 +213,19 @@ func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) 
 
 // newestValid walks the branch from its head along first parents, at most
 // maxResumeWalk commits and not past stop, and returns the first commit that
-// validates; nil when none does.
-func (d *Daemon) newestValid(stop string) (*source.Commit, *schema.Result) {
+// validates (and, when commits are verified, whose signature is accepted);
+// a nil Result when none does.
+func (d *Daemon) newestValid(stop string) (CommitInfo, *schema.Result) {
 	hash, ok := d.cfg.Source.Head()
 	for i := 0; ok && i < maxResumeWalk; i++ {
 		if hash == stop {
-			return nil, nil
+			return CommitInfo{}, nil
 		}
-		c, res, err := d.load(hash)
+		info, res, err := d.load(hash)
 		if err == nil && res.Valid() {
-			return c, res
+			return info, res
 		}
 		hash, ok = d.cfg.Source.FirstParent(hash)
 	}
-	return nil, nil
+	return CommitInfo{}, nil
 }

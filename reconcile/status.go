@@ -16,6 +16,9 @@ type CommitInfo struct {
 	Author  string    `json:"author,omitempty"`
 	Subject string    `json:"subject,omitempty"`
 	Time    time.Time `json:"time,omitzero"`
+	// Signer is who signed the commit, "Name <email> (key KEYID)", when
+	// commits are verified (serve --verify-commits).
+	Signer string `json:"signer,omitempty"`
 }
 
 // Short is the commit's abbreviated hash.
@@ -33,6 +36,9 @@ const (
 	VerdictFailed    = "failed"    // translating or publishing it failed; nothing served changed
 	VerdictHeld      = "held"      // valid, but not published because a pin holds the mesh
 	VerdictRejected  = "rejected"  // published, and rejected (NACKed) by at least one proxy
+	// VerdictUnverified: commits are verified and its signature is missing,
+	// by a key not in the keyring, or bad; nothing served changed.
+	VerdictUnverified = "unverified"
 	// VerdictPending is the head's verdict in Status while it is checked.
 	VerdictPending = "pending"
 )

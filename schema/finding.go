@@ -21,6 +21,9 @@ const (
 	// Reading and parsing.
 	CodeFileTooLarge  = "file-too-large"
 	CodeTooManyFiles  = "too-many-files"
+	CodeTooDeepTree   = "tree-too-deep"
+	CodeSubmodule     = "submodule"
+	CodeLFSPointer    = "lfs-pointer"
 	CodeBinaryFile    = "binary-file"
 	CodeNotUTF8       = "not-utf8"
 	CodeUnreadable    = "unreadable-file"

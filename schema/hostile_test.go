@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,9 +129,88 @@ func TestTooManyFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantFinding(t, res, "d.yaml", CodeTooManyFiles)
-	if res.Files != 3 {
-		t.Errorf("read %d files, want 3", res.Files)
+	got := wantFinding(t, res, ".", CodeTooManyFiles)
+	if got.Message != "more than 3 files under the policy root; none of them was loaded" {
+		t.Errorf("message = %q", got.Message)
+	}
+	if res.Files != 0 || res.Valid() {
+		t.Errorf("read %d files (valid %v), want none and invalid", res.Files, res.Valid())
+	}
+	// Every kind of file counts, not only YAML: the walk itself is bounded.
+	fsys = fstest.MapFS{"mesh.yaml": {Data: []byte(validMesh)}}
+	for i := range 5 {
+		fsys[fmt.Sprintf("docs/%d.md", i)] = &fstest.MapFile{Data: []byte("x")}
+	}
+	res, err = newTestLoader(t, Options{MaxFiles: 3}).LoadTrees([]Tree{{FS: fsys, Prefix: "policies"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = wantFinding(t, res, "policies", CodeTooManyFiles)
+	if got.Message != "more than 3 files under policies/; none of them was loaded" {
+		t.Errorf("message = %q", got.Message)
+	}
+}
+
+func TestDeepDirectories(t *testing.T) {
+	deep := strings.Repeat("d/", 40) + "mesh.yaml"
+	fsys := fstest.MapFS{
+		"mesh.yaml": {Data: []byte(validMesh)},
+		deep:        {Data: []byte("type: Mesh\nname: deep\n")},
+	}
+	res, err := newTestLoader(t, Options{MaxDirDepth: 8}).Load(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := wantFinding(t, res, strings.Repeat("d/", 8)+"d", CodeTooDeepTree)
+	if !strings.Contains(got.Message, "more than 8 levels") {
+		t.Errorf("message = %q", got.Message)
+	}
+	if res.Files != 1 || res.Valid() {
+		t.Errorf("read %d files (valid %v), want 1 and invalid", res.Files, res.Valid())
+	}
+}
+
+func TestLFSPointer(t *testing.T) {
+	pointer := "version https://git-lfs.github.com/spec/v1\noid sha256:" + strings.Repeat("ab", 32) + "\nsize 1234\n"
+	fsys := fstest.MapFS{
+		"mesh.yaml": {Data: []byte(validMesh)},
+		"x.yaml":    {Data: []byte(pointer)},
+	}
+	for _, cache := range []*Cache{nil, NewCache()} {
+		res, err := newTestLoader(t, Options{}).LoadTreesCached([]Tree{{FS: fsys, Prefix: "policies"}}, cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := wantFinding(t, res, "policies/x.yaml", CodeLFSPointer)
+		if want := "is a Git LFS pointer; gitmesh reads files from git objects: store policy files in git itself"; got.Message != want {
+			t.Errorf("message = %q", got.Message)
+		}
+		if res.Valid() {
+			t.Error("a tree with an LFS pointer is valid")
+		}
+	}
+}
+
+func TestSubmoduleIsAnError(t *testing.T) {
+	fsys := fstest.MapFS{
+		"mesh.yaml": {Data: []byte(validMesh)},
+		"vendored":  {Mode: fs.ModeIrregular, Sys: GitSubmodule{Commit: strings.Repeat("ab", 20)}},
+		"dev.yaml":  {Mode: fs.ModeIrregular}, // not a submodule: a warning, as before
+		"other":     {Mode: fs.ModeIrregular}, // not YAML, not a submodule: ignored
+	}
+	res, err := newTestLoader(t, Options{}).Load(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := wantFinding(t, res, "vendored", CodeSubmodule)
+	if got.Message != "is a git submodule (commit abababababab); it is not followed" || !got.IsError() {
+		t.Errorf("finding = %+v", got)
+	}
+	if w := wantFinding(t, res, "dev.yaml", CodeNotRegular); w.IsError() {
+		t.Errorf("an irregular file is an error: %+v", w)
+	}
+	if errs, warns := res.Count(); errs != 1 || warns != 1 {
+		t.Errorf("%d errors, %d warnings, want 1 and 1:\n%s", errs, warns, formatFindings(res.Findings))
 	}
 }
 

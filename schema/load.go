@@ -14,10 +14,18 @@ import (
 	"sync/atomic"
 )
 
+// Defaults of Options.
+const (
+	DefaultMaxFileBytes = 8 << 20
+	DefaultMaxFiles     = 50_000
+	DefaultMaxDirDepth  = 32
+)
+
 // Options bound what one load may read. The zero value takes the defaults.
 type Options struct {
 	MaxFileBytes int64 // larger files are refused unread; default 8 MiB
-	MaxFiles     int   // YAML files per tree; default 100,000
+	MaxFiles     int   // files per tree (all files, not only YAML); more and none is loaded; default 50,000
+	MaxDirDepth  int   // directory levels below a tree's root; default 32
 	MaxDepth     int   // nesting within a document; default 64
 	MaxNodes     int   // YAML nodes per document, aliases expanded; default 100,000
 	Workers      int   // files parsed at once; default GOMAXPROCS
@@ -25,10 +33,13 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.MaxFileBytes <= 0 {
-		o.MaxFileBytes = 8 << 20
+		o.MaxFileBytes = DefaultMaxFileBytes
 	}
 	if o.MaxFiles <= 0 {
-		o.MaxFiles = 100_000
+		o.MaxFiles = DefaultMaxFiles
+	}
+	if o.MaxDirDepth <= 0 {
+		o.MaxDirDepth = DefaultMaxDirDepth
 	}
 	if o.MaxDepth <= 0 {
 		o.MaxDepth = 64
@@ -246,7 +257,7 @@ func (l *Loader) walk(t Tree) ([]file, []Finding, error) {
 	report := func(sev Severity, p, code, msg, hint string) {
 		findings = append(findings, Finding{Severity: sev, File: display(p), Code: code, Message: msg, Hint: hint})
 	}
-	visit := func(p string, typ fs.FileMode) {
+	visit := func(p string, typ fs.FileMode, info func() (fs.FileInfo, error)) {
 		switch {
 		case typ.IsRegular():
 			files = append(files, file{fsys: t.FS, name: display(p), target: p})
@@ -261,7 +272,12 @@ func (l *Loader) walk(t Tree) ([]file, []Finding, error) {
 		case typ.IsDir():
 			report(SeverityError, p, CodeNotRegular, "is a directory", "")
 		default:
-			report(SeverityWarning, p, CodeNotRegular, "not a regular file (a git submodule or a device?); skipped", "")
+			if sm, ok := submodule(info); ok {
+				report(SeverityError, p, CodeSubmodule, fmt.Sprintf("is a git submodule (commit %.12s); it is not followed", sm.Commit),
+					"gitmesh reads only this repository's files: commit the policy files into it")
+				return
+			}
+			report(SeverityWarning, p, CodeNotRegular, "not a regular file (a device or a pipe?); skipped", "")
 		}
 	}
 	if t.Files != nil {
@@ -270,10 +286,12 @@ func (l *Loader) walk(t Tree) ([]file, []Finding, error) {
 			if err != nil {
 				return nil, nil, fmt.Errorf("read %s: %w", display(p), err)
 			}
-			visit(p, info.Mode().Type())
+			visit(p, info.Mode().Type(), func() (fs.FileInfo, error) { return info, nil })
 		}
 		return files, findings, nil
 	}
+	seen := 0 // files of every kind, to refuse a huge tree before loading any
+	tooMany := false
 	err := fs.WalkDir(t.FS, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if p == "." {
@@ -282,27 +300,66 @@ func (l *Loader) walk(t Tree) ([]file, []Finding, error) {
 			report(SeverityError, p, CodeUnreadable, fmt.Sprintf("cannot read: %v", unwrapPathError(err)), "")
 			return nil
 		}
-		if p != "." && strings.HasPrefix(d.Name(), ".") {
+		if p == "." {
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), ".") {
 			if d.IsDir() {
 				return fs.SkipDir
 			}
 			return nil
 		}
-		if d.IsDir() || !isYAML(p) {
+		if d.IsDir() {
+			if depth := strings.Count(p, "/") + 1; depth > l.opts.MaxDirDepth {
+				report(SeverityError, p, CodeTooDeepTree, fmt.Sprintf("directories nest more than %d levels deep; nothing in %s was read", l.opts.MaxDirDepth, display(p)),
+					"keep the policy tree shallow")
+				return fs.SkipDir
+			}
 			return nil
 		}
-		if len(files) >= l.opts.MaxFiles {
-			report(SeverityError, p, CodeTooManyFiles, fmt.Sprintf("the tree has more than %d YAML files; the rest were not read", l.opts.MaxFiles),
-				"point the policy path at the directory that holds the policies")
+		if seen++; seen > l.opts.MaxFiles {
+			tooMany = true
 			return fs.SkipAll
 		}
-		visit(p, d.Type())
+		switch {
+		case isYAML(p):
+			visit(p, d.Type(), d.Info)
+		case d.Type()&fs.ModeIrregular != 0: // a submodule is refused whatever its name
+			if _, ok := submodule(d.Info); ok {
+				visit(p, d.Type(), d.Info)
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read policy tree: %w", err)
 	}
+	if tooMany {
+		root := display(".")
+		where := root + "/"
+		if root == "." {
+			where = "the policy root"
+		}
+		return nil, []Finding{{Severity: SeverityError, File: root, Code: CodeTooManyFiles,
+			Message: fmt.Sprintf("more than %d files under %s; none of them was loaded", l.opts.MaxFiles, where),
+			Hint:    "point the policy path at the directory that holds only the policies, or raise the limit"}}, nil
+	}
 	return files, findings, nil
+}
+
+// GitSubmodule is the fs.FileInfo.Sys of a git submodule (a gitlink entry)
+// in a tree read from git: Commit is the submodule's commit, which lives in
+// another repository.
+type GitSubmodule struct{ Commit string }
+
+// submodule reports whether the entry is a git submodule.
+func submodule(info func() (fs.FileInfo, error)) (GitSubmodule, bool) {
+	fi, err := info()
+	if err != nil {
+		return GitSubmodule{}, false
+	}
+	sm, ok := fi.Sys().(GitSubmodule)
+	return sm, ok
 }
 
 // lstat is fs.Lstat where the FS has it, fs.Stat otherwise.
@@ -414,6 +471,9 @@ func (l *Loader) loadFile(f file) fileResult {
 
 // loadBytes parses, validates and decodes the content of the named file.
 func (l *Loader) loadBytes(name string, data []byte) fileResult {
+	if f := lfsPointer(name, data); f != nil {
+		return fileResult{findings: []Finding{*f}}
+	}
 	docs, findings := parseFile(name, data, parseLimits{maxDepth: l.opts.MaxDepth, maxNodes: l.opts.MaxNodes})
 	out := fileResult{findings: findings}
 	for _, doc := range docs {
@@ -425,6 +485,26 @@ func (l *Loader) loadBytes(name string, data []byte) fileResult {
 		}
 	}
 	return out
+}
+
+// lfsPrefixes start every Git LFS pointer file (git-lfs spec v1; "hawser" was
+// its name before the release).
+var lfsPrefixes = []string{"version https://git-lfs.github.com/spec/", "version https://hawser.github.com/spec/"}
+
+// lfsPointer returns a finding when data is a Git LFS pointer rather than the
+// file: gitmesh reads git objects and never fetches from an LFS server.
+func lfsPointer(name string, data []byte) *Finding {
+	if len(data) > 1024 {
+		return nil
+	}
+	for _, p := range lfsPrefixes {
+		if strings.HasPrefix(string(data), p) {
+			msg := "is a Git LFS pointer; gitmesh reads files from git objects: store policy files in git itself"
+			return &Finding{Severity: SeverityError, File: name, Line: 1, Column: 1, Code: CodeLFSPointer, Message: msg,
+				Hint: "stop tracking the policy files with LFS (`git lfs untrack`, then `git add --renormalize`) and commit them"}
+		}
+	}
+	return nil
 }
 
 // loadDocument validates one document and decodes it into the model. It

@@ -39,24 +39,32 @@ const adminTokenFileName = "admin-token"
 type clientFlags struct {
 	apiAddress string
 	tokenFile  string
+	caFile     string
 }
 
 func (c *clientFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&c.apiAddress, "api-address", "127.0.0.1:5681", "HOST:PORT or URL of the daemon's HTTP API")
 	f.StringVar(&c.tokenFile, "token-file", "", "file holding the API bearer token (default: $"+envToken+", the file $"+
 		envAdminTokenFile+" names, or admin-token in $"+envStateDir+" or .gitmesh)")
+	f.StringVar(&c.caFile, "ca-file", "", "PEM file of the CA to trust for an https:// API address, instead of the system's "+
+		"(<state-dir>/control-plane-ca.pem with `gitmesh serve --tls auto`)")
 }
 
 // apiClient talks to the daemon's HTTP API.
 type apiClient struct {
 	base  string
 	token string // "" sends no Authorization header
+	http  *http.Client
 }
 
 // client returns an API client. With needToken, a missing token is an
 // error that says where one is looked for.
 func (c *clientFlags) client(needToken bool) (*apiClient, error) {
-	base, err := apiBaseURL(c.apiAddress)
+	addr := c.apiAddress
+	if c.caFile != "" && !strings.Contains(addr, "://") {
+		addr = "https://" + addr
+	}
+	base, err := apiBaseURL(addr)
 	if err != nil {
 		return nil, usageError("--api-address: %v", err)
 	}
@@ -68,7 +76,20 @@ func (c *clientFlags) client(needToken bool) (*apiClient, error) {
 		return nil, usageError("no API token: give --token-file, set %s, or run where the daemon's state directory "+
 			"holds %s (set %s when it is not .gitmesh)", envToken, adminTokenFileName, envStateDir)
 	}
-	return &apiClient{base: base, token: token}, nil
+	hc := http.DefaultClient
+	if c.caFile != "" {
+		if !strings.HasPrefix(base, "https://") {
+			return nil, usageError("--ca-file needs an https:// --api-address")
+		}
+		cfg, err := tlsClientConfig(c.caFile)
+		if err != nil {
+			return nil, usageError("--ca-file: %v", err)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = cfg
+		hc = &http.Client{Transport: tr}
+	}
+	return &apiClient{base: base, token: token, http: hc}, nil
 }
 
 // token finds the bearer token: --token-file, $GITMESH_TOKEN, the file
@@ -139,7 +160,11 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any) ([]by
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc := c.http
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		why := err
 		if ue, ok := errors.AsType[*url.Error](err); ok {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +39,7 @@ func runBookinfoService() bool {
 // them.
 type bookinfoDataplane struct {
 	name, service, version string
-	port                   int // rewritten to a free port
+	port                   int
 }
 
 var bookinfoDataplanes = []bookinfoDataplane{
@@ -92,10 +93,13 @@ func TestBookinfoEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts six gRPC processes")
 	}
+	// The policies' ports, moved to free ones.
+	dataplanes := slices.Clone(bookinfoDataplanes)
 	ports := map[int]int{}
-	for i, dp := range bookinfoDataplanes {
-		bookinfoDataplanes[i].port = freePort(t)
-		ports[dp.port] = bookinfoDataplanes[i].port
+	for i := range dataplanes {
+		free := freePort(t)
+		ports[dataplanes[i].port] = free
+		dataplanes[i].port = free
 	}
 	r := newRemote(t)
 	c1 := r.push(t, "Bookinfo", bookinfoPolicies(t, ports))
@@ -109,7 +113,7 @@ func TestBookinfoEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	for _, dp := range bookinfoDataplanes {
+	for _, dp := range dataplanes {
 		dir := filepath.Join(t.TempDir(), dp.name)
 		agentLog := &syncBuffer{}
 		done := make(chan int, 1)
@@ -157,7 +161,7 @@ func TestBookinfoEndToEnd(t *testing.T) {
 	})
 
 	// All six are gRPC nodes in sync: each ACKed what it asked for.
-	s.waitStatus(t, "all six proxies in sync", func(st reconcile.Status) bool { return st.Convergence.Acked == len(bookinfoDataplanes) })
+	s.waitStatus(t, "all six proxies in sync", func(st reconcile.Status) bool { return st.Convergence.Acked == len(dataplanes) })
 	var px struct {
 		Items []struct{ NodeID, Flavor string }
 	}

@@ -14,7 +14,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -37,6 +39,7 @@ type bootstrapOptions struct {
 	adminAddress string
 	grpc         bool
 	certDir      string
+	access       xdsAccess
 }
 
 func newBootstrapCmd() *cobra.Command {
@@ -50,7 +53,16 @@ func newBootstrapCmd() *cobra.Command {
 By default it prints an Envoy v3 bootstrap as YAML, with the admin interface
 bound to the loopback address. With --grpc it prints the JSON bootstrap of a
 proxyless gRPC application (GRPC_XDS_BOOTSTRAP or GRPC_XDS_BOOTSTRAP_CONFIG),
-whose certificates gitmesh writes under --cert-dir.`,
+whose certificates gitmesh writes under --cert-dir.
+
+With --token-file the dataplane token goes into the bootstrap: for Envoy as
+the "authorization: Bearer <token>" initial metadata of the ADS gRPC
+service (the bootstrap then holds the token: keep it as secret as the
+token); for gRPC as call credentials of type jwt_token_file naming the file,
+which gRPC-Go reads only with GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS=true
+and sends only over TLS, so --grpc --token-file needs --ca-file. With
+--ca-file the connection to the xDS server is TLS, checked against that CA
+(and, for Envoy, the server's name or IP as in --xds-address).`,
 		Example: `  gitmesh bootstrap --dataplane default/web-1 --xds-address 10.0.0.5:5678 > envoy.yaml
   gitmesh bootstrap --dataplane default/reviews-v1 --xds-address 10.0.0.5:5678 --grpc > bootstrap.json`,
 		Args: cobra.NoArgs,
@@ -70,6 +82,7 @@ whose certificates gitmesh writes under --cert-dir.`,
 	f.StringVar(&o.adminAddress, "admin-address", "127.0.0.1:9901", "loopback IP:PORT of Envoy's admin interface")
 	f.BoolVar(&o.grpc, "grpc", false, "print a proxyless gRPC xDS bootstrap (JSON) instead of an Envoy one")
 	f.StringVar(&o.certDir, "cert-dir", "", "with --grpc: directory of cert.pem, key.pem and ca.pem (default "+defaultCertDirRoot+"/MESH/NAME)")
+	o.access.bind(f)
 	_ = cmd.MarkFlagRequired("dataplane")
 	_ = cmd.MarkFlagRequired("xds-address")
 	return cmd
@@ -84,13 +97,29 @@ func runBootstrap(w io.Writer, o bootstrapOptions) error {
 	if err != nil {
 		return usageError("--xds-address: %w", err)
 	}
+	access, err := o.access.absPaths()
+	if err != nil {
+		return err
+	}
+	tok, err := access.dataplaneToken(mesh, name)
+	if err != nil {
+		return err
+	}
+	if access.caFile != "" {
+		if _, err := tlsClientConfig(access.caFile); err != nil {
+			return usageError("--ca-file: %v", err)
+		}
+	}
 	var out []byte
 	if o.grpc {
+		if access.tokenFile != "" && access.caFile == "" {
+			return usageError("--grpc --token-file needs --ca-file: gRPC sends call credentials over TLS only")
+		}
 		certDir := o.certDir
 		if certDir == "" {
 			certDir = path.Join(defaultCertDirRoot, mesh, name)
 		}
-		out, err = grpcBootstrapJSON(mesh, name, o.xdsAddress, certDir)
+		out, err = grpcBootstrapJSON(mesh, name, o.xdsAddress, certDir, access)
 	} else {
 		adminHost, adminPort, perr := parseHostPort(o.adminAddress)
 		if perr != nil {
@@ -100,7 +129,7 @@ func runBootstrap(w io.Writer, o bootstrapOptions) error {
 			return usageError("--admin-address: %q is not a loopback IP address; the admin interface must not be reachable from the network", adminHost)
 		}
 		var b *bootstrapv3.Bootstrap
-		b, err = envoyBootstrap(mesh, name, xdsHost, xdsPort, adminHost, adminPort)
+		b, err = envoyBootstrap(mesh, name, xdsHost, xdsPort, adminHost, adminPort, tok, access.caFile)
 		if err == nil {
 			out, err = xds.MarshalMessage(b, xds.FormatYAML)
 		}
@@ -145,8 +174,10 @@ func parseHostPort(s string) (string, uint32, error) {
 }
 
 // envoyBootstrap builds an Envoy bootstrap that takes listeners and clusters
-// over ADS from the static cluster gitmesh_xds (HTTP/2).
-func envoyBootstrap(mesh, name, xdsHost string, xdsPort uint32, adminHost string, adminPort uint32) (*bootstrapv3.Bootstrap, error) {
+// over ADS from the static cluster gitmesh_xds (HTTP/2). A token, when not
+// empty, is sent as the ADS stream's authorization metadata; caFile, when
+// not empty, makes the cluster speak TLS and check the server against it.
+func envoyBootstrap(mesh, name, xdsHost string, xdsPort uint32, adminHost string, adminPort uint32, tok, caFile string) (*bootstrapv3.Bootstrap, error) {
 	metadata, err := structpb.NewStruct(map[string]any{xds.FlavorMetadataKey: "envoy"})
 	if err != nil {
 		return nil, err
@@ -211,10 +242,48 @@ func envoyBootstrap(mesh, name, xdsHost string, xdsPort uint32, adminHost string
 			}},
 		},
 	}
+	if tok != "" {
+		b.DynamicResources.AdsConfig.GrpcServices[0].InitialMetadata = []*corev3.HeaderValue{{Key: "authorization", Value: "Bearer " + tok}}
+	}
+	if caFile != "" {
+		ts, err := xdsTransportSocket(xdsHost, caFile)
+		if err != nil {
+			return nil, err
+		}
+		b.StaticResources.Clusters[0].TransportSocket = ts
+	}
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("envoy bootstrap: %w", err)
 	}
 	return b, nil
+}
+
+// xdsTransportSocket is the TLS of the xDS cluster: HTTP/2 by ALPN (gRPC
+// servers require it), SNI and the peer's name or IP checked against host,
+// and the CA read from caFile.
+func xdsTransportSocket(host, caFile string) (*corev3.TransportSocket, error) {
+	san := &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_DNS,
+		Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: host}}}
+	if net.ParseIP(host) != nil {
+		san.SanType = tlsv3.SubjectAltNameMatcher_IP_ADDRESS
+	}
+	utc := &tlsv3.UpstreamTlsContext{
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols: []string{"h2"},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa:                 &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: caFile}},
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{san},
+			}},
+		},
+	}
+	if net.ParseIP(host) == nil {
+		utc.Sni = host
+	}
+	cfg, err := anypb.New(utc)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: cfg}}, nil
 }
 
 func socketAddress(host string, port uint32) *corev3.Address {
@@ -235,11 +304,22 @@ type grpcBootstrap struct {
 type grpcXDSServer struct {
 	ServerURI      string            `json:"server_uri"`
 	ChannelCreds   []grpcChannelCred `json:"channel_creds"`
+	CallCreds      []grpcCallCred    `json:"call_creds,omitempty"`
 	ServerFeatures []string          `json:"server_features"`
 }
 
+// grpcChannelCred is a channel credential: "insecure", or "tls" with config
+// {"ca_certificate_file": ...}.
 type grpcChannelCred struct {
-	Type string `json:"type"`
+	Type   string            `json:"type"`
+	Config map[string]string `json:"config,omitempty"`
+}
+
+// grpcCallCred is a call credential (gRFC A97): "jwt_token_file" with config
+// {"jwt_token_file": ...}.
+type grpcCallCred struct {
+	Type   string            `json:"type"`
+	Config map[string]string `json:"config"`
 }
 
 type grpcNode struct {
@@ -261,13 +341,20 @@ type grpcFileWatcherCfg struct {
 }
 
 // grpcBootstrapJSON builds the bootstrap of a proxyless gRPC application.
-func grpcBootstrapJSON(mesh, name, xdsAddress, certDir string) ([]byte, error) {
+func grpcBootstrapJSON(mesh, name, xdsAddress, certDir string, access xdsAccess) ([]byte, error) {
+	server := grpcXDSServer{
+		ServerURI:      xdsAddress,
+		ChannelCreds:   []grpcChannelCred{{Type: "insecure"}},
+		ServerFeatures: []string{"xds_v3"},
+	}
+	if access.caFile != "" {
+		server.ChannelCreds = []grpcChannelCred{{Type: "tls", Config: map[string]string{"ca_certificate_file": access.caFile}}}
+	}
+	if access.tokenFile != "" {
+		server.CallCreds = []grpcCallCred{{Type: "jwt_token_file", Config: map[string]string{"jwt_token_file": access.tokenFile}}}
+	}
 	b := grpcBootstrap{
-		XDSServers: []grpcXDSServer{{
-			ServerURI:      xdsAddress,
-			ChannelCreds:   []grpcChannelCred{{Type: "insecure"}},
-			ServerFeatures: []string{"xds_v3"},
-		}},
+		XDSServers: []grpcXDSServer{server},
 		Node: grpcNode{
 			ID:       mesh + "." + name,
 			Cluster:  mesh,

@@ -19,7 +19,6 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -62,6 +61,7 @@ type certsOptions struct {
 	timeout    time.Duration
 	logFormat  string
 	logLevel   string
+	access     xdsAccess
 }
 
 func newCertsCmd() *cobra.Command {
@@ -104,6 +104,7 @@ GITMESH_XDS_ADDRESS.`,
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "with --once, how long to wait for a certificate; otherwise when to warn that none came")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	o.access.bind(f)
 	_ = cmd.MarkFlagRequired("dataplane")
 	return cmd
 }
@@ -115,14 +116,15 @@ func defaultCertDir(mesh, name string) string {
 }
 
 // xdsDialOptions are the options of the agent's connection to gitmesh's xDS
-// server, all in one place: transport security and a token for the xDS
-// connection belong here once the server offers them. Keepalive pings
-// notice a connection that died silently, within the server's limits.
-func xdsDialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+// server, all in one place: TLS and the dataplane token when given, and
+// keepalive pings that notice a connection that died silently, within the
+// server's limits.
+func xdsDialOptions(access xdsAccess, mesh, name string) ([]grpc.DialOption, error) {
+	opts, err := access.dialOptions(mesh, name)
+	if err != nil {
+		return nil, err
 	}
+	return append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second})), nil
 }
 
 // certAgent keeps the certificate files of one dataplane current. run is
@@ -131,6 +133,7 @@ type certAgent struct {
 	mesh, name string
 	node       *corev3.Node
 	xdsAddress string
+	dial       []grpc.DialOption
 	dir        string
 	once       bool
 	timeout    time.Duration
@@ -179,7 +182,11 @@ func newCertAgent(o certsOptions, stderr io.Writer) (*certAgent, error) {
 		return nil, err
 	}
 	node := &corev3.Node{Id: mesh + "." + name, Cluster: mesh, UserAgentName: certsUserAgent, Metadata: metadata}
-	return &certAgent{mesh: mesh, name: name, node: node, xdsAddress: o.xdsAddress, dir: dir,
+	dial, err := xdsDialOptions(o.access, mesh, name)
+	if err != nil {
+		return nil, err
+	}
+	return &certAgent{mesh: mesh, name: name, node: node, xdsAddress: o.xdsAddress, dial: dial, dir: dir,
 		once: o.once, timeout: o.timeout, log: log, now: time.Now}, nil
 }
 
@@ -277,7 +284,7 @@ func (a *certAgent) missing() error {
 // returns nil when a --once run is done, an *exitError for what retrying
 // cannot mend, and otherwise why the stream ended.
 func (a *certAgent) stream(ctx context.Context) (healthy bool, err error) {
-	conn, err := grpc.NewClient(a.xdsAddress, xdsDialOptions()...)
+	conn, err := grpc.NewClient(a.xdsAddress, a.dial...)
 	if err != nil {
 		return false, usageError("--xds-address: %v", err)
 	}

@@ -141,6 +141,11 @@ func recordNotes(r reconcile.Record) []string {
 		notes = append(notes, "failed: "+r.Error)
 	case reconcile.VerdictHeld:
 		notes = append(notes, "valid; not published while pinned")
+	case reconcile.VerdictUnverified:
+		notes = append(notes, "not published: "+r.Error)
+	}
+	if r.Commit.Signer != "" {
+		notes = append(notes, "signed by "+r.Commit.Signer)
 	}
 	if r.Diff != nil {
 		notes = append(notes, diffLine(r))

@@ -84,6 +84,7 @@ proxyless gRPC over xDS.`,
 		newHistoryCmd(),
 		newRollbackCmd(),
 		newResumeCmd(),
+		newTokenCmd(),
 	)
 	return root
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,9 @@ type serveOptions struct {
 	gitTimeout         time.Duration
 	certValidity       time.Duration
 	maxFileBytes       int64
+	maxFiles           int
+	maxDirDepth        int
+	maxFetchBytes      int64
 
 	gitUsername, gitPasswordFile, gitTokenFile string
 	sshKeyFile, sshKnownHosts                  string
@@ -52,7 +56,10 @@ type serveOptions struct {
 
 	adminTokenFile, readTokenFile string
 	authReads                     bool
+	corsOrigins                   []string
 	rollbackOnNACK                bool
+	verifyCommits                 string
+	security                      serveSecurity
 }
 
 // Environment variables that carry secrets themselves (the *-file flags and
@@ -88,7 +95,11 @@ and ` + envWebhookSecret + `.
 
 POST /rollback and /resume need the admin token: --admin-token-file, or
 ` + envAdminToken + `; without either, a random token is generated once into
-<state-dir>/admin-token (0600), where ` + "`gitmesh rollback`" + ` on this host finds it.`,
+<state-dir>/admin-token (0600), where ` + "`gitmesh rollback`" + ` on this host finds it.
+
+With --verify-commits KEYRING (armored OpenPGP public keys), a head that is
+unsigned, signed by a key not in KEYRING, or badly signed is recorded as
+unverified and not published, and rollback refuses such commits.`,
 		Example: `  gitmesh serve --repo https://git.example.com/platform/mesh.git --path policies
   gitmesh serve --repo ./mesh-policies --state-dir /var/lib/gitmesh --interval 1m`,
 		Args: cobra.NoArgs,
@@ -106,9 +117,12 @@ POST /rollback and /resume need the admin token: --admin-token-file, or
 	f.StringVar(&o.apiAddress, "api-address", "127.0.0.1:5681", "address of the HTTP API (status, webhooks, metrics)")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.DurationVar(&o.gitTimeout, "git-timeout", 30*time.Second, "bound on every call to the remote")
+	f.DurationVar(&o.gitTimeout, "git-timeout", 30*time.Second, "bound on every call to the remote, listing refs or fetching (a remote that trickles bytes is cut off)")
 	f.DurationVar(&o.certValidity, "cert-validity", ca.DefaultValidity, "validity of the dataplane certificates of mTLS meshes")
-	f.Int64Var(&o.maxFileBytes, "max-file-size", 8<<20, "refuse policy files larger than this many bytes")
+	f.Int64Var(&o.maxFileBytes, "max-file-size", schema.DefaultMaxFileBytes, "refuse policy files larger than this many bytes, from their size, unread")
+	f.IntVar(&o.maxFiles, "max-files", schema.DefaultMaxFiles, "refuse a commit with more files than this under the policy path, before loading any")
+	f.IntVar(&o.maxDirDepth, "max-dir-depth", schema.DefaultMaxDirDepth, "refuse directories nested deeper than this under the policy path")
+	f.Int64Var(&o.maxFetchBytes, "max-fetch-bytes", source.DefaultMaxFetchBytes, "abandon a fetch whose packfile grows past this many bytes; the mirror keeps what it had")
 	f.StringVar(&o.gitUsername, "git-username", "", "user name for HTTP(S) basic authentication")
 	f.StringVar(&o.gitPasswordFile, "git-password-file", "", "file holding the HTTP(S) password")
 	f.StringVar(&o.gitTokenFile, "git-token-file", "", "file holding an HTTP(S) access token")
@@ -121,8 +135,11 @@ POST /rollback and /resume need the admin token: --admin-token-file, or
 	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token of POST /rollback and /resume (default: "+
 		envAdminToken+", else generated into <state-dir>/admin-token)")
 	f.StringVar(&o.readTokenFile, "read-token-file", "", "file holding a second bearer token that may only read (or "+envReadToken+")")
+	f.StringSliceVar(&o.corsOrigins, "api-cors-origin", nil, "browser origin (https://host[:port]) allowed to call the HTTP API from another origin; repeatable; none by default")
 	f.BoolVar(&o.authReads, "auth-reads", false, "require a token for the read endpoints too (all but /healthz, /readyz and the webhooks)")
 	f.BoolVar(&o.rollbackOnNACK, "rollback-on-nack", false, "put a proxy that NACKs its configuration back on the last commit it accepted")
+	f.StringVar(&o.verifyCommits, "verify-commits", "", "publish (and roll back to) only commits whose OpenPGP signature verifies against the public keys in this keyring file")
+	o.security.bind(f)
 	return cmd
 }
 
@@ -167,8 +184,9 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	if o.path != "" {
 		fmt.Fprintf(stdout, " path %s", o.path)
 	}
-	fmt.Fprintf(stdout, "\n  xDS (ADS, gRPC):  %s\n  HTTP API:         http://%s  (/status /history /proxies /meshes /metrics)\n  state directory:  %s\n",
-		app.xdsLis.Addr(), app.apiLis.Addr(), o.stateDir)
+	fmt.Fprintf(stdout, "\n  xDS (ADS, gRPC):  %s\n  HTTP API:         %s://%s  (/status /history /proxies /meshes /metrics)\n  state directory:  %s\n",
+		app.xdsLis.Addr(), app.sec.scheme(), app.apiLis.Addr(), o.stateDir)
+	app.sec.describe(stdout, stderr)
 	if o.adminTokenFile == "" && os.Getenv(envAdminToken) == "" {
 		fmt.Fprintf(stdout, "  admin token:      %s  (POST /rollback and /resume)\n", filepath.Join(o.stateDir, adminTokenFileName))
 	}
@@ -187,6 +205,7 @@ type serveApp struct {
 	httpServer *http.Server
 	xdsLis     net.Listener
 	apiLis     net.Listener
+	sec        secured
 }
 
 func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
@@ -226,6 +245,14 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	if o.authReads && len(hooks.ReadToken) == 0 {
 		log.Info("--auth-reads without a read token: reads need the admin token")
 	}
+	for _, origin := range o.corsOrigins {
+		if u, err := url.Parse(origin); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return nil, usageError("--api-cors-origin %q: want an origin such as https://console.example.com", origin)
+		}
+		// Browsers send the origin without a trailing slash.
+		hooks.CORSOrigins = append(hooks.CORSOrigins, strings.TrimSuffix(origin, "/"))
+	}
 	hooks.AuthReads = o.authReads
 
 	var caBundle []byte
@@ -236,12 +263,21 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	}
 	mirror, err := source.OpenMirror(source.MirrorConfig{
 		URL: o.repo, Branch: o.branch, Dir: filepath.Join(o.stateDir, "repo.git"),
-		Credentials: creds, CABundle: caBundle, Timeout: o.gitTimeout, Logger: log.With("component", "git"),
+		Credentials: creds, CABundle: caBundle, Timeout: o.gitTimeout, MaxFetchBytes: o.maxFetchBytes, Logger: log.With("component", "git"),
 	})
 	if err != nil {
 		return nil, &exitError{code: exitUsage, err: err}
 	}
-	loader, err := schema.NewLoader(schema.Options{MaxFileBytes: o.maxFileBytes})
+	var verify func(hash string) (string, error)
+	if o.verifyCommits != "" {
+		v, err := source.NewVerifier(o.verifyCommits)
+		if err != nil {
+			return nil, usageError("--verify-commits: %v", err)
+		}
+		verify = func(hash string) (string, error) { return v.VerifyCommit(mirror.Repository(), hash) }
+		log.Info("publishing only signed commits", "keyring", v.File(), "keys", v.Keys())
+	}
+	loader, err := schema.NewLoader(schema.Options{MaxFileBytes: o.maxFileBytes, MaxFiles: o.maxFiles, MaxDirDepth: o.maxDirDepth})
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +285,12 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	server, err := ads.New(ads.Config{Logger: log.With("component", "xds"), EventBuffer: 1 << 16})
+	sec, err := o.security.build(o.stateDir)
+	if err != nil {
+		return nil, err
+	}
+	server, err := ads.New(ads.Config{Logger: log.With("component", "xds"), EventBuffer: 1 << 16,
+		Authenticate: sec.auth, TLS: sec.tls})
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +329,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 			return loader.LoadTreesCached([]schema.Tree{{FS: fsys, Prefix: cleanPrefix(o.path)}}, cache)
 		},
 		Target: planeTarget{pl}, StateDir: o.stateDir, Interval: o.interval,
-		Logger: log, Metrics: reconcile.NewMetrics(reg),
+		Logger: log, Metrics: reconcile.NewMetrics(reg), Verify: verify,
 	})
 	if err != nil {
 		return nil, &exitError{code: exitUsage, err: err}
@@ -305,6 +346,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		xdsLis.Close()
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("api listener: %w", err)}
 	}
+	apiLis = sec.listen(apiLis)
 	httpServer := &http.Server{
 		Handler:           api.New(hooks),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -314,7 +356,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return &serveApp{o: o, log: log, mirror: mirror, daemon: daemon, server: server, plane: pl,
-		httpServer: httpServer, xdsLis: xdsLis, apiLis: apiLis}, nil
+		httpServer: httpServer, xdsLis: xdsLis, apiLis: apiLis, sec: sec}, nil
 }
 
 // Run serves until ctx ends, then stops every part and returns.

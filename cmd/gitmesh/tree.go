@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 
+	gogit "github.com/go-git/go-git/v5"
 	"github.com/spf13/pflag"
 
 	"github.com/gitmesh/gitmesh/reconcile/source"
@@ -14,6 +16,9 @@ import (
 // of a git repository read straight from its objects.
 type treeFlags struct {
 	repo, rev, path string
+	// verifyCommits is a keyring file: with --repo, the commit must carry an
+	// OpenPGP signature by one of its keys. Bound by validate only.
+	verifyCommits string
 }
 
 func (t *treeFlags) bind(f *pflag.FlagSet) {
@@ -27,6 +32,9 @@ func (t *treeFlags) bind(f *pflag.FlagSet) {
 // otherwise relative to it. A file argument is always named as typed. The
 // returned func releases the trees.
 func (t *treeFlags) trees(args []string, joinPrefix bool) ([]schema.Tree, func(), error) {
+	if t.verifyCommits != "" && t.repo == "" {
+		return nil, nil, usageError("--verify-commits checks a commit's signature: give --repo (and --rev)")
+	}
 	if t.repo != "" {
 		if len(args) > 0 {
 			return nil, nil, usageError("--repo reads a commit: give --path instead of PATH arguments")
@@ -38,6 +46,11 @@ func (t *treeFlags) trees(args []string, joinPrefix bool) ([]schema.Tree, func()
 		c, err := source.ReadCommit(repo, t.rev, t.path)
 		if err != nil {
 			return nil, nil, &exitError{code: exitUsage, err: err}
+		}
+		if t.verifyCommits != "" {
+			if err := verifyCommit(repo, c.Hash, t.verifyCommits); err != nil {
+				return nil, nil, err
+			}
 		}
 		tree := schema.Tree{FS: c.Tree}
 		if joinPrefix {
@@ -79,4 +92,23 @@ func (t *treeFlags) trees(args []string, joinPrefix bool) ([]schema.Tree, func()
 		trees = append(trees, tree)
 	}
 	return trees, release, nil
+}
+
+// verifyCommit checks the signature of commit hash against the keyring
+// file: a commit whose signature is not accepted fails (exit 1, before its
+// tree is read), a keyring without a usable key is a usage error.
+func verifyCommit(repo *gogit.Repository, hash, keyring string) error {
+	v, err := source.NewVerifier(keyring)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	_, err = v.VerifyCommit(repo, hash)
+	var uv *source.UnverifiedError
+	switch {
+	case errors.As(err, &uv):
+		return &exitError{code: exitFailed, err: err}
+	case err != nil:
+		return &exitError{code: exitUsage, err: err}
+	}
+	return nil
 }

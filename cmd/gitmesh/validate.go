@@ -16,6 +16,8 @@ type validateOptions struct {
 	format       string
 	source       treeFlags
 	maxFileBytes int64
+	maxFiles     int
+	maxDirDepth  int
 }
 
 func newValidateCmd() *cobra.Command {
@@ -30,12 +32,18 @@ translates the set into every proxy's Envoy resources to check those too.
 Every problem is reported in one pass, with file, line, column and JSON pointer.
 
 With --repo and --rev it reads a commit straight from git objects, without a
-checkout: what a CI job runs against a pull request's merge commit.
+checkout: what a CI job runs against a pull request's merge commit. With
+--verify-commits KEYRING as well, the commit must carry an OpenPGP signature
+by a key in KEYRING (armored public keys, as gpg --export --armor writes
+them), as gitmesh serve --verify-commits requires before publishing; an
+unsigned commit, one signed by another key or a bad signature exits 1 with
+the reason, before the tree is read.
 
 Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 		Example: `  gitmesh validate policies/
   gitmesh validate --format github .
-  gitmesh validate --repo . --rev refs/pull/42/merge --path policies`,
+  gitmesh validate --repo . --rev refs/pull/42/merge --path policies
+  gitmesh validate --repo . --rev HEAD --path policies --verify-commits keys.asc`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runValidate(cmd.OutOrStdout(), o, args)
 		},
@@ -43,7 +51,11 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 	f := cmd.Flags()
 	f.StringVarP(&o.format, "format", "o", "text", "output format: text, json, github or sarif")
 	o.source.bind(f)
-	f.Int64Var(&o.maxFileBytes, "max-file-size", 8<<20, "refuse YAML files larger than this many bytes")
+	f.StringVar(&o.source.verifyCommits, "verify-commits", "",
+		"with --repo: require the commit's OpenPGP signature to verify against the public keys in this keyring file")
+	f.Int64Var(&o.maxFileBytes, "max-file-size", schema.DefaultMaxFileBytes, "refuse YAML files larger than this many bytes, from their size, unread")
+	f.IntVar(&o.maxFiles, "max-files", schema.DefaultMaxFiles, "refuse a tree with more files than this, before loading any")
+	f.IntVar(&o.maxDirDepth, "max-dir-depth", schema.DefaultMaxDirDepth, "refuse directories nested deeper than this")
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(reportFormats, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
@@ -72,7 +84,7 @@ func runValidate(stdout io.Writer, o validateOptions, args []string) error {
 	// speed figures). The loader's limits bound the total.
 	defer debug.SetGCPercent(debug.SetGCPercent(validateGCPercent))
 
-	loader, err := schema.NewLoader(schema.Options{MaxFileBytes: o.maxFileBytes})
+	loader, err := schema.NewLoader(schema.Options{MaxFileBytes: o.maxFileBytes, MaxFiles: o.maxFiles, MaxDirDepth: o.maxDirDepth})
 	if err != nil {
 		return err
 	}

@@ -192,6 +192,7 @@ func (s *server) operationRequest(w http.ResponseWriter, r *http.Request) (Opera
 // operationDone answers the outcome of a rollback or resume.
 func (s *server) operationDone(w http.ResponseWriter, op string, req OperationRequest, rec reconcile.Record, err error) {
 	var invalid *reconcile.InvalidCommitError
+	var unverified *reconcile.UnverifiedCommitError
 	switch {
 	case err == nil:
 		s.log.Info(op+" done", "commit", rec.Commit.Short(), "by", req.By)
@@ -199,6 +200,8 @@ func (s *server) operationDone(w http.ResponseWriter, op string, req OperationRe
 	case errors.As(err, &invalid):
 		writeJSON(w, http.StatusUnprocessableEntity, RefusalBody{Error: err.Error(), Commit: invalid.Commit.Hash,
 			Errors: invalid.Errors, Findings: invalid.Findings})
+	case errors.As(err, &unverified):
+		writeJSON(w, http.StatusUnprocessableEntity, RefusalBody{Error: err.Error(), Commit: unverified.Commit.Hash})
 	case errors.Is(err, reconcile.ErrUnknownCommit):
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, reconcile.ErrNotPinned):

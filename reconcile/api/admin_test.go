@@ -143,3 +143,36 @@ func TestReadsCanRequireAToken(t *testing.T) {
 	base, _, _ = startAPI(t, api.Config{Backend: daemon(), AdminToken: []byte(adminToken)})
 	get(t, base+"/status").wantJSON(t, http.StatusOK, nil)
 }
+
+func TestCORSOnlyForConfiguredOrigins(t *testing.T) {
+	preflight := http.Header{"Origin": {"https://console.example.com"}, "Access-Control-Request-Method": {"POST"},
+		"Access-Control-Request-Headers": {"authorization"}}
+
+	// Default: no CORS header at all, and a preflight is not answered as one.
+	base, _, _ := startAPI(t, api.Config{AdminToken: []byte(adminToken)})
+	r := do(t, http.MethodOptions, base+"/rollback", preflight, nil)
+	if r.code == http.StatusNoContent || r.header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight without configured origins: %d %v", r.code, r.header)
+	}
+	r = do(t, http.MethodGet, base+"/status", http.Header{"Origin": {"https://console.example.com"}}, nil)
+	if r.header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("GET with an Origin got CORS headers: %v", r.header)
+	}
+
+	base, b, _ := startAPI(t, api.Config{AdminToken: []byte(adminToken), CORSOrigins: []string{"https://console.example.com"}})
+	r = do(t, http.MethodOptions, base+"/rollback", preflight, nil)
+	if r.code != http.StatusNoContent || r.header.Get("Access-Control-Allow-Origin") != "https://console.example.com" ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Errorf("preflight from a configured origin: %d %v", r.code, r.header)
+	}
+	other := http.Header{"Origin": {"https://evil.example.net"}, "Access-Control-Request-Method": {"POST"}}
+	if r := do(t, http.MethodOptions, base+"/rollback", other, nil); r.header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight from another origin: %v", r.header)
+	}
+	// CORS never replaces the token.
+	h := http.Header{"Origin": {"https://console.example.com"}}
+	post(t, base+"/rollback", h, `{"commit":"abc"}`).wantError(t, http.StatusUnauthorized, "authentication required")
+	if len(b.operations()) != 0 {
+		t.Error("a cross-origin request without a token reached the daemon")
+	}
+}

@@ -63,6 +63,9 @@ type Config struct {
 	// require either token.
 	AdminToken, ReadToken []byte
 	AuthReads             bool
+	// CORSOrigins are the browser origins (scheme://host[:port]) allowed
+	// to call the API from another origin; none by default.
+	CORSOrigins []string
 }
 
 // Methods a route answers.
@@ -112,7 +115,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
-	return mux
+	return cors(cfg.CORSOrigins, mux)
 }
 
 type server struct {

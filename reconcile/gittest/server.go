@@ -1,9 +1,12 @@
 package gittest
 
 import (
+	"context"
+	"crypto/rand"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -12,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -111,6 +115,14 @@ type HTTPOptions struct {
 	Token string
 	// OnRequest, when set, sees every request before it is served.
 	OnRequest func(*http.Request)
+	// Trickle, when set, makes the server a slow loris for fetches: the
+	// answer to a fetch (POST git-upload-pack) is sent one byte per Trickle.
+	// Listing refs is served at full speed.
+	Trickle time.Duration
+	// EndlessPack, when set, answers every fetch with a packfile that never
+	// ends (a valid header, then random bytes, sent as fast as they are
+	// read); listing refs is served by git. Nothing real can send that.
+	EndlessPack bool
 }
 
 // HTTPBackend serves every repository under baseDir with the real `git
@@ -155,8 +167,70 @@ func httpBackend(t testing.TB, baseDir string, opts HTTPOptions) http.Handler {
 			http.Error(w, "authentication required", http.StatusUnauthorized)
 			return
 		}
-		backend.ServeHTTP(w, r)
+		switch {
+		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-upload-pack") && opts.EndlessPack:
+			endlessPack(w, r)
+		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-upload-pack") && opts.Trickle > 0:
+			backend.ServeHTTP(&trickleWriter{ResponseWriter: w, ctx: r.Context(), every: opts.Trickle}, r)
+		default:
+			backend.ServeHTTP(w, r)
+		}
 	})
+}
+
+// trickleWriter sends the body one byte at a time, every so often, until the
+// client goes away.
+type trickleWriter struct {
+	http.ResponseWriter
+	ctx   context.Context
+	every time.Duration
+}
+
+func (t *trickleWriter) Write(p []byte) (int, error) {
+	rc := http.NewResponseController(t.ResponseWriter)
+	for i := range p {
+		select {
+		case <-t.ctx.Done():
+			return i, t.ctx.Err()
+		case <-time.After(t.every):
+		}
+		if _, err := t.ResponseWriter.Write(p[i : i+1]); err != nil {
+			return i, err
+		}
+		if err := rc.Flush(); err != nil {
+			return i + 1, err
+		}
+	}
+	return len(p), nil
+}
+
+// endlessPack answers a fetch (protocol v0, side-band-64k, as go-git asks)
+// with NAK and a packfile that announces objects and never ends.
+func endlessPack(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Type", "application/x-git-upload-pack-result")
+	w.Header().Set("Cache-Control", "no-cache")
+	rc := http.NewResponseController(w)
+	band := func(data []byte) error {
+		if _, err := fmt.Fprintf(w, "%04x\x01", len(data)+5); err != nil {
+			return err
+		}
+		_, err := w.Write(data)
+		return err
+	}
+	if _, err := io.WriteString(w, "0008NAK\n"); err != nil {
+		return
+	}
+	if band([]byte("PACK\x00\x00\x00\x02\x00\x00\x10\x00")) != nil {
+		return
+	}
+	chunk := make([]byte, 65515) // the most a side-band-64k packet carries
+	for r.Context().Err() == nil {
+		rand.Read(chunk)
+		if band(chunk) != nil || rc.Flush() != nil {
+			return
+		}
+	}
 }
 
 func (o HTTPOptions) authorized(r *http.Request) bool {

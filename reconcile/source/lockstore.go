@@ -1,6 +1,7 @@
 package source
 
 import (
+	"fmt"
 	"io"
 	"sync"
 
@@ -22,6 +23,8 @@ import (
 type lockedStorer struct {
 	mu *sync.Mutex
 	s  *filesystem.Storage
+	// maxPack bounds the bytes of one received packfile; 0 is no bound.
+	maxPack int64
 }
 
 var (
@@ -186,15 +189,34 @@ func (l *lockedStorer) PackfileWriter() (io.WriteCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &lockedPackWriter{mu: l.mu, w: w}, nil
+	return &lockedPackWriter{mu: l.mu, w: w, max: l.maxPack}, nil
+}
+
+// PackTooLargeError is the error of a fetch whose packfile grew past the
+// limit: the remote sent more than Limit bytes, counted as they were written.
+type PackTooLargeError struct{ Limit int64 }
+
+func (e *PackTooLargeError) Error() string {
+	return fmt.Sprintf("the remote sent a packfile of more than %d bytes (the fetch limit); it was abandoned", e.Limit)
 }
 
 type lockedPackWriter struct {
-	mu *sync.Mutex
-	w  io.WriteCloser
+	mu      *sync.Mutex
+	w       io.WriteCloser
+	max     int64 // 0 is no bound
+	written int64
 }
 
-func (w *lockedPackWriter) Write(p []byte) (int, error) { return w.w.Write(p) }
+// Write passes p on until the pack would grow past max, then fails: the
+// fetch stops reading the remote, and Close discards the partial pack.
+func (w *lockedPackWriter) Write(p []byte) (int, error) {
+	if w.max > 0 && w.written+int64(len(p)) > w.max {
+		return 0, &PackTooLargeError{Limit: w.max}
+	}
+	n, err := w.w.Write(p)
+	w.written += int64(n)
+	return n, err
+}
 
 func (w *lockedPackWriter) Close() error {
 	w.mu.Lock()

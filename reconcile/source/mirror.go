@@ -26,6 +26,8 @@ import (
 const (
 	DefaultBranch  = "main"
 	DefaultTimeout = 30 * time.Second
+	// DefaultMaxFetchBytes bounds the packfile of one fetch.
+	DefaultMaxFetchBytes = 1 << 30
 )
 
 // remoteName is the mirror's one remote.
@@ -61,6 +63,10 @@ type MirrorConfig struct {
 	// Timeout bounds each network call, listing refs and fetching
 	// (default 30s). A first fetch of a large repository needs more.
 	Timeout time.Duration
+	// MaxFetchBytes bounds the packfile one fetch may receive, counted as it
+	// is written to disk (default 1 GiB; negative is no bound). A larger
+	// fetch fails with a *PackTooLargeError, and the partial pack is removed.
+	MaxFetchBytes int64
 	// Logger receives a line per fetch; nil discards.
 	Logger *slog.Logger
 }
@@ -98,6 +104,7 @@ type Mirror struct {
 	creds    Credentials
 	caBundle []byte
 	timeout  time.Duration
+	maxFetch int64 // 0 is no bound
 	log      *slog.Logger
 
 	store *lockedStorer
@@ -134,6 +141,7 @@ func OpenMirror(cfg MirrorConfig) (*Mirror, error) {
 		creds:    creds,
 		caBundle: cfg.CABundle,
 		timeout:  cfg.Timeout,
+		maxFetch: cfg.MaxFetchBytes,
 		log:      cfg.Logger,
 		syncing:  make(chan struct{}, 1),
 	}
@@ -145,6 +153,12 @@ func OpenMirror(cfg MirrorConfig) (*Mirror, error) {
 	}
 	if m.timeout <= 0 {
 		m.timeout = DefaultTimeout
+	}
+	switch {
+	case m.maxFetch == 0:
+		m.maxFetch = DefaultMaxFetchBytes
+	case m.maxFetch < 0:
+		m.maxFetch = 0
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -170,6 +184,7 @@ func (m *Mirror) openStore() error {
 	}
 	disk := filesystem.NewStorage(osfs.New(m.dir), cache.NewObjectLRUDefault())
 	m.store = newLockedStorer(disk)
+	m.store.maxPack = m.maxFetch
 	if len(entries) == 0 {
 		if _, err := git.Init(disk, nil); err != nil {
 			return err
@@ -466,8 +481,22 @@ func (m *Mirror) fetch(ctx context.Context, auth transport.AuthMethod) error {
 		return nil
 	case errors.Is(err, git.NoMatchingRefSpecError{}):
 		return fmt.Errorf("%w: %q (deleted while fetching)", ErrBranchNotFound, m.branch)
+	case err != nil:
+		m.removeTempPacks()
 	}
 	return err
+}
+
+// removeTempPacks deletes the partial packs a failed fetch leaves behind
+// (go-git keeps its temporary file when the pack does not parse). The caller
+// holds the sync token, so no fetch is writing one.
+func (m *Mirror) removeTempPacks() {
+	tmps, _ := filepath.Glob(filepath.Join(m.dir, "objects", "pack", "tmp_pack_*"))
+	for _, f := range tmps {
+		if err := os.Remove(f); err != nil {
+			m.log.Warn("cannot remove a partial pack", "file", f, "error", err)
+		}
+	}
 }
 
 // networkError wraps err from a network operation, saying so when it ran

@@ -25,7 +25,7 @@ import (
 // TreeFS is a git tree as a read-only fs.FS. It implements fs.ReadDirFS,
 // fs.StatFS and fs.ReadLinkFS. Symbolic links are resolved only within the
 // tree: a link that leaves it fails with fs.ErrPermission. Submodules appear as
-// irregular files. A TreeFS is safe for concurrent use: access to the object
+// irregular files whose Sys is a schema.GitSubmodule. A TreeFS is safe for concurrent use: access to the object
 // store is serialised, and file contents are read when first read, so a Stat
 // (which reads only the object header) can refuse a huge blob unread.
 //
@@ -142,12 +142,9 @@ func (t *TreeFS) follow(op, name string) (*node, error) {
 		if n.mode != filemode.Symlink {
 			return n, nil
 		}
-		if err := t.read(op, cur, n); err != nil {
-			return nil, err
-		}
-		target, err := readAll(n.file)
+		target, err := t.linkTarget(op, cur, n)
 		if err != nil {
-			return nil, &fs.PathError{Op: op, Path: name, Err: err}
+			return nil, err
 		}
 		next, ok := resolveWithin(cur, string(target))
 		if !ok {
@@ -253,12 +250,24 @@ func (t *TreeFS) ReadLink(name string) (string, error) {
 	if n.mode != filemode.Symlink {
 		return "", &fs.PathError{Op: "readlink", Path: name, Err: fs.ErrInvalid}
 	}
-	if err := t.read("readlink", name, n); err != nil {
+	return t.linkTarget("readlink", name, n)
+}
+
+// maxLinkTarget bounds the target of a symbolic link, as PATH_MAX does: a
+// link blob larger than that is refused unread.
+const maxLinkTarget = 4096
+
+// linkTarget reads the target of a symbolic-link node; callers hold mu.
+func (t *TreeFS) linkTarget(op, name string, n *node) (string, error) {
+	if err := t.read(op, name, n); err != nil {
 		return "", err
+	}
+	if n.size > maxLinkTarget {
+		return "", &fs.PathError{Op: op, Path: name, Err: fmt.Errorf("symbolic link target of %d bytes (more than %d); not read", n.size, maxLinkTarget)}
 	}
 	b, err := readAll(n.file)
 	if err != nil {
-		return "", &fs.PathError{Op: "readlink", Path: name, Err: err}
+		return "", &fs.PathError{Op: op, Path: name, Err: err}
 	}
 	return string(b), nil
 }
@@ -294,7 +303,11 @@ func (t *TreeFS) entries(dir string, tree *object.Tree) []fs.DirEntry {
 }
 
 func (t *TreeFS) info(n *node) *fileInfo {
-	return &fileInfo{name: n.name, mode: goMode(n.mode), size: n.size, when: t.when}
+	fi := &fileInfo{name: n.name, mode: goMode(n.mode), size: n.size, when: t.when}
+	if n.mode == filemode.Submodule {
+		fi.sys = schema.GitSubmodule{Commit: n.hash.String()}
+	}
+	return fi
 }
 
 func goMode(m filemode.FileMode) fs.FileMode {
@@ -317,6 +330,7 @@ type fileInfo struct {
 	mode fs.FileMode
 	size int64
 	when time.Time
+	sys  any // schema.GitSubmodule for a submodule
 }
 
 func (i *fileInfo) Name() string       { return i.name }
@@ -324,7 +338,7 @@ func (i *fileInfo) Size() int64        { return i.size }
 func (i *fileInfo) Mode() fs.FileMode  { return i.mode }
 func (i *fileInfo) ModTime() time.Time { return i.when }
 func (i *fileInfo) IsDir() bool        { return i.mode.IsDir() }
-func (i *fileInfo) Sys() any           { return nil }
+func (i *fileInfo) Sys() any           { return i.sys }
 
 type dirEntry struct {
 	fs         *TreeFS

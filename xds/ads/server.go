@@ -7,6 +7,7 @@ package ads
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/gitmesh/gitmesh/xds"
@@ -54,6 +56,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock of the status timestamps; time.Now when nil.
 	Now func() time.Time
+	// Authenticate, when set, is asked about every call: a call it refuses
+	// ends with Unauthenticated, and a request naming another node than the
+	// one it returns with PermissionDenied. Nil serves every caller.
+	Authenticate Authenticator
+	// TLS, when set, makes the server speak TLS only, with this config.
+	TLS *tls.Config
 }
 
 // Defaults of Config.
@@ -102,7 +110,8 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // ServerOptions are the gRPC server options the server's Config asks for:
-// keepalive parameters and enforcement, and the concurrent stream limit. Use
+// keepalive parameters and enforcement, the concurrent stream limit, and
+// TLS and the authentication of callers when configured. Use
 // them when building the *grpc.Server that Register is given.
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	c := s.cfg
@@ -112,7 +121,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		MaxConnectionAge:      c.MaxConnectionAge,
 		MaxConnectionAgeGrace: c.MaxConnectionAgeGrace,
 	}
-	return []grpc.ServerOption{
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveParams(params),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             c.MinClientPingInterval,
@@ -120,6 +129,13 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		}),
 		grpc.MaxConcurrentStreams(c.MaxConcurrentStreams),
 	}
+	if c.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(c.TLS)))
+	}
+	if c.Authenticate != nil {
+		opts = append(opts, authInterceptors(c.Authenticate)...)
+	}
+	return opts
 }
 
 // Server is the xDS management server. Create it with New, attach it to a
