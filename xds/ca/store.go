@@ -58,10 +58,10 @@ func (a *Authority) loadOrCreateBuiltin(mesh string) (*CA, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
 	return ca, nil
@@ -191,10 +191,11 @@ func parseKeyPEM(data []byte) (crypto.Signer, error) {
 	}
 }
 
-// writeFileAtomic replaces path with data: it writes a temporary file in the
+// WriteFileAtomic replaces path with data: it writes a temporary file in the
 // same directory, syncs it, renames it over path and syncs the directory, so
-// a crash leaves either the old or the new content.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+// a crash leaves either the old or the new content. The xDS side's other
+// key and certificate stores use it too.
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {

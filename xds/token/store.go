@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gitmesh/gitmesh/xds/ca"
 )
 
 // Files in the state directory.
@@ -48,7 +50,7 @@ func LoadOrCreateKey(stateDir string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("token signing key: %w", err)
 	}
 	path := filepath.Join(stateDir, KeyFile)
-	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := ca.WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return nil, fmt.Errorf("token signing key: %w", err)
 	}
 	return key, nil
@@ -94,7 +96,7 @@ func Revoke(stateDir, id string) error {
 	if len(old) > 0 && old[len(old)-1] != '\n' {
 		old = append(old, '\n')
 	}
-	if err := writeFileAtomic(path, append(old, id+"\n"...), 0o600); err != nil {
+	if err := ca.WriteFileAtomic(path, append(old, id+"\n"...), 0o600); err != nil {
 		return fmt.Errorf("revoke: %w", err)
 	}
 	return nil
@@ -197,30 +199,4 @@ func (v *Verifier) reload() error {
 	}
 	v.ids, v.stamp = ids, st
 	return nil
-}
-
-// writeFileAtomic writes data to a temporary file next to path, syncs it
-// and renames it over path.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err = errors.Join(f.Sync(), f.Close()); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
