@@ -166,7 +166,8 @@ func getJSON(t testing.TB, url string, v any) int {
 }
 
 // waitCommit waits until c holds what the daemon published for it at
-// commit.
+// commit, and the daemon's status says commit is published (a proxy can
+// get it a moment before the publish returns).
 func (s *served) waitCommit(t *testing.T, c *adstest.Client, commit string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -174,6 +175,9 @@ func (s *served) waitCommit(t *testing.T, c *adstest.Client, commit string) {
 	if err := c.WaitPublished(ctx, s.app.server, commit); err != nil {
 		t.Fatal(err)
 	}
+	s.waitStatus(t, "commit "+commit[:12]+" published", func(st reconcile.Status) bool {
+		return st.Ready && st.Published != nil && st.Published.Hash == commit
+	})
 }
 
 func writeSecret(t testing.TB, secret string) string {
