@@ -84,7 +84,7 @@ func TestAffectedIsSound(t *testing.T) {
 func hashes(t *testing.T, set *schema.Set) map[string]string {
 	t.Helper()
 	out := make(map[string]string)
-	for _, p := range translateAll(t, set) {
+	for _, p := range translateAll(t, set, FlavorEnvoy) {
 		out[p.NodeID] = p.Hash
 	}
 	return out

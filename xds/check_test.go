@@ -17,22 +17,6 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// TestCheckGolden checks every proxy of every golden case.
-func TestCheckGolden(t *testing.T) {
-	for _, dir := range goldenCases(t) {
-		set := loadSet(t, os.DirFS(filepath.Join(dir, policiesDir)))
-		proxies, err := Translate(set, Options{})
-		if err != nil {
-			t.Fatalf("%s: %v", dir, err)
-		}
-		for _, p := range proxies {
-			if err := Check(p); err != nil {
-				t.Errorf("%s: %v", filepath.Base(dir), err)
-			}
-		}
-	}
-}
-
 // TestCheckFindsProblems breaks a good proxy in the ways Check exists for.
 func TestCheckFindsProblems(t *testing.T) {
 	tests := []struct {

@@ -18,26 +18,26 @@ import (
 // matter: twice, from a Set whose unordered parts are shuffled, and from
 // the same documents in other files and another order.
 func TestDeterministic(t *testing.T) {
-	for _, dir := range goldenCases(t) {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			fsys := os.DirFS(filepath.Join(dir, policiesDir))
+	for _, c := range goldenCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			fsys := os.DirFS(filepath.Join(c.dir, policiesDir))
 			set := loadSet(t, fsys)
-			first := translateAll(t, set)
-			assertSameProxies(t, "second run", first, translateAll(t, set))
+			first := translateAll(t, set, c.flavor)
+			assertSameProxies(t, "second run", first, translateAll(t, set, c.flavor))
 			rng := rand.New(rand.NewPCG(1, 2))
 			for i := range 5 {
-				assertSameProxies(t, "shuffled set", first, translateAll(t, shuffleSet(set, rng)))
+				assertSameProxies(t, "shuffled set", first, translateAll(t, shuffleSet(set, rng), c.flavor))
 				if i == 0 {
-					assertSameProxies(t, "documents reordered", first, translateAll(t, loadSet(t, reorderDocuments(t, fsys))))
+					assertSameProxies(t, "documents reordered", first, translateAll(t, loadSet(t, reorderDocuments(t, fsys)), c.flavor))
 				}
 			}
 		})
 	}
 }
 
-func translateAll(t *testing.T, set *schema.Set) []*Proxy {
+func translateAll(t *testing.T, set *schema.Set, flavor Flavor) []*Proxy {
 	t.Helper()
-	ps, err := Translate(set, Options{})
+	ps, err := Translate(set, Options{Flavor: flavor})
 	if err != nil {
 		t.Fatal(err)
 	}

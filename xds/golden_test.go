@@ -38,20 +38,27 @@ var goldenFiles = map[resource.Type]string{
 	resource.EndpointType: "endpoints.yaml",
 }
 
+// The Envoy cases are testdata/<case>/, the proxyless gRPC ones
+// testdata/grpc/<case>/, in the same layout.
 func TestGolden(t *testing.T) {
-	for _, dir := range goldenCases(t) {
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			set := loadSet(t, os.DirFS(filepath.Join(dir, policiesDir)))
-			proxies, err := Translate(set, Options{})
+	for _, c := range goldenCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			set := loadSet(t, os.DirFS(filepath.Join(c.dir, policiesDir)))
+			proxies, err := Translate(set, Options{Flavor: c.flavor})
 			if err != nil {
 				t.Fatalf("Translate: %v", err)
 			}
+			for _, p := range proxies {
+				if err := Check(p); err != nil {
+					t.Errorf("Check: %v", err)
+				}
+			}
 			got := goldenOutput(t, proxies)
 			if *update {
-				writeGolden(t, dir, got)
+				writeGolden(t, c.dir, got)
 				return
 			}
-			want := readGolden(t, dir)
+			want := readGolden(t, c.dir)
 			for _, name := range sortedKeys(want) {
 				if _, ok := got[name]; !ok {
 					t.Errorf("%s: expected, not produced (go test ./xds -update removes it)", name)
@@ -74,21 +81,37 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// goldenCases lists the case folders.
-func goldenCases(t *testing.T) []string {
+// goldenCase is one case folder and the flavour it is translated for.
+type goldenCase struct {
+	name, dir string
+	flavor    Flavor
+}
+
+// goldenCases lists the case folders of both flavours.
+func goldenCases(t *testing.T) []goldenCase {
 	t.Helper()
-	dirs, err := filepath.Glob(filepath.Join("testdata", "*", policiesDir))
-	if err != nil {
-		t.Fatal(err)
+	var cases []goldenCase
+	for _, f := range []struct {
+		glob, prefix string
+		flavor       Flavor
+	}{
+		{filepath.Join("testdata", "*", policiesDir), "", FlavorEnvoy},
+		{filepath.Join("testdata", "grpc", "*", policiesDir), "grpc/", FlavorGRPC},
+	} {
+		dirs, err := filepath.Glob(f.glob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dirs) == 0 {
+			t.Fatalf("no golden cases match %s", f.glob)
+		}
+		sort.Strings(dirs)
+		for _, d := range dirs {
+			dir := filepath.Dir(d)
+			cases = append(cases, goldenCase{name: f.prefix + filepath.Base(dir), dir: dir, flavor: f.flavor})
+		}
 	}
-	if len(dirs) == 0 {
-		t.Fatal("no golden cases under testdata/")
-	}
-	for i, d := range dirs {
-		dirs[i] = filepath.Dir(d)
-	}
-	sort.Strings(dirs)
-	return dirs
+	return cases
 }
 
 // loadSet loads a policy tree with the schema loader and fails the test
@@ -119,6 +142,7 @@ type proxyMeta struct {
 	Flavor     Flavor   `yaml:"flavor"`
 	MTLS       bool     `yaml:"mtls"`
 	Identities []string `yaml:"identities,omitempty"`
+	Secrets    []string `yaml:"secrets,omitempty"`
 }
 
 // goldenOutput renders proxies into golden files by slash path relative to
@@ -130,7 +154,8 @@ func goldenOutput(t *testing.T, proxies []*Proxy) map[string][]byte {
 		var meta bytes.Buffer
 		enc := yaml.NewEncoder(&meta)
 		enc.SetIndent(2)
-		if err := enc.Encode(proxyMeta{Mesh: p.Mesh, Dataplane: p.Dataplane, Flavor: p.Flavor, MTLS: p.MTLS, Identities: p.Identities}); err != nil {
+		if err := enc.Encode(proxyMeta{Mesh: p.Mesh, Dataplane: p.Dataplane, Flavor: p.Flavor, MTLS: p.MTLS, Identities: p.Identities,
+			Secrets: p.SecretNames()}); err != nil {
 			t.Fatal(err)
 		}
 		out[p.NodeID+"/proxy.yaml"] = meta.Bytes()

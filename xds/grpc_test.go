@@ -5,10 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io/fs"
-	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,7 +21,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
-	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -39,155 +36,6 @@ import (
 	"github.com/gitmesh/gitmesh/xds/ads"
 	"github.com/gitmesh/gitmesh/xds/ca"
 )
-
-// The gRPC golden cases live under testdata/grpc/<case>/, out of reach of
-// TestGolden (which translates testdata/<case>/ for Envoy), in the same
-// layout: policies/ as input, then one folder per proxy holding proxy.yaml
-// and one <type>.yaml per resource type. The -update flag of TestGolden
-// rewrites them too: go test ./xds -update.
-const grpcGoldenDir = "testdata/grpc"
-
-func TestGRPCGolden(t *testing.T) {
-	t.Parallel()
-	dirs, err := filepath.Glob(filepath.Join(grpcGoldenDir, "*", "policies"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(dirs) == 0 {
-		t.Fatalf("no golden cases under %s", grpcGoldenDir)
-	}
-	for _, d := range dirs {
-		dir := filepath.Dir(d)
-		t.Run(filepath.Base(dir), func(t *testing.T) {
-			t.Parallel()
-			proxies, err := xds.Translate(loadPolicies(t, os.DirFS(d)), xds.Options{Flavor: xds.FlavorGRPC})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, p := range proxies {
-				if err := xds.Check(p); err != nil {
-					t.Errorf("Check: %v", err)
-				}
-			}
-			got := grpcGoldenOutput(t, proxies)
-			if updating() {
-				writeGRPCGolden(t, dir, got)
-				return
-			}
-			want := readGRPCGolden(t, dir)
-			for _, name := range slices.Sorted(maps.Keys(want)) {
-				if _, ok := got[name]; !ok {
-					t.Errorf("%s: expected, not produced (go test ./xds -update removes it)", name)
-				}
-			}
-			for _, name := range slices.Sorted(maps.Keys(got)) {
-				w, ok := want[name]
-				switch {
-				case !ok:
-					t.Errorf("%s: produced, no golden file (go test ./xds -update writes it)", name)
-				case !bytes.Equal(w, got[name]):
-					t.Errorf("%s: differs from golden file (-want +got):\n%s", name, cmp.Diff(string(w), string(got[name])))
-				}
-			}
-		})
-	}
-}
-
-// updating reports whether the test binary runs with -update, the flag
-// TestGolden defines.
-func updating() bool {
-	f := flag.Lookup("update")
-	return f != nil && f.Value.String() == "true"
-}
-
-// grpcGoldenOutput renders proxies into golden files by slash path relative
-// to the case folder.
-func grpcGoldenOutput(t *testing.T, proxies []*xds.Proxy) map[string][]byte {
-	t.Helper()
-	files := map[resource.Type]string{
-		resource.ListenerType: "listeners.yaml",
-		resource.ClusterType:  "clusters.yaml",
-		resource.RouteType:    "routes.yaml",
-		resource.EndpointType: "endpoints.yaml",
-	}
-	out := make(map[string][]byte)
-	for _, p := range proxies {
-		var meta bytes.Buffer
-		enc := yaml.NewEncoder(&meta)
-		enc.SetIndent(2)
-		err := enc.Encode(struct {
-			Mesh       string   `yaml:"mesh"`
-			Dataplane  string   `yaml:"dataplane"`
-			Flavor     string   `yaml:"flavor"`
-			MTLS       bool     `yaml:"mtls"`
-			Identities []string `yaml:"identities,omitempty"`
-			Secrets    []string `yaml:"secrets,omitempty"`
-		}{p.Mesh, p.Dataplane, string(p.Flavor), p.MTLS, p.Identities, p.SecretNames()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[p.NodeID+"/proxy.yaml"] = meta.Bytes()
-		for typ, file := range files {
-			if len(p.Resources[typ]) == 0 {
-				continue
-			}
-			b, err := xds.Marshal(p.Resources[typ], xds.FormatYAML)
-			if err != nil {
-				t.Fatalf("%s: %v", p.NodeID, err)
-			}
-			out[p.NodeID+"/"+file] = b
-		}
-	}
-	return out
-}
-
-// readGRPCGolden reads every file of a case except its input.
-func readGRPCGolden(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	out := make(map[string][]byte)
-	err := fs.WalkDir(os.DirFS(dir), ".", func(path string, d fs.DirEntry, err error) error {
-		switch {
-		case err != nil:
-			return err
-		case d.IsDir() && path == "policies":
-			return fs.SkipDir
-		case d.IsDir():
-			return nil
-		}
-		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(path)))
-		out[path] = b
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// writeGRPCGolden replaces a case's expected output with got.
-func writeGRPCGolden(t *testing.T, dir string, got map[string][]byte) {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name() != "policies" {
-			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for name, b := range got {
-		path := filepath.Join(dir, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 // loadPolicies loads a policy tree and fails the test unless it is valid.
 func loadPolicies(t testing.TB, fsys fs.FS) *schema.Set {
@@ -213,7 +61,7 @@ func loadPolicies(t testing.TB, fsys fs.FS) *schema.Set {
 // secrets, determinism.
 func TestGRPCTranslate(t *testing.T) {
 	t.Parallel()
-	set := loadPolicies(t, os.DirFS(filepath.Join(grpcGoldenDir, "bookinfo", "policies")))
+	set := loadPolicies(t, os.DirFS(filepath.Join("testdata/grpc", "bookinfo", "policies")))
 	idx, err := xds.NewIndex(set)
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +169,7 @@ func resourceNames(rs []types.Resource) []string {
 // Envoy proxy, and certificate providers without mTLS.
 func TestGRPCCheckTLS(t *testing.T) {
 	t.Parallel()
-	set := loadPolicies(t, os.DirFS(filepath.Join(grpcGoldenDir, "bookinfo", "policies")))
+	set := loadPolicies(t, os.DirFS(filepath.Join("testdata/grpc", "bookinfo", "policies")))
 	proxies, err := xds.Translate(set, xds.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -35,22 +35,6 @@ func runBookinfoService() bool {
 	return true
 }
 
-// bookinfoDataplane is one of the six, as examples/bookinfo/policies has
-// them.
-type bookinfoDataplane struct {
-	name, service, version string
-	port                   int
-}
-
-var bookinfoDataplanes = []bookinfoDataplane{
-	{"productpage-v1", "productpage", "v1", 19080},
-	{"details-v1", "details", "v1", 19081},
-	{"ratings-v1", "ratings", "v1", 19082},
-	{"reviews-v1", "reviews", "v1", 19083},
-	{"reviews-v2", "reviews", "v2", 19084},
-	{"reviews-v3", "reviews", "v3", 19085},
-}
-
 // bookinfoPolicies returns examples/bookinfo/policies as files under
 // policies/, with every inbound port replaced as ports says.
 func bookinfoPolicies(t *testing.T, ports map[int]int) map[string]string {
@@ -94,12 +78,12 @@ func TestBookinfoEndToEnd(t *testing.T) {
 		t.Skip("starts six gRPC processes")
 	}
 	// The policies' ports, moved to free ones.
-	dataplanes := slices.Clone(bookinfoDataplanes)
+	dataplanes := slices.Clone(app.Dataplanes)
 	ports := map[int]int{}
 	for i := range dataplanes {
 		free := freePort(t)
-		ports[dataplanes[i].port] = free
-		dataplanes[i].port = free
+		ports[dataplanes[i].Port] = free
+		dataplanes[i].Port = free
 	}
 	r := newRemote(t)
 	c1 := r.push(t, "Bookinfo", bookinfoPolicies(t, ports))
@@ -114,31 +98,31 @@ func TestBookinfoEndToEnd(t *testing.T) {
 	t.Cleanup(cancel)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	for _, dp := range dataplanes {
-		dir := filepath.Join(t.TempDir(), dp.name)
+		dir := filepath.Join(t.TempDir(), dp.Name)
 		agentLog := &syncBuffer{}
 		done := make(chan int, 1)
 		go func() {
-			done <- run(ctx, []string{"certs", "--dataplane", "bookinfo/" + dp.name, "--xds-address", xdsAddr, "--dir", dir}, agentLog, agentLog)
+			done <- run(ctx, []string{"certs", "--dataplane", "bookinfo/" + dp.Name, "--xds-address", xdsAddr, "--dir", dir}, agentLog, agentLog)
 		}()
 		t.Cleanup(func() {
 			cancel()
 			<-done
 			if t.Failed() {
-				t.Logf("certs %s:\n%s", dp.name, agentLog)
+				t.Logf("certs %s:\n%s", dp.Name, agentLog)
 			}
 		})
 		waitFile(t, filepath.Join(dir, "cert.pem"))
 
-		code, out, errOut := gitmesh(t, "bootstrap", "--grpc", "--dataplane", "bookinfo/"+dp.name, "--xds-address", xdsAddr, "--cert-dir", dir)
+		code, out, errOut := gitmesh(t, "bootstrap", "--grpc", "--dataplane", "bookinfo/"+dp.Name, "--xds-address", xdsAddr, "--cert-dir", dir)
 		if code != 0 {
-			t.Fatalf("bootstrap %s: %s", dp.name, errOut)
+			t.Fatalf("bootstrap %s: %s", dp.Name, errOut)
 		}
 		boot := filepath.Join(dir, "bootstrap.json")
 		if err := os.WriteFile(boot, []byte(out), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", dp.port), "--version", dp.version}
-		if dp.service == "productpage" {
+		args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", dp.Port), "--version", dp.Version}
+		if dp.Service == "productpage" {
 			args = append(args, "--http", httpAddr)
 		}
 		startBookinfo(t, dp, boot, args)
@@ -190,9 +174,14 @@ func TestBookinfoEndToEnd(t *testing.T) {
 	}
 	waitDenied("reviews denied after the commit")
 
-	// An invalid commit changes nothing.
-	bad := r.push(t, "Typo", map[string]string{"policies/permissions/productpage-to-details.yaml": strings.Replace(
-		bookinfoPolicies(t, ports)["policies/permissions/productpage-to-details.yaml"], "destinations", "destination", 1)})
+	// An invalid commit changes nothing, though it would give the
+	// permission back: it has a typo in another file.
+	policies := bookinfoPolicies(t, ports)
+	bad := r.push(t, "Give reviews back, with a typo", map[string]string{
+		"policies/permissions/productpage-to-reviews.yaml": policies["policies/permissions/productpage-to-reviews.yaml"],
+		"policies/permissions/productpage-to-details.yaml": strings.Replace(
+			policies["policies/permissions/productpage-to-details.yaml"], "destinations", "destination", 1),
+	})
 	s.hook(t, webhookSecret)
 	s.waitStatus(t, "the invalid head", func(st reconcile.Status) bool {
 		return st.Head != nil && st.Head.Hash == bad && st.HeadVerdict == reconcile.VerdictInvalid
@@ -215,11 +204,11 @@ func TestBookinfoEndToEnd(t *testing.T) {
 
 // startBookinfo starts one bookinfo service as a child process reading the
 // gRPC bootstrap boot.
-func startBookinfo(t *testing.T, dp bookinfoDataplane, boot string, args []string) {
+func startBookinfo(t *testing.T, dp app.Dataplane, boot string, args []string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Args[0] = dp.service
-	cmd.Env = append(os.Environ(), envRunBookinfo+"="+dp.service, "GRPC_XDS_BOOTSTRAP="+boot)
+	cmd.Args[0] = dp.Service
+	cmd.Env = append(os.Environ(), envRunBookinfo+"="+dp.Service, "GRPC_XDS_BOOTSTRAP="+boot)
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -236,7 +225,7 @@ func startBookinfo(t *testing.T, dp bookinfoDataplane, boot string, args []strin
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("%s:\n%s", dp.name, logs)
+			t.Logf("%s:\n%s", dp.Name, logs)
 		}
 	})
 }

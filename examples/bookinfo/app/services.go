@@ -11,6 +11,23 @@ import (
 	"time"
 )
 
+// Dataplane is one of the six bookinfo processes as the Dataplanes of
+// examples/bookinfo/policies have them.
+type Dataplane struct {
+	Name, Service, Version string
+	Port                   int // the inbound's port on 127.0.0.1
+}
+
+// Dataplanes are the six processes of bookinfo.
+var Dataplanes = []Dataplane{
+	{"productpage-v1", "productpage", "v1", 19080},
+	{"details-v1", "details", "v1", 19081},
+	{"ratings-v1", "ratings", "v1", 19082},
+	{"reviews-v1", "reviews", "v1", 19083},
+	{"reviews-v2", "reviews", "v2", 19084},
+	{"reviews-v3", "reviews", "v3", 19085},
+}
+
 // Services are the bookinfo services by name, for a runner that starts
 // them by name.
 var Services = map[string]func(ctx context.Context, log *slog.Logger, o Options) error{

@@ -33,20 +33,6 @@ const (
 	pageAddress = "127.0.0.1:9080"
 )
 
-// dataplanes are the six processes: name, service, version, inbound port
-// (as in examples/bookinfo/policies).
-var dataplanes = []struct {
-	name, service, version string
-	port                   int
-}{
-	{"productpage-v1", "productpage", "v1", 19080},
-	{"details-v1", "details", "v1", 19081},
-	{"ratings-v1", "ratings", "v1", 19082},
-	{"reviews-v1", "reviews", "v1", 19083},
-	{"reviews-v2", "reviews", "v2", 19084},
-	{"reviews-v3", "reviews", "v3", 19085},
-}
-
 type demo struct {
 	bin, dir, repo string
 	pause          time.Duration
@@ -100,28 +86,28 @@ func (d *demo) run(ctx context.Context) error {
 		"--xds-address", xdsAddress, "--api-address", apiAddress); err != nil {
 		return err
 	}
-	for _, dp := range dataplanes {
-		certs := filepath.Join(d.dir, "certs", dp.name)
-		if err := d.start(nil, d.gitmesh(), "certs", "--dataplane", "bookinfo/"+dp.name, "--xds-address", xdsAddress, "--dir", certs); err != nil {
+	for _, dp := range app.Dataplanes {
+		certs := filepath.Join(d.dir, "certs", dp.Name)
+		if err := d.start(nil, d.gitmesh(), "certs", "--dataplane", "bookinfo/"+dp.Name, "--xds-address", xdsAddress, "--dir", certs); err != nil {
 			return err
 		}
-		out, err := exec.Command(d.gitmesh(), "bootstrap", "--grpc", "--dataplane", "bookinfo/"+dp.name,
+		out, err := exec.Command(d.gitmesh(), "bootstrap", "--grpc", "--dataplane", "bookinfo/"+dp.Name,
 			"--xds-address", xdsAddress, "--cert-dir", certs).Output()
 		if err != nil {
-			return fmt.Errorf("bootstrap %s: %w", dp.name, err)
+			return fmt.Errorf("bootstrap %s: %w", dp.Name, err)
 		}
-		boot := filepath.Join(d.dir, dp.name+".json")
+		boot := filepath.Join(d.dir, dp.Name+".json")
 		if err := os.WriteFile(boot, out, 0o600); err != nil {
 			return err
 		}
 		if err := waitFile(ctx, filepath.Join(certs, "cert.pem")); err != nil {
-			return fmt.Errorf("certificates of %s: %w", dp.name, err)
+			return fmt.Errorf("certificates of %s: %w", dp.Name, err)
 		}
-		args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", dp.port), "--version", dp.version}
-		if dp.service == "productpage" {
+		args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", dp.Port), "--version", dp.Version}
+		if dp.Service == "productpage" {
 			args = append(args, "--http", pageAddress)
 		}
-		if err := d.start([]string{"GRPC_XDS_BOOTSTRAP=" + boot}, filepath.Join(d.bin, dp.service), args...); err != nil {
+		if err := d.start([]string{"GRPC_XDS_BOOTSTRAP=" + boot}, filepath.Join(d.bin, dp.Service), args...); err != nil {
 			return err
 		}
 	}
