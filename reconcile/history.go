@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"github.com/gitmesh/gitmesh/internal/atomicfile"
 )
 
 // DefaultHistoryLimit bounds the history kept in memory and on disk.
@@ -139,7 +141,7 @@ func (h *History) rewrite() error {
 			return err
 		}
 	}
-	if err := writeFileAtomic(h.path, buf.Bytes(), 0o600); err != nil {
+	if err := atomicfile.Write(h.path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("write history: %w", err)
 	}
 	h.lines, h.torn = len(h.records), false

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/gitmesh/gitmesh/internal/atomicfile"
 )
 
 // stateVersion is the format of the state file; a file of another version
@@ -62,45 +64,8 @@ func SaveState(dir string, s State) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(StateFile(dir), append(data, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(StateFile(dir), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data through a synced temporary file
-// in the same directory, renamed over path, and a synced directory.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

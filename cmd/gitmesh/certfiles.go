@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/gitmesh/gitmesh/internal/atomicfile"
 	"github.com/gitmesh/gitmesh/xds"
 )
 
@@ -188,122 +188,52 @@ func uriSANs(c *x509.Certificate) []string {
 	return out
 }
 
-// certFile is one file of a certificate directory.
-type certFile struct {
-	name string
-	data []byte
-	perm fs.FileMode
+// certFiles are the files of a certificate directory holding m, in the
+// order they are renamed into place.
+func certFiles(m *certMaterial) []atomicfile.File {
+	return []atomicfile.File{
+		{Name: caFileName, Data: m.ca, Perm: 0o644},
+		{Name: keyFileName, Data: m.key, Perm: 0o600},
+		{Name: certFileName, Data: m.cert, Perm: 0o644},
+	}
 }
 
 // writeCertFiles makes dir (created 0700 when missing) hold m, and reports
 // whether it wrote: files that hold m already are left alone.
 //
-// Each file is replaced atomically (a temporary file in dir, synced, then
-// renamed over it), so a reader sees a whole old or a whole new file, and a
-// failure leaves the old ones. All three are written and synced before the
-// first rename, so a failure while writing (a full disk) changes nothing and
-// the renames follow each other within microseconds. The renames go ca.pem,
-// key.pem, cert.pem: the certificate comes last, so whoever sees the new
-// certificate and then reads the key gets the key that matches it (the CA
-// it chains to is in place before it, too). Two files cannot be swapped in
-// one step, so a reader that reads cert.pem just before its rename and
-// key.pem just after the key's can still pair the old certificate with the
-// new key; gRPC's file_watcher checks the pair, keeps serving the previous
-// one (still valid: renewal comes with a third of the lifetime left) and
-// reads both again at its next refresh.
+// The three files are replaced together by atomicfile.WriteFiles: all are
+// written and synced first, so a failure (a full disk) changes nothing, then
+// renamed ca.pem, key.pem, cert.pem. The certificate comes last, so whoever
+// sees the new certificate and then reads the key gets the key that matches
+// it (the CA it chains to is in place before it, too). A reader that reads
+// cert.pem just before its rename and key.pem just after the key's can still
+// pair the old certificate with the new key; gRPC's file_watcher checks the
+// pair, keeps serving the previous one (still valid: renewal comes with a
+// third of the lifetime left) and reads both again at its next refresh.
 func writeCertFiles(dir string, m *certMaterial) (wrote bool, err error) {
-	files := []certFile{
-		{caFileName, m.ca, 0o644},
-		{keyFileName, m.key, 0o600},
-		{certFileName, m.cert, 0o644},
-	}
+	files := certFiles(m)
 	if holds(dir, files) {
 		return false, nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	atomicfile.RemoveStale(dir, caFileName, keyFileName, certFileName)
+	if err := atomicfile.WriteFiles(dir, files...); err != nil {
 		return false, err
-	}
-	removeStaleTemps(dir, files)
-	tmps := make([]string, len(files))
-	defer func() {
-		for _, tmp := range tmps {
-			if tmp != "" {
-				os.Remove(tmp)
-			}
-		}
-	}()
-	for i, f := range files {
-		if tmps[i], err = writeTemp(dir, f); err != nil {
-			return false, err
-		}
-	}
-	for i, f := range files {
-		if err := os.Rename(tmps[i], filepath.Join(dir, f.name)); err != nil {
-			return false, err
-		}
-		tmps[i] = ""
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return false, err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return false, fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return true, nil
 }
 
 // holds reports whether dir holds files already, with their modes.
-func holds(dir string, files []certFile) bool {
+func holds(dir string, files []atomicfile.File) bool {
 	for _, f := range files {
-		p := filepath.Join(dir, f.name)
+		p := filepath.Join(dir, f.Name)
 		fi, err := os.Lstat(p)
-		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != f.perm {
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != f.Perm {
 			return false
 		}
 		b, err := os.ReadFile(p)
-		if err != nil || !bytes.Equal(b, f.data) {
+		if err != nil || !bytes.Equal(b, f.Data) {
 			return false
 		}
 	}
 	return true
-}
-
-// tempPattern names the temporary files of f.
-func tempPattern(f certFile) string { return "." + f.name + ".tmp-*" }
-
-// removeStaleTemps removes temporary files an interrupted write left.
-func removeStaleTemps(dir string, files []certFile) {
-	for _, f := range files {
-		stale, _ := filepath.Glob(filepath.Join(dir, tempPattern(f)))
-		for _, p := range stale {
-			os.Remove(p)
-		}
-	}
-}
-
-// writeTemp writes f to a new temporary file in dir, synced, and returns
-// its path.
-func writeTemp(dir string, f certFile) (tmp string, err error) {
-	file, err := os.CreateTemp(dir, tempPattern(f))
-	if err != nil {
-		return "", err
-	}
-	tmp = file.Name()
-	err = file.Chmod(f.perm)
-	if err == nil {
-		_, err = file.Write(f.data)
-	}
-	if err == nil {
-		err = file.Sync()
-	}
-	if cerr := file.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return "", err
-	}
-	return tmp, nil
 }

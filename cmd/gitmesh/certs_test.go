@@ -589,7 +589,7 @@ func TestWriteCertFiles(t *testing.T) {
 	if err := os.Chmod(filepath.Join(dir, keyFileName), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, ".key.pem.tmp-123"), []byte("half"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, ".key.pem123"), []byte("half"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if wrote, err := writeCertFiles(dir, m); err != nil || !wrote {

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/gitmesh/gitmesh/internal/atomicfile"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/api"
 	"github.com/gitmesh/gitmesh/reconcile/source"
@@ -438,13 +439,7 @@ func adminToken(o serveOptions) ([]byte, error) {
 		return nil, err
 	}
 	token := hex.EncodeToString(b)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
-	}
-	_, werr := f.WriteString(token + "\n")
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		os.Remove(path)
+	if err := atomicfile.Write(path, []byte(token+"\n"), 0o600); err != nil {
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
 	}
 	return []byte(token), nil

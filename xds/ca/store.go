@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/gitmesh/gitmesh/internal/atomicfile"
 	"github.com/gitmesh/gitmesh/schema"
 )
 
@@ -58,10 +59,10 @@ func (a *Authority) loadOrCreateBuiltin(mesh string) (*CA, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
-	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
-	if err := WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
 	return ca, nil
@@ -189,49 +190,4 @@ func parseKeyPEM(data []byte) (crypto.Signer, error) {
 		}
 		return signer, nil
 	}
-}
-
-// WriteFileAtomic replaces path with data: it writes a temporary file in the
-// same directory, syncs it, renames it over path and syncs the directory, so
-// a crash leaves either the old or the new content. The xDS side's other
-// key and certificate stores use it too.
-func WriteFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	meshca "github.com/gitmesh/gitmesh/xds/ca"
+	"github.com/gitmesh/gitmesh/internal/atomicfile"
 )
 
 // Files in the state directory.
@@ -56,7 +56,7 @@ func Auto(stateDir string, sans []string, now func() time.Time) (*tls.Config, st
 		return nil, "", fmt.Errorf("control-plane CA: %w", err)
 	}
 	caPath := filepath.Join(stateDir, CAFile)
-	if err := meshca.WriteFileAtomic(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw}), 0o644); err != nil {
+	if err := atomicfile.Write(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw}), 0o644); err != nil {
 		return nil, "", fmt.Errorf("control-plane CA: %w", err)
 	}
 	names := append([]string{"127.0.0.1", "localhost"}, sans...)
@@ -195,10 +195,10 @@ func loadOrCreateCA(dir string, now time.Time) (crypto.Signer, *x509.Certificate
 		return nil, nil, err
 	}
 	// The key first: a certificate without its key is not taken as a CA.
-	if err := meshca.WriteFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return nil, nil, err
 	}
-	if err := meshca.WriteFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return nil, nil, err
 	}
 	return key, cert, nil

@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gitmesh/gitmesh/xds/ca"
+	"github.com/gitmesh/gitmesh/internal/atomicfile"
 )
 
 // Files in the state directory.
@@ -50,7 +50,7 @@ func LoadOrCreateKey(stateDir string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("token signing key: %w", err)
 	}
 	path := filepath.Join(stateDir, KeyFile)
-	if err := ca.WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return nil, fmt.Errorf("token signing key: %w", err)
 	}
 	return key, nil
@@ -96,7 +96,7 @@ func Revoke(stateDir, id string) error {
 	if len(old) > 0 && old[len(old)-1] != '\n' {
 		old = append(old, '\n')
 	}
-	if err := ca.WriteFileAtomic(path, append(old, id+"\n"...), 0o600); err != nil {
+	if err := atomicfile.Write(path, append(old, id+"\n"...), 0o600); err != nil {
 		return fmt.Errorf("revoke: %w", err)
 	}
 	return nil
