@@ -10,10 +10,10 @@ import (
 // would both claim.
 func crossCheck(entries []*entry) (*Set, []Finding) {
 	var findings []Finding
-	errorAt := func(e *entry, ptr, code, msg, hint string) {
+	errorAt := func(e *entry, ptr string, code Code, msg, hint string) {
 		findings = append(findings, e.finding(SeverityError, ptr, code, msg, hint))
 	}
-	warnAt := func(e *entry, ptr, code, msg, hint string) {
+	warnAt := func(e *entry, ptr string, code Code, msg, hint string) {
 		findings = append(findings, e.finding(SeverityWarning, ptr, code, msg, hint))
 	}
 

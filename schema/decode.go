@@ -39,7 +39,7 @@ type decoder struct {
 	issues []issue
 }
 
-func (d *decoder) add(ptr, code, hint, format string, args ...any) {
+func (d *decoder) add(ptr string, code Code, hint, format string, args ...any) {
 	d.issues = append(d.issues, issue{pointer: ptr, code: code, message: fmt.Sprintf(format, args...), hint: hint})
 }
 

@@ -15,65 +15,68 @@ const (
 	SeverityWarning Severity = "warning"
 )
 
-// Stable finding codes. Tools and tests match on these, so they never change
-// meaning; new checks get new codes.
+// Code names what a finding is about. Codes are stable: tools and tests
+// match on them, so a code never changes meaning; new checks get new codes.
+type Code string
+
+// The finding codes.
 const (
 	// Reading and parsing.
-	CodeFileTooLarge  = "file-too-large"
-	CodeTooManyFiles  = "too-many-files"
-	CodeTooDeepTree   = "tree-too-deep"
-	CodeSubmodule     = "submodule"
-	CodeLFSPointer    = "lfs-pointer"
-	CodeBinaryFile    = "binary-file"
-	CodeNotUTF8       = "not-utf8"
-	CodeUnreadable    = "unreadable-file"
-	CodeSymlinkEscape = "symlink-escape"
-	CodeNotRegular    = "not-regular-file"
-	CodeYAMLSyntax    = "yaml-syntax"
-	CodeDuplicateKey  = "duplicate-key"
-	CodeTooDeep       = "too-deep"
-	CodeTooLarge      = "document-too-large"
-	CodeNotMapping    = "not-a-mapping"
-	CodeComplexKey    = "complex-key"
-	CodeBadScalar     = "invalid-scalar"
+	CodeFileTooLarge  Code = "file-too-large"
+	CodeTooManyFiles  Code = "too-many-files"
+	CodeTooDeepTree   Code = "tree-too-deep"
+	CodeSubmodule     Code = "submodule"
+	CodeLFSPointer    Code = "lfs-pointer"
+	CodeBinaryFile    Code = "binary-file"
+	CodeNotUTF8       Code = "not-utf8"
+	CodeUnreadable    Code = "unreadable-file"
+	CodeSymlinkEscape Code = "symlink-escape"
+	CodeNotRegular    Code = "not-regular-file"
+	CodeYAMLSyntax    Code = "yaml-syntax"
+	CodeDuplicateKey  Code = "duplicate-key"
+	CodeTooDeep       Code = "too-deep"
+	CodeTooLarge      Code = "document-too-large"
+	CodeNotMapping    Code = "not-a-mapping"
+	CodeComplexKey    Code = "complex-key"
+	CodeBadScalar     Code = "invalid-scalar"
 
 	// Schema.
-	CodeMissingType  = "missing-type"
-	CodeUnknownType  = "unknown-type"
-	CodeUnknownField = "unknown-field"
-	CodeMissingField = "missing-field"
-	CodeWrongType    = "wrong-type"
-	CodeInvalidValue = "invalid-value"
-	CodeOutOfRange   = "out-of-range"
-	CodeTooFewItems  = "too-few-items"
-	CodeSchema       = "schema"
+	CodeMissingType  Code = "missing-type"
+	CodeUnknownType  Code = "unknown-type"
+	CodeUnknownField Code = "unknown-field"
+	CodeMissingField Code = "missing-field"
+	CodeWrongType    Code = "wrong-type"
+	CodeInvalidValue Code = "invalid-value"
+	CodeOutOfRange   Code = "out-of-range"
+	CodeTooFewItems  Code = "too-few-items"
+	CodeSchema       Code = "schema"
 
 	// Rules within one resource.
-	CodeInvalidName      = "invalid-name"
-	CodeInvalidInterface = "invalid-interface"
-	CodeInvalidAddress   = "invalid-address"
-	CodeMixedForms       = "mixed-forms"
-	CodeMissingAddress   = "missing-address"
-	CodeMissingPort      = "missing-port"
-	CodeMissingService   = "missing-service"
-	CodeConflictingTag   = "conflicting-tag"
-	CodeInvalidTag       = "invalid-tag"
-	CodeInvalidProtocol  = "invalid-protocol"
-	CodeUnknownBackend   = "unknown-backend"
-	CodeDuplicateBackend = "duplicate-backend"
-	CodeInvalidBackend   = "invalid-backend"
-	CodeConflictingCA    = "conflicting-ca"
-	CodeMissingRules     = "missing-rules"
+	CodeInvalidName      Code = "invalid-name"
+	CodeInvalidInterface Code = "invalid-interface"
+	CodeInvalidAddress   Code = "invalid-address"
+	CodeMixedForms       Code = "mixed-forms"
+	CodeMissingAddress   Code = "missing-address"
+	CodeMissingPort      Code = "missing-port"
+	CodeMissingService   Code = "missing-service"
+	CodeConflictingTag   Code = "conflicting-tag"
+	CodeInvalidTag       Code = "invalid-tag"
+	CodeInvalidProtocol  Code = "invalid-protocol"
+	CodeUnknownBackend   Code = "unknown-backend"
+	CodeDuplicateBackend Code = "duplicate-backend"
+	CodeInvalidBackend   Code = "invalid-backend"
+	CodeConflictingCA    Code = "conflicting-ca"
+	CodeMissingRules     Code = "missing-rules"
 
 	// Rules across resources.
-	CodeUnknownMesh       = "unknown-mesh"
-	CodeDuplicate         = "duplicate-resource"
-	CodePortConflict      = "port-conflict"
-	CodeEndpointConflict  = "endpoint-conflict"
-	CodeNoEffect          = "no-effect"         // warning
-	CodeUnknownService    = "unknown-service"   // warning
-	CodeIgnoredFile       = "ignored-file"      // warning
-	CodeTranslationFailed = "translation-error" // a translator or proto rule rejects the set
+	CodeUnknownMesh       Code = "unknown-mesh"
+	CodeDuplicate         Code = "duplicate-resource"
+	CodePortConflict      Code = "port-conflict"
+	CodeEndpointConflict  Code = "endpoint-conflict"
+	CodeNoEffect          Code = "no-effect"         // warning
+	CodeUnknownService    Code = "unknown-service"   // warning
+	CodeIgnoredFile       Code = "ignored-file"      // warning
+	CodeTranslationFailed Code = "translation-error" // a translator or proto rule rejects the set
 )
 
 // Finding is one problem found in a tree, modelled on fs.PathError: what,
@@ -85,7 +88,7 @@ type Finding struct {
 	Line     int      `json:"line,omitempty"`     // 1-based; 0 when unknown
 	Column   int      `json:"column,omitempty"`   // 1-based; 0 when unknown
 	Pointer  string   `json:"pointer,omitempty"`  // JSON pointer within the document ("" for the whole document)
-	Code     string   `json:"code"`
+	Code     Code     `json:"code"`
 	Message  string   `json:"message"`
 	Hint     string   `json:"hint,omitempty"` // what to do about it; may be empty
 }

@@ -40,10 +40,10 @@ func FuzzLoad(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, dp := range res.Set.Dataplanes {
-			if seen[dp.NodeID()] {
-				t.Fatalf("duplicate node id %s in a valid set", dp.NodeID())
+			if seen[dp.NodeID().String()] {
+				t.Fatalf("duplicate node id %s in a valid set", dp.NodeID().String())
 			}
-			seen[dp.NodeID()] = true
+			seen[dp.NodeID().String()] = true
 			for _, in := range dp.Inbound {
 				if in.Service() == "" || in.Port == 0 || in.ServicePort == 0 || in.Address == "" {
 					t.Fatalf("incomplete inbound %+v in a valid set", in)

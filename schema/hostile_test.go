@@ -12,7 +12,7 @@ import (
 
 // wantFinding asserts that findings contain one with the file and code, and
 // returns it.
-func wantFinding(t *testing.T, res *Result, file, code string) Finding {
+func wantFinding(t *testing.T, res *Result, file string, code Code) Finding {
 	t.Helper()
 	for _, f := range res.Findings {
 		if f.File == file && f.Code == code {

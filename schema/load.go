@@ -115,7 +115,7 @@ type entry struct {
 	services        []string // per Dataplane inbound: its service tag
 }
 
-func (e *entry) finding(sev Severity, ptr, code, msg, hint string) Finding {
+func (e *entry) finding(sev Severity, ptr string, code Code, msg, hint string) Finding {
 	line, col := positionAt(e.doc.root, ptr)
 	return Finding{Severity: sev, File: e.file, Document: e.doc.index, Line: line, Column: col,
 		Pointer: ptr, Code: code, Message: msg, Hint: hint}
@@ -254,7 +254,7 @@ func (l *Loader) walk(t Tree) ([]file, []Finding, error) {
 	var files []file
 	var findings []Finding
 	display := func(p string) string { return path.Join(t.Prefix, p) }
-	report := func(sev Severity, p, code, msg, hint string) {
+	report := func(sev Severity, p string, code Code, msg, hint string) {
 		findings = append(findings, Finding{Severity: sev, File: display(p), Code: code, Message: msg, Hint: hint})
 	}
 	visit := func(p string, typ fs.FileMode, info func() (fs.FileInfo, error)) {
@@ -377,7 +377,7 @@ const maxLinkHops = 40
 // regular file it names, or a finding when it leaves the tree, dangles, loops
 // or names something else.
 func resolveLink(fsys fs.FS, name string) (string, *Finding) {
-	bad := func(code, msg, hint string) (string, *Finding) {
+	bad := func(code Code, msg, hint string) (string, *Finding) {
 		return "", &Finding{Severity: SeverityError, File: name, Code: code, Message: msg, Hint: hint}
 	}
 	rl, ok := fsys.(fs.ReadLinkFS)

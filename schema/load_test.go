@@ -149,7 +149,7 @@ func TestSetLookups(t *testing.T) {
 		t.Errorf("implicit default mesh = %+v", m)
 	}
 	dp := s.Dataplane("prod", "api-01")
-	if dp == nil || dp.NodeID() != "prod.api-01" {
+	if dp == nil || dp.NodeID().String() != "prod.api-01" {
 		t.Fatalf("Dataplane(prod, api-01) = %+v", dp)
 	}
 	if got := dp.Inbound[0]; got.Service() != "api" || got.Protocol() != ProtocolGRPC || got.ServicePort != 10001 || got.HostPort() != "192.168.0.10:10001" {

@@ -85,7 +85,7 @@ func compileSchemas() (*compiled, error) {
 // issue is a schema violation before it is given a file position.
 type issue struct {
 	pointer string
-	code    string
+	code    Code
 	message string
 	hint    string
 }

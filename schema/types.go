@@ -144,8 +144,9 @@ type Dataplane struct {
 	Origin   Origin
 }
 
-// NodeID is the xDS node id of the dataplane: `<mesh>.<name>`.
-func (d *Dataplane) NodeID() string { return d.Mesh + "." + d.Name }
+// NodeID identifies the dataplane; its String is the xDS node id
+// `<mesh>.<name>`.
+func (d *Dataplane) NodeID() NodeID { return NodeID{Mesh: d.Mesh, Name: d.Name} }
 
 // Inbound is a port on which a dataplane accepts traffic for its service.
 type Inbound struct {

@@ -35,7 +35,7 @@ var yamlErrLine = regexp.MustCompile(`line (\d+)(?:, column (\d+))?`)
 // problem becomes a finding, and a syntax error ends the file (the YAML parser
 // cannot resynchronise after one).
 func parseFile(file string, data []byte, lim parseLimits) ([]*document, []Finding) {
-	fail := func(line, col int, code, msg, hint string) []Finding {
+	fail := func(line, col int, code Code, msg, hint string) []Finding {
 		return []Finding{{Severity: SeverityError, File: file, Line: line, Column: col, Code: code, Message: msg, Hint: hint}}
 	}
 	switch {
@@ -177,7 +177,7 @@ type converter struct {
 	findings []Finding
 }
 
-func (c *converter) add(n *yaml.Node, ptr, code, msg, hint string) {
+func (c *converter) add(n *yaml.Node, ptr string, code Code, msg, hint string) {
 	c.findings = append(c.findings, Finding{
 		Severity: SeverityError, File: c.file, Document: c.doc,
 		Line: n.Line, Column: n.Column, Pointer: ptr, Code: code, Message: msg, Hint: hint,

@@ -79,7 +79,7 @@ func (idx *Index) Affected(c Change) []string {
 	}
 	ids := make([]string, 0, len(seen))
 	for dp := range seen {
-		ids = append(ids, dp.NodeID())
+		ids = append(ids, dp.NodeID().String())
 	}
 	sort.Strings(ids)
 	return ids

@@ -46,7 +46,7 @@ func TestNewIndexFromReusesUnchangedServices(t *testing.T) {
 			t.Fatal(err)
 		}
 		if a.Hash != b.Hash {
-			t.Fatalf("%s: hash %s from a fresh index, %s from a reused one", dp.NodeID(), a.Hash, b.Hash)
+			t.Fatalf("%s: hash %s from a fresh index, %s from a reused one", dp.NodeID().String(), a.Hash, b.Hash)
 		}
 	}
 	mi, pmi := reused.meshes["bench"], prev.meshes["bench"]

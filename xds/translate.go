@@ -77,7 +77,7 @@ type builder struct {
 }
 
 func (b *builder) proxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy, error) {
-	node := dp.NodeID()
+	node := dp.NodeID().String()
 	flavor := opts.flavor()
 	if flavor != FlavorEnvoy && flavor != FlavorGRPC {
 		return nil, fmt.Errorf("translate %s: %w %q", node, ErrUnsupportedFlavor, flavor)

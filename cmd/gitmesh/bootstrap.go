@@ -7,7 +7,6 @@ import (
 	"net"
 	"path"
 	"strconv"
-	"strings"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -145,16 +144,8 @@ func runBootstrap(w io.Writer, o bootstrapOptions) error {
 
 // parseDataplane splits MESH/NAME.
 func parseDataplane(s string) (mesh, name string, err error) {
-	mesh, name, ok := strings.Cut(s, "/")
-	if !ok {
-		return "", "", fmt.Errorf("%q is not MESH/NAME", s)
-	}
-	for _, part := range []struct{ what, v string }{{"mesh", mesh}, {"name", name}} {
-		if !schema.ValidName(part.v) {
-			return "", "", fmt.Errorf("%s %q: use lower-case letters, digits, '-' and '_'", part.what, part.v)
-		}
-	}
-	return mesh, name, nil
+	id, err := schema.ParseRef(s)
+	return id.Mesh, id.Name, err
 }
 
 // parseHostPort splits HOST:PORT and checks the port.

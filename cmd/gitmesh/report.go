@@ -82,7 +82,7 @@ func reportGitHub(w io.Writer, res *schema.Result) error {
 		if f.Line > 0 {
 			props = append(props, fmt.Sprintf("line=%d", f.Line), fmt.Sprintf("col=%d", max(f.Column, 1)))
 		}
-		props = append(props, "title="+ghProperty.Replace(f.Code))
+		props = append(props, "title="+ghProperty.Replace(string(f.Code)))
 		if _, err := fmt.Fprintf(w, "::%s %s::%s\n", f.Severity, strings.Join(props, ","), ghData.Replace(msg)); err != nil {
 			return err
 		}
@@ -109,18 +109,18 @@ func reportSARIF(w io.Writer, res *schema.Result) error {
 		Text string `json:"text"`
 	}
 	type result struct {
-		RuleID     string         `json:"ruleId"`
+		RuleID     schema.Code    `json:"ruleId"`
 		Level      string         `json:"level"`
 		Message    message        `json:"message"`
 		Locations  []location     `json:"locations"`
 		Properties map[string]any `json:"properties,omitempty"`
 	}
 	type rule struct {
-		ID               string  `json:"id"`
-		ShortDescription message `json:"shortDescription"`
+		ID               schema.Code `json:"id"`
+		ShortDescription message     `json:"shortDescription"`
 	}
 	var results []result
-	ruleSeen := map[string]bool{}
+	ruleSeen := map[schema.Code]bool{}
 	var rules []rule
 	for _, f := range res.Findings {
 		var loc location
@@ -139,7 +139,7 @@ func reportSARIF(w io.Writer, res *schema.Result) error {
 		results = append(results, r)
 		if !ruleSeen[f.Code] {
 			ruleSeen[f.Code] = true
-			rules = append(rules, rule{ID: f.Code, ShortDescription: message{f.Code}})
+			rules = append(rules, rule{ID: f.Code, ShortDescription: message{string(f.Code)}})
 		}
 	}
 	sort.Slice(rules, func(i, j int) bool { return rules[i].ID < rules[j].ID })

@@ -129,7 +129,7 @@ func translationFindings(set *schema.Set) []schema.Finding {
 			err = checker.Check(p)
 		}
 		if err != nil {
-			fail(dp.Origin, fmt.Sprintf("dataplane %s does not translate: %v", dp.NodeID(), err))
+			fail(dp.Origin, fmt.Sprintf("dataplane %s does not translate: %v", dp.NodeID().String(), err))
 		}
 	}
 	return out
@@ -137,14 +137,14 @@ func translationFindings(set *schema.Set) []schema.Finding {
 
 // validateFinding is a finding as printed by --format json.
 type validateFinding struct {
-	File     string `json:"file"`
-	Document int    `json:"document"`
-	Line     int    `json:"line"`
-	Column   int    `json:"column"`
-	Pointer  string `json:"pointer"`
-	Code     string `json:"code"`
-	Message  string `json:"message"`
-	Hint     string `json:"hint,omitempty"`
+	File     string      `json:"file"`
+	Document int         `json:"document"`
+	Line     int         `json:"line"`
+	Column   int         `json:"column"`
+	Pointer  string      `json:"pointer"`
+	Code     schema.Code `json:"code"`
+	Message  string      `json:"message"`
+	Hint     string      `json:"hint,omitempty"`
 }
 
 func toJSONFindings(fs []schema.Finding, sev schema.Severity) []validateFinding {

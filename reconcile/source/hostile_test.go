@@ -86,7 +86,7 @@ func loadCommit(t *testing.T, fsys fs.FS, opts schema.Options) *schema.Result {
 	return res
 }
 
-func finding(t *testing.T, res *schema.Result, file, code string) schema.Finding {
+func finding(t *testing.T, res *schema.Result, file string, code schema.Code) schema.Finding {
 	t.Helper()
 	for _, f := range res.Findings {
 		if f.File == file && f.Code == code {
@@ -147,7 +147,11 @@ func TestHostileCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, w := range []struct{ file, code, msg string }{
+	for _, w := range []struct {
+		file string
+		code schema.Code
+		msg  string
+	}{
 		{"policies/escape.yaml", schema.CodeSymlinkEscape, `symbolic link to "../../etc/passwd" points outside the policy tree`},
 		{"policies/absolute.yaml", schema.CodeSymlinkEscape, `symbolic link to "/etc/passwd" points outside the policy tree`},
 		{"policies/big.yaml", schema.CodeFileTooLarge, "file is larger than 1048576 bytes; it was not read"},

@@ -277,7 +277,7 @@ func TestFlavourTranslationFailure(t *testing.T) {
 	refuse := func(cfg *Config) {
 		cfg.translate = func(idx *xds.Index, dp *schema.Dataplane, opts xds.Options) (*xds.Proxy, error) {
 			if opts.Flavor == xds.FlavorGRPC {
-				return nil, errors.New("translate " + dp.NodeID() + ": pretend gRPC is out of reach")
+				return nil, errors.New("translate " + dp.NodeID().String() + ": pretend gRPC is out of reach")
 			}
 			return xds.TranslateProxy(idx, dp, opts)
 		}

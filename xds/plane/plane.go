@@ -159,8 +159,8 @@ func (p *Plane) Apply(ctx context.Context, commit string, set *schema.Set, diff 
 		proxies := make([]*xds.Proxy, len(g.set.Dataplanes))
 		var todo []int
 		for i, dp := range g.set.Dataplanes {
-			px := g.proxies[dp.NodeID()]
-			if px.Flavor != p.flavorOf(dp.NodeID()) {
+			px := g.proxies[dp.NodeID().String()]
+			if px.Flavor != p.flavorOf(dp.NodeID().String()) {
 				todo = append(todo, i)
 				continue
 			}
@@ -189,8 +189,8 @@ func (p *Plane) Apply(ctx context.Context, commit string, set *schema.Set, diff 
 	proxies := make([]*xds.Proxy, len(set.Dataplanes))
 	var todo []int
 	for i, dp := range set.Dataplanes {
-		old := p.proxies[dp.NodeID()]
-		if old == nil || affected == nil || affected[dp.NodeID()] || old.Flavor != p.flavorOf(dp.NodeID()) {
+		old := p.proxies[dp.NodeID().String()]
+		if old == nil || affected == nil || affected[dp.NodeID().String()] || old.Flavor != p.flavorOf(dp.NodeID().String()) {
 			todo = append(todo, i)
 			continue
 		}
@@ -308,7 +308,7 @@ func (p *Plane) translate(ctx context.Context, idx *xds.Index, set *schema.Set, 
 					return
 				}
 				dp := set.Dataplanes[todo[j]]
-				px, err := p.translateFor(idx, dp, p.flavorOf(dp.NodeID()))
+				px, err := p.translateFor(idx, dp, p.flavorOf(dp.NodeID().String()))
 				if err != nil {
 					errs[w] = err
 					return
@@ -352,7 +352,7 @@ func (p *Plane) Renew(ctx context.Context) (Result, error) {
 	}
 	proxies := make([]*xds.Proxy, 0, len(p.proxies))
 	for _, dp := range p.set.Dataplanes {
-		px := p.proxies[dp.NodeID()]
+		px := p.proxies[dp.NodeID().String()]
 		if back, ok := p.reverted[px.NodeID]; ok {
 			px = back.proxy
 		}

@@ -296,7 +296,7 @@ func TestApplyBackToThePreviousCommitNeedsNoTranslation(t *testing.T) {
 	f.apply(t, commitA, nil, a)
 	first := map[string]string{}
 	for _, dp := range a.Dataplanes {
-		first[dp.NodeID()] = f.translation(dp.NodeID()).Hash
+		first[dp.NodeID().String()] = f.translation(dp.NodeID().String()).Hash
 	}
 	if res := f.apply(t, commitB, a, b); res.Affected == 0 {
 		t.Fatal("commit B affects no proxy; the test needs one it changes")
