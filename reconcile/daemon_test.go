@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,32 +13,42 @@ import (
 	"time"
 
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
+	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/xds"
+	"github.com/gitmesh/gitmesh/xds/plane"
 )
 
-// fakeTarget stands in for the xDS side: it records what is served.
+// fakeTarget stands in for the xDS side, a narrow seam: it records what is
+// served, and the test says what the proxies answer on feedback.
 type fakeTarget struct {
-	mu      sync.Mutex
-	commits []string // every Apply, in order
-	set     *schema.Set
-	fail    error // returned by the next Apply, once
+	mu       sync.Mutex
+	commits  []string // every Apply, in order
+	set      *schema.Set
+	fail     error // returned by the next Apply, once
+	feedback chan plane.Feedback
 }
 
-func (f *fakeTarget) Apply(_ context.Context, commit string, set *schema.Set, _ schema.SetDiff) (Applied, error) {
+func (f *fakeTarget) Apply(_ context.Context, commit string, t *xds.Translation) (plane.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.fail; err != nil {
 		f.fail = nil
-		return Applied{}, err
+		return plane.Result{}, err
 	}
 	f.commits = append(f.commits, commit)
-	f.set = set
-	return Applied{Changed: len(set.Dataplanes)}, nil
+	f.set = t.Set()
+	var changed []string
+	for _, n := range t.Nodes() {
+		changed = append(changed, n.ID().String())
+	}
+	return plane.Result{Commit: commit, Changed: changed}, nil
 }
 
-func (f *fakeTarget) Renew(context.Context) error { return nil }
-func (f *fakeTarget) Convergence() Convergence    { return Convergence{} }
+func (f *fakeTarget) Renew(context.Context) (plane.Result, error) { return plane.Result{}, nil }
+func (f *fakeTarget) Convergence() plane.Convergence              { return plane.Convergence{} }
+func (f *fakeTarget) Feedback() <-chan plane.Feedback             { return f.feedback }
 
 // served is the commit last applied.
 func (f *fakeTarget) served() string {
@@ -89,6 +99,7 @@ type rig struct {
 	url      string
 	verifier *source.Verifier
 	metrics  *Metrics
+	logger   *slog.Logger
 }
 
 func newRig(t *testing.T, stateDir string, work string) *rig {
@@ -99,7 +110,7 @@ func newRig(t *testing.T, stateDir string, work string) *rig {
 	if stateDir == "" {
 		stateDir = t.TempDir()
 	}
-	return &rig{t: t, work: work, stateDir: stateDir, target: &fakeTarget{}}
+	return &rig{t: t, work: work, stateDir: stateDir, target: &fakeTarget{feedback: make(chan plane.Feedback, 16)}}
 }
 
 // start opens the mirror and runs a daemon on it.
@@ -114,17 +125,16 @@ func (r *rig) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loader, err := schema.NewLoader(schema.Options{})
+	p, err := pipeline.New(pipeline.Options{Cache: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{
 		Source: m, Repo: url, Branch: "main", Path: "policy", Target: r.target, StateDir: r.stateDir, Interval: time.Hour,
-		Load:    func(fsys fs.FS) (*schema.Result, error) { return loader.Load(fsys) },
-		Metrics: r.metrics,
+		Pipeline: p, Metrics: r.metrics, Logger: r.logger,
 	}
 	if r.verifier != nil {
-		cfg.Verify = func(hash string) (string, error) { return r.verifier.VerifyCommit(m.Repository(), hash) }
+		cfg.Verify = func(hash source.Hash) (string, error) { return r.verifier.VerifyCommit(m.Repository(), string(hash)) }
 	}
 	r.d, err = New(cfg)
 	if err != nil {
@@ -148,12 +158,12 @@ func (r *rig) commit(msg string, files map[string]string) string {
 }
 
 // waitHead waits until the daemon has decided on head and returns its status.
-func (r *rig) waitHead(head, verdict string) Status {
+func (r *rig) waitHead(head string, verdict Verdict) Status {
 	r.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st := r.d.Status()
-		if st.Head != nil && st.Head.Hash == head && st.HeadVerdict == verdict {
+		if st.Head != nil && string(st.Head.Hash) == head && st.HeadVerdict == verdict {
 			return st
 		}
 		if time.Now().After(deadline) {
@@ -178,7 +188,7 @@ func TestRollbackFiftyCommitsBackAndResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Commit.Hash != target || rec.Verdict != VerdictPublished || !rec.Pinned || rec.By != "alice" || rec.Trigger != OpRollback {
+	if string(rec.Commit.Hash) != target || rec.Verdict != VerdictPublished || !rec.Pinned || rec.By != "alice" || rec.Trigger != OpRollback {
 		t.Errorf("rollback record = %+v", rec)
 	}
 	if got := r.target.served(); got != target {
@@ -188,14 +198,14 @@ func TestRollbackFiftyCommitsBackAndResume(t *testing.T) {
 		t.Errorf("served port %d, want 8009", port)
 	}
 	st := r.d.Status()
-	if !st.Pinned || st.Pin == nil || st.Pin.Commit.Hash != target || st.Pin.By != "alice" || st.Published.Hash != target {
+	if !st.Pinned || st.Pin == nil || string(st.Pin.Commit.Hash) != target || st.Pin.By != "alice" || string(st.Published.Hash) != target {
 		t.Errorf("status after rollback = %+v", st)
 	}
 	if st.HeadVerdict != VerdictHeld {
 		t.Errorf("head verdict %q, want held", st.HeadVerdict)
 	}
 	saved, err := LoadState(r.stateDir)
-	if err != nil || saved.Pin == nil || saved.Pin.Commit.Hash != target || saved.Published.Hash != target {
+	if err != nil || saved.Pin == nil || string(saved.Pin.Commit.Hash) != target || string(saved.Published.Hash) != target {
 		t.Fatalf("state file after rollback: %+v %v", saved, err)
 	}
 
@@ -205,7 +215,7 @@ func TestRollbackFiftyCommitsBackAndResume(t *testing.T) {
 	if got := r.target.served(); got != target {
 		t.Errorf("a commit was published while pinned: %s", got)
 	}
-	if h := r.d.History(); h[0].Commit.Hash != next || h[0].Verdict != VerdictHeld {
+	if h := r.d.History(); string(h[0].Commit.Hash) != next || h[0].Verdict != VerdictHeld {
 		t.Errorf("newest record %+v, want %s held", h[0], next[:12])
 	}
 
@@ -213,13 +223,13 @@ func TestRollbackFiftyCommitsBackAndResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Commit.Hash != next || r.target.served() != next {
+	if string(rec.Commit.Hash) != next || r.target.served() != next {
 		t.Errorf("resume published %s (served %s), want the head %s", rec.Commit.Short(), r.target.served(), next)
 	}
 	if st := r.d.Status(); st.Pinned || st.Pin != nil || st.HeadVerdict != VerdictPublished {
 		t.Errorf("status after resume = %+v", st)
 	}
-	if saved, _ := LoadState(r.stateDir); saved.Pin != nil || saved.Published.Hash != next {
+	if saved, _ := LoadState(r.stateDir); saved.Pin != nil || string(saved.Published.Hash) != next {
 		t.Errorf("state file after resume: %+v", saved)
 	}
 	if _, err := r.d.Resume(context.Background(), "alice", ""); !errors.Is(err, ErrNotPinned) {
@@ -247,7 +257,7 @@ func TestRollbackRefusesUnknownAndInvalidCommits(t *testing.T) {
 		{"0123456789abcdef0123456789abcdef01234567", "unknown commit"},
 		{"no-such-branch", "unknown commit"},
 		{"", "no commit given"},
-		{bad, "is invalid: 2 errors; first: web.yaml:1:1"},
+		{bad, "is invalid: 2 errors; first: policy/web.yaml:1:1"},
 		{empty[:10], "cannot be served"},
 	} {
 		_, err := r.d.Rollback(context.Background(), tc.rev, "bob", "")
@@ -266,7 +276,7 @@ func TestRollbackRefusesUnknownAndInvalidCommits(t *testing.T) {
 		t.Errorf("a refused rollback rewrote the state file:\n%s", after)
 	}
 	// The good commit, by the branch name with a suffix.
-	if rec, err := r.d.Rollback(context.Background(), "main~3", "bob", ""); err != nil || rec.Commit.Hash != good {
+	if rec, err := r.d.Rollback(context.Background(), "main~3", "bob", ""); err != nil || string(rec.Commit.Hash) != good {
 		t.Errorf("rollback to main~3: %v, %+v; want %s", err, rec.Commit, good[:12])
 	}
 }
@@ -292,7 +302,7 @@ func TestPinSurvivesRestart(t *testing.T) {
 		t.Errorf("after a restart the daemon applied %v, want only the pinned %s", got, first[:12])
 	}
 	st := again.d.Status()
-	if !st.Pinned || st.Pin.By != "carol" || st.Pin.Reason != "bad deploy" || st.Published.Hash != first {
+	if !st.Pinned || st.Pin.By != "carol" || st.Pin.Reason != "bad deploy" || string(st.Published.Hash) != first {
 		t.Errorf("status after restart = %+v", st)
 	}
 	if h := again.d.History(); len(h) < 3 || h[0].Verdict != VerdictHeld || h[1].Trigger != OpRollback {
@@ -349,7 +359,7 @@ func TestResumePublishesNewestValidCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Commit.Hash != valid || r.target.served() != valid {
+	if string(rec.Commit.Hash) != valid || r.target.served() != valid {
 		t.Errorf("resume published %s, want the newest valid commit %s", rec.Commit.Short(), valid[:12])
 	}
 	if st := r.d.Status(); st.Pinned || st.HeadVerdict != VerdictInvalid {
@@ -378,7 +388,7 @@ func TestRollbackUndoneWhenThePinCannotBeSaved(t *testing.T) {
 	if got := r.target.served(); got != second {
 		t.Errorf("served %s after a failed rollback, want %s again", got[:12], second[:12])
 	}
-	if st := r.d.Status(); st.Pinned || st.Published.Hash != second {
+	if st := r.d.Status(); st.Pinned || string(st.Published.Hash) != second {
 		t.Errorf("status after a failed rollback: %+v", st)
 	}
 }
@@ -390,12 +400,16 @@ func TestRejectedAndConvergedMarkHistory(t *testing.T) {
 	r.start()
 	r.waitHead(first, VerdictPublished)
 	at := time.Now()
-	nack := Rejection{Commit: first, Node: "default.web", Type: "type.googleapis.com/envoy.config.listener.v3.Listener",
+	nack := plane.Rejection{Commit: first, Node: "default.web", Type: "type.googleapis.com/envoy.config.listener.v3.Listener",
 		Version: first[:12] + "-abc", Error: "bad listener", At: at}
-	r.d.Rejected(nack)
-	r.d.Rejected(nack) // the same NACK again counts once
-	r.d.Converged(Converged{Commit: first, Proxies: 3, Seconds: 0.25})
-	r.d.Converged(Converged{Commit: first, Proxies: 3, Seconds: 9}) // a renewal: kept the first
+	r.target.feedback <- plane.Feedback{Rejection: &nack}
+	r.target.feedback <- plane.Feedback{Rejection: &nack} // the same NACK again counts once
+	r.target.feedback <- plane.Feedback{Converged: &plane.Converged{Commit: first, Proxies: 3, Seconds: 0.25}}
+	r.target.feedback <- plane.Feedback{Converged: &plane.Converged{Commit: first, Proxies: 3, Seconds: 9}} // a renewal: kept the first
+	waitFor(t, "the feedback in the history", func() bool {
+		h := r.d.History()
+		return h[0].Verdict == VerdictRejected && h[0].Convergence != nil && len(r.target.feedback) == 0
+	})
 
 	h := r.d.History()
 	if h[0].Verdict != VerdictRejected || h[0].RejectedProxies != 1 || len(h[0].Rejections) != 1 || h[0].Rejections[0].Error != "bad listener" {
@@ -420,5 +434,17 @@ func TestRejectedAndConvergedMarkHistory(t *testing.T) {
 	r2.waitHead(second, VerdictPublished)
 	if st := r2.d.Status(); len(st.Rejections) != 0 {
 		t.Errorf("rejections of an older commit in the status: %+v", st.Rejections)
+	}
+}
+
+// waitFor polls cond until it holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -26,7 +26,8 @@ const maxRecordFindings = 20
 // come, rewritten (atomically) to the newest Limit records when the file
 // holds twice that many lines. An update of a record (a NACK, a convergence
 // figure) appends the whole record again under its id; the last line of an
-// id wins. A torn last line after a crash is skipped.
+// id wins. A torn last line after a crash is dropped, and its id, if it was a
+// new record's, is not given again.
 type History struct {
 	mu      sync.Mutex
 	path    string
@@ -35,6 +36,9 @@ type History struct {
 	lines   int      // lines in the file
 	next    int64    // the last record id given
 	torn    bool     // the file does not end with a whole line
+	// tornLine is the start of the torn last line when the file was
+	// opened, for the log; "" when there was none.
+	tornLine string
 }
 
 // OpenHistory loads the history of a state directory.
@@ -68,9 +72,25 @@ func OpenHistory(dir string, limit int) (*History, error) {
 		h.records = slices.Clone(h.records[len(h.records)-limit:])
 	}
 	// A crash can leave a torn last line; appending after it would join the
-	// next record to it, so the first write rewrites the file instead.
-	h.torn = len(data) > 0 && data[len(data)-1] != '\n'
+	// next record to it, so the first write rewrites the file instead. The
+	// torn line may have been a new record whose id is then lost: that id
+	// is never given again, so that an id names one record forever.
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		h.torn = true
+		last := data[bytes.LastIndexByte(data, '\n')+1:]
+		h.tornLine = string(last[:min(len(last), 120)])
+		h.next++
+	}
 	return h, nil
+}
+
+// Torn is the start of the history file's last line when it was cut short
+// (a crash while it was written), as OpenHistory found it; "" otherwise.
+// That record is dropped.
+func (h *History) Torn() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.tornLine
 }
 
 // Add records r, newest, giving it the next id.

@@ -28,15 +28,6 @@ const (
 	OpFailed   = "failed"
 )
 
-// Stages of a sync, the label of gitmesh_stage_duration_seconds.
-const (
-	StageFetch     = "fetch"
-	StageLoad      = "load"
-	StageDiff      = "diff"
-	StageTranslate = "translate"
-	StagePublish   = "publish"
-)
-
 // Metrics are the daemon's Prometheus metrics.
 type Metrics struct {
 	attempts     *prometheus.CounterVec
@@ -125,9 +116,9 @@ func (m *Metrics) attempt(result string) {
 	}
 }
 
-func (m *Metrics) stage(stage string, d time.Duration) {
+func (m *Metrics) stage(stage Stage, d time.Duration) {
 	if m != nil {
-		m.stages.WithLabelValues(stage).Observe(d.Seconds())
+		m.stages.WithLabelValues(string(stage)).Observe(d.Seconds())
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
 )
@@ -23,7 +24,7 @@ type InvalidCommitError struct {
 	Commit CommitInfo
 	// Errors counts the commit's errors; Findings are the first of its
 	// findings, errors first. Reason is set instead when the commit could not
-	// be read as a policy tree at all (no policy directory).
+	// be read as a policy tree at all (no policy directory, no policy file).
 	Errors   int
 	Findings []schema.Finding
 	Reason   string
@@ -77,9 +78,8 @@ const maxResumeWalk = 100
 // a ~N suffix. An unknown revision (ErrUnknownCommit), a commit that does
 // not validate (*InvalidCommitError) or, while commits are verified, one
 // whose signature is not accepted (*UnverifiedCommitError) is refused and
-// nothing changes. The pin
-// is in the state file before Rollback returns; if it cannot be written,
-// what was served is served again and Rollback fails.
+// nothing changes. The pin is in the state file before Rollback returns; if
+// it cannot be written, what was served is served again and Rollback fails.
 func (d *Daemon) Rollback(ctx context.Context, rev, by, reason string) (Record, error) {
 	rec, err := d.rollback(ctx, rev, by, reason)
 	d.cfg.Metrics.operation(OpRollback, err)
@@ -95,67 +95,87 @@ func (d *Daemon) rollback(ctx context.Context, rev, by, reason string) (Record, 
 	}
 	d.op.Lock()
 	defer d.op.Unlock()
-	start := d.cfg.Now()
-	info, res, err := d.load(rev)
+	rec := Record{Trigger: OpRollback, By: by, Reason: reason, Pinned: true}
+	res, diff, err := d.load(ctx, rev, &rec)
 	if err != nil {
 		return Record{}, err
 	}
-	load := d.cfg.Now().Sub(start)
-	d.cfg.Metrics.stage(StageLoad, load)
-	if !res.Valid() {
-		errs, _ := res.Count()
-		return Record{}, &InvalidCommitError{Commit: info, Errors: errs, Findings: errorsFirst(res.Findings)}
+	pin := &Pin{Commit: rec.Commit, At: d.cfg.Now(), By: by, Reason: reason}
+	pub, err := d.publish(ctx, &rec, res, diff, func(st *State) { st.Pin = pin })
+	if err != nil {
+		return Record{}, fmt.Errorf("rollback to %s: %w", rec.Commit.Short(), err)
 	}
-	rec := Record{Commit: info, Trigger: OpRollback, By: by, Reason: reason, Pinned: true,
-		Durations: map[string]float64{StageLoad: ms(load)}}
-	rec.Errors, rec.Warnings = res.Count()
-	pin := &Pin{Commit: info, At: d.cfg.Now(), By: by, Reason: reason}
-	if err := d.publish(ctx, &rec, res.Set, func(st *State) { st.Pin = pin }); err != nil {
-		return Record{}, fmt.Errorf("rollback to %s: %w", info.Short(), err)
-	}
-	rec.At = d.cfg.Now()
+	o := outcome{Record: rec, record: true, published: pub}
 	d.mu.Lock()
-	if d.status.Head != nil && d.status.Head.Hash != info.Hash && d.status.HeadVerdict == VerdictPublished {
+	// A head that was published is held by the pin from now on.
+	if h := d.status.Head; h != nil && h.Hash != rec.Commit.Hash && d.status.HeadVerdict == VerdictPublished {
 		d.status.HeadVerdict = VerdictHeld
 	}
 	d.mu.Unlock()
-	d.record(rec)
-	return rec, nil
+	d.conclude(o)
+	return o.Record, nil
 }
 
 // load reads rev from local objects, verifies its signature (when commits
-// are verified) and validates its tree. Its errors are refusals
-// (ErrUnknownCommit, *InvalidCommitError, *UnverifiedCommitError) or a
-// failure to load.
-func (d *Daemon) load(rev string) (CommitInfo, *schema.Result, error) {
+// are verified) and judges its tree, filling in rec: the Result to publish,
+// and what it changes against what is served. Going back to the commit
+// served before takes its Result as it was, without running the pipeline.
+// Its errors are refusals (ErrUnknownCommit, *InvalidCommitError,
+// *UnverifiedCommitError) or a failure to load. Called with op held.
+func (d *Daemon) load(ctx context.Context, rev string, rec *Record) (*pipeline.Result, schema.SetDiff, error) {
 	c, err := d.cfg.Source.ReadCommit(rev, d.cfg.Path)
 	if errors.Is(err, source.ErrUnknownRevision) {
 		if _, fetched := d.cfg.Source.Head(); !fetched {
-			return CommitInfo{}, nil, fmt.Errorf("%w %q: branch %s has not been fetched yet; try again once `gitmesh status` shows a head",
+			return nil, schema.SetDiff{}, fmt.Errorf("%w %q: branch %s has not been fetched yet; try again once `gitmesh status` shows a head",
 				ErrUnknownCommit, rev, d.cfg.Branch)
 		}
-		return CommitInfo{}, nil, fmt.Errorf("%w %q: it is not among the commits fetched from branch %s", ErrUnknownCommit, rev, d.cfg.Branch)
+		return nil, schema.SetDiff{}, fmt.Errorf("%w %q: it is not among the commits fetched from branch %s", ErrUnknownCommit, rev, d.cfg.Branch)
 	}
 	if err != nil {
-		return CommitInfo{}, nil, &InvalidCommitError{Commit: CommitInfo{Hash: rev}, Errors: 1, Reason: err.Error()}
+		return nil, schema.SetDiff{}, &InvalidCommitError{Commit: CommitInfo{Hash: source.Hash(rev)}, Errors: 1, Reason: err.Error()}
 	}
-	info := commitInfo(c)
-	if err := d.verify(&info); err != nil {
-		return CommitInfo{}, nil, err
+	rec.Commit = commitInfo(c)
+	if err := d.verify(&rec.Commit); err != nil {
+		return nil, schema.SetDiff{}, err
 	}
-	res, err := d.cfg.Load(c.Tree)
+	d.mu.Lock()
+	served, previous, previousInfo := d.served, d.previous, d.previousInfo
+	d.mu.Unlock()
+	if previous != nil && previousInfo.Hash == c.Hash {
+		rec.Errors, rec.Warnings = previous.Count()
+		return previous, schema.DiffSets(setOf(served), previous.Set), nil
+	}
+	res, err := d.judge(ctx, c, served, rec)
 	if err != nil {
-		return CommitInfo{}, nil, fmt.Errorf("load %s: %w", c.Hash, err)
+		return nil, schema.SetDiff{}, err
 	}
-	return info, res, nil
+	if !res.Valid() || empty(res, d.cfg.AllowEmpty) {
+		return nil, schema.SetDiff{}, &InvalidCommitError{Commit: rec.Commit, Errors: rec.Errors, Findings: rec.Findings, Reason: reasonOf(rec)}
+	}
+	return res, res.Diff, nil
+}
+
+// reasonOf is the reason of an invalid commit that has no finding to show.
+func reasonOf(rec *Record) string {
+	if len(rec.Findings) == 0 || !rec.Findings[0].IsError() {
+		return rec.Error
+	}
+	return ""
+}
+
+func setOf(r *pipeline.Result) *schema.Set {
+	if r == nil {
+		return nil
+	}
+	return r.Set
 }
 
 // Resume lifts the pin and follows the branch again: the newest valid (and,
-// when commits are verified, verified) commit of the branch (the head, or the newest of its first-parent
-// ancestors that validates, back to the pinned commit) is published, and the
-// state file no longer holds a pin. It returns the record of that publish;
-// when the served commit stays, the record says so with no Diff. Resume
-// without a pin is ErrNotPinned.
+// when commits are verified, verified) commit of the branch (the head, or
+// the newest of its first-parent ancestors that validates, back to the
+// pinned commit) is published, and the state file no longer holds a pin.
+// It returns the record of that publish; when the served commit stays, the
+// record says so with no Diff. Resume without a pin is ErrNotPinned.
 func (d *Daemon) Resume(ctx context.Context, by, reason string) (Record, error) {
 	rec, err := d.resume(ctx, by, reason)
 	d.cfg.Metrics.operation(OpResume, err)
@@ -176,9 +196,8 @@ func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) 
 		return Record{}, ErrNotPinned
 	}
 	unpin := func(st *State) { st.Pin = nil }
-	rec := Record{Trigger: OpResume, By: by, Reason: reason}
-	info, res := d.newestValid(servedInfo.Hash)
-	if res == nil || info.Hash == servedInfo.Hash {
+	rec, res, diff := d.newestValid(ctx, servedInfo.Hash, Record{Trigger: OpResume, By: by, Reason: reason})
+	if res == nil {
 		// Nothing newer validates: keep what is served, without the pin.
 		d.mu.Lock()
 		next := d.state
@@ -192,40 +211,41 @@ func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) 
 		d.status.Pinned, d.status.Pin = false, nil
 		d.mu.Unlock()
 		d.cfg.Metrics.setPinned(false)
-		rec.Commit, rec.Verdict, rec.At = servedInfo, VerdictPublished, d.cfg.Now()
-		d.record(rec)
-		return rec, nil
+		o := outcome{Record: Record{Commit: servedInfo, Verdict: VerdictPublished, Trigger: OpResume, By: by, Reason: reason}, record: true}
+		d.conclude(o)
+		return o.Record, nil
 	}
-	rec.Commit = info
-	rec.Errors, rec.Warnings = res.Count()
-	if err := d.publish(ctx, &rec, res.Set, unpin); err != nil {
+	pub, err := d.publish(ctx, &rec, res, diff, unpin)
+	if err != nil {
 		return Record{}, fmt.Errorf("resume at %s: %w", rec.Commit.Short(), err)
 	}
-	rec.At = d.cfg.Now()
+	o := outcome{Record: rec, record: true, published: pub}
 	d.mu.Lock()
-	if d.status.Head != nil && d.status.Head.Hash == rec.Commit.Hash {
+	if h := d.status.Head; h != nil && h.Hash == rec.Commit.Hash {
 		d.status.HeadVerdict = VerdictPublished
 	}
 	d.mu.Unlock()
-	d.record(rec)
-	return rec, nil
+	d.conclude(o)
+	return o.Record, nil
 }
 
 // newestValid walks the branch from its head along first parents, at most
 // maxResumeWalk commits and not past stop, and returns the first commit that
-// validates (and, when commits are verified, whose signature is accepted);
-// a nil Result when none does.
-func (d *Daemon) newestValid(stop string) (CommitInfo, *schema.Result) {
+// validates (and, when commits are verified, whose signature is accepted)
+// with its Result and what it changes; a nil Result when none does, or when
+// it is stop itself.
+func (d *Daemon) newestValid(ctx context.Context, stop source.Hash, base Record) (Record, *pipeline.Result, schema.SetDiff) {
 	hash, ok := d.cfg.Source.Head()
 	for i := 0; ok && i < maxResumeWalk; i++ {
 		if hash == stop {
-			return CommitInfo{}, nil
+			return base, nil, schema.SetDiff{}
 		}
-		info, res, err := d.load(hash)
-		if err == nil && res.Valid() {
-			return info, res
+		rec := base
+		res, diff, err := d.load(ctx, string(hash), &rec)
+		if err == nil {
+			return rec, res, diff
 		}
 		hash, ok = d.cfg.Source.FirstParent(hash)
 	}
-	return CommitInfo{}, nil
+	return base, nil, schema.SetDiff{}
 }

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gitmesh/gitmesh/reconcile/source"
+	"github.com/gitmesh/gitmesh/xds/plane"
 )
 
 func TestStateRoundTripAndAtomicity(t *testing.T) {
@@ -16,8 +19,8 @@ func TestStateRoundTripAndAtomicity(t *testing.T) {
 		t.Fatalf("empty state dir: %+v, %v", st, err)
 	}
 	at := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
-	want := State{Published: &CommitInfo{Hash: strings.Repeat("a", 40), Author: "Ada", Subject: "x"}, PublishedAt: at,
-		Pin: &Pin{Commit: CommitInfo{Hash: strings.Repeat("b", 40)}, At: at, By: "ops"}}
+	want := State{Published: &CommitInfo{Hash: source.Hash(strings.Repeat("a", 40)), Author: "Ada", Subject: "x"}, PublishedAt: at,
+		Pin: &Pin{Commit: CommitInfo{Hash: source.Hash(strings.Repeat("b", 40))}, At: at, By: "ops"}}
 	if err := SaveState(dir, want); err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +65,7 @@ func TestHistoryBoundedAndPersisted(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 23 {
-		r := Record{Commit: CommitInfo{Hash: strings.Repeat(string(rune('a'+i)), 40)}, Verdict: VerdictPublished}
+		r := Record{Commit: CommitInfo{Hash: source.Hash(strings.Repeat(string(rune('a'+i)), 40))}, Verdict: VerdictPublished}
 		if _, err := h.Add(r); err != nil {
 			t.Fatal(err)
 		}
@@ -78,12 +81,14 @@ func TestHistoryBoundedAndPersisted(t *testing.T) {
 	if lines := strings.Count(string(data), "\n"); lines > 10 {
 		t.Errorf("history file holds %d lines, want at most twice the limit", lines)
 	}
-	// A crash can tear the last line; the rest loads.
+	// A crash can tear the last line, here a new record's; the rest loads,
+	// and the torn record is reported.
 	f, err := os.OpenFile(filepath.Join(dir, "history.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString(`{"commit":{"hash":"zz`)
+	torn := fmt.Sprintf(`{"id":%d,"commit":{"hash":"zz`, recs[0].ID+1)
+	f.WriteString(torn)
 	f.Close()
 	h2, err := OpenHistory(dir, 5)
 	if err != nil {
@@ -92,13 +97,17 @@ func TestHistoryBoundedAndPersisted(t *testing.T) {
 	if got := h2.Records(); len(got) != 5 || got[0].Commit.Hash != recs[0].Commit.Hash {
 		t.Errorf("reloaded %d records, newest %q", len(got), got[0].Commit.Hash)
 	}
-	// A record added after the torn line is not glued to it.
-	added, err := h2.Add(Record{Commit: CommitInfo{Hash: strings.Repeat("f", 40)}, Verdict: VerdictPublished})
+	if h2.Torn() != torn {
+		t.Errorf("Torn() = %q, want the torn line %q", h2.Torn(), torn)
+	}
+	// A record added after the torn line is not glued to it, and does not
+	// take the torn record's id: an id names one record forever.
+	added, err := h2.Add(Record{Commit: CommitInfo{Hash: source.Hash(strings.Repeat("f", 40))}, Verdict: VerdictPublished})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if added.ID != recs[0].ID+1 {
-		t.Errorf("id after reload = %d, want %d", added.ID, recs[0].ID+1)
+	if added.ID != recs[0].ID+2 {
+		t.Errorf("id after reload = %d, want %d (the torn record had %d)", added.ID, recs[0].ID+2, recs[0].ID+1)
 	}
 	h3, err := OpenHistory(dir, 5)
 	if err != nil {
@@ -117,7 +126,7 @@ func TestHistoryUpdate(t *testing.T) {
 	}
 	hash := func(c byte) string { return strings.Repeat(string(c), 40) }
 	for _, c := range []byte("abab") {
-		if _, err := h.Add(Record{Commit: CommitInfo{Hash: hash(c)}, Verdict: VerdictPublished}); err != nil {
+		if _, err := h.Add(Record{Commit: CommitInfo{Hash: source.Hash(hash(c))}, Verdict: VerdictPublished}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -126,7 +135,7 @@ func TestHistoryUpdate(t *testing.T) {
 	for i := range 2 {
 		_, ok, err := h.Update(publishedRecordOf(hash('b')), func(r *Record) bool {
 			r.Verdict = VerdictRejected
-			r.Rejections = append(r.Rejections, Rejection{Node: fmt.Sprintf("m.p%d", i)})
+			r.Rejections = append(r.Rejections, plane.Rejection{Node: fmt.Sprintf("m.p%d", i)})
 			return true
 		})
 		if err != nil || !ok {
@@ -159,13 +168,17 @@ func mustOpenHistory(t *testing.T, dir string, limit int) *History {
 	return h
 }
 
+// TestBackoff: after failed syncs the daemon waits MinBackoff doubling per
+// failure, ±20%, never longer than its poll interval.
 func TestBackoff(t *testing.T) {
-	lo, hi := time.Second, time.Minute
-	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 4: 8 * time.Second, 10: time.Minute, 100: time.Minute} {
-		for range 20 {
-			got := backoff(n, lo, hi)
-			if got < want*8/10 || got > want*12/10 {
-				t.Errorf("backoff(%d) = %v, want %v ±20%%", n, got, want)
+	d := &Daemon{cfg: Config{MinBackoff: time.Second, Interval: time.Minute}}
+	for range 20 {
+		b := d.newBackoff()
+		for n, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second,
+			32 * time.Second, time.Minute, time.Minute} {
+			got := d.retryDelay(b)
+			if got < want*8/10 || got > min(want*12/10, time.Minute) {
+				t.Errorf("wait after failure %d = %v, want %v ±20%% and at most the interval", n+1, got, want)
 			}
 		}
 	}

@@ -70,14 +70,14 @@ func TestVerifyCommitsPublishesOnlySignedCommits(t *testing.T) {
 			"is signed by unknown key " + r.mallory.KeyID()},
 	} {
 		st := r.waitHead(tc.hash, VerdictUnverified)
-		if !strings.Contains(st.LastError, tc.lastError) || st.Published.Hash != first {
+		if !strings.Contains(st.LastError, tc.lastError) || string(st.Published.Hash) != first {
 			t.Errorf("%s: status %+v, want %q and %s still published", tc.name, st, tc.lastError, first[:12])
 		}
 		if got := r.target.served(); got != first {
 			t.Errorf("%s: served %s, want %s", tc.name, got[:12], first[:12])
 		}
 		rec := r.d.History()[0]
-		if rec.Commit.Hash != tc.hash || rec.Verdict != VerdictUnverified || !strings.Contains(rec.Error, tc.lastError) {
+		if string(rec.Commit.Hash) != tc.hash || rec.Verdict != VerdictUnverified || !strings.Contains(rec.Error, tc.lastError) {
 			t.Errorf("%s: record %+v", tc.name, rec)
 		}
 		if n := testutil.ToFloat64(r.metrics.unverifieds.WithLabelValues(tc.reason)); n != 1 {
@@ -107,7 +107,7 @@ func TestVerifyCommitsRefusesRollbackAndResumeSkips(t *testing.T) {
 
 	_, err := r.d.Rollback(context.Background(), unsigned, "bob", "")
 	var uv *UnverifiedCommitError
-	if !errors.As(err, &uv) || uv.Commit.Hash != unsigned || !errors.Is(err, source.ErrUnsigned) || !isRefusal(err) ||
+	if !errors.As(err, &uv) || string(uv.Commit.Hash) != unsigned || !errors.Is(err, source.ErrUnsigned) || !isRefusal(err) ||
 		!strings.Contains(err.Error(), "is not signed") {
 		t.Fatalf("rollback to an unsigned commit: %v", err)
 	}
@@ -126,7 +126,7 @@ func TestVerifyCommitsRefusesRollbackAndResumeSkips(t *testing.T) {
 	r.waitHead(newest, VerdictUnverified)
 
 	rec, err = r.d.Resume(context.Background(), "bob", "")
-	if err != nil || rec.Commit.Hash != held || r.target.served() != held {
+	if err != nil || string(rec.Commit.Hash) != held || r.target.served() != held {
 		t.Errorf("resume published %s (%v), want the newest verified commit %s", rec.Commit.Short(), err, held[:12])
 	}
 	if st := r.d.Status(); st.Pinned || st.HeadVerdict != VerdictUnverified {

@@ -114,8 +114,9 @@ func (f Finding) Error() string {
 // IsError reports whether the finding makes the tree invalid.
 func (f Finding) IsError() bool { return f.Severity == SeverityError }
 
-// sortFindings orders findings by file, document, line, column, then code.
-func sortFindings(fs []Finding) {
+// SortFindings orders findings by file, document, line, column, pointer,
+// then code, keeping the order of equal ones.
+func SortFindings(fs []Finding) {
 	sort.SliceStable(fs, func(i, j int) bool {
 		a, b := fs[i], fs[j]
 		if a.File != b.File {

@@ -230,7 +230,7 @@ func assemble(nfiles int, results []fileResult, findings []Finding) *Result {
 	res := &Result{Files: nfiles, Resources: len(entries)}
 	set, crossFindings := crossCheck(entries)
 	findings = append(findings, crossFindings...)
-	sortFindings(findings)
+	SortFindings(findings)
 	res.Findings = findings
 	if res.Valid() {
 		res.Set = set

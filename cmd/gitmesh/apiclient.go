@@ -2,27 +2,18 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 )
-
-// apiTimeout bounds a whole request to the daemon, connection included. A
-// rollback of a large mesh takes well under a second; the bound is for a
-// daemon that does not answer.
-const apiTimeout = 30 * time.Second
 
 // Environment variables of the API client.
 const (
@@ -50,24 +41,9 @@ func (c *clientFlags) bind(f *pflag.FlagSet) {
 		"(<state-dir>/control-plane-ca.pem with `gitmesh serve --tls auto`)")
 }
 
-// apiClient talks to the daemon's HTTP API.
-type apiClient struct {
-	base  string
-	token string // "" sends no Authorization header
-	http  *http.Client
-}
-
 // client returns an API client. With needToken, a missing token is an
 // error that says where one is looked for.
-func (c *clientFlags) client(needToken bool) (*apiClient, error) {
-	addr := c.apiAddress
-	if c.caFile != "" && !strings.Contains(addr, "://") {
-		addr = "https://" + addr
-	}
-	base, err := apiBaseURL(addr)
-	if err != nil {
-		return nil, usageError("--api-address: %v", err)
-	}
+func (c *clientFlags) client(needToken bool) (*api.Client, error) {
 	token, err := c.token(os.Getenv)
 	if err != nil {
 		return nil, err
@@ -76,20 +52,15 @@ func (c *clientFlags) client(needToken bool) (*apiClient, error) {
 		return nil, usageError("no API token: give --token-file, set %s, or run where the daemon's state directory "+
 			"holds %s (set %s when it is not .gitmesh)", envToken, adminTokenFileName, envStateDir)
 	}
-	hc := http.DefaultClient
-	if c.caFile != "" {
-		if !strings.HasPrefix(base, "https://") {
-			return nil, usageError("--ca-file needs an https:// --api-address")
-		}
-		cfg, err := tlsClientConfig(c.caFile)
-		if err != nil {
-			return nil, usageError("--ca-file: %v", err)
-		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = cfg
-		hc = &http.Client{Transport: tr}
+	cfg, err := tlsClientConfig(c.caFile)
+	if err != nil {
+		return nil, usageError("--ca-file: %v", err)
 	}
-	return &apiClient{base: base, token: token, http: hc}, nil
+	client, err := api.NewClient(c.apiAddress, token, cfg)
+	if err != nil {
+		return nil, usageError("--api-address: %v", err)
+	}
+	return client, nil
 }
 
 // token finds the bearer token: --token-file, $GITMESH_TOKEN, the file
@@ -121,102 +92,6 @@ func (c *clientFlags) token(getenv func(string) string) (string, error) {
 		return t, nil
 	}
 	return "", nil
-}
-
-// apiError is an answer other than 2xx.
-type apiError struct {
-	target string
-	status int
-	msg    string
-	body   []byte
-}
-
-func (e *apiError) Error() string {
-	return fmt.Sprintf("%s answered %d %s: %s", e.target, e.status, http.StatusText(e.status), e.msg)
-}
-
-// do sends a request and returns the body of a 2xx answer; its errors say
-// what to check. body, when not nil, is sent as JSON.
-func (c *apiClient) do(ctx context.Context, method, path string, body any) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
-	defer cancel()
-	target := c.base + path
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, target, rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	hc := c.http
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		why := err
-		if ue, ok := errors.AsType[*url.Error](err); ok {
-			why = ue.Err
-		}
-		if errors.Is(err, context.DeadlineExceeded) {
-			why = fmt.Errorf("no answer within %s", apiTimeout)
-		}
-		return nil, fmt.Errorf("cannot reach the gitmesh daemon at %s: %v\n"+
-			"  is `gitmesh serve` running there? Point --api-address (or GITMESH_API_ADDRESS) at its HTTP API", target, why)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read the answer of %s: %w", target, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(raw))
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		if len(msg) > 300 {
-			msg = msg[:300] + "…"
-		}
-		if resp.StatusCode == http.StatusUnauthorized {
-			msg += " (see --token-file)"
-		}
-		return nil, &apiError{target: target, status: resp.StatusCode, msg: msg, body: raw}
-	}
-	return raw, nil
-}
-
-// apiBaseURL turns HOST:PORT or an http(s) URL into a base URL without a
-// trailing slash.
-func apiBaseURL(addr string) (string, error) {
-	if addr == "" {
-		return "", errors.New("empty address")
-	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	u, err := url.Parse(addr)
-	if err != nil {
-		return "", err
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("%q is neither HOST:PORT nor an http(s) URL", addr)
-	}
-	return strings.TrimSuffix(u.String(), "/"), nil
 }
 
 // indentJSON writes raw indented, for --format json.

@@ -184,7 +184,7 @@ func TestBookinfoEndToEnd(t *testing.T) {
 	})
 	s.hook(t, webhookSecret)
 	s.waitStatus(t, "the invalid head", func(st reconcile.Status) bool {
-		return st.Head != nil && st.Head.Hash == bad && st.HeadVerdict == reconcile.VerdictInvalid
+		return st.Head != nil && string(st.Head.Hash) == bad && st.HeadVerdict == reconcile.VerdictInvalid
 	})
 	waitDenied("nothing changed by the invalid commit")
 

@@ -366,15 +366,12 @@ func TestCertsAgentRejectsBadCertificate(t *testing.T) {
 	bad := ca.SecretsOf(c1)
 	bad[0].(*tlsv3.Secret).GetTlsCertificate().PrivateKey = &corev3.DataSource{
 		Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c2.KeyPEM}}
-	commit, set := s.app.plane.Served()
-	proxies, err := xds.Translate(set, xds.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := slices.IndexFunc(proxies, func(p *xds.Proxy) bool { return p.NodeID == node })
+	commit, tr := s.app.plane.Served()
+	// The agent says it runs gRPC: it is served that flavour.
+	px := tr.Proxy(node, xds.FlavorGRPC)
 	ctx, cancel := context.WithTimeout(context.Background(), certsWait)
 	defer cancel()
-	_, err = s.app.server.PublishProxy(ctx, commit, proxies[i], func(*xds.Proxy) ([]types.Resource, string, error) {
+	_, err = s.app.server.PublishProxy(ctx, commit, px, func(*xds.Proxy) ([]types.Resource, string, error) {
 		return bad, "bad-1", nil
 	})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
+	"github.com/gitmesh/gitmesh/reconcile/plan"
 	"github.com/gitmesh/gitmesh/schema"
 )
 
@@ -77,29 +78,30 @@ func diffRepo(t *testing.T) (dir, base string) {
 }
 
 // runDiffJSON runs gitmesh diff --format json in dir and decodes its plan.
-func runDiffJSON(t *testing.T, dir string, revs ...string) (int, diffPlan) {
+func runDiffJSON(t *testing.T, dir string, revs ...string) (int, plan.Plan) {
 	t.Helper()
 	args := append([]string{"diff", "--repo", dir, "--path", diffPolicyDir, "--format", "json"}, revs...)
 	code, out, errb := gitmesh(t, args...)
-	var plan diffPlan
-	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+	var p plan.Plan
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
 		t.Fatalf("exit %d, output is not JSON: %v\n%s%s", code, err, out, errb)
 	}
-	return code, plan
+	return code, p
 }
 
 // proxyChanges lists a plan's proxies as "node status: kind +name ~name -name ...".
-func proxyChanges(plan diffPlan) []string {
+func proxyChanges(p plan.Plan) []string {
 	var out []string
-	for i := range plan.Proxies {
-		pd := &plan.Proxies[i]
+	for _, pd := range p.Proxies {
 		line := pd.Node + " " + pd.Status + ":"
-		for _, k := range proxyKinds {
-			d := k.of(pd)
+		for _, k := range []struct {
+			name string
+			d    plan.NameDiff
+		}{{"listener", pd.Listeners}, {"cluster", pd.Clusters}, {"route", pd.Routes}, {"endpoints", pd.Endpoints}, {"secret", pd.Secrets}} {
 			for _, l := range []struct {
 				mark  string
 				names []string
-			}{{markAdded, d.Added}, {markChanged, d.Changed}, {markRemoved, d.Removed}} {
+			}{{"+", k.d.Added}, {"~", k.d.Changed}, {"-", k.d.Removed}} {
 				for _, n := range l.names {
 					line += " " + k.name + " " + l.mark + n
 				}
@@ -127,9 +129,9 @@ func TestDiffNoChange(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	code, plan := runDiffJSON(t, dir, base, "main")
-	if code != exitOK || plan.changed() || len(plan.Proxies) != 0 || plan.Resources.Added == nil {
-		t.Errorf("exit %d, plan %+v", code, plan)
+	code, got := runDiffJSON(t, dir, base, "main")
+	if code != exitOK || got.Changed() || len(got.Proxies) != 0 || got.Resources.Added == nil {
+		t.Errorf("exit %d, plan %+v", code, got)
 	}
 	code, out, _ = gitmesh(t, "diff", "--repo", dir, "--path", diffPolicyDir, "--format", "markdown", "HEAD", "HEAD")
 	if code != exitOK || !strings.Contains(out, "No change") {
@@ -143,24 +145,24 @@ func TestDiffInboundPort(t *testing.T) {
 	gittest.Commit(t, dir, "Move web", map[string]string{
 		"mesh/dataplanes/web-1.yaml": dataplaneYAML("web-1", "10.0.0.1", "web", 10011, 8081, "api"),
 	})
-	code, plan := runDiffJSON(t, dir, base)
+	code, got := runDiffJSON(t, dir, base)
 	if code != exitFailed {
 		t.Errorf("exit %d, want 1", code)
 	}
-	want := []changedResource{{Key: schema.Key{Type: schema.TypeDataplane, Mesh: "default", Name: "web-1"}, Fields: []schema.FieldChange{
+	want := []plan.ChangedResource{{Key: schema.Key{Type: schema.TypeDataplane, Mesh: "default", Name: "web-1"}, Fields: []schema.FieldChange{
 		{Path: "networking.inbound[0].port", Old: 10001.0, New: 10011.0},
 		{Path: "networking.inbound[0].servicePort", Old: 8080.0, New: 8081.0},
 	}}}
-	if diff := cmp.Diff(want, plan.Resources.Changed); diff != "" {
+	if diff := cmp.Diff(want, got.Resources.Changed); diff != "" {
 		t.Errorf("resources (-want +got):\n%s", diff)
 	}
 	// Nothing calls web: only web-1 itself changes.
 	wantProxies := []string{"default.web-1 changed: listener +inbound:10.0.0.1:10011 listener -inbound:10.0.0.1:10001 cluster +localhost:8081 cluster -localhost:8080"}
-	if diff := cmp.Diff(wantProxies, proxyChanges(plan)); diff != "" {
+	if diff := cmp.Diff(wantProxies, proxyChanges(got)); diff != "" {
 		t.Errorf("proxies (-want +got):\n%s", diff)
 	}
-	if plan.Summary != (diffSummary{Resources: 1, Changed: 1, Proxies: 1}) {
-		t.Errorf("summary %+v", plan.Summary)
+	if got.Summary != (plan.Summary{Resources: 1, Changed: 1, Proxies: 1}) {
+		t.Errorf("summary %+v", got.Summary)
 	}
 }
 
@@ -170,17 +172,17 @@ func TestDiffPermissionRemoved(t *testing.T) {
 	gittest.Git(t, dir, "rm", "-q", "mesh/permissions/web-to-api.yaml")
 	gittest.Commit(t, dir, "Stop web calling api", nil)
 
-	code, plan := runDiffJSON(t, dir, base, "HEAD")
+	code, got := runDiffJSON(t, dir, base, "HEAD")
 	if code != exitFailed {
 		t.Errorf("exit %d, want 1", code)
 	}
 	wantRemoved := []schema.Key{{Type: schema.TypeTrafficPermission, Mesh: "default", Name: "web-to-api"}}
-	if diff := cmp.Diff(wantRemoved, plan.Resources.Removed); diff != "" {
+	if diff := cmp.Diff(wantRemoved, got.Resources.Removed); diff != "" {
 		t.Errorf("removed (-want +got):\n%s", diff)
 	}
 	// The RBAC filter of the destination's inbound listener, nothing else.
 	want := []string{"default.api-1 changed: listener ~inbound:10.0.0.2:10002"}
-	if diff := cmp.Diff(want, proxyChanges(plan)); diff != "" {
+	if diff := cmp.Diff(want, proxyChanges(got)); diff != "" {
 		t.Errorf("proxies (-want +got):\n%s", diff)
 	}
 }
@@ -191,7 +193,7 @@ func TestDiffDataplaneAdded(t *testing.T) {
 	gittest.Commit(t, dir, "Scale api", map[string]string{
 		"mesh/dataplanes/api-2.yaml": dataplaneYAML("api-2", "10.0.0.4", "api", 10002, 9090, "db"),
 	})
-	code, plan := runDiffJSON(t, dir, base)
+	code, got := runDiffJSON(t, dir, base)
 	if code != exitFailed {
 		t.Errorf("exit %d, want 1", code)
 	}
@@ -200,10 +202,10 @@ func TestDiffDataplaneAdded(t *testing.T) {
 		"default.api-2 added: listener +inbound:10.0.0.4:10002 listener +outbound:127.0.0.1:20001 cluster +db cluster +localhost:9090 endpoints +db secret +identity_cert secret +mesh_ca",
 		"default.web-1 changed: endpoints ~api",
 	}
-	if diff := cmp.Diff(want, proxyChanges(plan)); diff != "" {
+	if diff := cmp.Diff(want, proxyChanges(got)); diff != "" {
 		t.Errorf("proxies (-want +got):\n%s", diff)
 	}
-	if ids := plan.Proxies[0].Identities; ids == nil || len(ids.Old) != 0 || cmp.Diff([]string{"spiffe://default/api"}, ids.New) != "" {
+	if ids := got.Proxies[0].Identities; ids == nil || len(ids.Old) != 0 || cmp.Diff([]string{"spiffe://default/api"}, ids.New) != "" {
 		t.Errorf("identities of the new proxy: %+v", ids)
 	}
 
@@ -234,9 +236,9 @@ func TestDiffMTLSToggled(t *testing.T) {
 		}
 	}
 
-	_, plan := runDiffJSON(t, dir, base)
-	for _, pd := range plan.Proxies {
-		if diff := cmp.Diff([]string{"identity_cert", "mesh_ca"}, pd.Secrets.Removed); diff != "" || pd.Status != statusChanged {
+	_, got := runDiffJSON(t, dir, base)
+	for _, pd := range got.Proxies {
+		if diff := cmp.Diff([]string{"identity_cert", "mesh_ca"}, pd.Secrets.Removed); diff != "" || pd.Status != plan.StatusChanged {
 			t.Errorf("%s: status %s, secrets %+v", pd.Node, pd.Status, pd.Secrets)
 		}
 		if len(pd.Listeners.Changed) != 1 {
@@ -389,23 +391,5 @@ func TestDiffGolden(t *testing.T) {
 				t.Errorf("%s differs (-want +got):\n%s", path, diff)
 			}
 		})
-	}
-}
-
-func TestMarkdownEscaping(t *testing.T) {
-	for in, want := range map[string]string{
-		"plain":      "`plain`",
-		"a|b":        "`a\\|b`",
-		"x`y":        "`` x`y ``",
-		"``":         "``` `` ```",
-		" padded ":   "`  padded  `",
-		"two\nlines": "`two lines`",
-	} {
-		if got := mdCode(in); got != want {
-			t.Errorf("mdCode(%q) = %q, want %q", in, got, want)
-		}
-	}
-	if got, want := mdText("Fix *all* <b>|@alice #3"), `Fix \*all\* \<b\>\|\@alice \#3`; got != want {
-		t.Errorf("mdText = %q, want %q", got, want)
 	}
 }

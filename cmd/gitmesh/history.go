@@ -5,13 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/reconcile/source"
+	"github.com/gitmesh/gitmesh/xds/plane"
 )
 
 type historyOptions struct {
@@ -28,12 +30,17 @@ func newHistoryCmd() *cobra.Command {
 		Long: `History asks a running gitmesh daemon for every commit it has seen on the
 branch, newest first: when, its author and subject, and its verdict:
 
-  published  its translation was served
-  rejected   it was published and at least one proxy NACKed it (the proxies and
-             their error_detail are listed)
-  invalid    it failed validation (its error count and first error); nothing changed
-  held       valid, but not published because a rollback pins the mesh
-  failed     translating or publishing it failed; nothing changed, retried
+  published   its translation was served
+  rejected    it was published and at least one proxy NACKed it (the proxies
+              and their error_detail are listed)
+  invalid     it failed validation or does not translate for a data plane (its
+              error count and first error); nothing changed, and it is not
+              looked at again
+  held        valid, but not published because a rollback pins the mesh
+  unverified  with serve --verify-commits: unsigned, or not signed by a trusted
+              key; nothing changed
+  failed      reading or publishing it failed (the remote's objects, a CA file);
+              nothing changed, retried
 
 Rollbacks and resumes are listed with who asked and why, and published commits
 with how long their proxies took to ACK them. The history is kept in the
@@ -54,12 +61,6 @@ Exit status: 0 when the daemon answered, 2 when it cannot be reached.`,
 	return cmd
 }
 
-// historyAnswer is the answer of GET /history.
-type historyAnswer struct {
-	Items []reconcile.Record `json:"items"`
-	Total int                `json:"total"`
-}
-
 func runHistory(ctx context.Context, stdout io.Writer, o historyOptions) error {
 	if o.format != "text" && o.format != "json" {
 		return usageError("unknown --format %q: use text or json", o.format)
@@ -71,13 +72,9 @@ func runHistory(ctx context.Context, stdout io.Writer, o historyOptions) error {
 	if err != nil {
 		return err
 	}
-	raw, err := c.do(ctx, http.MethodGet, "/history", nil)
+	h, _, err := c.History(ctx)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
-	}
-	var h historyAnswer
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("the answer of %s is not a gitmesh history: %w", c.base, err)}
 	}
 	if o.limit > 0 && len(h.Items) > o.limit {
 		h.Items = h.Items[:o.limit]
@@ -93,7 +90,7 @@ func runHistory(ctx context.Context, stdout io.Writer, o historyOptions) error {
 
 // printHistory writes the records for a person: a line per commit, and
 // indented lines for what a reader needs to know about it.
-func printHistory(w io.Writer, h historyAnswer, now time.Time) error {
+func printHistory(w io.Writer, h api.HistoryList, now time.Time) error {
 	var b strings.Builder
 	if len(h.Items) == 0 {
 		b.WriteString("No commit decided on yet.\n")
@@ -126,7 +123,7 @@ func recordNotes(r reconcile.Record) []string {
 		notes = append(notes, "resume"+byReason(r)+"; following the branch again")
 	}
 	if r.Forced {
-		notes = append(notes, "force push: the previous head "+short(r.Previous)+" is not an ancestor")
+		notes = append(notes, "force push: the previous head "+r.Previous.Short()+" is not an ancestor")
 	}
 	switch r.Verdict {
 	case reconcile.VerdictInvalid:
@@ -152,7 +149,7 @@ func recordNotes(r reconcile.Record) []string {
 	}
 	if c := r.Convergence; c != nil && c.Proxies > 0 {
 		notes = append(notes, fmt.Sprintf("converged: %s ACKed in %s", plural(c.Proxies, "connected proxy"),
-			(time.Duration(c.Seconds*float64(time.Second))).Round(time.Millisecond)))
+			c.Duration().Round(time.Millisecond)))
 	}
 	if r.RejectedProxies > 0 {
 		notes = append(notes, fmt.Sprintf("rejected by %s:", plural(r.RejectedProxies, "proxy")))
@@ -171,7 +168,7 @@ func diffLine(r reconcile.Record) string {
 }
 
 // rejectionLine is one NACK for a person.
-func rejectionLine(r reconcile.Rejection) string {
+func rejectionLine(r plane.Rejection) string {
 	s := fmt.Sprintf("%s NACKed %s %s: %s", r.Node, typeName(r.Type), r.Version, r.Error)
 	if r.RevertedTo != "" {
 		s += " (put back on " + short(r.RevertedTo) + ")"
@@ -205,7 +202,7 @@ func clip(s string, n int) string {
 	return s[:n-1] + "…"
 }
 
-func short(hash string) string { return (reconcile.CommitInfo{Hash: hash}).Short() }
+func short(hash string) string { return source.Hash(hash).Short() }
 
 // typeName shortens a type URL to its message name (Listener, Cluster...).
 func typeName(url string) string { return url[strings.LastIndexByte(url, '.')+1:] }

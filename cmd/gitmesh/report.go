@@ -7,11 +7,12 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/schema"
 )
 
 // A reporter prints a validation result in one format.
-type reporter func(w io.Writer, res *schema.Result) error
+type reporter func(w io.Writer, res *pipeline.Result) error
 
 var reporters = map[string]reporter{
 	"text":   reportText,
@@ -22,7 +23,7 @@ var reporters = map[string]reporter{
 
 var reportFormats = []string{"text", "json", "github", "sarif"}
 
-func reportText(w io.Writer, res *schema.Result) error {
+func reportText(w io.Writer, res *pipeline.Result) error {
 	for _, f := range res.Findings {
 		pos := f.File
 		if f.Line > 0 {
@@ -53,7 +54,7 @@ func reportText(w io.Writer, res *schema.Result) error {
 	return err
 }
 
-func reportJSON(w io.Writer, res *schema.Result) error {
+func reportJSON(w io.Writer, res *pipeline.Result) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(struct {
@@ -72,7 +73,7 @@ var (
 	ghProperty = strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A", ":", "%3A", ",", "%2C")
 )
 
-func reportGitHub(w io.Writer, res *schema.Result) error {
+func reportGitHub(w io.Writer, res *pipeline.Result) error {
 	for _, f := range res.Findings {
 		msg := f.Message
 		if f.Hint != "" {
@@ -92,7 +93,7 @@ func reportGitHub(w io.Writer, res *schema.Result) error {
 
 // reportSARIF prints SARIF 2.1.0, which GitHub code scanning and most CI
 // systems read.
-func reportSARIF(w io.Writer, res *schema.Result) error {
+func reportSARIF(w io.Writer, res *pipeline.Result) error {
 	type region struct {
 		StartLine   int `json:"startLine,omitempty"`
 		StartColumn int `json:"startColumn,omitempty"`

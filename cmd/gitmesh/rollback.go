@@ -2,17 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/gitmesh/gitmesh/reconcile/api"
+	"github.com/gitmesh/gitmesh/api"
 )
 
 type operationOptions struct {
@@ -105,8 +103,12 @@ func runOperation(ctx context.Context, stdout, stderr io.Writer, o operationOpti
 	if err != nil {
 		return err
 	}
-	raw, err := c.do(ctx, http.MethodPost, path, req)
-	if ae, ok := errors.AsType[*apiError](err); ok && isRefusalStatus(ae.status) {
+	op := c.Rollback
+	if path == "/resume" {
+		op = c.Resume
+	}
+	res, raw, err := op(ctx, req)
+	if ae, ok := errors.AsType[*api.Error](err); ok && ae.Refused() {
 		return refused(stdout, stderr, o.format, ae)
 	}
 	if err != nil {
@@ -115,45 +117,32 @@ func runOperation(ctx context.Context, stdout, stderr io.Writer, o operationOpti
 	if o.format == "json" {
 		return indentJSON(stdout, raw)
 	}
-	var res api.OperationResult
-	if err := json.Unmarshal(raw, &res); err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("the answer of %s%s is not what gitmesh answers: %w", c.base, path, err)}
-	}
 	printOperation(stdout, path, res)
 	return nil
 }
 
-// isRefusalStatus tells the answers of a refused operation (nothing
-// changed, the answer is "no") from errors.
-func isRefusalStatus(code int) bool {
-	return code == http.StatusNotFound || code == http.StatusUnprocessableEntity || code == http.StatusConflict
-}
-
 // refused prints a refusal, with the findings of an invalid commit, and
 // exits 1.
-func refused(stdout, stderr io.Writer, format string, ae *apiError) error {
+func refused(stdout, stderr io.Writer, format string, ae *api.Error) error {
 	if format == "json" {
-		if err := indentJSON(stdout, ae.body); err != nil {
+		if err := indentJSON(stdout, ae.Body); err != nil {
 			return &exitError{code: exitUsage, err: err}
 		}
 		return failed()
 	}
-	var body api.RefusalBody
-	_ = json.Unmarshal(ae.body, &body)
+	body := ae.Refusal()
 	switch {
 	case len(body.Findings) > 0:
-		fmt.Fprintf(stderr, "gitmesh: refused: commit %s is invalid (%s):\n", short(body.Commit), plural(body.Errors, "error"))
-	case body.Error != "":
-		fmt.Fprintf(stderr, "gitmesh: refused: %s\n", body.Error)
+		fmt.Fprintf(stderr, "gitmesh: refused: commit %s is invalid (%s):\n", body.Commit.Short(), plural(body.Errors, "error"))
 	default:
-		fmt.Fprintf(stderr, "gitmesh: refused: %s\n", ae.msg)
+		fmt.Fprintf(stderr, "gitmesh: refused: %s\n", body.Error)
 	}
 	for _, f := range body.Findings {
 		fmt.Fprintf(stderr, "  %s\n", f.Error())
 	}
 	if body.Errors > len(body.Findings) && len(body.Findings) > 0 {
 		fmt.Fprintf(stderr, "  ... and %d more; `gitmesh validate --repo DIR --rev %s` lists them all\n",
-			body.Errors-len(body.Findings), short(body.Commit))
+			body.Errors-len(body.Findings), body.Commit.Short())
 	}
 	fmt.Fprintln(stderr, "Nothing changed.")
 	return failed()

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/xds/adstest"
@@ -89,7 +90,7 @@ func TestServeRollbackAndResumeFromTheCLI(t *testing.T) {
 	if code != exitUsage || !strings.Contains(stderr, "401") {
 		t.Errorf("rollback with a wrong token: exit %d\n%s", code, stderr)
 	}
-	if st := s.status(t); st.Pinned || st.Published.Hash != c4 {
+	if st := s.status(t); st.Pinned || string(st.Published.Hash) != c4 {
 		t.Fatalf("a refused rollback changed the status: %+v", st)
 	}
 
@@ -109,7 +110,7 @@ func TestServeRollbackAndResumeFromTheCLI(t *testing.T) {
 	c5 := r.push(t, "Stop backend from calling redis", nil)
 	s.hook(t, webhookSecret)
 	s.waitStatus(t, "the held head", func(st reconcile.Status) bool {
-		return st.Head != nil && st.Head.Hash == c5 && st.HeadVerdict == reconcile.VerdictHeld
+		return st.Head != nil && string(st.Head.Hash) == c5 && st.HeadVerdict == reconcile.VerdictHeld
 	})
 	_, stdout, _ = cli(t, api, stateDir, "history")
 	for _, want := range []string{
@@ -153,14 +154,14 @@ func TestServeSurvivesKill9(t *testing.T) {
 	}
 	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/backend-to-redis.yaml")
 	c3 := r.push(t, "Stop backend from calling redis", nil)
-	waitHTTPStatus(t, p.api, func(st reconcile.Status) bool { return st.Head != nil && st.Head.Hash == c3 })
+	waitHTTPStatus(t, p.api, func(st reconcile.Status) bool { return st.Head != nil && string(st.Head.Hash) == c3 })
 	p.kill(t)
 
 	p2 := startProcess(t, "serve", "--repo", r.url, "--path", "policies", "--state-dir", stateDir, "--interval", "200ms")
 	st := waitHTTPStatus(t, p2.api, func(st reconcile.Status) bool {
-		return st.Ready && st.Head != nil && st.Head.Hash == c3 && st.HeadVerdict == reconcile.VerdictHeld
+		return st.Ready && st.Head != nil && string(st.Head.Hash) == c3 && st.HeadVerdict == reconcile.VerdictHeld
 	})
-	if !st.Pinned || st.Pin == nil || st.Pin.Commit.Hash != c1 || st.Pin.Reason != "kill test" || st.Published.Hash != c1 {
+	if !st.Pinned || st.Pin == nil || string(st.Pin.Commit.Hash) != c1 || st.Pin.Reason != "kill test" || string(st.Published.Hash) != c1 {
 		t.Errorf("after kill -9 and restart: %+v", st)
 	}
 	_, stdout, _ = cli(t, p2.api, stateDir, "history", "--limit", "0")
@@ -325,11 +326,11 @@ func TestServeRollbackOnNACK(t *testing.T) {
 	s.hook(t, webhookSecret)
 
 	// The NACK is recorded on c2, and the proxy is put back on c1.
-	var hist historyAnswer
+	var hist api.HistoryList
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		getJSON(t, s.api("/history"), &hist)
-		if len(hist.Items) > 0 && hist.Items[0].Commit.Hash == c2 && hist.Items[0].Verdict == reconcile.VerdictRejected {
+		if len(hist.Items) > 0 && string(hist.Items[0].Commit.Hash) == c2 && hist.Items[0].Verdict == reconcile.VerdictRejected {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -348,7 +349,7 @@ func TestServeRollbackOnNACK(t *testing.T) {
 	}
 	waitVersionPrefix(t, backend, c1)
 	st := s.waitStatus(t, "the proxy put back", func(st reconcile.Status) bool { return st.Convergence.Reverted == 1 })
-	if st.Published.Hash != c2 || len(st.Rejections) != 1 {
+	if string(st.Published.Hash) != c2 || len(st.Rejections) != 1 {
 		t.Errorf("status %+v", st)
 	}
 	_, stdout, _ := cli(t, s.app.apiLis.Addr().String(), stateDir, "history")

@@ -15,20 +15,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/internal/atomicfile"
 	"github.com/gitmesh/gitmesh/reconcile"
-	"github.com/gitmesh/gitmesh/reconcile/api"
+	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
-	"github.com/gitmesh/gitmesh/schema"
-	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/ads"
 	"github.com/gitmesh/gitmesh/xds/ca"
 	"github.com/gitmesh/gitmesh/xds/plane"
@@ -44,13 +43,13 @@ type serveOptions struct {
 	logLevel           string
 	gitTimeout         time.Duration
 	certValidity       time.Duration
-	maxFileBytes       int64
-	maxFiles           int
-	maxDirDepth        int
+	limits             limitFlags
 	maxFetchBytes      int64
+	allowEmpty         bool
 
 	gitUsername, gitPasswordFile, gitTokenFile string
-	sshKeyFile, sshKnownHosts                  string
+	sshKeyFile, sshKeyPassphraseFile           string
+	sshKnownHosts                              string
 	gitCAFile                                  string
 
 	githubSecretFile, gitlabTokenFile, webhookSecretFile string
@@ -69,6 +68,7 @@ type serveOptions struct {
 const (
 	envGitPassword   = "GITMESH_GIT_PASSWORD"
 	envGitToken      = "GITMESH_GIT_TOKEN"
+	envSSHPassphrase = "GITMESH_SSH_KEY_PASSPHRASE"
 	envGitHubSecret  = "GITMESH_GITHUB_WEBHOOK_SECRET"
 	envGitLabToken   = "GITMESH_GITLAB_WEBHOOK_TOKEN"
 	envWebhookSecret = "GITMESH_WEBHOOK_SECRET"
@@ -90,7 +90,8 @@ served again from local objects before the remote is contacted.
 
 Every flag can also be set with an environment variable: --state-dir is
 GITMESH_STATE_DIR. Credentials come from files (--git-token-file,
---ssh-key-file ...) or from ` + envGitToken + ` / ` + envGitPassword + `;
+--ssh-key-file ...) or from ` + envGitToken + ` / ` + envGitPassword + ` /
+` + envSSHPassphrase + `;
 webhook secrets from files or ` + envGitHubSecret + `, ` + envGitLabToken + `
 and ` + envWebhookSecret + `.
 
@@ -120,14 +121,14 @@ unverified and not published, and rollback refuses such commits.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.DurationVar(&o.gitTimeout, "git-timeout", 30*time.Second, "bound on every call to the remote, listing refs or fetching (a remote that trickles bytes is cut off)")
 	f.DurationVar(&o.certValidity, "cert-validity", ca.DefaultValidity, "validity of the dataplane certificates of mTLS meshes")
-	f.Int64Var(&o.maxFileBytes, "max-file-size", schema.DefaultMaxFileBytes, "refuse policy files larger than this many bytes, from their size, unread")
-	f.IntVar(&o.maxFiles, "max-files", schema.DefaultMaxFiles, "refuse a commit with more files than this under the policy path, before loading any")
-	f.IntVar(&o.maxDirDepth, "max-dir-depth", schema.DefaultMaxDirDepth, "refuse directories nested deeper than this under the policy path")
+	o.limits.bind(f)
+	f.BoolVar(&o.allowEmpty, "allow-empty", false, "publish a commit without any policy file (it serves nothing); otherwise such a commit is invalid")
 	f.Int64Var(&o.maxFetchBytes, "max-fetch-bytes", source.DefaultMaxFetchBytes, "abandon a fetch whose packfile grows past this many bytes; the mirror keeps what it had")
 	f.StringVar(&o.gitUsername, "git-username", "", "user name for HTTP(S) basic authentication")
 	f.StringVar(&o.gitPasswordFile, "git-password-file", "", "file holding the HTTP(S) password")
 	f.StringVar(&o.gitTokenFile, "git-token-file", "", "file holding an HTTP(S) access token")
 	f.StringVar(&o.sshKeyFile, "ssh-key-file", "", "private key for ssh:// remotes")
+	f.StringVar(&o.sshKeyPassphraseFile, "ssh-key-passphrase-file", "", "file holding the passphrase of an encrypted --ssh-key-file (or "+envSSHPassphrase+")")
 	f.StringVar(&o.sshKnownHosts, "ssh-known-hosts", "", "known_hosts file that must list the SSH server's key")
 	f.StringVar(&o.gitCAFile, "git-ca-file", "", "PEM bundle of CAs to trust for an https:// remote, besides the system's")
 	f.StringVar(&o.githubSecretFile, "github-webhook-secret-file", "", "file holding the secret of POST /hooks/github")
@@ -220,123 +221,41 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	if err != nil {
 		return nil, err
 	}
-	creds, err := o.credentials()
-	if err != nil {
-		return nil, err
-	}
-	hooks := api.Config{Logger: log.With("component", "api")}
-	if hooks.GitHubSecret, err = secret(o.githubSecretFile, envGitHubSecret); err != nil {
-		return nil, err
-	}
-	if hooks.GitLabToken, err = secret(o.gitlabTokenFile, envGitLabToken); err != nil {
-		return nil, err
-	}
-	if hooks.GenericSecret, err = secret(o.webhookSecretFile, envWebhookSecret); err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("state directory: %w", err)}
 	}
-	if hooks.AdminToken, err = adminToken(o); err != nil {
-		return nil, err
-	}
-	if hooks.ReadToken, err = secret(o.readTokenFile, envReadToken); err != nil {
-		return nil, err
-	}
-	if o.authReads && len(hooks.ReadToken) == 0 {
-		log.Info("--auth-reads without a read token: reads need the admin token")
-	}
-	for _, origin := range o.corsOrigins {
-		if u, err := url.Parse(origin); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-			return nil, usageError("--api-cors-origin %q: want an origin such as https://console.example.com", origin)
-		}
-		// Browsers send the origin without a trailing slash.
-		hooks.CORSOrigins = append(hooks.CORSOrigins, strings.TrimSuffix(origin, "/"))
-	}
-	hooks.AuthReads = o.authReads
-
-	var caBundle []byte
-	if o.gitCAFile != "" {
-		if caBundle, err = os.ReadFile(o.gitCAFile); err != nil {
-			return nil, usageError("--git-ca-file: %v", err)
-		}
-	}
-	mirror, err := source.OpenMirror(source.MirrorConfig{
-		URL: o.repo, Branch: o.branch, Dir: filepath.Join(o.stateDir, "repo.git"),
-		Credentials: creds, CABundle: caBundle, Timeout: o.gitTimeout, MaxFetchBytes: o.maxFetchBytes, Logger: log.With("component", "git"),
-	})
-	if err != nil {
-		return nil, &exitError{code: exitUsage, err: err}
-	}
-	var verify func(hash string) (string, error)
-	if o.verifyCommits != "" {
-		v, err := source.NewVerifier(o.verifyCommits)
-		if err != nil {
-			return nil, usageError("--verify-commits: %v", err)
-		}
-		verify = func(hash string) (string, error) { return v.VerifyCommit(mirror.Repository(), hash) }
-		log.Info("publishing only signed commits", "keyring", v.File(), "keys", v.Keys())
-	}
-	loader, err := schema.NewLoader(schema.Options{MaxFileBytes: o.maxFileBytes, MaxFiles: o.maxFiles, MaxDirDepth: o.maxDirDepth})
+	apiCfg, err := o.apiConfig(log.With("component", "api"))
 	if err != nil {
 		return nil, err
 	}
-	cache := schema.NewCache()
-
+	mirror, verify, err := o.openMirror(log)
+	if err != nil {
+		return nil, err
+	}
+	pipe, err := pipeline.New(pipeline.Options{Limits: o.limits.options(), Cache: true})
+	if err != nil {
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sec, err := o.security.build(o.stateDir)
 	if err != nil {
 		return nil, err
 	}
-	server, err := ads.New(ads.Config{Logger: log.With("component", "xds"), EventBuffer: 1 << 16,
-		Authenticate: sec.auth, TLS: sec.tls})
+	server, pl, err := o.newXDS(log.With("component", "xds"), reg, sec)
 	if err != nil {
 		return nil, err
 	}
-	authority := &ca.Authority{StateDir: o.stateDir, Validity: o.certValidity}
-	// The plane reports NACKs and convergence to the daemon, made below;
-	// it calls back only from Run, which starts after.
-	var daemon *reconcile.Daemon
-	xdsLog := log.With("component", "xds")
-	pl, err := plane.New(plane.Config{
-		Server: server, Authority: authority, Options: xds.Options{Flavor: xds.FlavorEnvoy},
-		Metrics: plane.NewMetrics(reg, server), RollbackOnNACK: o.rollbackOnNACK,
-		OnNACK: func(r plane.Rejection) {
-			if r.RevertErr != nil {
-				xdsLog.Error("cannot put the proxy back on the commit it accepted", "node", r.Node, "error", r.RevertErr)
-			}
-			daemon.Rejected(reconcile.Rejection{Commit: r.Commit, Node: r.Node, Type: r.TypeURL, Version: r.Version,
-				Error: r.Error, At: r.At, RevertedTo: r.RevertedTo})
-		},
-		OnFlavor: func(c plane.FlavorChange) {
-			if c.Err != nil {
-				xdsLog.Error("cannot serve the proxy its flavour", "node", c.Node, "flavor", c.To, "error", c.Err)
-				return
-			}
-			xdsLog.Info("proxy served its flavour", "node", c.Node, "from", c.From, "to", c.To, "commit", short(c.Commit))
-		},
-		OnConverged: func(c plane.Converged) {
-			daemon.Converged(reconcile.Converged{Commit: c.Commit, Proxies: c.Proxies, Seconds: c.Duration.Seconds()})
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	daemon, err = reconcile.New(reconcile.Config{
+	daemon, err := reconcile.New(reconcile.Config{
 		Source: mirror, Repo: source.RedactURL(o.repo), Branch: o.branch, Path: o.path,
-		Load: func(fsys fs.FS) (*schema.Result, error) {
-			return loader.LoadTreesCached([]schema.Tree{{FS: fsys, Prefix: cleanPrefix(o.path)}}, cache)
-		},
-		Target: planeTarget{pl}, StateDir: o.stateDir, Interval: o.interval,
-		Logger: log, Metrics: reconcile.NewMetrics(reg), Verify: verify,
+		Pipeline: pipe, AllowEmpty: o.allowEmpty, Verify: verify, Target: pl,
+		StateDir: o.stateDir, Interval: o.interval, Logger: log, Metrics: reconcile.NewMetrics(reg),
 	})
 	if err != nil {
 		return nil, &exitError{code: exitUsage, err: err}
 	}
-	hooks.Backend = backend{daemon, server}
-	hooks.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	apiCfg.Backend = backend{daemon, server}
+	apiCfg.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 
 	xdsLis, err := net.Listen("tcp", o.xdsAddress)
 	if err != nil {
@@ -347,9 +266,8 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		xdsLis.Close()
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("api listener: %w", err)}
 	}
-	apiLis = sec.listen(apiLis)
 	httpServer := &http.Server{
-		Handler:           api.New(hooks),
+		Handler:           api.New(apiCfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -357,48 +275,133 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return &serveApp{o: o, log: log, mirror: mirror, daemon: daemon, server: server, plane: pl,
-		httpServer: httpServer, xdsLis: xdsLis, apiLis: apiLis, sec: sec}, nil
+		httpServer: httpServer, xdsLis: xdsLis, apiLis: sec.listen(apiLis), sec: sec}, nil
 }
 
-// Run serves until ctx ends, then stops every part and returns.
+// apiConfig is the HTTP API's configuration from the flags: the webhooks'
+// secrets, the tokens, CORS.
+func (o serveOptions) apiConfig(log *slog.Logger) (api.Config, error) {
+	cfg := api.Config{Logger: log, AuthReads: o.authReads}
+	var err error
+	if cfg.GitHubSecret, err = secret(o.githubSecretFile, envGitHubSecret); err != nil {
+		return cfg, err
+	}
+	if cfg.GitLabToken, err = secret(o.gitlabTokenFile, envGitLabToken); err != nil {
+		return cfg, err
+	}
+	if cfg.GenericSecret, err = secret(o.webhookSecretFile, envWebhookSecret); err != nil {
+		return cfg, err
+	}
+	if cfg.AdminToken, err = adminToken(o); err != nil {
+		return cfg, err
+	}
+	if cfg.ReadToken, err = secret(o.readTokenFile, envReadToken); err != nil {
+		return cfg, err
+	}
+	if o.authReads && len(cfg.ReadToken) == 0 {
+		log.Info("--auth-reads without a read token: reads need the admin token")
+	}
+	for _, origin := range o.corsOrigins {
+		if u, err := url.Parse(origin); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return cfg, usageError("--api-cors-origin %q: want an origin such as https://console.example.com", origin)
+		}
+		// Browsers send the origin without a trailing slash.
+		cfg.CORSOrigins = append(cfg.CORSOrigins, strings.TrimSuffix(origin, "/"))
+	}
+	return cfg, nil
+}
+
+// openMirror opens the bare clone in the state directory, and the check of
+// commit signatures when --verify-commits asks for one.
+func (o serveOptions) openMirror(log *slog.Logger) (*source.Mirror, func(source.Hash) (string, error), error) {
+	creds, err := o.credentials()
+	if err != nil {
+		return nil, nil, err
+	}
+	var caBundle []byte
+	if o.gitCAFile != "" {
+		if caBundle, err = os.ReadFile(o.gitCAFile); err != nil {
+			return nil, nil, usageError("--git-ca-file: %v", err)
+		}
+	}
+	mirror, err := source.OpenMirror(source.MirrorConfig{
+		URL: o.repo, Branch: o.branch, Dir: filepath.Join(o.stateDir, "repo.git"),
+		Credentials: creds, CABundle: caBundle, Timeout: o.gitTimeout, MaxFetchBytes: o.maxFetchBytes, Logger: log.With("component", "git"),
+	})
+	if err != nil {
+		return nil, nil, &exitError{code: exitUsage, err: fmt.Errorf("--repo %s: %w", source.RedactURL(o.repo), err)}
+	}
+	if o.verifyCommits == "" {
+		return mirror, nil, nil
+	}
+	v, err := source.NewVerifier(o.verifyCommits)
+	if err != nil {
+		return nil, nil, usageError("--verify-commits: %v", err)
+	}
+	log.Info("publishing only signed commits", "keyring", v.File(), "keys", v.Keys())
+	return mirror, func(h source.Hash) (string, error) { return v.VerifyCommit(mirror.Repository(), string(h)) }, nil
+}
+
+// newXDS makes the xDS server and the plane that feeds it.
+func (o serveOptions) newXDS(log *slog.Logger, reg *prometheus.Registry, sec secured) (*ads.Server, *plane.Plane, error) {
+	server, err := ads.New(ads.Config{Logger: log, EventBuffer: 1 << 16, Authenticate: sec.auth, TLS: sec.tls})
+	if err != nil {
+		return nil, nil, err
+	}
+	pl, err := plane.New(plane.Config{
+		Server: server, Authority: &ca.Authority{StateDir: o.stateDir, Validity: o.certValidity},
+		Metrics: plane.NewMetrics(reg, server), Logger: log, RollbackOnNACK: o.rollbackOnNACK,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return server, pl, nil
+}
+
+// Run serves until ctx ends, then stops every part and returns the first
+// error that ended one.
 func (a *serveApp) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	wg.Go(func() {
-		if err := a.server.Serve(ctx, a.xdsLis); err != nil {
-			errc <- err
-			cancel()
-		}
-	})
-	wg.Go(func() {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.server.Serve(ctx, a.xdsLis) })
+	g.Go(func() error {
 		if err := a.httpServer.Serve(a.apiLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("serve api: %w", err)
-			cancel()
+			return fmt.Errorf("serve api: %w", err)
 		}
+		return nil
 	})
-	wg.Go(func() { a.plane.Run(ctx) })
+	g.Go(func() error {
+		<-ctx.Done()
+		shutdown, done := context.WithTimeout(context.Background(), 5*time.Second)
+		defer done()
+		_ = a.httpServer.Shutdown(shutdown)
+		return nil
+	})
+	g.Go(func() error { a.plane.Run(ctx); return nil })
 	if dir, ok := a.mirror.LocalGitDir(); ok {
-		wg.Go(func() {
+		g.Go(func() error {
 			err := source.WatchRefs(ctx, dir, a.o.branch, func() { a.daemon.Trigger("watch") })
 			if err != nil && ctx.Err() == nil {
 				a.log.Warn("not watching the local repository; polling only", "error", err)
 			}
+			return nil
 		})
 	}
-	runErr := a.daemon.Run(ctx)
-	cancel()
-	shutdown, done := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = a.httpServer.Shutdown(shutdown)
-	done()
-	wg.Wait()
-	close(errc)
-	for err := range errc {
+	g.Go(func() error {
+		err := a.daemon.Run(ctx)
+		if err == nil {
+			err = errStopped // ends the others
+		}
+		return err
+	})
+	if err := g.Wait(); !errors.Is(err, errStopped) {
 		return err
 	}
-	return runErr
+	return nil
 }
+
+// errStopped ends the group when the daemon's loop returns.
+var errStopped = errors.New("stopped")
 
 func (o serveOptions) credentials() (source.Credentials, error) {
 	c := source.Credentials{Username: o.gitUsername, SSHKeyFile: o.sshKeyFile, KnownHostsFile: o.sshKnownHosts}
@@ -410,15 +413,15 @@ func (o serveOptions) credentials() (source.Credentials, error) {
 	if err != nil {
 		return c, err
 	}
-	c.Password, c.Token = string(pw), string(tok)
-	return c, nil
-}
-
-func cleanPrefix(p string) string {
-	if p == "" {
-		return ""
+	pass, err := secret(o.sshKeyPassphraseFile, envSSHPassphrase)
+	if err != nil {
+		return c, err
 	}
-	return filepath.ToSlash(filepath.Clean(p))
+	if len(pass) > 0 && o.sshKeyFile == "" {
+		return c, usageError("an SSH key passphrase needs --ssh-key-file")
+	}
+	c.Password, c.Token, c.SSHKeyPassphrase = string(pw), string(tok), string(pass)
+	return c, nil
 }
 
 // adminToken is the admin token of the API: from --admin-token-file or
@@ -443,27 +446,6 @@ func adminToken(o serveOptions) ([]byte, error) {
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
 	}
 	return []byte(token), nil
-}
-
-// planeTarget is the xDS plane as the reconcile loop's Target.
-type planeTarget struct{ p *plane.Plane }
-
-func (t planeTarget) Apply(ctx context.Context, commit string, set *schema.Set, diff schema.SetDiff) (reconcile.Applied, error) {
-	r, err := t.p.Apply(ctx, commit, set, diff)
-	return reconcile.Applied{
-		Affected: r.Affected, Changed: len(r.Changed), Unchanged: len(r.Unchanged), Removed: len(r.Removed),
-		Translate: r.Translate, Publish: r.Publish,
-	}, err
-}
-
-func (t planeTarget) Renew(ctx context.Context) error {
-	_, err := t.p.Renew(ctx)
-	return err
-}
-
-func (t planeTarget) Convergence() reconcile.Convergence {
-	c := t.p.Convergence()
-	return reconcile.Convergence{Proxies: c.Proxies, Connected: c.Connected, Acked: c.Acked, Nacked: c.Nacked, Reverted: c.Reverted}
 }
 
 // backend is what the HTTP API reads: the loop and the xDS server.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -17,7 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/gitmesh/gitmesh/reconcile/api"
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/xds/ads"
 	"github.com/gitmesh/gitmesh/xds/adstest"
@@ -108,7 +107,7 @@ func BenchmarkWebhookToACK(b *testing.B) {
 		b.StopTimer()
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 			if lc := app.plane.LastConvergence(); lc.Commit == head && lc.Done {
-				fanout = append(fanout, lc.Duration)
+				fanout = append(fanout, lc.Duration())
 				break
 			}
 		}
@@ -149,7 +148,7 @@ func startBenchMesh(b *testing.B, nclients int) *benchMesh {
 
 	o := serveOptions{repo: url, branch: "main", path: "policies", stateDir: b.TempDir(), interval: time.Hour,
 		xdsAddress: "127.0.0.1:0", apiAddress: "127.0.0.1:0", logFormat: "text", logLevel: "warn",
-		gitTimeout: 30 * time.Second, certValidity: 24 * time.Hour, maxFileBytes: 8 << 20,
+		gitTimeout: 30 * time.Second, certValidity: 24 * time.Hour, limits: limitFlags{maxFileBytes: 8 << 20},
 		webhookSecretFile: writeSecret(b, webhookSecret)}
 	logs := &syncBuffer{}
 	if os.Getenv("GITMESH_BENCH_LOG") != "" {
@@ -230,7 +229,7 @@ func benchmarkRollback(b *testing.B, clients int, mode string) {
 		b.Fatalf("webhook answered %d", code)
 	}
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
-		if st := m.app.daemon.Status(); st.Published != nil && st.Published.Hash == head {
+		if st := m.app.daemon.Status(); st.Published != nil && string(st.Published.Hash) == head {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -244,7 +243,10 @@ func benchmarkRollback(b *testing.B, clients int, mode string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := &apiClient{base: m.s.api(""), token: strings.TrimSpace(string(token))}
+	c, err := api.NewClient(m.s.api(""), strings.TrimSpace(string(token)), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	target := func(n int) string {
 		if mode == "previous" {
 			if n%2 == 1 {
@@ -261,7 +263,7 @@ func benchmarkRollback(b *testing.B, clients int, mode string) {
 	for n := range b.N {
 		commit := target(n)
 		start := time.Now()
-		if _, err := c.do(context.Background(), http.MethodPost, "/rollback", api.OperationRequest{Commit: commit}); err != nil {
+		if _, _, err := c.Rollback(context.Background(), api.OperationRequest{Commit: commit}); err != nil {
 			b.Fatal(err)
 		}
 		published = append(published, time.Since(start))

@@ -176,7 +176,7 @@ func (s *served) waitCommit(t *testing.T, c *adstest.Client, commit string) {
 		t.Fatal(err)
 	}
 	s.waitStatus(t, "commit "+commit[:12]+" published", func(st reconcile.Status) bool {
-		return st.Ready && st.Published != nil && st.Published.Hash == commit
+		return st.Ready && st.Published != nil && string(st.Published.Hash) == commit
 	})
 }
 
@@ -219,7 +219,7 @@ func TestServeFollowsPushesThroughWebhook(t *testing.T) {
 		t.Fatalf("webhook with a bad signature: %d, want 401", code)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if st := s.status(t); st.Head != nil && st.Head.Hash == c2 {
+	if st := s.status(t); st.Head != nil && string(st.Head.Hash) == c2 {
 		t.Fatal("a webhook with a bad signature triggered a sync")
 	}
 	if code := s.hook(t, webhookSecret); code != http.StatusAccepted {
@@ -239,9 +239,9 @@ func TestServeFollowsPushesThroughWebhook(t *testing.T) {
 		t.Fatalf("webhook: %d", code)
 	}
 	st := s.waitStatus(t, "the invalid head", func(st reconcile.Status) bool {
-		return st.Head != nil && st.Head.Hash == c3 && st.HeadVerdict != reconcile.VerdictPending
+		return st.Head != nil && string(st.Head.Hash) == c3 && st.HeadVerdict != reconcile.VerdictPending
 	})
-	if st.HeadVerdict != reconcile.VerdictInvalid || st.Published == nil || st.Published.Hash != c2 {
+	if st.HeadVerdict != reconcile.VerdictInvalid || st.Published == nil || string(st.Published.Hash) != c2 {
 		t.Errorf("status after an invalid push: head verdict %q, published %+v; want invalid and %s", st.HeadVerdict, st.Published, c2[:12])
 	}
 	if !strings.Contains(st.LastError, "policies/dataplanes/web.yaml:8") {
@@ -251,11 +251,11 @@ func TestServeFollowsPushesThroughWebhook(t *testing.T) {
 		Items []reconcile.Record `json:"items"`
 	}
 	getJSON(t, s.api("/history"), &hist)
-	if len(hist.Items) < 2 || hist.Items[0].Commit.Hash != c3 || hist.Items[0].Verdict != reconcile.VerdictInvalid ||
+	if len(hist.Items) < 2 || string(hist.Items[0].Commit.Hash) != c3 || hist.Items[0].Verdict != reconcile.VerdictInvalid ||
 		hist.Items[0].Errors == 0 || len(hist.Items[0].Findings) == 0 || hist.Items[0].Findings[0].Pointer == "" {
 		t.Fatalf("history: %+v", hist.Items)
 	}
-	if hist.Items[1].Commit.Hash != c2 || hist.Items[1].Verdict != reconcile.VerdictPublished || hist.Items[1].Diff == nil ||
+	if string(hist.Items[1].Commit.Hash) != c2 || hist.Items[1].Verdict != reconcile.VerdictPublished || hist.Items[1].Diff == nil ||
 		len(hist.Items[1].Diff.Removed) != 1 || hist.Items[1].Changed != 2 {
 		t.Errorf("history of the published commit: %+v", hist.Items[1])
 	}
@@ -296,7 +296,7 @@ func TestServeFollowsPushesThroughWebhook(t *testing.T) {
 	backend2 := s2.dial(t, "default.backend-01")
 	s2.waitCommit(t, backend2, c2)
 	st = s2.waitStatus(t, "a failed sync", func(st reconcile.Status) bool { return st.LastError != "" })
-	if !st.Ready || st.Published == nil || st.Published.Hash != c2 {
+	if !st.Ready || st.Published == nil || string(st.Published.Hash) != c2 {
 		t.Errorf("status after restart with the remote gone: %+v", st)
 	}
 }

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"time"
 
@@ -55,19 +53,15 @@ func runStatus(ctx context.Context, stdout io.Writer, o statusOptions) error {
 	if err != nil {
 		return err
 	}
-	raw, err := c.do(ctx, http.MethodGet, "/status", nil)
+	st, raw, err := c.Status(ctx)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
 	if o.format == "json" {
 		if err := indentJSON(stdout, raw); err != nil {
-			return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", c.base, err)}
+			return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", c.Base(), err)}
 		}
 		return nil
-	}
-	var st reconcile.Status
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("the answer of %s is not a gitmesh status: %w", c.base, err)}
 	}
 	return printStatus(stdout, st, time.Now())
 }
@@ -86,7 +80,7 @@ func printStatus(w io.Writer, st reconcile.Status, now time.Time) error {
 	line("Following", "%s", follow)
 
 	if st.Head != nil {
-		line("Head", "%s [%s]", commitLine(st.Head), orNone(st.HeadVerdict, "pending"))
+		line("Head", "%s [%s]", commitLine(st.Head), orNone(string(st.HeadVerdict), "pending"))
 	} else {
 		line("Head", "no commit seen yet")
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/xds/plane"
 )
 
 // statusServer serves st at GET /status as the daemon does, and answers
@@ -41,7 +42,7 @@ func cannedStatus(now time.Time) reconcile.Status {
 		LastError: "commit 9b1d4e7a2c5f has 1 error", LastSync: now.Add(-(42*time.Second + 200*time.Millisecond)),
 		LastGoodSync: now.Add(-(2*time.Hour + 15*time.Minute + 20*time.Second)),
 		Ready:        true,
-		Convergence:  reconcile.Convergence{Proxies: 4, Connected: 3, Acked: 2, Nacked: 1},
+		Convergence:  plane.Convergence{Proxies: 4, Connected: 3, Acked: 2, Nacked: 1},
 	}
 }
 
@@ -141,7 +142,7 @@ func TestStatusBadAnswers(t *testing.T) {
 		}, "500 Internal Server Error: backend broke"},
 		"not gitmesh": {func(w http.ResponseWriter, _ *http.Request) {
 			_, _ = w.Write([]byte("<html>hello</html>"))
-		}, "is not a gitmesh status"},
+		}, "is not what gitmesh answers"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			srv := httptest.NewServer(tc.handler)

@@ -2,8 +2,10 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	gogit "github.com/go-git/go-git/v5"
 	"github.com/spf13/pflag"
@@ -19,12 +21,51 @@ type treeFlags struct {
 	// verifyCommits is a keyring file: with --repo, the commit must carry an
 	// OpenPGP signature by one of its keys. Bound by validate only.
 	verifyCommits string
+	flags         *pflag.FlagSet // to tell a --rev given from its default
 }
 
 func (t *treeFlags) bind(f *pflag.FlagSet) {
+	t.flags = f
 	f.StringVar(&t.repo, "repo", "", "read a commit from the git repository in this directory instead of files")
 	f.StringVar(&t.rev, "rev", "HEAD", "with --repo: the revision to read")
 	f.StringVar(&t.path, "path", "", "with --repo: the policy directory within the repository")
+}
+
+// where names what the trees of args are, for messages.
+func (t *treeFlags) where(args []string) string {
+	if t.repo != "" {
+		return fmt.Sprintf("%s of %s", orRoot(t.path), t.rev)
+	}
+	if len(args) == 0 {
+		return "."
+	}
+	return strings.Join(args, ", ")
+}
+
+// orRoot names a directory of a repository for people.
+func orRoot(path string) string {
+	if path == "" || path == "." {
+		return "the root"
+	}
+	return path
+}
+
+// limitFlags bind the loader's limits, which validate, diff, render and
+// serve share.
+type limitFlags struct {
+	maxFileBytes       int64
+	maxFiles, maxDepth int
+}
+
+func (l *limitFlags) bind(f *pflag.FlagSet) {
+	f.Int64Var(&l.maxFileBytes, "max-file-size", schema.DefaultMaxFileBytes, "refuse policy files larger than this many bytes, from their size, unread")
+	f.IntVar(&l.maxFiles, "max-files", schema.DefaultMaxFiles, "refuse a tree with more files than this under the policy path, before loading any")
+	f.IntVar(&l.maxDepth, "max-dir-depth", schema.DefaultMaxDirDepth, "refuse directories nested deeper than this under the policy path")
+}
+
+// options are the loader options the flags ask for.
+func (l limitFlags) options() schema.Options {
+	return schema.Options{MaxFileBytes: l.maxFileBytes, MaxFiles: l.maxFiles, MaxDirDepth: l.maxDepth}
 }
 
 // trees opens the policy trees. With joinPrefix, findings name files joined
@@ -32,8 +73,12 @@ func (t *treeFlags) bind(f *pflag.FlagSet) {
 // otherwise relative to it. A file argument is always named as typed. The
 // returned func releases the trees.
 func (t *treeFlags) trees(args []string, joinPrefix bool) ([]schema.Tree, func(), error) {
-	if t.verifyCommits != "" && t.repo == "" {
-		return nil, nil, usageError("--verify-commits checks a commit's signature: give --repo (and --rev)")
+	if t.repo == "" {
+		for _, name := range []string{"path", "rev", "verify-commits"} {
+			if t.flags != nil && t.flags.Changed(name) {
+				return nil, nil, usageError("--%s reads a commit of a repository: give --repo too (or PATH arguments without --%s)", name, name)
+			}
+		}
 	}
 	if t.repo != "" {
 		if len(args) > 0 {
@@ -48,12 +93,12 @@ func (t *treeFlags) trees(args []string, joinPrefix bool) ([]schema.Tree, func()
 			return nil, nil, &exitError{code: exitUsage, err: err}
 		}
 		if t.verifyCommits != "" {
-			if err := verifyCommit(repo, c.Hash, t.verifyCommits); err != nil {
+			if err := verifyCommit(repo, string(c.Hash), t.verifyCommits); err != nil {
 				return nil, nil, err
 			}
 		}
 		tree := schema.Tree{FS: c.Tree}
-		if joinPrefix {
+		if joinPrefix && t.path != "" {
 			tree.Prefix = filepath.ToSlash(filepath.Clean(t.path))
 		}
 		return []schema.Tree{tree}, func() {}, nil

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
-	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/reconcile/gittest"
+	"github.com/spf13/pflag"
 )
 
 func TestRenderFromGitRevision(t *testing.T) {
@@ -28,42 +33,97 @@ func TestRenderFromGitRevision(t *testing.T) {
 	}
 }
 
-// TestTranslationFindings checks that what the translator rejects is reported
-// as a finding at the dataplane that produced it. The loader never yields such
-// a set, so the test builds one by hand.
-func TestTranslationFindings(t *testing.T) {
-	dp := &schema.Dataplane{Mesh: "default", Name: "web-01",
-		Inbound: []schema.Inbound{{Address: "", Port: 10001, ServicePort: 8080, Tags: map[string]string{"service": "web"}}},
-		Origin:  schema.Origin{File: "dp.yaml", Document: 2, Line: 7, Column: 1}}
-	set := &schema.Set{Meshes: []*schema.Mesh{{Name: "default"}}, Dataplanes: []*schema.Dataplane{dp}}
-	fs := translationFindings(set)
-	if len(fs) != 1 {
-		t.Fatalf("findings = %+v", fs)
+// TestGateAndDaemonAgree runs the pull-request gate (gitmesh validate) and
+// the daemon (gitmesh serve) on the same commits with the same limits: the
+// daemon's verdict and recorded findings are the gate's, finding for
+// finding.
+func TestGateAndDaemonAgree(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		files map[string]string
+		flags []string // limit flags given to both
+		valid bool
+	}{
+		{name: "bundled policies", files: policyFiles(t), valid: true},
+		{name: "a field typo", files: withFile(policyFiles(t), "policies/dataplanes/web.yaml", brokenDataplane)},
+		{name: "two resources of one name and an unknown service", files: withFile(policyFiles(t), "policies/more.yaml",
+			"type: Dataplane\nname: redis-01\nnetworking:\n  address: 10.0.0.99\n  inbound:\n    - port: 1\n      tags: {service: x}\n"+
+				"  outbound:\n    - port: 2\n      service: nowhere\n")},
+		{name: "a file over the size limit", files: policyFiles(t), flags: []string{"--max-file-size=200"}},
+		{name: "no policy file", files: map[string]string{"policies/README.md": "nothing here\n"}},
 	}
-	f := fs[0]
-	if f.Code != schema.CodeTranslationFailed || f.File != "dp.yaml" || f.Document != 2 || f.Line != 7 || !strings.Contains(f.Message, "default.web-01") {
-		t.Errorf("finding = %+v", f)
-	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := gittest.Init(t)
+			gittest.Commit(t, dir, tc.name, tc.files)
 
-	if fs := translationFindings(loadPolicies(t, "../../policies")); len(fs) != 0 {
-		t.Errorf("the bundled policies do not translate: %+v", fs)
+			code, out, errb := gitmesh(t, append([]string{"validate", "--repo", dir, "--path", "policies", "--format", "json"}, tc.flags...)...)
+			var gate struct {
+				Valid            bool
+				Errors, Warnings []validateFinding
+			}
+			empty := tc.files["policies/README.md"] != "" && len(tc.files) == 1
+			switch {
+			case empty:
+				if code != exitUsage || !strings.Contains(errb, "no policy file") {
+					t.Fatalf("validate of a tree without policy: exit %d, %s", code, errb)
+				}
+			case json.Unmarshal([]byte(out), &gate) != nil:
+				t.Fatalf("validate: exit %d, %s%s", code, out, errb)
+			case gate.Valid != tc.valid || (code == exitOK) != tc.valid:
+				t.Fatalf("validate: exit %d, valid %v; want valid %v\n%s", code, gate.Valid, tc.valid, out)
+			}
+
+			o := serveOptions{repo: dir, path: "policies", stateDir: t.TempDir()}
+			fs := pflag.NewFlagSet("limits", pflag.ContinueOnError)
+			o.limits.bind(fs)
+			if err := fs.Parse(tc.flags); err != nil {
+				t.Fatal(err)
+			}
+			s := startServe(t, o)
+			st := s.waitStatus(t, "a verdict", func(st reconcile.Status) bool {
+				return st.HeadVerdict != "" && st.HeadVerdict != reconcile.VerdictPending
+			})
+			want := reconcile.VerdictInvalid
+			if tc.valid {
+				want = reconcile.VerdictPublished
+			}
+			if st.HeadVerdict != want {
+				t.Fatalf("daemon verdict %s, want %s (the gate's)", st.HeadVerdict, want)
+			}
+			rec := s.app.daemon.History()[0]
+			if empty {
+				if !strings.Contains(rec.Error, "no policy file") {
+					t.Errorf("daemon record %+v, want it to say there is no policy file", rec)
+				}
+				return
+			}
+			if rec.Errors != len(gate.Errors) || rec.Warnings != len(gate.Warnings) {
+				t.Fatalf("daemon: %d errors, %d warnings; gate: %d, %d", rec.Errors, rec.Warnings, len(gate.Errors), len(gate.Warnings))
+			}
+			// The daemon names files from the repository's root, the gate
+			// (text and JSON) from --path.
+			var gateSays, daemonSays []string
+			for _, f := range append(gate.Errors, gate.Warnings...) {
+				gateSays = append(gateSays, fmt.Sprintf("%s:%d:%d %s %s", f.File, f.Line, f.Column, f.Code, f.Message))
+			}
+			for _, f := range rec.Findings {
+				daemonSays = append(daemonSays, strings.ReplaceAll(
+					fmt.Sprintf("%s:%d:%d %s %s", f.File, f.Line, f.Column, f.Code, f.Message), "policies/", ""))
+			}
+			slices.Sort(gateSays)
+			slices.Sort(daemonSays)
+			if !slices.Equal(gateSays, daemonSays) {
+				t.Errorf("findings differ\ngate:\n  %s\ndaemon:\n  %s", strings.Join(gateSays, "\n  "), strings.Join(daemonSays, "\n  "))
+			}
+		})
 	}
 }
 
-func loadPolicies(t *testing.T, dir string) *schema.Set {
-	t.Helper()
-	trees, release, err := (&treeFlags{}).trees([]string{dir}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer release()
-	l, err := schema.NewLoader(schema.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := l.LoadTrees(trees)
-	if err != nil || res.Set == nil {
-		t.Fatalf("load %s: %v %+v", dir, err, res)
-	}
-	return res.Set
+// withFile is files with one more (or another) file.
+func withFile(files map[string]string, name, content string) map[string]string {
+	files[name] = content
+	return files
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"runtime/debug"
@@ -8,16 +9,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/schema"
-	"github.com/gitmesh/gitmesh/xds"
 )
 
 type validateOptions struct {
-	format       string
-	source       treeFlags
-	maxFileBytes int64
-	maxFiles     int
-	maxDirDepth  int
+	format     string
+	source     treeFlags
+	limits     limitFlags
+	allowEmpty bool
 }
 
 func newValidateCmd() *cobra.Command {
@@ -28,8 +28,10 @@ func newValidateCmd() *cobra.Command {
 		Long: `Validate loads every *.yaml and *.yml file under the given files and
 directories (default ".") as one policy set, checks each resource against its
 JSON Schema and gitmesh's rules, checks the resources against each other, and
-translates the set into every proxy's Envoy resources to check those too.
-Every problem is reported in one pass, with file, line, column and JSON pointer.
+translates the set for every data plane a dataplane may run (Envoy and
+proxyless gRPC) to check those resources too: exactly what gitmesh serve
+does with a commit before it publishes it. Every problem is reported in one
+pass, with file, line, column and JSON pointer.
 
 With --repo and --rev it reads a commit straight from git objects, without a
 checkout: what a CI job runs against a pull request's merge commit. With
@@ -39,13 +41,16 @@ them), as gitmesh serve --verify-commits requires before publishing; an
 unsigned commit, one signed by another key or a bad signature exits 1 with
 the reason, before the tree is read.
 
+A tree without any policy file is an error (exit 2), as a wrong path more
+often than not; --allow-empty accepts it.
+
 Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 		Example: `  gitmesh validate policies/
   gitmesh validate --format github .
   gitmesh validate --repo . --rev refs/pull/42/merge --path policies
   gitmesh validate --repo . --rev HEAD --path policies --verify-commits keys.asc`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runValidate(cmd.OutOrStdout(), o, args)
+			return runValidate(cmd.Context(), cmd.OutOrStdout(), o, args)
 		},
 	}
 	f := cmd.Flags()
@@ -53,9 +58,8 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 	o.source.bind(f)
 	f.StringVar(&o.source.verifyCommits, "verify-commits", "",
 		"with --repo: require the commit's OpenPGP signature to verify against the public keys in this keyring file")
-	f.Int64Var(&o.maxFileBytes, "max-file-size", schema.DefaultMaxFileBytes, "refuse YAML files larger than this many bytes, from their size, unread")
-	f.IntVar(&o.maxFiles, "max-files", schema.DefaultMaxFiles, "refuse a tree with more files than this, before loading any")
-	f.IntVar(&o.maxDirDepth, "max-dir-depth", schema.DefaultMaxDirDepth, "refuse directories nested deeper than this")
+	o.limits.bind(f)
+	f.BoolVar(&o.allowEmpty, "allow-empty", false, "accept a tree without any policy file")
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(reportFormats, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
@@ -64,7 +68,7 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 // measures with the same value.
 const validateGCPercent = 400
 
-func runValidate(stdout io.Writer, o validateOptions, args []string) error {
+func runValidate(ctx context.Context, stdout io.Writer, o validateOptions, args []string) error {
 	report, ok := reporters[o.format]
 	if !ok {
 		return usageError("unknown --format %q: use one of %v", o.format, reportFormats)
@@ -84,19 +88,16 @@ func runValidate(stdout io.Writer, o validateOptions, args []string) error {
 	// speed figures). The loader's limits bound the total.
 	defer debug.SetGCPercent(debug.SetGCPercent(validateGCPercent))
 
-	loader, err := schema.NewLoader(schema.Options{MaxFileBytes: o.maxFileBytes, MaxFiles: o.maxFiles, MaxDirDepth: o.maxDirDepth})
+	p, err := pipeline.New(pipeline.Options{Limits: o.limits.options()})
 	if err != nil {
 		return err
 	}
-	res, err := loader.LoadTrees(trees)
+	res, err := p.Run(ctx, trees, nil)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
-	if res.Set != nil {
-		if fs := translationFindings(res.Set); len(fs) > 0 {
-			res.Findings = append(res.Findings, fs...)
-			res.Set = nil
-		}
+	if res.Files == 0 && len(res.Findings) == 0 && !o.allowEmpty {
+		return usageError("no policy file (*.yaml, *.yml) in %s; give the directory that holds them, or --allow-empty", o.source.where(args))
 	}
 	if err := report(stdout, res); err != nil {
 		return &exitError{code: exitUsage, err: err}
@@ -105,34 +106,6 @@ func runValidate(stdout io.Writer, o validateOptions, args []string) error {
 		return failed()
 	}
 	return nil
-}
-
-// translationFindings translates every dataplane of a valid set as the xDS
-// server would, and reports what the translator or Envoy's proto rules
-// reject, at the dataplane that produced it.
-func translationFindings(set *schema.Set) []schema.Finding {
-	var out []schema.Finding
-	fail := func(o schema.Origin, msg string) {
-		out = append(out, schema.Finding{Severity: schema.SeverityError, File: o.File, Document: o.Document,
-			Line: o.Line, Column: o.Column, Code: schema.CodeTranslationFailed, Message: msg,
-			Hint: "the policy is valid YAML but Envoy would reject what it becomes; please report it if the message does not say why"})
-	}
-	idx, err := xds.NewIndex(set)
-	if err != nil {
-		fail(schema.Origin{}, "translate: "+err.Error())
-		return out
-	}
-	checker := xds.NewChecker()
-	for _, dp := range set.Dataplanes {
-		p, err := xds.TranslateProxy(idx, dp, xds.Options{})
-		if err == nil {
-			err = checker.Check(p)
-		}
-		if err != nil {
-			fail(dp.Origin, fmt.Sprintf("dataplane %s does not translate: %v", dp.NodeID().String(), err))
-		}
-	}
-	return out
 }
 
 // validateFinding is a finding as printed by --format json.

@@ -77,9 +77,9 @@ func TestServeVerifyCommits(t *testing.T) {
 		t.Fatalf("webhook: %d", code)
 	}
 	st := s.waitStatus(t, "the unsigned head", func(st reconcile.Status) bool {
-		return st.Head != nil && st.Head.Hash == unsigned && st.HeadVerdict != reconcile.VerdictPending
+		return st.Head != nil && string(st.Head.Hash) == unsigned && st.HeadVerdict != reconcile.VerdictPending
 	})
-	if st.HeadVerdict != reconcile.VerdictUnverified || !strings.Contains(st.LastError, "is not signed") || st.Published.Hash != c1 {
+	if st.HeadVerdict != reconcile.VerdictUnverified || !strings.Contains(st.LastError, "is not signed") || string(st.Published.Hash) != c1 {
 		t.Errorf("status with an unsigned head: %+v", st)
 	}
 	if v := backend.Version("type.googleapis.com/envoy.config.listener.v3.Listener"); !strings.HasPrefix(v, c1[:12]) {
@@ -118,7 +118,7 @@ func TestServeVerifyCommits(t *testing.T) {
 	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(answer), "is not signed") {
 		t.Errorf("rollback to an unsigned commit: %d %s, want 422", resp.StatusCode, answer)
 	}
-	if st := s.status(t); st.Pinned || st.Published.Hash != c1 {
+	if st := s.status(t); st.Pinned || string(st.Published.Hash) != c1 {
 		t.Errorf("a refused rollback changed the status: %+v", st)
 	}
 

@@ -101,52 +101,6 @@ func ReadSecretFile(path string) (string, error) {
 	return s, nil
 }
 
-// Environment variables read by CredentialsFromEnv. Each secret may be given
-// directly or, with the _FILE suffix, as a file to read it from (not both).
-const (
-	EnvGitUsername         = "GITMESH_GIT_USERNAME"
-	EnvGitPassword         = "GITMESH_GIT_PASSWORD"
-	EnvGitToken            = "GITMESH_GIT_TOKEN"
-	EnvGitSSHKeyFile       = "GITMESH_GIT_SSH_KEY_FILE"
-	EnvGitSSHKeyPassphrase = "GITMESH_GIT_SSH_KEY_PASSPHRASE"
-	EnvGitKnownHostsFile   = "GITMESH_GIT_KNOWN_HOSTS_FILE"
-)
-
-// CredentialsFromEnv reads credentials from the GITMESH_GIT_* variables
-// through getenv (os.Getenv in a program, a map in a test).
-func CredentialsFromEnv(getenv func(string) string) (Credentials, error) {
-	secret := func(name string) (string, error) {
-		v, file := getenv(name), getenv(name+"_FILE")
-		switch {
-		case v != "" && file != "":
-			return "", fmt.Errorf("both %s and %s_FILE are set; set one", name, name)
-		case file != "":
-			s, err := ReadSecretFile(file)
-			if err != nil {
-				return "", fmt.Errorf("%s_FILE: %w", name, err)
-			}
-			return s, nil
-		}
-		return v, nil
-	}
-	c := Credentials{
-		Username:       getenv(EnvGitUsername),
-		SSHKeyFile:     getenv(EnvGitSSHKeyFile),
-		KnownHostsFile: getenv(EnvGitKnownHostsFile),
-	}
-	var err error
-	if c.Password, err = secret(EnvGitPassword); err != nil {
-		return Credentials{}, err
-	}
-	if c.Token, err = secret(EnvGitToken); err != nil {
-		return Credentials{}, err
-	}
-	if c.SSHKeyPassphrase, err = secret(EnvGitSSHKeyPassphrase); err != nil {
-		return Credentials{}, err
-	}
-	return c, nil
-}
-
 // scpLike matches git's scp-like syntax, [user@]host:path, as go-git does.
 var scpLike = regexp.MustCompile(`^(?:(?P<user>[^@]+)@)?(?P<host>[^:\s/]+):(?P<path>[^\\].*)$`)
 

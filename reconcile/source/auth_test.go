@@ -51,24 +51,6 @@ func TestCredentialsRedacted(t *testing.T) {
 	}
 }
 
-func TestCredentialsFromEnv(t *testing.T) {
-	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "token")
-	os.WriteFile(tokenFile, []byte("tok-from-file\n"), 0o600)
-	env := map[string]string{EnvGitUsername: "ada", EnvGitToken + "_FILE": tokenFile, EnvGitKnownHostsFile: "/kh"}
-	c, err := CredentialsFromEnv(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (Credentials{Username: "ada", Token: "tok-from-file", KnownHostsFile: "/kh"}); c != want {
-		t.Errorf("CredentialsFromEnv = %v, want %v", c, want)
-	}
-	env[EnvGitToken] = "tok"
-	if _, err := CredentialsFromEnv(func(k string) string { return env[k] }); err == nil {
-		t.Error("both GITMESH_GIT_TOKEN and its _FILE accepted")
-	}
-}
-
 func TestScrubError(t *testing.T) {
 	base := errors.New("base")
 	err := scrubError(fmt.Errorf("dial https://u:%s@x: %w", "p%40ss", base), []string{"p@ss"})

@@ -249,7 +249,7 @@ func TestFetchLimit(t *testing.T) {
 	if want := "the remote sent a packfile of more than 65536 bytes (the fetch limit)"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not say %q", err, want)
 	}
-	if head, _ := m.Head(); head != first {
+	if head, _ := m.Head(); head != Hash(first) {
 		t.Errorf("head after the failed fetch = %s, want %s", head, first)
 	}
 	if got := readFile(t, m, "HEAD", "mesh.yaml"); got != "type: Mesh\nname: one\n" {
@@ -258,7 +258,7 @@ func TestFetchLimit(t *testing.T) {
 	if tmps := tempPacks(t, m); len(tmps) != 0 {
 		t.Errorf("partial packs left: %v", tmps)
 	}
-	if res := mustSync(t, open(1<<20)); !res.Fetched || res.Previous != first {
+	if res := mustSync(t, open(1<<20)); !res.Fetched || res.Previous != Hash(first) {
 		t.Errorf("sync with a larger limit: %+v", res)
 	}
 }

@@ -75,7 +75,7 @@ type MirrorConfig struct {
 type SyncResult struct {
 	// Head is the branch head after the sync; Previous the head before ("" on
 	// the first sync).
-	Head, Previous string
+	Head, Previous Hash
 	// Fetched reports that a fetch ran, because the remote's head was not
 	// the local one; false means the remote was only asked for its refs.
 	Fetched bool
@@ -168,6 +168,17 @@ func OpenMirror(cfg MirrorConfig) (*Mirror, error) {
 	}
 	if err := m.openStore(); err != nil {
 		return nil, m.errorf("open mirror %s of %s: %w", m.dir, m.redacted, err)
+	}
+	if m.ep.protocol == "file" && m.isEmpty() {
+		// A first start on a local path that holds no repository (a typo)
+		// fails now rather than at every retry. A mirror that has commits
+		// opens whatever became of the path: it serves what it has.
+		if _, err := os.Stat(m.ep.localPath); err != nil {
+			return nil, fmt.Errorf("open mirror of %s: %w", m.redacted, err)
+		}
+		if _, ok := findGitDir(m.ep.localPath); !ok {
+			return nil, fmt.Errorf("open mirror of %s: not a git repository", m.redacted)
+		}
 	}
 	return m, nil
 }
@@ -296,12 +307,12 @@ func (m *Mirror) Branch() string { return m.branch }
 
 // Head is the branch head as last fetched, from local refs: it needs no
 // network and survives restarts. ok is false before the first fetch.
-func (m *Mirror) Head() (hash string, ok bool) {
+func (m *Mirror) Head() (hash Hash, ok bool) {
 	ref, err := m.store.Reference(m.trackingRef())
 	if err != nil {
 		return "", false
 	}
-	return ref.Hash().String(), true
+	return Hash(ref.Hash().String()), true
 }
 
 // LocalGitDir returns the git directory of the remote when the remote is a
@@ -386,8 +397,8 @@ func (m *Mirror) Sync(ctx context.Context) (SyncResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if remoteHead == res.Previous && m.hasCommit(remoteHead) {
-		res.Head = remoteHead
+	if Hash(remoteHead) == res.Previous && m.hasCommit(remoteHead) {
+		res.Head = res.Previous
 		m.log.Debug("git branch unchanged", "url", m.redacted, "branch", m.branch, "head", remoteHead)
 		return res, nil
 	}
@@ -414,7 +425,7 @@ func (m *Mirror) Sync(ctx context.Context) (SyncResult, error) {
 	}
 	res.Head, res.Fetched = head, true
 	if res.Previous != "" && res.Previous != head {
-		anc, err := m.IsAncestor(res.Previous, head)
+		anc, err := m.IsAncestor(string(res.Previous), string(head))
 		if err != nil {
 			return res, m.errorf("fetch %s from %s: %w", m.branch, m.redacted, err)
 		}
@@ -537,7 +548,7 @@ func (m *Mirror) resolve(rev string) (string, error) {
 		if !ok {
 			return "", fmt.Errorf("%w %q: branch %s of %s not fetched yet", ErrUnknownRevision, rev, m.branch, m.redacted)
 		}
-		return h, nil
+		return string(h), nil
 	}
 	return rev, nil
 }
@@ -585,10 +596,10 @@ func (m *Mirror) commit(rev string) (*object.Commit, error) {
 
 // FirstParent returns the first parent of the commit hash from local
 // objects; false for a root commit or a commit not fetched.
-func (m *Mirror) FirstParent(hash string) (string, bool) {
-	c, err := m.repo.CommitObject(plumbing.NewHash(hash))
+func (m *Mirror) FirstParent(hash Hash) (Hash, bool) {
+	c, err := m.repo.CommitObject(plumbing.NewHash(string(hash)))
 	if err != nil || len(c.ParentHashes) == 0 {
 		return "", false
 	}
-	return c.ParentHashes[0].String(), true
+	return Hash(c.ParentHashes[0].String()), true
 }

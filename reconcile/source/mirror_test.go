@@ -156,7 +156,7 @@ func TestMirror(t *testing.T) {
 					t.Fatalf("Head before any sync = %s", h)
 				}
 				res := mustSync(t, m)
-				if want := (SyncResult{Head: first, Fetched: true}); res != want {
+				if want := (SyncResult{Head: Hash(first), Fetched: true}); res != want {
 					t.Fatalf("first sync = %+v, want %+v", res, want)
 				}
 				if got := readFile(t, m, "main", "mesh.yaml"); got != "type: Mesh\nname: one\n" {
@@ -167,7 +167,7 @@ func TestMirror(t *testing.T) {
 				if cfg.uploads != nil {
 					uploads = cfg.uploads.Load()
 				}
-				if res := mustSync(t, m); res.Fetched || res.Head != first || res.Previous != first || res.Changed() {
+				if res := mustSync(t, m); res.Fetched || res.Head != Hash(first) || res.Previous != Hash(first) || res.Changed() {
 					t.Errorf("sync without change = %+v", res)
 				}
 				if cfg.uploads != nil && cfg.uploads.Load() != uploads {
@@ -176,7 +176,7 @@ func TestMirror(t *testing.T) {
 
 				second = gittest.Commit(t, work, "second", map[string]string{"policies/mesh.yaml": "type: Mesh\nname: two\n"})
 				publish(false)
-				if res := mustSync(t, m); res != (SyncResult{Head: second, Previous: first, Fetched: true}) {
+				if res := mustSync(t, m); res != (SyncResult{Head: Hash(second), Previous: Hash(first), Fetched: true}) {
 					t.Errorf("fast-forward sync = %+v", res)
 				}
 				if got := readFile(t, m, "HEAD", "mesh.yaml"); got != "type: Mesh\nname: two\n" {
@@ -187,7 +187,7 @@ func TestMirror(t *testing.T) {
 				gittest.Git(t, work, "reset", "-q", "--hard", first)
 				third = gittest.Commit(t, work, "third", map[string]string{"policies/mesh.yaml": "type: Mesh\nname: three\n"})
 				publish(true)
-				if res := mustSync(t, m); res != (SyncResult{Head: third, Previous: second, Fetched: true, Forced: true}) {
+				if res := mustSync(t, m); res != (SyncResult{Head: Hash(third), Previous: Hash(second), Fetched: true, Forced: true}) {
 					t.Errorf("sync after force push = %+v", res)
 				}
 				if got := readFile(t, m, second[:10], "mesh.yaml"); got != "type: Mesh\nname: two\n" {
@@ -197,12 +197,12 @@ func TestMirror(t *testing.T) {
 				// fetch, but the head moves back.
 				gittest.Git(t, work, "reset", "-q", "--hard", first)
 				publish(true)
-				if res := mustSync(t, m); res != (SyncResult{Head: first, Previous: third, Fetched: true, Forced: true}) {
+				if res := mustSync(t, m); res != (SyncResult{Head: Hash(first), Previous: Hash(third), Fetched: true, Forced: true}) {
 					t.Errorf("sync after a rewind = %+v", res)
 				}
 				gittest.Git(t, work, "reset", "-q", "--hard", third)
 				publish(true)
-				if res := mustSync(t, m); res != (SyncResult{Head: third, Previous: first, Fetched: true}) {
+				if res := mustSync(t, m); res != (SyncResult{Head: Hash(third), Previous: Hash(first), Fetched: true}) {
 					t.Errorf("sync forward again = %+v", res)
 				}
 				if anc, err := m.IsAncestor(first, "main"); err != nil || !anc {
@@ -224,7 +224,7 @@ func TestMirror(t *testing.T) {
 				}
 			}
 			m := openMirror(t, cfg, dir)
-			if h, ok := m.Head(); !ok || h != third {
+			if h, ok := m.Head(); !ok || h != Hash(third) {
 				t.Fatalf("Head after restart = %s, %v; want %s", h, ok, third)
 			}
 			for rev, want := range map[string]string{"main": "three", second: "two", first: "one"} {
@@ -235,7 +235,7 @@ func TestMirror(t *testing.T) {
 			if res, err := m.Sync(context.Background()); err == nil {
 				t.Errorf("sync with the remote gone = %+v, want an error", res)
 			}
-			if h, _ := m.Head(); h != third {
+			if h, _ := m.Head(); h != Hash(third) {
 				t.Errorf("Head after a failed sync = %s", h)
 			}
 		})
@@ -431,13 +431,12 @@ func TestLocalGitDir(t *testing.T) {
 	linked := filepath.Join(t.TempDir(), "linked")
 	gittest.Git(t, work, "worktree", "add", "-q", "-b", "other", linked)
 	for url, want := range map[string]string{
-		work:                               filepath.Join(work, ".git"),
-		bare:                               bare,
-		"file://" + bare:                   bare,
-		linked:                             filepath.Join(work, ".git"),
-		"https://example.com/x.git":        "",
-		"git@example.com:org/x.git":        "",
-		filepath.Join(t.TempDir(), "none"): "",
+		work:                        filepath.Join(work, ".git"),
+		bare:                        bare,
+		"file://" + bare:            bare,
+		linked:                      filepath.Join(work, ".git"),
+		"https://example.com/x.git": "",
+		"git@example.com:org/x.git": "",
 	} {
 		m, err := OpenMirror(MirrorConfig{URL: url, Dir: t.TempDir(), Credentials: Credentials{InsecureIgnoreHostKey: true, Password: "x"}})
 		if err != nil {
@@ -446,6 +445,13 @@ func TestLocalGitDir(t *testing.T) {
 		got, ok := m.LocalGitDir()
 		if got != want || ok != (want != "") {
 			t.Errorf("LocalGitDir of %s = %q, %v; want %q", url, got, ok, want)
+		}
+	}
+	// A local path that is no repository fails at once, not at each sync.
+	none, plain := filepath.Join(t.TempDir(), "none"), t.TempDir()
+	for path, want := range map[string]string{none: "no such file or directory", plain: "not a git repository"} {
+		if _, err := OpenMirror(MirrorConfig{URL: path, Dir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("OpenMirror(%s): %v, want %q", path, err, want)
 		}
 	}
 }

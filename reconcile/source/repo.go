@@ -12,13 +12,23 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
+// Hash is a commit's full hexadecimal object name.
+type Hash string
+
+// Short is the hash abbreviated to 12 characters, as gitmesh prints and
+// versions it.
+func (h Hash) Short() string { return string(h[:min(len(h), 12)]) }
+
+// String is the full hash.
+func (h Hash) String() string { return string(h) }
+
 // Commit is a resolved commit and its policy tree.
 type Commit struct {
-	Hash    string
+	Hash    Hash
 	Author  string
 	Subject string
 	Time    time.Time // committer time
-	Parents []string  // first parent first
+	Parents []Hash    // first parent first
 	Tree    *TreeFS
 }
 
@@ -62,12 +72,12 @@ func ReadCommit(repo *git.Repository, rev, subdir string) (*Commit, error) {
 		}
 	}
 	subject, _, _ := strings.Cut(c.Message, "\n")
-	parents := make([]string, len(c.ParentHashes))
+	parents := make([]Hash, len(c.ParentHashes))
 	for i, p := range c.ParentHashes {
-		parents[i] = p.String()
+		parents[i] = Hash(p.String())
 	}
 	return &Commit{
-		Hash:    c.Hash.String(),
+		Hash:    Hash(c.Hash.String()),
 		Parents: parents,
 		Author:  c.Author.Name,
 		Subject: subject,

@@ -7,36 +7,14 @@ import (
 	"github.com/gitmesh/gitmesh/xds/ads"
 )
 
-// Rejection is a proxy's NACK of what it was served.
-type Rejection struct {
-	// Commit is the commit whose translation the proxy rejected: the
-	// plane's served commit when the NACK came or, for a proxy already put
-	// back on an earlier commit, that commit.
-	Commit  string
-	Node    string
-	TypeURL string
-	Version string // the rejected version
-	Error   string // the proxy's error_detail
-	At      time.Time
-	// RevertedTo is the commit whose translation the proxy was put back on
-	// ("" when RollbackOnNACK is off, or the proxy never accepted a whole
-	// commit in the flavour it is served, or it was already reverted for
-	// this commit).
-	RevertedTo string
-	// RevertErr says why the proxy could not be put back (its earlier
-	// translation failed a check, its secrets could not be issued, Run
-	// ended); RevertedTo is then "". Nil otherwise.
-	RevertErr error
-}
-
 // Run follows the server's ACKs and NACKs until ctx ends: it counts them
-// (Metrics), notes which translation each proxy accepted whole, puts a
-// proxy that rejects what it is served back on its accepted translation
-// (RollbackOnNACK), translates a node again when it turns out to run another
-// flavour than it was translated for, and follows convergence, calling
-// OnNACK, OnFlavor and OnConverged. Events the subscription drops are made
-// up for by a periodic look at the proxies still pending and, after a lost
-// flavour change, at every node's flavour. Run one at a time.
+// (Metrics), notes which proxy each node accepted whole, puts a node that
+// rejects what it is served back on its accepted proxy (RollbackOnNACK),
+// serves a node the proxy of its flavour when its streams turn out to run
+// another flavour than it was served, follows convergence, and sends what
+// it learns on Feedback. Events the subscription drops are made up for by a
+// periodic look at the proxies still pending and, after a lost flavour
+// change, at every node's flavour. Run one at a time.
 func (p *Plane) Run(ctx context.Context) {
 	events, cancel := p.cfg.Server.Subscribe()
 	defer cancel()
@@ -63,16 +41,24 @@ func (p *Plane) Run(ctx context.Context) {
 			}
 			if n := p.cfg.Server.FlavorChanges(); n != flavorChanges {
 				flavorChanges = n
-				p.reportFlavors(p.reflavor(ctx, nil))
+				p.reflavor(ctx, nil)
 			}
 		}
-		if p.cfg.OnConverged == nil {
-			p.conv.takeCompleted()
-			continue
-		}
 		for _, c := range p.conv.takeCompleted() {
-			p.cfg.OnConverged(c)
+			if !p.send(ctx, Feedback{Converged: &c}) {
+				return
+			}
 		}
+	}
+}
+
+// send delivers f unless ctx ends first.
+func (p *Plane) send(ctx context.Context, f Feedback) bool {
+	select {
+	case p.feedback <- f:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -80,7 +66,7 @@ func (p *Plane) Run(ctx context.Context) {
 func (p *Plane) answered(ctx context.Context, e ads.Event) {
 	switch e.Kind {
 	case ads.FlavorChanged:
-		p.reportFlavors(p.reflavor(ctx, []string{e.NodeID}))
+		p.reflavor(ctx, []string{e.NodeID})
 		return
 	case ads.ACK:
 		if m := p.cfg.Metrics; m != nil {
@@ -102,22 +88,24 @@ func (p *Plane) answered(ctx context.Context, e ads.Event) {
 	}
 	if r.RevertedTo != "" {
 		p.conv.reverted(r.Commit, r.Node)
+		p.log.Warn("proxy put back on the commit it accepted", "node", r.Node, "rejected", short(r.Commit), "reverted_to", short(r.RevertedTo))
 	}
-	if p.cfg.OnNACK != nil {
-		p.cfg.OnNACK(r)
+	if r.RevertError != "" {
+		p.log.Error("cannot put the proxy back on the commit it accepted", "node", r.Node, "error", r.RevertError)
 	}
+	p.send(ctx, Feedback{Rejection: &r})
 }
 
-// noteAccepted records the translation node is served as accepted when
-// the node has ACKed all of it.
+// noteAccepted records the proxy node is served as accepted when the node
+// has ACKed all of it.
 func (p *Plane) noteAccepted(node string) {
-	p.served.Lock()
-	defer p.served.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.noteAcceptedLocked(node)
 }
 
-// noteAcceptedLocked is noteAccepted with p.served held. A node put back
-// on an earlier translation is not served p.proxies' and is skipped.
+// noteAcceptedLocked is noteAccepted with mu held. A node put back on an
+// earlier proxy is not served p.proxies' and is skipped.
 func (p *Plane) noteAcceptedLocked(node string) {
 	px := p.proxies[node]
 	if px == nil {
@@ -130,16 +118,16 @@ func (p *Plane) noteAcceptedLocked(node string) {
 		return
 	}
 	if st, ok := p.cfg.Server.StatusOf(node); ok && st.Hash == px.Hash && st.InSync() {
-		p.accepted[node] = translation{p.commit, px}
+		p.accepted[node] = served{p.commit, px}
 	}
 }
 
-// rejected turns a NACK of what the node is served into a Rejection, putting
-// the node back on its accepted translation when the Config asks for it;
+// rejected turns a NACK of what the node is served into a Rejection,
+// putting the node back on its accepted proxy when the Config asks for it;
 // false for a stale NACK (of a version no longer served).
 func (p *Plane) rejected(ctx context.Context, e ads.Event) (Rejection, bool) {
-	p.served.Lock()
-	defer p.served.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	px := p.proxies[e.NodeID]
 	if px == nil || e.Version == "" {
 		return Rejection{}, false
@@ -148,22 +136,22 @@ func (p *Plane) rejected(ctx context.Context, e ads.Event) (Rejection, bool) {
 	if !ok || publishedVersion(st, e.TypeURL) != e.Version {
 		return Rejection{}, false
 	}
-	r := Rejection{Commit: p.commit, Node: e.NodeID, TypeURL: e.TypeURL, Version: e.Version, Error: e.Error, At: e.At}
+	r := Rejection{Commit: p.commit, Node: e.NodeID, Type: e.TypeURL, Version: e.Version, Error: e.Error, At: e.At}
 	if back, ok := p.reverted[e.NodeID]; ok {
 		// Already put back for this commit: leave it until the next one.
 		if st.Hash == back.proxy.Hash {
-			r.Commit = back.commit // it rejects the translation it was put back on
+			r.Commit = back.commit // it rejects the proxy it was put back on
 		}
 		return r, true
 	}
 	back, ok := p.accepted[e.NodeID]
-	// A translation of another flavour is no way back: the node does not
-	// run that flavour (any more).
+	// A proxy of another flavour is no way back: the node does not run that
+	// flavour (any more).
 	if !p.cfg.RollbackOnNACK || !ok || back.proxy.Hash == px.Hash || back.proxy.Flavor != px.Flavor {
 		return r, true
 	}
-	if _, err := p.cfg.Server.PublishProxy(ctx, back.commit, back.proxy, p.secrets(p.set)); err != nil {
-		r.RevertErr = err
+	if _, err := p.cfg.Server.PublishProxy(ctx, back.commit, back.proxy, p.secrets(p.tr.Set())); err != nil {
+		r.RevertError = err.Error()
 		return r, true
 	}
 	p.reverted[e.NodeID] = back
@@ -181,3 +169,6 @@ func publishedVersion(st ads.ProxyStatus, typeURL string) string {
 	}
 	return ""
 }
+
+// short is the first 12 characters of a commit.
+func short(commit string) string { return commit[:min(len(commit), 12)] }

@@ -52,18 +52,6 @@ func typeName(url string) string {
 	return url[strings.LastIndexByte(url, '.')+1:]
 }
 
-// Converged says how long a publish took to reach its proxies.
-type Converged struct {
-	Commit   string
-	Proxies  int // connected proxies the publish changed
-	Duration time.Duration
-	Done     bool // false while some are still to ACK
-	// Reverted are the proxies among Proxies put back on an earlier commit
-	// after rejecting this one (Config.RollbackOnNACK): they never ACK it,
-	// so a publish with any is never Done.
-	Reverted int
-}
-
 // maxUnreported bounds the completed convergences kept for Run to report;
 // past it the oldest are dropped (only when Run is not running).
 const maxUnreported = 64
@@ -171,9 +159,9 @@ func (c *convergence) reverted(commit, node string) {
 func (c *convergence) completeLocked(now time.Time) {
 	c.last.Done = true
 	if c.last.Proxies > 0 {
-		c.last.Duration = max(now.Sub(c.started), 0)
+		c.last.Seconds = max(now.Sub(c.started), 0).Seconds()
 		if c.metrics != nil {
-			c.metrics.convergence.Observe(c.last.Duration.Seconds())
+			c.metrics.convergence.Observe(c.last.Seconds)
 		}
 	}
 	if len(c.unreported) == maxUnreported {

@@ -1,11 +1,14 @@
 package plane
 
 import (
-	"context"
+	"bytes"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -18,30 +21,6 @@ import (
 )
 
 const webNode = "default.web-01"
-
-// requireGRPCTranslation skips the test while xds translates no gRPC
-// flavour (xds.ErrUnsupportedFlavor for FlavorGRPC); any other failure to
-// translate the bundled policies for gRPC fails it.
-func requireGRPCTranslation(t *testing.T) {
-	t.Helper()
-	_, err := xds.Translate(policiesA(t), xds.Options{Flavor: xds.FlavorGRPC})
-	if errors.Is(err, xds.ErrUnsupportedFlavor) {
-		t.Skipf("xds does not translate the gRPC flavour yet: %v", err)
-	}
-	if err != nil {
-		t.Fatalf("gRPC translation of the bundled policies: %v", err)
-	}
-}
-
-// withFlavors collects what Run reports through OnFlavor into ch.
-func withFlavors(ch chan FlavorChange, more func(*Config)) func(*Config) {
-	return func(cfg *Config) {
-		cfg.OnFlavor = func(c FlavorChange) { ch <- c }
-		if more != nil {
-			more(cfg)
-		}
-	}
-}
 
 // grpcClient is an ADS client that presents itself as gRPC-Go does and
 // asks for the client resources of service by name.
@@ -66,29 +45,22 @@ func listeners(t *testing.T, c *adstest.Client) []*listenerv3.Listener {
 	return out
 }
 
-// A node is translated for Envoy until one of its streams says it runs
-// gRPC; then it alone is translated again, at the served commit, and its
+// A node is served its Envoy proxy until one of its streams says it runs
+// gRPC; then it alone is served its gRPC proxy of the served commit, and its
 // client gets the gRPC resources it asked for by name.
 func TestNodeServedTheFlavourItRuns(t *testing.T) {
 	t.Parallel()
-	requireGRPCTranslation(t)
-	flavors := make(chan FlavorChange, 16)
-	f := newFixtureWith(t, withFlavors(flavors, nil))
+	f := newFixture(t)
 	setA := policiesA(t)
-	f.apply(t, commitA, nil, setA)
+	f.apply(t, commitA, setA)
 	envoyWeb := f.translation(webNode)
 	if envoyWeb.Flavor != xds.FlavorEnvoy {
-		t.Fatalf("%s translated for %q before it connected, want the default, envoy", webNode, envoyWeb.Flavor)
+		t.Fatalf("%s served %q before it connected, want the default, envoy", webNode, envoyWeb.Flavor)
 	}
 
 	web := f.dialWith(t, webNode, grpcClient("backend"))
-	if c := next(t, flavors, "flavour change"); c != (FlavorChange{Commit: commitA, Node: webNode, From: xds.FlavorEnvoy, To: xds.FlavorGRPC}) {
-		t.Fatalf("flavour change %+v, want %s from envoy to grpc at commit A", c, webNode)
-	}
-	grpcWeb := f.translation(webNode)
-	if grpcWeb.Flavor != xds.FlavorGRPC || grpcWeb.Hash == envoyWeb.Hash {
-		t.Fatalf("%s now translated for %q", webNode, grpcWeb.Flavor)
-	}
+	grpcWeb := f.last.Proxy(webNode, xds.FlavorGRPC)
+	f.waitServed(t, webNode, grpcWeb)
 	f.waitCommit(t, web, commitA)
 	ls := listeners(t, web)
 	if len(ls) != 1 || ls[0].GetName() != "backend" || ls[0].GetApiListener() == nil {
@@ -96,7 +68,7 @@ func TestNodeServedTheFlavourItRuns(t *testing.T) {
 	}
 	st := f.waitStatus(t, webNode, ads.ProxyStatus.InSync)
 	if st.Flavor != xds.FlavorGRPC || st.Hash != grpcWeb.Hash || st.Commit != commitA {
-		t.Errorf("status flavour %q hash %.12s commit %.4s, want the gRPC translation at commit A", st.Flavor, st.Hash, st.Commit)
+		t.Errorf("status flavour %q hash %.12s commit %.4s, want the gRPC proxy at commit A", st.Flavor, st.Hash, st.Commit)
 	}
 
 	// An Envoy node beside it keeps Envoy's resources.
@@ -113,57 +85,28 @@ func TestNodeServedTheFlavourItRuns(t *testing.T) {
 		t.Errorf("Envoy node holds listeners %v, want outbound:127.0.0.1:20002 among them", names)
 	}
 
-	// The next commits translate web-01 for gRPC at once. Commit B does not
-	// reach it: it keeps its translation and gets no push.
-	setB := policiesB(t)
-	if res := f.apply(t, commitB, setA, setB); slices.Contains(res.Changed, webNode) || res.Affected != 2 {
-		t.Errorf("commit B changed %v, affected %d; want the two backends", res.Changed, res.Affected)
+	// The next commits serve web-01 its gRPC proxy at once. Commit B does
+	// not reach it: it gets no push.
+	if res := f.apply(t, commitB, policiesB(t)); slices.Contains(res.Changed, webNode) {
+		t.Errorf("commit B changed %v; want the two backends", res.Changed)
 	}
-	if px := f.translation(webNode); px != grpcWeb {
-		t.Errorf("%s translated again by commit B", webNode)
+	if px := f.translation(webNode); px.Flavor != xds.FlavorGRPC || px.Hash != grpcWeb.Hash {
+		t.Errorf("%s served %q %.12s at commit B", webNode, px.Flavor, px.Hash)
 	}
-	select {
-	case c := <-flavors:
-		t.Errorf("unexpected flavour change %+v", c)
-	default:
+	// Going back to A serves it A's gRPC proxy, not the Envoy one A was
+	// first served with.
+	f.apply(t, commitA, policiesA(t))
+	if px := f.translation(webNode); px.Flavor != xds.FlavorGRPC || px.Hash != grpcWeb.Hash {
+		t.Errorf("%s served %q %.12s back at A, want the gRPC proxy", webNode, px.Flavor, px.Hash)
 	}
 }
 
-// A generation kept for going back (a rollback to the previous commit) was
-// translated for the flavours of its time: a node whose flavour changed
-// since is translated again, and the others are reused.
-func TestGoingBackTranslatesNodesWhoseFlavourChanged(t *testing.T) {
-	t.Parallel()
-	requireGRPCTranslation(t)
-	flavors := make(chan FlavorChange, 16)
-	f := newFixtureWith(t, withFlavors(flavors, nil))
-	setA, setB := policiesA(t), policiesB(t)
-	f.apply(t, commitA, nil, setA)
-	f.apply(t, commitB, setA, setB)
-	web := f.dialWith(t, webNode, grpcClient("backend"))
-	if c := next(t, flavors, "flavour change"); c.Commit != commitB || c.To != xds.FlavorGRPC || c.Err != nil {
-		t.Fatalf("flavour change %+v, want grpc at commit B", c)
-	}
-	f.waitCommit(t, web, commitB)
-
-	res := f.apply(t, commitA, setB, policiesA(t))
-	if res.Affected != 1 {
-		t.Errorf("going back to A translated %d proxies, want web-01 alone", res.Affected)
-	}
-	idx, err := xds.NewIndex(setA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := xds.TranslateProxy(idx, setA.Dataplane("default", "web-01"), xds.Options{Flavor: xds.FlavorGRPC})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := f.translation(webNode); got.Flavor != xds.FlavorGRPC || got.Hash != want.Hash {
-		t.Errorf("%s served a %q translation %.12s at A, want the gRPC one %.12s", webNode, got.Flavor, got.Hash, want.Hash)
-	}
-	if got := f.translation(backendNode); got.Flavor != xds.FlavorEnvoy {
-		t.Errorf("%s served %q", backendNode, got.Flavor)
-	}
+// waitServed waits until the plane serves node px.
+func (f *fixture) waitServed(t *testing.T, node string, px *xds.Proxy) {
+	t.Helper()
+	f.waitStatus(t, node, func(st ads.ProxyStatus) bool {
+		return f.translation(node) == px && st.Hash == px.Hash
+	})
 }
 
 // A flavour change is a new translation, not a rollback: a node that
@@ -172,11 +115,8 @@ func TestGoingBackTranslatesNodesWhoseFlavourChanged(t *testing.T) {
 // next one puts it back on that gRPC translation.
 func TestNACKRollbackStaysWithinTheFlavour(t *testing.T) {
 	t.Parallel()
-	requireGRPCTranslation(t)
-	var a answers
-	flavors := make(chan FlavorChange, 16)
-	f := newFixtureWith(t, withFlavors(flavors, a.withAnswers(true)))
-	envoy, setA, _ := acceptA(t, f, adstest.Options{})
+	f := newFixtureWith(t, rollingBack(true))
+	envoy, _ := acceptA(t, f, adstest.Options{})
 	envoyA := f.translation(backendNode)
 	if envoyA.Flavor != xds.FlavorEnvoy {
 		t.Fatalf("%s translated for %q, want envoy", backendNode, envoyA.Flavor)
@@ -192,16 +132,14 @@ func TestNACKRollbackStaysWithinTheFlavour(t *testing.T) {
 		return nil
 	}}
 	bad := f.dialWith(t, backendNode, rejectAll)
-	if c := next(t, flavors, "flavour change"); c.Node != backendNode || c.To != xds.FlavorGRPC || c.Err != nil {
-		t.Fatalf("flavour change %+v", c)
-	}
-	grpcA := f.translation(backendNode)
+	grpcA := f.last.Proxy(backendNode, xds.FlavorGRPC)
+	f.waitServed(t, backendNode, grpcA)
 	for {
-		r := next(t, a.nacks, "rejection")
+		r := next(t, f.nacks, "rejection")
 		if r.Version != listenerVersion(commitA, grpcA) {
 			continue // of the Envoy listener sent before: stale
 		}
-		if r.Commit != commitA || r.RevertedTo != "" || r.RevertErr != nil {
+		if r.Commit != commitA || r.RevertedTo != "" || r.RevertError != "" {
 			t.Fatalf("rejection %+v, want commit A's gRPC listener, not put back on Envoy's", r)
 		}
 		break
@@ -217,10 +155,10 @@ func TestNACKRollbackStaysWithinTheFlavour(t *testing.T) {
 	f.waitCommit(t, good, commitA)
 	f.waitStatus(t, backendNode, ads.ProxyStatus.InSync)
 	f.waitAccepted(t, backendNode, grpcA)
-	f.apply(t, commitB, setA, policiesB(t))
+	f.apply(t, commitB, policiesB(t))
 	grpcB := f.translation(backendNode)
 	for {
-		r := next(t, a.nacks, "rejection of B")
+		r := next(t, f.nacks, "rejection of B")
 		if r.Commit != commitB {
 			continue
 		}
@@ -240,8 +178,8 @@ func (f *fixture) waitAccepted(t *testing.T, node string, px *xds.Proxy) {
 	t.Helper()
 	f.waitStatus(t, node, func(ads.ProxyStatus) bool {
 		f.plane.noteAccepted(node)
-		f.plane.served.Lock()
-		defer f.plane.served.Unlock()
+		f.plane.mu.Lock()
+		defer f.plane.mu.Unlock()
 		return f.plane.accepted[node].proxy == px
 	})
 }
@@ -250,60 +188,44 @@ func (f *fixture) waitAccepted(t *testing.T, node string, px *xds.Proxy) {
 // subscribed) are found by Run's periodic look at the server's count.
 func TestLostFlavourChangesAreMadeUp(t *testing.T) {
 	t.Parallel()
-	requireGRPCTranslation(t)
-	flavors := make(chan FlavorChange, 16)
-	f, run := newIdleFixture(t, withFlavors(flavors, nil))
-	f.apply(t, commitA, nil, policiesA(t))
+	f, run := newIdleFixture(t, nil)
+	f.apply(t, commitA, policiesA(t))
 	web := f.dialWith(t, webNode, grpcClient("backend"))
 	f.waitStatus(t, webNode, func(st ads.ProxyStatus) bool { return st.Flavor == xds.FlavorGRPC })
 	if px := f.translation(webNode); px.Flavor != xds.FlavorEnvoy {
-		t.Fatalf("translated for %q without Run", px.Flavor)
+		t.Fatalf("served %q without Run", px.Flavor)
 	}
 	run()
-	if c := next(t, flavors, "flavour change"); c != (FlavorChange{Commit: commitA, Node: webNode, From: xds.FlavorEnvoy, To: xds.FlavorGRPC}) {
-		t.Fatalf("flavour change %+v", c)
-	}
+	f.waitServed(t, webNode, f.last.Proxy(webNode, xds.FlavorGRPC))
 	f.waitCommit(t, web, commitA)
 	if ls := listeners(t, web); len(ls) != 1 || ls[0].GetApiListener() == nil {
 		t.Errorf("listeners %v, want the API listener", ls)
 	}
 }
 
-// A node that cannot be translated for its flavour keeps its translation,
-// and Run says why; the next Apply fails on it, all or nothing, naming it.
-func TestFlavourTranslationFailure(t *testing.T) {
+// A node that runs a flavour its dataplane is not translated for keeps the
+// proxy it has, and the plane says so.
+func TestFlavourNotTranslated(t *testing.T) {
 	t.Parallel()
-	flavors := make(chan FlavorChange, 16)
-	refuse := func(cfg *Config) {
-		cfg.translate = func(idx *xds.Index, dp *schema.Dataplane, opts xds.Options) (*xds.Proxy, error) {
-			if opts.Flavor == xds.FlavorGRPC {
-				return nil, errors.New("translate " + dp.NodeID().String() + ": pretend gRPC is out of reach")
-			}
-			return xds.TranslateProxy(idx, dp, opts)
-		}
-	}
-	f := newFixtureWith(t, withFlavors(flavors, refuse))
-	setA := policiesA(t)
-	f.apply(t, commitA, nil, setA)
+	var logs syncBuffer
+	f := newFixtureWith(t, func(cfg *Config) { cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	f.builder = xds.NewBuilder(xds.BuilderOptions{Flavors: func(*schema.Dataplane) []xds.Flavor { return []xds.Flavor{xds.FlavorEnvoy} }})
+	f.apply(t, commitA, policiesA(t))
 	envoyWeb := f.translation(webNode)
 	f.dialWith(t, webNode, grpcClient("backend"))
-	c := next(t, flavors, "flavour change")
-	if c.Node != webNode || c.From != xds.FlavorEnvoy || c.To != xds.FlavorGRPC || c.Err == nil ||
-		!strings.Contains(c.Err.Error(), "pretend gRPC is out of reach") {
-		t.Fatalf("flavour change %+v, want the failure to translate %s for gRPC", c, webNode)
+	f.waitStatus(t, webNode, func(st ads.ProxyStatus) bool { return st.Flavor == xds.FlavorGRPC })
+	deadline := time.Now().Add(wait)
+	for !strings.Contains(logs.String(), "node runs a flavour its dataplane is not translated for") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line about %s; logs:\n%s", webNode, logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	if px := f.translation(webNode); px != envoyWeb {
-		t.Error("translation replaced after a failure")
+		t.Error("served proxy replaced")
 	}
-	if st, _ := f.server.StatusOf(webNode); st.Hash != envoyWeb.Hash {
-		t.Error("served translation changed after a failure")
-	}
-	_, err := f.plane.Apply(context.Background(), commitB, policiesB(t), schema.DiffSets(setA, policiesB(t)))
-	if err == nil || !strings.Contains(err.Error(), webNode) {
-		t.Fatalf("apply: %v, want the failure naming %s", err, webNode)
-	}
-	if commit, _ := f.plane.Served(); commit != commitA {
-		t.Errorf("served %.4s after a failed apply, want A", commit)
+	if res := f.apply(t, commitB, policiesB(t)); slices.Contains(res.Changed, webNode) {
+		t.Error("the next commit changed the node's proxy")
 	}
 }
 
@@ -312,7 +234,7 @@ func TestNewRejectsAnUnknownDefaultFlavour(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(Config{Server: server, Options: xds.Options{Flavor: "istio"}}); err == nil || !strings.Contains(err.Error(), `unknown default flavour "istio"`) {
+	if _, err := New(Config{Server: server, DefaultFlavor: "istio"}); err == nil || !strings.Contains(err.Error(), `unknown default flavour "istio"`) {
 		t.Errorf("New: %v", err)
 	}
 	p, err := New(Config{Server: server})
@@ -322,4 +244,22 @@ func TestNewRejectsAnUnknownDefaultFlavour(t *testing.T) {
 	if f := p.flavorOf("default.never-seen"); f != xds.FlavorEnvoy {
 		t.Errorf("default flavour %q, want envoy", f)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -21,9 +21,8 @@ import (
 // channel alone.)
 func TestGRPCClientNACK(t *testing.T) {
 	t.Parallel()
-	var a answers
-	f := newFixtureWith(t, a.withAnswers(true))
-	f.apply(t, commitA, nil, policiesA(t))
+	f := newFixtureWith(t, rollingBack(true))
+	f.apply(t, commitA, policiesA(t))
 	const node = "default.web-01"
 	var name string
 	for _, r := range f.translation(node).Resources[resource.ListenerType] {
@@ -57,8 +56,8 @@ func TestGRPCClientNACK(t *testing.T) {
 	defer cc.Close()
 	cc.Connect() // starts the resolver, which subscribes to the listener
 
-	r := next(t, a.nacks, "NACK from the gRPC client")
-	if r.Node != node || r.TypeURL != resource.ListenerType || r.Commit != commitA || r.RevertedTo != "" {
+	r := next(t, f.nacks, "NACK from the gRPC client")
+	if r.Node != node || r.Type != resource.ListenerType || r.Commit != commitA || r.RevertedTo != "" {
 		t.Errorf("rejection %+v, want %s's listener at commit A, not rolled back (nothing accepted)", r, node)
 	}
 	if !strings.Contains(r.Error, name) {

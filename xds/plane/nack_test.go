@@ -49,20 +49,9 @@ destinations:
 `})
 }
 
-// answers collects what Run reports through OnNACK and OnConverged.
-type answers struct {
-	nacks     chan Rejection
-	converged chan Converged
-}
-
-// withAnswers sets cfg's callbacks to collect into a.
-func (a *answers) withAnswers(rollback bool) func(*Config) {
-	a.nacks, a.converged = make(chan Rejection, 64), make(chan Converged, 64)
-	return func(cfg *Config) {
-		cfg.RollbackOnNACK = rollback
-		cfg.OnNACK = func(r Rejection) { a.nacks <- r }
-		cfg.OnConverged = func(c Converged) { a.converged <- c }
-	}
+// rollingBack sets RollbackOnNACK.
+func rollingBack(on bool) func(*Config) {
+	return func(cfg *Config) { cfg.RollbackOnNACK = on }
 }
 
 func next[T any](t *testing.T, ch <-chan T, what string) T {
@@ -99,19 +88,36 @@ func (f *fixture) dialWith(t *testing.T, node string, opts adstest.Options) *ads
 	return c
 }
 
-func (f *fixture) apply(t *testing.T, commit string, prev, set *schema.Set) Result {
+// translate translates set from the last translation, as the daemon's
+// pipeline does from the commit served.
+func (f *fixture) translate(t *testing.T, set *schema.Set) *xds.Translation {
 	t.Helper()
-	res, err := f.plane.Apply(context.Background(), commit, set, schema.DiffSets(prev, set))
+	var prev *schema.Set
+	if f.last != nil {
+		prev = f.last.Set()
+	}
+	tr, _, failures, err := f.builder.Build(context.Background(), set, schema.DiffSets(prev, set), f.last)
+	if err != nil || len(failures) > 0 {
+		t.Fatalf("translate: %v %v", failures, err)
+	}
+	f.last = tr
+	return tr
+}
+
+// apply translates set and applies it as commit.
+func (f *fixture) apply(t *testing.T, commit string, set *schema.Set) Result {
+	t.Helper()
+	res, err := f.plane.Apply(context.Background(), commit, f.translate(t, set))
 	if err != nil {
 		t.Fatalf("apply %.4s: %v", commit, err)
 	}
 	return res
 }
 
-// translation is what the plane translated node to at the served commit.
+// translation is the proxy the plane serves node at the served commit.
 func (f *fixture) translation(node string) *xds.Proxy {
-	f.plane.served.Lock()
-	defer f.plane.served.Unlock()
+	f.plane.mu.Lock()
+	defer f.plane.mu.Unlock()
 	return f.plane.proxies[node]
 }
 
@@ -188,33 +194,30 @@ func holds(t *testing.T, c *adstest.Client, p *xds.Proxy) bool {
 }
 
 // acceptA serves commit A to a client of backendNode that ACKs it whole.
-func acceptA(t *testing.T, f *fixture, opts adstest.Options) (*adstest.Client, *schema.Set, ads.ProxyStatus) {
+func acceptA(t *testing.T, f *fixture, opts adstest.Options) (*adstest.Client, ads.ProxyStatus) {
 	t.Helper()
-	setA := policiesA(t)
-	f.apply(t, commitA, nil, setA)
+	f.apply(t, commitA, policiesA(t))
 	c := f.dialWith(t, backendNode, opts)
 	f.waitCommit(t, c, commitA)
 	st := f.waitStatus(t, backendNode, ads.ProxyStatus.InSync)
-	return c, setA, st
+	return c, st
 }
 
 func TestNACKRollsTheProxyBack(t *testing.T) {
 	t.Parallel()
-	var a answers
-	f := newFixtureWith(t, a.withAnswers(true))
+	f := newFixtureWith(t, rollingBack(true))
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	c, setA, stA := acceptA(t, f, rejectListenersOf(commitB))
+	c, stA := acceptA(t, f, rejectListenersOf(commitB))
 	pxA := f.translation(backendNode)
-	if lc := next(t, a.converged, "convergence of A"); lc.Commit != commitA || !lc.Done {
+	if lc := next(t, f.converged, "convergence of A"); lc.Commit != commitA || !lc.Done {
 		t.Errorf("converged %+v, want commit A done", lc)
 	}
 
-	setB := policiesB(t)
-	f.apply(t, commitB, setA, setB)
+	f.apply(t, commitB, policiesB(t))
 	pxB := f.translation(backendNode)
-	r := next(t, a.nacks, "rejection")
-	want := Rejection{Commit: commitB, Node: backendNode, TypeURL: resource.ListenerType,
+	r := next(t, f.nacks, "rejection")
+	want := Rejection{Commit: commitB, Node: backendNode, Type: resource.ListenerType,
 		Version: listenerVersion(commitB, pxB), Error: "listener rejected: pretend its RBAC filter is unsupported",
 		RevertedTo: commitA}
 	if r.At.IsZero() {
@@ -264,25 +267,25 @@ func TestNACKRollsTheProxyBack(t *testing.T) {
 
 	// The next commit reaches it, and it accepts it.
 	setC := policiesC(t)
-	if res := f.apply(t, commitC, setB, setC); !slices.Contains(res.Changed, backendNode) {
+	if res := f.apply(t, commitC, setC); !slices.Contains(res.Changed, backendNode) {
 		t.Fatalf("commit C changed %v, want %s among them", res.Changed, backendNode)
 	}
 	f.waitCommit(t, c, commitC)
 	if !holds(t, c, f.translation(backendNode)) {
 		t.Error("client does not hold commit C's translation")
 	}
-	if lc := next(t, a.converged, "convergence of C"); lc.Commit != commitC || !lc.Done {
+	if lc := next(t, f.converged, "convergence of C"); lc.Commit != commitC || !lc.Done {
 		t.Errorf("converged %+v, want commit C", lc)
 	}
 	f.waitConvergence(t, Convergence{Proxies: 4, Connected: 1, Acked: 1})
-	f.plane.served.Lock()
+	f.plane.mu.Lock()
 	accepted := f.plane.accepted[backendNode]
-	f.plane.served.Unlock()
+	f.plane.mu.Unlock()
 	if accepted.commit != commitC {
 		t.Errorf("accepted commit %.4s, want C", accepted.commit)
 	}
 	select {
-	case r := <-a.nacks:
+	case r := <-f.nacks:
 		t.Errorf("unexpected rejection %+v", r)
 	default:
 	}
@@ -290,15 +293,14 @@ func TestNACKRollsTheProxyBack(t *testing.T) {
 
 func TestNACKWithoutRollback(t *testing.T) {
 	t.Parallel()
-	var a answers
-	f := newFixtureWith(t, a.withAnswers(false))
-	c, setA, stA := acceptA(t, f, rejectListenersOf(commitB))
+	f := newFixtureWith(t, rollingBack(false))
+	c, stA := acceptA(t, f, rejectListenersOf(commitB))
 
-	f.apply(t, commitB, setA, policiesB(t))
+	f.apply(t, commitB, policiesB(t))
 	pxB := f.translation(backendNode)
-	r := next(t, a.nacks, "rejection")
-	if r.Commit != commitB || r.Node != backendNode || r.TypeURL != resource.ListenerType ||
-		r.Version != listenerVersion(commitB, pxB) || r.RevertedTo != "" || r.RevertErr != nil {
+	r := next(t, f.nacks, "rejection")
+	if r.Commit != commitB || r.Node != backendNode || r.Type != resource.ListenerType ||
+		r.Version != listenerVersion(commitB, pxB) || r.RevertedTo != "" || r.RevertError != "" {
 		t.Fatalf("rejection %+v, want commit B's listener and no rollback", r)
 	}
 	// It stays on its NACK: served B, running A's listener.
@@ -316,12 +318,11 @@ func TestNACKWithoutRollback(t *testing.T) {
 
 func TestNACKOfAProxyThatNeverAcceptedACommit(t *testing.T) {
 	t.Parallel()
-	var a answers
-	f := newFixtureWith(t, a.withAnswers(true))
-	f.apply(t, commitA, nil, policiesA(t))
+	f := newFixtureWith(t, rollingBack(true))
+	f.apply(t, commitA, policiesA(t))
 	f.dialWith(t, backendNode, rejectListenersOf(commitA))
-	r := next(t, a.nacks, "rejection")
-	if r.Commit != commitA || r.Node != backendNode || r.TypeURL != resource.ListenerType || r.RevertedTo != "" || r.RevertErr != nil {
+	r := next(t, f.nacks, "rejection")
+	if r.Commit != commitA || r.Node != backendNode || r.Type != resource.ListenerType || r.RevertedTo != "" || r.RevertError != "" {
 		t.Fatalf("rejection %+v, want commit A's listener and no rollback", r)
 	}
 	if st, _ := f.server.StatusOf(backendNode); st.Commit != commitA {
@@ -331,8 +332,7 @@ func TestNACKOfAProxyThatNeverAcceptedACommit(t *testing.T) {
 
 func TestStaleNACKIsSkipped(t *testing.T) {
 	t.Parallel()
-	var a answers
-	f := newFixtureWith(t, a.withAnswers(true))
+	f := newFixtureWith(t, rollingBack(true))
 	// The client holds back its NACK of commit B's listener until commit C
 	// is published.
 	gotB, release := make(chan struct{}), make(chan struct{})
@@ -344,27 +344,26 @@ func TestStaleNACKIsSkipped(t *testing.T) {
 		}
 		return nil
 	}}
-	c, setA, _ := acceptA(t, f, opts)
-	if lc := next(t, a.converged, "convergence of A"); lc.Commit != commitA {
+	c, _ := acceptA(t, f, opts)
+	if lc := next(t, f.converged, "convergence of A"); lc.Commit != commitA {
 		t.Fatalf("converged %+v, want commit A", lc)
 	}
-	setB := policiesB(t)
-	f.apply(t, commitB, setA, setB)
+	f.apply(t, commitB, policiesB(t))
 	next(t, gotB, "listener of commit B")
-	f.apply(t, commitC, setB, policiesC(t))
+	f.apply(t, commitC, policiesC(t))
 	close(release)
 
 	// The NACK of B reaches the server before the ACKs of C, and Run
 	// handles events in order: once C has converged, the NACK was seen.
 	f.waitCommit(t, c, commitC)
-	if lc := next(t, a.converged, "convergence"); lc.Commit != commitC || !lc.Done {
+	if lc := next(t, f.converged, "convergence"); lc.Commit != commitC || !lc.Done {
 		t.Fatalf("converged %+v, want commit C (B never converges)", lc)
 	}
 	if n := testutil.ToFloat64(f.plane.cfg.Metrics.nacks.WithLabelValues("Listener")); n != 1 {
 		t.Errorf("listener NACKs counted %v, want 1", n)
 	}
 	select {
-	case r := <-a.nacks:
+	case r := <-f.nacks:
 		t.Errorf("stale NACK reported: %+v", r)
 	default:
 	}
@@ -375,8 +374,7 @@ func TestStaleNACKIsSkipped(t *testing.T) {
 
 func TestRollbackAtMostOncePerCommit(t *testing.T) {
 	t.Parallel()
-	var a answers
-	f := newFixtureWith(t, a.withAnswers(true))
+	f := newFixtureWith(t, rollingBack(true))
 	// Once it has seen commit B the client rejects every listener, commit
 	// A's included.
 	sawB := false
@@ -390,15 +388,14 @@ func TestRollbackAtMostOncePerCommit(t *testing.T) {
 		}
 		return nil
 	}}
-	c, setA, stA := acceptA(t, f, opts)
-	setB := policiesB(t)
-	f.apply(t, commitB, setA, setB)
-	if r := next(t, a.nacks, "rejection of B"); r.Commit != commitB || r.RevertedTo != commitA {
+	c, stA := acceptA(t, f, opts)
+	f.apply(t, commitB, policiesB(t))
+	if r := next(t, f.nacks, "rejection of B"); r.Commit != commitB || r.RevertedTo != commitA {
 		t.Fatalf("rejection %+v, want B's, reverted to A", r)
 	}
 	// Commit A's listener, sent again, is rejected too: the proxy stays
 	// there, with no further rollback.
-	if r := next(t, a.nacks, "rejection of A"); r.Commit != commitA || r.RevertedTo != "" ||
+	if r := next(t, f.nacks, "rejection of A"); r.Commit != commitA || r.RevertedTo != "" ||
 		r.Version != publishedVersions(stA)[resource.ListenerType] {
 		t.Fatalf("rejection %+v, want A's listener, no rollback", r)
 	}
@@ -408,23 +405,22 @@ func TestRollbackAtMostOncePerCommit(t *testing.T) {
 	f.waitConvergence(t, Convergence{Proxies: 4, Connected: 1, Reverted: 1})
 
 	// A new commit is published to it, and it may be rolled back once more.
-	f.apply(t, commitC, setB, policiesC(t))
-	if r := next(t, a.nacks, "rejection of C"); r.Commit != commitC || r.RevertedTo != commitA {
+	f.apply(t, commitC, policiesC(t))
+	if r := next(t, f.nacks, "rejection of C"); r.Commit != commitC || r.RevertedTo != commitA {
 		t.Fatalf("rejection %+v, want C's, reverted to A", r)
 	}
-	if r := next(t, a.nacks, "rejection of A again"); r.Commit != commitA || r.RevertedTo != "" {
+	if r := next(t, f.nacks, "rejection of A again"); r.Commit != commitA || r.RevertedTo != "" {
 		t.Fatalf("rejection %+v, want A's, no rollback", r)
 	}
 }
 
-func TestOnConvergedOncePerPublish(t *testing.T) {
+func TestConvergedOncePerPublish(t *testing.T) {
 	t.Parallel()
-	var a answers
-	f := newFixtureWith(t, a.withAnswers(false))
+	f := newFixtureWith(t, rollingBack(false))
 	// Commit A reaches no connected proxy: it converges at once.
-	c, setA, _ := acceptA(t, f, adstest.Options{})
+	c, _ := acceptA(t, f, adstest.Options{})
 	f.waitCommit(t, f.dialWith(t, "default.web-01", adstest.Options{}), commitA)
-	if lc := next(t, a.converged, "convergence of A"); lc != (Converged{Commit: commitA, Done: true}) {
+	if lc := next(t, f.converged, "convergence of A"); lc != (Converged{Commit: commitA, Done: true}) {
 		t.Fatalf("converged %+v, want commit A at once", lc)
 	}
 
@@ -432,10 +428,9 @@ func TestOnConvergedOncePerPublish(t *testing.T) {
 	if _, err := f.plane.Renew(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	setB := policiesB(t)
-	f.apply(t, commitB, setA, setB)
+	f.apply(t, commitB, policiesB(t))
 	f.waitCommit(t, c, commitB)
-	if lc := next(t, a.converged, "convergence of B"); lc.Commit != commitB || !lc.Done || lc.Proxies != 1 {
+	if lc := next(t, f.converged, "convergence of B"); lc.Commit != commitB || !lc.Done || lc.Proxies != 1 {
 		t.Fatalf("converged %+v, want commit B with its one connected proxy", lc)
 	}
 
@@ -450,10 +445,10 @@ destinations:
   - match:
       service: redis
 `})
-	if res := f.apply(t, commitC, setB, setC); !slices.Equal(res.Changed, []string{"default.redis-01"}) {
+	if res := f.apply(t, commitC, setC); !slices.Equal(res.Changed, []string{"default.redis-01"}) {
 		t.Fatalf("commit C changed %v, want redis-01 alone", res.Changed)
 	}
-	if lc := next(t, a.converged, "convergence of C"); lc != (Converged{Commit: commitC, Done: true}) {
+	if lc := next(t, f.converged, "convergence of C"); lc != (Converged{Commit: commitC, Done: true}) {
 		t.Fatalf("converged %+v, want commit C at once", lc)
 	}
 	// Only B waited for a proxy.

@@ -73,6 +73,14 @@ type fixture struct {
 	conn   *grpc.ClientConn
 	reg    *prometheus.Registry
 	addr   string // of the xDS server
+
+	// builder translates the commits the tests apply, each from the one
+	// before (last), as the daemon's pipeline does.
+	builder *xds.Builder
+	last    *xds.Translation
+	// nacks and converged collect the plane's Feedback.
+	nacks     chan Rejection
+	converged chan Converged
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -105,8 +113,7 @@ func newIdleFixture(t *testing.T, edit func(*Config)) (f *fixture, run func()) {
 	served := make(chan struct{})
 	go func() { server.Serve(ctx, lis); close(served) }()
 	reg := prometheus.NewRegistry()
-	cfg := Config{Server: server, Authority: &ca.Authority{StateDir: t.TempDir()},
-		Options: xds.Options{Flavor: xds.FlavorEnvoy}, Metrics: NewMetrics(reg, server)}
+	cfg := Config{Server: server, Authority: &ca.Authority{StateDir: t.TempDir()}, Metrics: NewMetrics(reg, server)}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -129,7 +136,24 @@ func newIdleFixture(t *testing.T, edit func(*Config)) (f *fixture, run func()) {
 			<-ran
 		}
 	})
-	return &fixture{p, server, conn, reg, lis.Addr().String()}, func() { started = true; start() }
+	f = &fixture{plane: p, server: server, conn: conn, reg: reg, addr: lis.Addr().String(), builder: xds.NewBuilder(xds.BuilderOptions{}),
+		nacks: make(chan Rejection, 64), converged: make(chan Converged, 64)}
+	go func() {
+		for {
+			select {
+			case fb := <-p.Feedback():
+				if fb.Rejection != nil {
+					f.nacks <- *fb.Rejection
+				}
+				if fb.Converged != nil {
+					f.converged <- *fb.Converged
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return f, func() { started = true; start() }
 }
 
 func (f *fixture) dial(t *testing.T, node string) *adstest.Client {
@@ -153,17 +177,13 @@ func (f *fixture) waitCommit(t *testing.T, c *adstest.Client, commit string) {
 	}
 }
 
-func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
+func TestApplyPushesOnlyChangedProxies(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
-	setA := policies(t, nil)
-	res, err := f.plane.Apply(ctx, commitA, setA, schema.DiffSets(nil, setA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Affected != 4 || len(res.Changed) != 4 {
-		t.Fatalf("first apply: affected %d changed %v, want all 4", res.Affected, res.Changed)
+	res := f.apply(t, commitA, policiesA(t))
+	if len(res.Changed) != 4 {
+		t.Fatalf("first apply: changed %v, want all 4", res.Changed)
 	}
 	web, backend := f.dial(t, "default.web-01"), f.dial(t, "default.backend-01")
 	f.waitCommit(t, web, commitA)
@@ -175,17 +195,9 @@ func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
 	}
 
 	// Dropping web→backend reaches the backends only.
-	setB := policies(t, map[string]string{"permissions/web-to-backend.yaml": ""})
-	diff := schema.DiffSets(setA, setB)
-	res, err = f.plane.Apply(ctx, commitB, setB, diff)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res = f.apply(t, commitB, policiesB(t))
 	if got := strings.Join(res.Changed, " "); got != "default.backend-01 default.backend-02" {
 		t.Errorf("changed = %s, want the two backends", got)
-	}
-	if res.Affected != 2 {
-		t.Errorf("affected = %d, want 2", res.Affected)
 	}
 	f.waitCommit(t, backend, commitB)
 	if v := web.Version(resource.ListenerType); !strings.HasPrefix(v, commitA[:12]) {
@@ -219,10 +231,7 @@ func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
 
 	// Removing a dataplane drops it and reaches its consumers.
 	setC := policies(t, map[string]string{"permissions/web-to-backend.yaml": "", "dataplanes/redis.yaml": ""})
-	res, err = f.plane.Apply(ctx, commitC, setC, schema.DiffSets(setB, setC))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res = f.apply(t, commitC, setC)
 	if got := strings.Join(res.Removed, " "); got != "default.redis-01" {
 		t.Errorf("removed = %s, want redis-01", got)
 	}
@@ -240,7 +249,7 @@ func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
 			t.Errorf("backend-01 %s at %q, want it kept at %.12s, where it last changed", typ, v, at)
 		}
 	}
-	if commit, set := f.plane.Served(); commit != commitC || set != setC {
+	if commit, tr := f.plane.Served(); commit != commitC || tr != f.last || tr.Set() != setC {
 		t.Errorf("served %s", commit)
 	}
 }
@@ -248,11 +257,8 @@ func TestApplyRetranslatesOnlyAffectedProxies(t *testing.T) {
 func TestApplyFailureKeepsServedState(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	ctx := context.Background()
-	setA := policies(t, nil)
-	if _, err := f.plane.Apply(ctx, commitA, setA, schema.DiffSets(nil, setA)); err != nil {
-		t.Fatal(err)
-	}
+	f.apply(t, commitA, policiesA(t))
+	served := f.last
 	web := f.dial(t, "default.web-01")
 	f.waitCommit(t, web, commitA)
 
@@ -266,59 +272,29 @@ mtls:
       cert: {file: /nonexistent/ca.crt}
       key: {file: /nonexistent/ca.key}
 `})
-	if _, err := f.plane.Apply(ctx, commitB, setB, schema.DiffSets(setA, setB)); err == nil {
+	if _, err := f.plane.Apply(context.Background(), commitB, f.translate(t, setB)); err == nil {
 		t.Fatal("apply with an unreadable CA succeeded")
 	}
-	if commit, set := f.plane.Served(); commit != commitA || set != setA {
+	if commit, tr := f.plane.Served(); commit != commitA || tr != served {
 		t.Errorf("served %s after a failed apply, want commit A", commit)
-	}
-	// The next good commit is diffed against A, what is still served.
-	setC := policies(t, map[string]string{"permissions/web-to-backend.yaml": ""})
-	res, err := f.plane.Apply(ctx, commitC, setC, schema.DiffSets(setA, setC))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Affected != 2 {
-		t.Errorf("affected %d, want the two backends", res.Affected)
 	}
 	if v := web.Version(resource.ListenerType); !strings.HasPrefix(v, commitA[:12]) {
 		t.Errorf("web-01 at %q, want commit A", v)
 	}
+	if st, _ := f.server.StatusOf("default.web-01"); st.Commit != commitA {
+		t.Errorf("web-01 published at %.4s, want A", st.Commit)
+	}
 }
 
-// TestApplyBackToThePreviousCommitNeedsNoTranslation: going back to the
-// commit served before (a rollback) publishes its translation as it was,
-// equal to a fresh one, without translating again.
-func TestApplyBackToThePreviousCommitNeedsNoTranslation(t *testing.T) {
+// TestApplyNeedsATranslation: Apply publishes what it is given and refuses
+// nothing.
+func TestApplyNeedsATranslation(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	a, b := policiesA(t), policiesB(t)
-	f.apply(t, commitA, nil, a)
-	first := map[string]string{}
-	for _, dp := range a.Dataplanes {
-		first[dp.NodeID().String()] = f.translation(dp.NodeID().String()).Hash
+	if _, err := f.plane.Apply(context.Background(), commitA, nil); err == nil {
+		t.Error("Apply without a translation: no error")
 	}
-	if res := f.apply(t, commitB, a, b); res.Affected == 0 {
-		t.Fatal("commit B affects no proxy; the test needs one it changes")
-	}
-	res := f.apply(t, commitA, b, policiesA(t))
-	if res.Affected != 0 {
-		t.Errorf("going back to A translated %d proxies again, want none", res.Affected)
-	}
-	if len(res.Changed) == 0 {
-		t.Error("going back to A pushed nothing")
-	}
-	fresh, err := xds.Translate(a, xds.Options{Flavor: xds.FlavorEnvoy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, px := range fresh {
-		if got := f.translation(px.NodeID); got == nil || got.Hash != px.Hash || first[px.NodeID] != px.Hash {
-			t.Errorf("%s: served %v, want the translation of A", px.NodeID, got)
-		}
-	}
-	// A commit that is neither is translated.
-	if res := f.apply(t, commitC, a, policiesC(t)); res.Affected == 0 {
-		t.Error("commit C was not translated")
+	if commit, tr := f.plane.Served(); commit != "" || tr != nil {
+		t.Errorf("served %q after a refused Apply", commit)
 	}
 }

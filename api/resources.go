@@ -46,13 +46,13 @@ type readFunc func(set *schema.Set, r *http.Request) answer
 // served yet.
 func (s *server) served(read readFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		set, commit, ok := s.b.Served()
-		if !ok || set == nil {
+		res, commit, ok := s.b.Served()
+		if !ok || res == nil || res.Set == nil {
 			writeError(w, http.StatusServiceUnavailable, "no commit is served yet")
 			return
 		}
-		w.Header().Set(CommitHeader, commit.Hash)
-		a := read(set, r)
+		w.Header().Set(CommitHeader, string(commit.Hash))
+		a := read(res.Set, r)
 		writeJSON(w, a.code, a.body)
 	}
 }

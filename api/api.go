@@ -14,7 +14,7 @@ import (
 	"strings"
 
 	"github.com/gitmesh/gitmesh/reconcile"
-	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/xds/ads"
 )
 
@@ -27,9 +27,10 @@ type Backend interface {
 	Status() reconcile.Status
 	// History is the recorded commits, newest first.
 	History() []reconcile.Record
-	// Served is the policy set whose translation is served and its commit;
-	// ok is false until a commit is served.
-	Served() (set *schema.Set, commit reconcile.CommitInfo, ok bool)
+	// Served is the pipeline's Result of the commit served (its policy set
+	// and translation) and the commit; ok is false until a commit is
+	// served.
+	Served() (res *pipeline.Result, commit reconcile.CommitInfo, ok bool)
 	// Proxies is every proxy the xDS server published or saw.
 	Proxies() []ads.ProxyStatus
 	// Trigger asks for a sync now, giving what asked. It must not block:
@@ -145,8 +146,8 @@ func (s *server) status(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.b.Status())
 }
 
-// historyList is the answer of GET /history.
-type historyList struct {
+// HistoryList is the answer of GET /history.
+type HistoryList struct {
 	Items []reconcile.Record `json:"items"`
 	Total int                `json:"total"`
 }
@@ -156,7 +157,7 @@ func (s *server) history(w http.ResponseWriter, _ *http.Request) {
 	if items == nil {
 		items = []reconcile.Record{}
 	}
-	writeJSON(w, http.StatusOK, historyList{Items: items, Total: len(items)})
+	writeJSON(w, http.StatusOK, HistoryList{Items: items, Total: len(items)})
 }
 
 type statusBody struct {

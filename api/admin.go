@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
 )
 
@@ -131,7 +132,7 @@ type OperationResult struct {
 // invalid commit, its findings.
 type RefusalBody struct {
 	Error    string           `json:"error"`
-	Commit   string           `json:"commit,omitempty"`
+	Commit   source.Hash      `json:"commit,omitempty"`
 	Errors   int              `json:"errors,omitempty"`
 	Findings []schema.Finding `json:"findings,omitempty"`
 }

@@ -1,4 +1,4 @@
-package main
+package plan
 
 import (
 	"bytes"
@@ -12,18 +12,27 @@ import (
 	"github.com/gitmesh/gitmesh/xds"
 )
 
-var diffFormats = []string{"text", "json", "markdown"}
+// Formats are the formats Write prints a plan in.
+var Formats = []string{"text", "json", "markdown"}
 
-// A diffRenderer prints a plan in one format.
-type diffRenderer func(w io.Writer, p *diffPlan) error
-
-var diffRenderers = map[string]diffRenderer{
-	"text":     renderDiffText,
-	"json":     renderDiffJSON,
-	"markdown": renderDiffMarkdown,
+var writers = map[string]func(io.Writer, *Plan) error{
+	"text":     writeText,
+	"json":     writeJSON,
+	"markdown": writeMarkdown,
 }
 
-func renderDiffJSON(w io.Writer, p *diffPlan) error {
+// Write prints p in format, one of Formats: text for a terminal, json (the
+// Plan's JSON form), or markdown for a pull-request comment. Everything
+// that comes from a commit (subjects, names) is escaped for Markdown.
+func Write(w io.Writer, p *Plan, format string) error {
+	write, ok := writers[format]
+	if !ok {
+		return fmt.Errorf("unknown format %q: use one of %v", format, Formats)
+	}
+	return write(w, p)
+}
+
+func writeJSON(w io.Writer, p *Plan) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
@@ -37,11 +46,11 @@ const (
 	markRemoved = "-"
 )
 
-func renderDiffText(w io.Writer, p *diffPlan) error {
+func writeText(w io.Writer, p *Plan) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "base  %s  %s\n", shortHash(p.Base.Commit), p.Base.Subject)
-	fmt.Fprintf(&b, "head  %s  %s\n", shortHash(p.Head.Commit), p.Head.Subject)
-	if !p.changed() {
+	fmt.Fprintf(&b, "base  %s  %s\n", p.Base.Commit.Short(), p.Base.Subject)
+	fmt.Fprintf(&b, "head  %s  %s\n", p.Head.Commit.Short(), p.Head.Subject)
+	if !p.Changed() {
 		b.WriteString("\nno change: both sides hold the same resources\n")
 	}
 	if p.Summary.Resources > 0 {
@@ -55,7 +64,7 @@ func renderDiffText(w io.Writer, p *diffPlan) error {
 	return err
 }
 
-func writeResourcesText(b *strings.Builder, r resourceDiff) {
+func writeResourcesText(b *strings.Builder, r ResourceDiff) {
 	width := 0
 	for _, k := range r.Added {
 		width = max(width, len(k.Type))
@@ -130,15 +139,15 @@ func formatValue(v any) string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
-func writeProxiesText(b *strings.Builder, p *diffPlan) {
+func writeProxiesText(b *strings.Builder, p *Plan) {
 	kindWidth := 0
-	for _, k := range proxyKinds {
+	for _, k := range kinds {
 		kindWidth = max(kindWidth, len(k.name))
 	}
 	b.WriteString("\nproxies:\n")
 	for i := range p.Proxies {
 		pd := &p.Proxies[i]
-		if pd.Status != statusChanged {
+		if pd.Status != StatusChanged {
 			fmt.Fprintf(b, "  %s %s  %s: %s\n", statusMark(pd.Status), pd.Node, pd.Status, strings.Join(proxyCounts(pd), ", "))
 			continue
 		}
@@ -158,9 +167,9 @@ func writeProxiesText(b *strings.Builder, p *diffPlan) {
 
 func statusMark(status string) string {
 	switch status {
-	case statusAdded:
+	case StatusAdded:
 		return markAdded
-	case statusRemoved:
+	case StatusRemoved:
 		return markRemoved
 	}
 	return markChanged
@@ -168,7 +177,7 @@ func statusMark(status string) string {
 
 // unchangedProxies counts the proxies translated again with no change,
 // "other" ones when some are listed.
-func unchangedProxies(p *diffPlan) string {
+func unchangedProxies(p *Plan) string {
 	n, other := p.Summary.ProxiesUnchanged, ""
 	if len(p.Proxies) > 0 {
 		other = "other "
@@ -181,9 +190,9 @@ func unchangedProxies(p *diffPlan) string {
 
 // proxyCounts are "listeners 2", "clusters 1"... for every kind of resource
 // the proxy has changes of.
-func proxyCounts(pd *proxyDiff) []string {
+func proxyCounts(pd *ProxyDiff) []string {
 	var out []string
-	for _, k := range proxyKinds {
+	for _, k := range kinds {
 		d := k.of(pd)
 		if n := len(d.Added) + len(d.Changed) + len(d.Removed); n > 0 {
 			out = append(out, fmt.Sprintf("%s %d", k.plural, n))
@@ -197,27 +206,27 @@ func proxyCounts(pd *proxyDiff) []string {
 // newCA marks secrets issued again by the mesh's new CA.
 type proxyEntry struct {
 	status, kind, name string
-	sans               *identityDiff
+	sans               *IdentityDiff
 	newCA              bool
 }
 
 // proxyEntries lists a proxy's changes by kind, then added, changed,
 // removed, then name.
-func proxyEntries(pd *proxyDiff) []proxyEntry {
+func proxyEntries(pd *ProxyDiff) []proxyEntry {
 	var out []proxyEntry
-	for _, k := range proxyKinds {
+	for _, k := range kinds {
 		d := k.of(pd)
 		for _, l := range []struct {
 			status string
 			names  []string
-		}{{statusAdded, d.Added}, {statusChanged, d.Changed}, {statusRemoved, d.Removed}} {
+		}{{StatusAdded, d.Added}, {StatusChanged, d.Changed}, {StatusRemoved, d.Removed}} {
 			for _, n := range l.names {
 				e := proxyEntry{status: l.status, kind: k.name, name: n}
-				if k.typeURL == "" && l.status != statusRemoved {
+				if k.typeURL == "" && l.status != StatusRemoved {
 					if n == xds.SecretIdentity {
 						e.sans = pd.Identities
 					}
-					e.newCA = l.status == statusChanged && pd.CAChanged
+					e.newCA = l.status == StatusChanged && pd.CAChanged
 				}
 				out = append(out, e)
 			}
@@ -247,13 +256,13 @@ func (e proxyEntry) note(san func(string) string) string {
 	return ""
 }
 
-func renderDiffMarkdown(w io.Writer, p *diffPlan) error {
+func writeMarkdown(w io.Writer, p *Plan) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "### gitmesh diff `%s`..`%s`\n\n", shortHash(p.Base.Commit), shortHash(p.Head.Commit))
+	fmt.Fprintf(&b, "### gitmesh diff `%s`..`%s`\n\n", p.Base.Commit.Short(), p.Head.Commit.Short())
 	fmt.Fprintf(&b, "**%s**\n\n", p.Summary)
-	fmt.Fprintf(&b, "- base `%s` %s\n", shortHash(p.Base.Commit), mdText(p.Base.Subject))
-	fmt.Fprintf(&b, "- head `%s` %s\n", shortHash(p.Head.Commit), mdText(p.Head.Subject))
-	if !p.changed() {
+	fmt.Fprintf(&b, "- base `%s` %s\n", p.Base.Commit.Short(), mdText(p.Base.Subject))
+	fmt.Fprintf(&b, "- head `%s` %s\n", p.Head.Commit.Short(), mdText(p.Head.Subject))
+	if !p.Changed() {
 		b.WriteString("\nNo change: both sides hold the same resources.\n")
 	}
 	if p.Summary.Resources > 0 {
@@ -266,23 +275,23 @@ func renderDiffMarkdown(w io.Writer, p *diffPlan) error {
 	return err
 }
 
-func writeResourcesMarkdown(b *strings.Builder, r resourceDiff) {
+func writeResourcesMarkdown(b *strings.Builder, r ResourceDiff) {
 	b.WriteString("\n#### Resources\n\n| Change | Resource | Fields |\n|---|---|---|\n")
 	row := func(status string, k schema.Key, fields []string) {
 		fmt.Fprintf(b, "| %s | %s %s | %s |\n", status, k.Type, mdCode(keyName(k)), strings.Join(fields, "<br>"))
 	}
 	for _, k := range r.Added {
-		row(statusAdded, k, nil)
+		row(StatusAdded, k, nil)
 	}
 	for _, c := range r.Changed {
 		fields := make([]string, 0, len(c.Fields))
 		for _, f := range c.Fields {
 			fields = append(fields, fieldMarkdown(f))
 		}
-		row(statusChanged, c.Key, fields)
+		row(StatusChanged, c.Key, fields)
 	}
 	for _, k := range r.Removed {
-		row(statusRemoved, k, nil)
+		row(StatusRemoved, k, nil)
 	}
 }
 
@@ -297,7 +306,7 @@ func fieldMarkdown(f schema.FieldChange) string {
 	return fmt.Sprintf("%s: %s → %s", path, mdCode(formatValue(f.Old)), mdCode(formatValue(f.New)))
 }
 
-func writeProxiesMarkdown(b *strings.Builder, p *diffPlan) {
+func writeProxiesMarkdown(b *strings.Builder, p *Plan) {
 	b.WriteString("\n#### Proxies\n")
 	for i := range p.Proxies {
 		pd := &p.Proxies[i]

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
-	"github.com/gitmesh/gitmesh/reconcile/api"
 )
 
 // policyTree has both Dataplane forms, both TrafficPermission forms, a Mesh
@@ -179,7 +179,7 @@ func TestResourcesGolden(t *testing.T) {
 		t.Run(tc.golden, func(t *testing.T) {
 			r := get(t, base+tc.path)
 			r.wantJSON(t, http.StatusOK, nil)
-			if got := r.header.Get(api.CommitHeader); got != servedCommit.Hash {
+			if got := r.header.Get(api.CommitHeader); got != string(servedCommit.Hash) {
 				t.Errorf("%s = %q, want the served commit %q", api.CommitHeader, got, servedCommit.Hash)
 			}
 			golden(t, tc.golden, r.body)
@@ -268,7 +268,7 @@ func TestResourcesKumaShape(t *testing.T) {
 
 // The policy repository of the quick start reads back whole.
 func TestResourcesOfPolicyRepository(t *testing.T) {
-	set := loadSet(t, os.DirFS("../../policies"))
+	set := loadSet(t, os.DirFS("../policies"))
 	base, b, _ := startAPI(t, api.Config{})
 	b.serve(set, servedCommit)
 	for _, m := range set.Meshes {

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gitmesh/gitmesh/reconcile/api"
+	"github.com/gitmesh/gitmesh/api"
 )
 
 var (

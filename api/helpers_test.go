@@ -19,8 +19,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
-	"github.com/gitmesh/gitmesh/reconcile/api"
+	"github.com/gitmesh/gitmesh/reconcile/pipeline"
+	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds/ads"
 )
@@ -49,7 +51,7 @@ func (f *fakeBackend) Rollback(_ context.Context, rev, by, reason string) (recon
 	if f.opErr != nil {
 		return reconcile.Record{}, f.opErr
 	}
-	return reconcile.Record{Commit: reconcile.CommitInfo{Hash: rev}, Verdict: reconcile.VerdictPublished, By: by, Reason: reason, Pinned: true}, nil
+	return reconcile.Record{Commit: reconcile.CommitInfo{Hash: source.Hash(rev)}, Verdict: reconcile.VerdictPublished, By: by, Reason: reason, Pinned: true}, nil
 }
 
 func (f *fakeBackend) Resume(_ context.Context, by, reason string) (reconcile.Record, error) {
@@ -82,10 +84,13 @@ func (f *fakeBackend) History() []reconcile.Record {
 	return f.history
 }
 
-func (f *fakeBackend) Served() (*schema.Set, reconcile.CommitInfo, bool) {
+func (f *fakeBackend) Served() (*pipeline.Result, reconcile.CommitInfo, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.set, f.commit, f.set != nil
+	if f.set == nil {
+		return nil, f.commit, false
+	}
+	return &pipeline.Result{Set: f.set}, f.commit, true
 }
 
 func (f *fakeBackend) Proxies() []ads.ProxyStatus {

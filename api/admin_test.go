@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
-	"github.com/gitmesh/gitmesh/reconcile/api"
 	"github.com/gitmesh/gitmesh/schema"
 )
 

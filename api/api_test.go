@@ -5,10 +5,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
-	"github.com/gitmesh/gitmesh/reconcile/api"
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds/ads"
+	"github.com/gitmesh/gitmesh/xds/plane"
 )
 
 const (
@@ -28,30 +29,30 @@ func daemon() *fakeBackend {
 			Published: &good, PublishedAt: at(1),
 			LastError: "commit 9b1d4e7a2c5f has 1 error", LastSync: at(21), LastGoodSync: at(1),
 			Ready:       true,
-			Convergence: reconcile.Convergence{Proxies: 3, Connected: 2, Acked: 1, Nacked: 1},
+			Convergence: plane.Convergence{Proxies: 3, Connected: 2, Acked: 1, Nacked: 1},
 		},
 		history: []reconcile.Record{
 			{ID: 2, Commit: head, At: at(21), Trigger: "webhook:github", Verdict: reconcile.VerdictInvalid, Errors: 1,
 				Findings: []schema.Finding{{Severity: schema.SeverityError, File: "permissions/redis.yaml", Document: 1, Line: 4, Column: 3,
 					Pointer: "/sources/0/match", Code: schema.CodeUnknownField, Message: "unknown field `mach`", Hint: `did you mean "match"?`}},
-				Durations: map[string]float64{"fetch": 12.5, "load": 3.25}},
+				Durations: map[reconcile.Stage]float64{"fetch": 12.5, "load": 3.25}},
 			{ID: 1, Commit: good, At: at(1), Trigger: "start", Verdict: reconcile.VerdictRejected, Changed: 3,
 				Diff: &reconcile.DiffSummary{SetDiff: schema.SetDiff{Added: []schema.Key{{Type: schema.TypeTrafficPermission, Mesh: "default", Name: "web-to-backend"}}}, Affected: 2},
-				Rejections: []reconcile.Rejection{{Commit: good.Hash, Node: "default.web-01", Type: listenerType, Version: "l-2",
+				Rejections: []plane.Rejection{{Commit: string(good.Hash), Node: "default.web-01", Type: listenerType, Version: "l-2",
 					Error: "duplicate listener name inbound:10.0.0.10:10080", At: at(3)}},
-				RejectedProxies: 1, Convergence: &reconcile.Converged{Proxies: 1, Seconds: 0.042}},
+				RejectedProxies: 1, Convergence: &plane.Converged{Proxies: 1, Seconds: 0.042}},
 		},
 		proxies: []ads.ProxyStatus{
-			{NodeID: "default.backend-01", Flavor: "envoy", Published: true, Commit: good.Hash, Streams: 1, ConnectedSince: at(2), Types: []ads.TypeStatus{
+			{NodeID: "default.backend-01", Flavor: "envoy", Published: true, Commit: string(good.Hash), Streams: 1, ConnectedSince: at(2), Types: []ads.TypeStatus{
 				{TypeURL: clusterType, Published: "c-1", Sent: "c-1", SentAt: at(2), Acked: "c-1", AckedAt: at(2)},
 				{TypeURL: listenerType, Published: "l-1", Sent: "l-1", SentAt: at(2), Acked: "l-1", AckedAt: at(2)},
 			}},
-			{NodeID: "default.web-01", Published: true, Commit: good.Hash, Streams: 2, ConnectedSince: at(3), Types: []ads.TypeStatus{
+			{NodeID: "default.web-01", Published: true, Commit: string(good.Hash), Streams: 2, ConnectedSince: at(3), Types: []ads.TypeStatus{
 				{TypeURL: clusterType, Published: "c-2", Sent: "c-2", SentAt: at(3), Acked: "c-2", AckedAt: at(3)},
 				{TypeURL: listenerType, Published: "l-2", Sent: "l-2", SentAt: at(3), Acked: "l-0", AckedAt: at(2),
 					LastNACK: &ads.NACKStatus{Version: "l-2", Error: "duplicate listener name inbound:10.0.0.10:10080", At: at(3)}},
 			}},
-			{NodeID: "default.redis-01", Published: true, Commit: good.Hash, Types: []ads.TypeStatus{
+			{NodeID: "default.redis-01", Published: true, Commit: string(good.Hash), Types: []ads.TypeStatus{
 				{TypeURL: listenerType, Published: "l-3"},
 			}},
 		},

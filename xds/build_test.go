@@ -1,0 +1,127 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+func TestBuildEveryFlavour(t *testing.T) {
+	set := loadSet(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	tr, stats, failures, err := NewBuilder(BuilderOptions{}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+	if err != nil || len(failures) > 0 {
+		t.Fatalf("Build: %v %v", failures, err)
+	}
+	if stats.Translated != len(set.Dataplanes) || stats.Reused != 0 {
+		t.Errorf("stats %+v, want every dataplane translated", stats)
+	}
+	if len(tr.Nodes()) != len(set.Dataplanes) {
+		t.Fatalf("%d nodes for %d dataplanes", len(tr.Nodes()), len(set.Dataplanes))
+	}
+	for i, n := range tr.Nodes() {
+		if n.Dataplane != set.Dataplanes[i] {
+			t.Errorf("node %d is %s, want the Set's order", i, n.ID())
+		}
+		for _, f := range Flavors {
+			p := n.Proxy(f)
+			if p == nil || p.Flavor != f || p.NodeID != n.ID().String() {
+				t.Fatalf("%s: no %s proxy: %+v", n.ID(), f, p)
+			}
+			if err := Check(p); err != nil {
+				t.Errorf("%s %s: %v", n.ID(), f, err)
+			}
+			if tr.Proxy(n.ID().String(), f) != p {
+				t.Errorf("Proxy(%s, %s) is not the node's", n.ID(), f)
+			}
+		}
+	}
+	// Flavors narrows what is translated.
+	envoyOnly := NewBuilder(BuilderOptions{Flavors: func(*schema.Dataplane) []Flavor { return []Flavor{FlavorEnvoy} }})
+	tr, _, _, err = envoyOnly.Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+	if err != nil || tr.Nodes()[0].Proxy(FlavorGRPC) != nil || tr.Nodes()[0].Proxy(FlavorEnvoy) == nil {
+		t.Errorf("envoy only: %v, %+v", err, tr.Nodes()[0])
+	}
+}
+
+// TestBuildReuses: after one permission changes, only the proxies it reaches
+// are translated again; the others are prev's very values.
+func TestBuildReuses(t *testing.T) {
+	set := loadSet(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	b := NewBuilder(BuilderOptions{})
+	prev, _, _, err := b.Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := editPermission(set, "frontend-to-reviews", nil)
+	tr, stats, failures, err := b.Build(context.Background(), next, schema.DiffSets(set, next), prev)
+	if err != nil || len(failures) > 0 {
+		t.Fatalf("Build: %v %v", failures, err)
+	}
+	if stats.Translated != 1 || stats.Reused != len(set.Dataplanes)-1 {
+		t.Errorf("stats %+v, want reviews-1 alone translated", stats)
+	}
+	for _, n := range tr.Nodes() {
+		old := prev.Node(n.ID().String())
+		same := n.Proxy(FlavorEnvoy) == old.Proxy(FlavorEnvoy) && n.Proxy(FlavorGRPC) == old.Proxy(FlavorGRPC)
+		if want := n.ID().String() != "prod.reviews-1"; same != want {
+			t.Errorf("%s: reused = %v, want %v", n.ID(), same, want)
+		}
+	}
+	if tr.Proxy("prod.reviews-1", FlavorEnvoy).Hash == prev.Proxy("prod.reviews-1", FlavorEnvoy).Hash {
+		t.Error("reviews-1 lost a permission and kept its hash")
+	}
+
+	// A dataplane moved to another file keeps its proxies, under its new
+	// origin.
+	moved := *next
+	moved.Dataplanes = append([]*schema.Dataplane(nil), next.Dataplanes...)
+	dp := *moved.Dataplanes[0]
+	dp.Origin = schema.Origin{File: "elsewhere.yaml", Document: 1, Line: 1, Column: 1}
+	moved.Dataplanes[0] = &dp
+	tr2, stats, _, err := b.Build(context.Background(), &moved, schema.DiffSets(next, &moved), tr)
+	if err != nil || stats.Translated != 0 {
+		t.Fatalf("moved: %+v %v", stats, err)
+	}
+	n := tr2.Nodes()[0]
+	if n.Dataplane != &dp || n.Proxy(FlavorEnvoy) != tr.Nodes()[0].Proxy(FlavorEnvoy) {
+		t.Error("a moved dataplane is not its new origin with its old proxies")
+	}
+}
+
+// TestBuildReportsEveryFailure: a failure of one flavour of one dataplane
+// fails the build, and every failure is listed.
+func TestBuildReportsEveryFailure(t *testing.T) {
+	set := loadSet(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	b := NewBuilder(BuilderOptions{Workers: 2})
+	b.translate = func(idx *Index, dp *schema.Dataplane, o Options) (*Proxy, error) {
+		if o.Flavor == FlavorGRPC && strings.HasPrefix(dp.Name, "r") {
+			return nil, errors.New("not for gRPC")
+		}
+		return TranslateProxy(idx, dp, o)
+	}
+	tr, _, failures, err := b.Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+	if err != nil || tr != nil {
+		t.Fatalf("Build = %v, %v; want failures", tr, err)
+	}
+	var got []string
+	for _, f := range failures {
+		got = append(got, f.Dataplane.Name+"/"+string(f.Flavor))
+	}
+	if strings.Join(got, " ") != "ratings-1/grpc reviews-1/grpc" {
+		t.Errorf("failures %v", got)
+	}
+	if msg := failures[0].Error(); !strings.Contains(msg, "prod.ratings-1 does not translate for grpc: not for gRPC") {
+		t.Errorf("message %q", msg)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, _, err := NewBuilder(BuilderOptions{}).Build(ctx, set, schema.DiffSets(nil, set), nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled build: %v", err)
+	}
+}
