@@ -22,7 +22,9 @@ signed with an Ed25519 key generated on first use in the state directory
 there. Run these commands on the control-plane host, with its state directory.
 
 A token is a JWT: base64url(header).base64url(claims).base64url(signature),
-header {"alg":"EdDSA","typ":"JWT"}, claims {"mesh","name","iat","exp","jti"}.`,
+header {"alg":"EdDSA","kid":KID,"typ":"JWT"} where KID is the RFC 7638
+thumbprint of the signing key, claims {"mesh","name","iat","exp","jti"}.
+Tokens of earlier versions carry no kid and keep verifying.`,
 	}
 	cmd.AddCommand(newTokenIssueCmd(), newTokenRevokeCmd())
 	return cmd

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -33,16 +32,16 @@ const maxRevokedBytes = 4 << 20
 // LoadOrCreateKey returns the signing key kept in stateDir, generating it
 // (and the directory) on first use. The key file is written atomically with
 // mode 0600.
-func LoadOrCreateKey(stateDir string) (ed25519.PrivateKey, error) {
+func LoadOrCreateKey(stateDir string) (*Key, error) {
 	key, err := LoadKey(stateDir)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return key, err
 	}
-	_, key, err = ed25519.GenerateKey(rand.Reader)
+	key, err = generateKey(time.Now())
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	der, err := x509.MarshalPKCS8PrivateKey(key.private)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +57,7 @@ func LoadOrCreateKey(stateDir string) (ed25519.PrivateKey, error) {
 
 // LoadKey reads the signing key kept in stateDir; the error wraps
 // fs.ErrNotExist when there is none yet.
-func LoadKey(stateDir string) (ed25519.PrivateKey, error) {
+func LoadKey(stateDir string) (*Key, error) {
 	path := filepath.Join(stateDir, KeyFile)
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -72,11 +71,11 @@ func LoadKey(stateDir string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("token signing key %s: %w", path, err)
 	}
-	key, ok := k.(ed25519.PrivateKey)
+	priv, ok := k.(ed25519.PrivateKey)
 	if !ok {
 		return nil, fmt.Errorf("token signing key %s: not an Ed25519 key", path)
 	}
-	return key, nil
+	return newKey(priv, time.Now())
 }
 
 // Revoke adds id to the revocation list in stateDir (rewritten atomically).
@@ -117,7 +116,7 @@ func parseRevoked(b []byte) map[string]struct{} {
 // signing key and its revocation list, which it reads again whenever the
 // file's size or modification time changes. Safe for concurrent use.
 type Verifier struct {
-	pub     ed25519.PublicKey
+	key     *Key
 	revoked string
 	now     func() time.Time
 	mu      sync.Mutex
@@ -142,7 +141,7 @@ func NewVerifier(stateDir string, now func() time.Time) (*Verifier, error) {
 	if now == nil {
 		now = time.Now
 	}
-	v := &Verifier{pub: key.Public().(ed25519.PublicKey), revoked: filepath.Join(stateDir, RevokedFile), now: now}
+	v := &Verifier{key: key, revoked: filepath.Join(stateDir, RevokedFile), now: now}
 	if err := v.reload(); err != nil {
 		return nil, err
 	}
@@ -153,7 +152,14 @@ func NewVerifier(stateDir string, now func() time.Time) (*Verifier, error) {
 // claims. Errors wrap ErrMalformed, ErrSignature, ErrExpired or ErrRevoked
 // and never contain the token.
 func (v *Verifier) Verify(tok string) (Claims, error) {
-	c, err := Verify(v.pub, tok, v.now())
+	p, err := parse(tok)
+	if err != nil {
+		return Claims{}, err
+	}
+	if p.kid != "" && p.kid != v.key.ID {
+		return Claims{}, fmt.Errorf("%w: signed with a key this control plane does not have", ErrSignature)
+	}
+	c, err := verify(p, v.key.private.Public().(ed25519.PublicKey), v.now())
 	if err != nil {
 		return Claims{}, err
 	}
