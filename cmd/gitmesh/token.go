@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -84,7 +85,11 @@ func newTokenRevokeCmd() *cobra.Command {
 		Long: `Revoke adds a token id to the revocation list in the state directory
 (rewritten atomically). The xDS server reads the list again when it changes
 and refuses the token from the next stream on; streams already open keep
-running until they reconnect.`,
+running until they reconnect.
+
+It warns when the state directory has no record of issuing the token (` + token.IssuedFile + `
+lists each token issued, until a week after it expires) and revokes it all
+the same: the id may come from a copy of this state directory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (id == "") == (tokenFile == "") {
@@ -101,11 +106,7 @@ running until they reconnect.`,
 				}
 				id = c.ID
 			}
-			if err := token.Revoke(stateDir, id); err != nil {
-				return &exitError{code: exitUsage, err: err}
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked token id %s\n", id)
-			return nil
+			return runTokenRevoke(cmd.OutOrStdout(), cmd.ErrOrStderr(), stateDir, id)
 		},
 	}
 	f := cmd.Flags()
@@ -113,6 +114,36 @@ running until they reconnect.`,
 	f.StringVar(&tokenFile, "token-file", "", "file holding the token to revoke")
 	f.StringVar(&stateDir, "state-dir", ".gitmesh", "the state directory `DIR` of gitmesh serve")
 	return cmd
+}
+
+func runTokenRevoke(stdout, stderr io.Writer, stateDir, id string) error {
+	rec, found, lookupErr := token.LookupIssued(stateDir, id)
+	if err := token.Revoke(stateDir, id); err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	switch {
+	case lookupErr != nil:
+		fmt.Fprintf(stderr, "warning: cannot tell whether token id %s was issued here: %v\n", id, lookupErr)
+	case !found:
+		fmt.Fprintf(stderr, "warning: %s has no record of issuing token id %s (%s): a typo, a token of another state directory,\n"+
+			"  one issued before tokens were recorded, or one that expired over %s ago. Revoked anyway, in case the id\n"+
+			"  comes from a copy of this state; to undo, remove its line from %s.\n",
+			stateDir, id, token.IssuedFile, formatDays(token.IssuedRetention), filepath.Join(stateDir, token.RevokedFile))
+	}
+	if found {
+		fmt.Fprintf(stdout, "revoked token id %s (node %s, expires %s)\n", id, rec.Node, formatTime(rec.Expires))
+	} else {
+		fmt.Fprintf(stdout, "revoked token id %s\n", id)
+	}
+	return nil
+}
+
+// formatDays writes a whole number of days as such.
+func formatDays(d time.Duration) string {
+	if days := d / (24 * time.Hour); d%(24*time.Hour) == 0 && days > 0 {
+		return fmt.Sprintf("%d days", days)
+	}
+	return d.String()
 }
 
 func newTokenRotateKeyCmd() *cobra.Command {

@@ -211,3 +211,39 @@ func TestTokenLegacyStateDir(t *testing.T) {
 		t.Errorf("%s was changed: %v", token.LegacyKeyFile, err)
 	}
 }
+
+func TestTokenRevokeWarnsOfUnknownID(t *testing.T) {
+	state := t.TempDir()
+	tok, kid := issueToken(t, state, "default/web-01")
+	c, err := token.Parse(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An id issued here: no warning, the record is shown.
+	code, out, stderr := gitmesh(t, "token", "revoke", "--jti", c.ID, "--state-dir", state)
+	if code != exitOK || stderr != "" || !strings.Contains(out, "revoked token id "+c.ID+" (node default.web-01, expires ") {
+		t.Errorf("revoke of an issued id: exit %d, %q, %q", code, out, stderr)
+	}
+	// An id never issued here: a warning, and it is revoked all the same.
+	code, out, stderr = gitmesh(t, "token", "revoke", "--jti", "feedface", "--state-dir", state)
+	if code != exitOK || !strings.Contains(out, "revoked token id feedface") ||
+		!strings.Contains(stderr, "warning: "+state+" has no record of issuing token id feedface") ||
+		!strings.Contains(stderr, "remove its line from "+filepath.Join(state, token.RevokedFile)) {
+		t.Errorf("revoke of an unknown id: exit %d, %q, %q", code, out, stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(state, token.RevokedFile))
+	if err != nil || string(b) != c.ID+"\nfeedface\n" {
+		t.Errorf("revocation list %q, %v", b, err)
+	}
+	// The ledger names the token's kid; every token file is 0600.
+	b, err = os.ReadFile(filepath.Join(state, token.IssuedFile))
+	if err != nil || !strings.Contains(string(b), `"jti":"`+c.ID+`","node":"default.web-01"`) || !strings.Contains(string(b), kid) {
+		t.Errorf("%s: %s, %v", token.IssuedFile, b, err)
+	}
+	for _, name := range []string{token.KeyFile, token.IssuedFile, token.RevokedFile, token.LockFile} {
+		fi, err := os.Stat(filepath.Join(state, name))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, %v", name, fi, err)
+		}
+	}
+}

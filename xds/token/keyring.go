@@ -280,28 +280,48 @@ func LoadOrCreateKey(stateDir string) (*Key, error) {
 }
 
 // IssueRecorded signs c with stateDir's current key and records the token
-// before returning it: the key's LastExpiry moves to c's exp when later,
-// so that the key stays in the keyring until the token expires. It returns
-// the token and the key that signed it.
+// before returning it: in IssuedFile (its id, node, expiry and kid), and
+// as the key's LastExpiry when later than the key's, so that the key stays
+// in the keyring until the token expires. It returns the token and the key
+// that signed it.
 func IssueRecorded(stateDir string, c Claims, now time.Time) (string, *Key, error) {
-	var tok string
-	var key Key
-	err := withKeyring(stateDir, now, func(kr *keyring) (bool, error) {
-		cur := kr.current()
-		var err error
-		if tok, err = Issue(cur, c); err != nil {
-			return false, err
-		}
-		if exp := time.Unix(c.Expires, 0).UTC(); exp.After(cur.LastExpiry) {
-			cur.LastExpiry = exp
-		}
-		key = *cur
-		return true, nil
-	})
+	unlock, err := lock(stateDir)
+	if err != nil {
+		return "", nil, fmt.Errorf("token keyring: %w", err)
+	}
+	defer unlock()
+	kr, _, err := openKeyring(stateDir, now)
 	if err != nil {
 		return "", nil, err
 	}
-	return tok, &key, nil
+	key := kr.current()
+	tok, err := Issue(key, c)
+	if err != nil {
+		return "", nil, err
+	}
+	exp := time.Unix(c.Expires, 0).UTC()
+	if exp.After(key.LastExpiry) {
+		key.LastExpiry = exp
+	}
+	issued, err := readIssued(stateDir)
+	if err != nil {
+		return "", nil, err
+	}
+	ledger, err := marshalIssued(recordIssued(issued, Issued{ID: c.ID, Node: c.Node(), Expires: exp, KeyID: key.ID}, now))
+	if err != nil {
+		return "", nil, err
+	}
+	keys, err := kr.marshal()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := atomicfile.WriteFiles(stateDir,
+		atomicfile.File{Name: IssuedFile, Data: ledger, Perm: 0o600},
+		atomicfile.File{Name: KeyFile, Data: keys, Perm: 0o600}); err != nil {
+		return "", nil, fmt.Errorf("record token: %w", err)
+	}
+	out := *key
+	return tok, &out, nil
 }
 
 // RotateOptions are the choices of RotateKey.

@@ -368,7 +368,7 @@ func TestTokenKeyringFormat(t *testing.T) {
 // checkModes: every token file of dir is 0600.
 func checkModes(t *testing.T, dir string) {
 	t.Helper()
-	for _, name := range []string{KeyFile, RevokedFile, LockFile} {
+	for _, name := range []string{KeyFile, RevokedFile, LockFile, IssuedFile} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if errors.Is(err, os.ErrNotExist) && name != KeyFile && name != LockFile {
 			continue

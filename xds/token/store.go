@@ -24,6 +24,9 @@ const (
 	// PEM). It is taken into the keyring when there is none yet, and left
 	// in place so that an earlier version still finds it.
 	LegacyKeyFile = "xds-token.key"
+	// IssuedFile records the tokens issued here (jti, node, expiry, kid)
+	// until IssuedRetention after they expire.
+	IssuedFile = "xds-token-issued.json"
 	// RevokedFile lists revoked token ids, one a line.
 	RevokedFile = "xds-token-revoked"
 	// LockFile serializes the commands that change the files above (empty).
