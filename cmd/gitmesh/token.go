@@ -15,15 +15,16 @@ import (
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Issue and revoke the dataplane tokens of the xDS server",
+		Short: "Issue and revoke the dataplane tokens of the xDS server, rotate their signing key",
 		Long: `A dataplane token lets one dataplane (one xDS node id, <mesh>.<name>) take
 its configuration from ` + "`gitmesh serve --xds-auth token`" + `. Tokens are
 signed with Ed25519 keys kept in the state directory's keyring
 (` + token.KeyFile + `, 0600), started on first use with the key of an earlier
 version (` + token.LegacyKeyFile + `) when there is one, else with a new key;
-rotate-key adds a key for new tokens. Revoked token ids are listed in
-` + token.RevokedFile + ` there. Run these commands on the control-plane host,
-with its state directory.
+rotate-key adds a key for new tokens. Issued tokens are recorded in
+` + token.IssuedFile + ` and revoked token ids listed in ` + token.RevokedFile + `
+there. Run these commands on the control-plane host, with its state
+directory.
 
 A token is a JWT: base64url(header).base64url(claims).base64url(signature),
 header {"alg":"EdDSA","kid":KID,"typ":"JWT"} where KID is the RFC 7638
