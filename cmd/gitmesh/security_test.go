@@ -11,6 +11,7 @@ import (
 
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/xds/servertls"
+	"github.com/gitmesh/gitmesh/xds/token"
 )
 
 // TestServeWithTokensAndTLS serves with --xds-auth token and --tls auto:
@@ -119,7 +120,7 @@ func TestTokenIssueWritesKeyOnce(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
 	}
-	fi, err := os.Stat(filepath.Join(state, "xds-token.key"))
+	fi, err := os.Stat(filepath.Join(state, token.KeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}

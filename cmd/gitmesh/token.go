@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,17 +15,23 @@ import (
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Issue and revoke the dataplane tokens of the xDS server",
+		Short: "Issue and revoke the dataplane tokens of the xDS server, rotate their signing key",
 		Long: `A dataplane token lets one dataplane (one xDS node id, <mesh>.<name>) take
 its configuration from ` + "`gitmesh serve --xds-auth token`" + `. Tokens are
-signed with an Ed25519 key generated on first use in the state directory
-(` + token.KeyFile + `, 0600); revoked token ids are listed in ` + token.RevokedFile + `
-there. Run these commands on the control-plane host, with its state directory.
+signed with Ed25519 keys kept in the state directory's keyring
+(` + token.KeyFile + `, 0600), started on first use with the key of an earlier
+version (` + token.LegacyKeyFile + `) when there is one, else with a new key;
+rotate-key adds a key for new tokens. Issued tokens are recorded in
+` + token.IssuedFile + ` and revoked token ids listed in ` + token.RevokedFile + `
+there. Run these commands on the control-plane host, with its state
+directory.
 
 A token is a JWT: base64url(header).base64url(claims).base64url(signature),
-header {"alg":"EdDSA","typ":"JWT"}, claims {"mesh","name","iat","exp","jti"}.`,
+header {"alg":"EdDSA","kid":KID,"typ":"JWT"} where KID is the RFC 7638
+thumbprint of the signing key, claims {"mesh","name","iat","exp","jti"}.
+Tokens of earlier versions carry no kid and keep verifying.`,
 	}
-	cmd.AddCommand(newTokenIssueCmd(), newTokenRevokeCmd())
+	cmd.AddCommand(newTokenIssueCmd(), newTokenRevokeCmd(), newTokenRotateKeyCmd())
 	return cmd
 }
 
@@ -44,7 +51,7 @@ func newTokenIssueCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&dataplane, "dataplane", "", "the dataplane, as MESH/NAME (required)")
 	f.DurationVar(&ttl, "ttl", 720*time.Hour, "how long the token is valid")
-	f.StringVar(&stateDir, "state-dir", ".gitmesh", "the state directory of `gitmesh serve`, holding the signing key")
+	f.StringVar(&stateDir, "state-dir", ".gitmesh", "the state directory `DIR` of gitmesh serve, holding the keyring")
 	_ = cmd.MarkFlagRequired("dataplane")
 	return cmd
 }
@@ -57,20 +64,17 @@ func runTokenIssue(stdout, stderr io.Writer, dataplane, stateDir string, ttl tim
 	if ttl < time.Second {
 		return usageError("--ttl must be at least 1s")
 	}
-	key, err := token.LoadOrCreateKey(stateDir)
-	if err != nil {
-		return &exitError{code: exitUsage, err: err}
-	}
 	id, err := token.NewID()
 	if err != nil {
 		return err
 	}
-	tok, err := token.Issue(key, token.Claims{Mesh: mesh, Name: name, IssuedAt: now.Unix(), Expires: now.Add(ttl).Unix(), ID: id})
+	c := token.Claims{Mesh: mesh, Name: name, IssuedAt: now.Unix(), Expires: now.Add(ttl).Unix(), ID: id}
+	tok, key, err := token.IssueRecorded(stateDir, c, now)
 	if err != nil {
-		return err
+		return &exitError{code: exitUsage, err: err}
 	}
 	fmt.Fprintln(stdout, tok)
-	fmt.Fprintf(stderr, "token id %s for node %s.%s, expires %s\n", id, mesh, name, now.Add(ttl).UTC().Format(time.RFC3339))
+	fmt.Fprintf(stderr, "token id %s for node %s, expires %s, signed with key %s\n", id, c.Node(), formatTime(now.Add(ttl)), key.ID)
 	return nil
 }
 
@@ -82,7 +86,11 @@ func newTokenRevokeCmd() *cobra.Command {
 		Long: `Revoke adds a token id to the revocation list in the state directory
 (rewritten atomically). The xDS server reads the list again when it changes
 and refuses the token from the next stream on; streams already open keep
-running until they reconnect.`,
+running until they reconnect.
+
+It warns when the state directory has no record of issuing the token (` + token.IssuedFile + `
+lists each token issued, until a week after it expires) and revokes it all
+the same: the id may come from a copy of this state directory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (id == "") == (tokenFile == "") {
@@ -99,16 +107,101 @@ running until they reconnect.`,
 				}
 				id = c.ID
 			}
-			if err := token.Revoke(stateDir, id); err != nil {
-				return &exitError{code: exitUsage, err: err}
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked token id %s\n", id)
-			return nil
+			return runTokenRevoke(cmd.OutOrStdout(), cmd.ErrOrStderr(), stateDir, id)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&id, "jti", "", "the id of the token to revoke")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the token to revoke")
-	f.StringVar(&stateDir, "state-dir", ".gitmesh", "the state directory of `gitmesh serve`")
+	f.StringVar(&stateDir, "state-dir", ".gitmesh", "the state directory `DIR` of gitmesh serve")
 	return cmd
 }
+
+func runTokenRevoke(stdout, stderr io.Writer, stateDir, id string) error {
+	rec, found, lookupErr := token.LookupIssued(stateDir, id)
+	if err := token.Revoke(stateDir, id); err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	switch {
+	case lookupErr != nil:
+		fmt.Fprintf(stderr, "warning: cannot tell whether token id %s was issued here: %v\n", id, lookupErr)
+	case !found:
+		fmt.Fprintf(stderr, "warning: %s has no record of issuing token id %s (%s): a typo, a token of another state directory,\n"+
+			"  one issued before tokens were recorded, or one that expired over %s ago. Revoked anyway, in case the id\n"+
+			"  comes from a copy of this state; to undo, remove its line from %s.\n",
+			stateDir, id, token.IssuedFile, formatDays(token.IssuedRetention), filepath.Join(stateDir, token.RevokedFile))
+	}
+	if found {
+		fmt.Fprintf(stdout, "revoked token id %s (node %s, expires %s)\n", id, rec.Node, formatTime(rec.Expires))
+	} else {
+		fmt.Fprintf(stdout, "revoked token id %s\n", id)
+	}
+	return nil
+}
+
+// formatDays writes a whole number of days as such.
+func formatDays(d time.Duration) string {
+	if days := d / (24 * time.Hour); d%(24*time.Hour) == 0 && days > 0 {
+		return fmt.Sprintf("%d days", days)
+	}
+	return d.String()
+}
+
+func newTokenRotateKeyCmd() *cobra.Command {
+	var stateDir string
+	var dropLegacy bool
+	cmd := &cobra.Command{
+		Use:   "rotate-key [--state-dir DIR]",
+		Short: "Sign new tokens with a new key; drop the old keys whose tokens have all expired",
+		Long: `Rotate-key adds a new Ed25519 key to the keyring (` + token.KeyFile + `) and
+makes it the one new tokens are signed with. Tokens of the older keys keep
+verifying until they expire: each key remembers the latest expiry of the
+tokens issued with it, and is dropped from the keyring by the first
+rotate-key after that. A running ` + "`gitmesh serve`" + ` picks the new keyring
+up without a restart. It prints the new key's kid, never key material.
+
+The key taken over from an earlier version (` + token.LegacyKeyFile + `) also
+checks the tokens of that version, which carry no kid and whose expiry was
+not recorded, so it is kept until --drop-legacy: from then on tokens without
+kid are refused, and the key stays only until the tokens issued with it by
+this version have expired.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runTokenRotateKey(cmd.ErrOrStderr(), stateDir, dropLegacy, time.Now())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&stateDir, "state-dir", ".gitmesh", "the state directory `DIR` of gitmesh serve, holding the keyring")
+	f.BoolVar(&dropLegacy, "drop-legacy", false, "refuse tokens without kid (issued by earlier versions) from now on")
+	return cmd
+}
+
+func runTokenRotateKey(stderr io.Writer, stateDir string, dropLegacy bool, now time.Time) error {
+	r, err := token.RotateKey(stateDir, now, token.RotateOptions{DropLegacy: dropLegacy})
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	fmt.Fprintf(stderr, "new signing key %s: tokens issued from now on carry it\n", r.New.ID)
+	if r.LegacyEnded != nil {
+		fmt.Fprintf(stderr, "key %s no longer checks tokens without kid: they are refused from now on\n", r.LegacyEnded.ID)
+	}
+	for _, k := range r.Kept {
+		switch {
+		case k.Legacy:
+			fmt.Fprintf(stderr, "kept key %s (from %s): it checks the tokens of earlier versions, which carry no kid and no recorded expiry; rotate-key --drop-legacy once they are replaced\n",
+				k.ID, token.LegacyKeyFile)
+		default:
+			fmt.Fprintf(stderr, "kept key %s: its tokens verify until they expire, the last at %s\n", k.ID, formatTime(k.LastExpiry))
+		}
+	}
+	for _, k := range r.Dropped {
+		if k.LastExpiry.IsZero() {
+			fmt.Fprintf(stderr, "dropped key %s: no token was issued with it\n", k.ID)
+		} else {
+			fmt.Fprintf(stderr, "dropped key %s: its last token expired at %s\n", k.ID, formatTime(k.LastExpiry))
+		}
+	}
+	return nil
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -3,80 +3,62 @@ package token
 import (
 	"bufio"
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"time"
+	"syscall"
 
 	"github.com/gitmesh/gitmesh/internal/atomicfile"
 )
 
-// Files in the state directory.
+// Files in the state directory, all mode 0600.
 const (
-	// KeyFile holds the Ed25519 signing key (PKCS #8 PEM, mode 0600).
-	KeyFile = "xds-token.key"
+	// KeyFile is the keyring: every signing key (kid, Ed25519 private key
+	// as a JWK, creation time, latest expiry of its tokens) and which one
+	// signs new tokens. Written atomically.
+	KeyFile = "xds-token-keys.json"
+	// LegacyKeyFile is the single signing key of earlier versions (PKCS #8
+	// PEM). It is taken into the keyring when there is none yet, and left
+	// in place so that an earlier version still finds it.
+	LegacyKeyFile = "xds-token.key"
+	// IssuedFile records the tokens issued here (jti, node, expiry, kid)
+	// until IssuedRetention after they expire.
+	IssuedFile = "xds-token-issued.json"
 	// RevokedFile lists revoked token ids, one a line.
 	RevokedFile = "xds-token-revoked"
+	// LockFile serializes the commands that change the files above (empty).
+	LockFile = "xds-token.lock"
 )
 
 // maxRevokedBytes bounds the revocation list a Verifier reads.
 const maxRevokedBytes = 4 << 20
 
-// LoadOrCreateKey returns the signing key kept in stateDir, generating it
-// (and the directory) on first use. The key file is written atomically with
-// mode 0600.
-func LoadOrCreateKey(stateDir string) (ed25519.PrivateKey, error) {
-	key, err := LoadKey(stateDir)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return key, err
-	}
-	_, key, err = ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
+// lock takes the state directory's token lock (creating the directory),
+// so that two commands changing the keyring or the lists at once do not
+// lose each other's change; it blocks while another holds it. Readers (a
+// Verifier) need no lock: every file is replaced by an atomic rename.
+func lock(stateDir string) (unlock func(), err error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("token signing key: %w", err)
+		return nil, err
 	}
-	path := filepath.Join(stateDir, KeyFile)
-	if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return nil, fmt.Errorf("token signing key: %w", err)
-	}
-	return key, nil
-}
-
-// LoadKey reads the signing key kept in stateDir; the error wraps
-// fs.ErrNotExist when there is none yet.
-func LoadKey(stateDir string) (ed25519.PrivateKey, error) {
-	path := filepath.Join(stateDir, KeyFile)
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(filepath.Join(stateDir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("token signing key: %w", err)
+		return nil, err
 	}
-	block, _ := pem.Decode(b)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("token signing key %s: not a PEM private key", path)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
 	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("token signing key %s: %w", path, err)
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
 	}
-	key, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("token signing key %s: not an Ed25519 key", path)
-	}
-	return key, nil
+	return func() { f.Close() }, nil // closing releases the lock
 }
 
 // Revoke adds id to the revocation list in stateDir (rewritten atomically).
@@ -85,6 +67,11 @@ func Revoke(stateDir, id string) error {
 	if id == "" || strings.ContainsAny(id, " \t\r\n") {
 		return fmt.Errorf("revoke: %q is not a token id", id)
 	}
+	unlock, err := lock(stateDir)
+	if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	defer unlock()
 	path := filepath.Join(stateDir, RevokedFile)
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -111,92 +98,4 @@ func parseRevoked(b []byte) map[string]struct{} {
 		}
 	}
 	return ids
-}
-
-// Verifier checks tokens against the public key of a state directory's
-// signing key and its revocation list, which it reads again whenever the
-// file's size or modification time changes. Safe for concurrent use.
-type Verifier struct {
-	pub     ed25519.PublicKey
-	revoked string
-	now     func() time.Time
-	mu      sync.Mutex
-	stamp   revokedStamp
-	ids     map[string]struct{}
-}
-
-type revokedStamp struct {
-	size  int64
-	mtime time.Time
-	found bool
-}
-
-// NewVerifier returns a verifier for the tokens issued from stateDir,
-// creating the signing key when there is none yet. now is the clock of the
-// expiry check (time.Now when nil).
-func NewVerifier(stateDir string, now func() time.Time) (*Verifier, error) {
-	key, err := LoadOrCreateKey(stateDir)
-	if err != nil {
-		return nil, err
-	}
-	if now == nil {
-		now = time.Now
-	}
-	v := &Verifier{pub: key.Public().(ed25519.PublicKey), revoked: filepath.Join(stateDir, RevokedFile), now: now}
-	if err := v.reload(); err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-// Verify checks tok's signature, expiry and revocation and returns its
-// claims. Errors wrap ErrMalformed, ErrSignature, ErrExpired or ErrRevoked
-// and never contain the token.
-func (v *Verifier) Verify(tok string) (Claims, error) {
-	c, err := Verify(v.pub, tok, v.now())
-	if err != nil {
-		return Claims{}, err
-	}
-	if err := v.reload(); err != nil {
-		// An unreadable revocation list must not let revoked tokens in.
-		return Claims{}, err
-	}
-	v.mu.Lock()
-	_, revoked := v.ids[c.ID]
-	v.mu.Unlock()
-	if revoked {
-		return Claims{}, fmt.Errorf("%w (token id %s)", ErrRevoked, c.ID)
-	}
-	return c, nil
-}
-
-// reload reads the revocation list again when it changed on disk.
-func (v *Verifier) reload() error {
-	var st revokedStamp
-	fi, err := os.Stat(v.revoked)
-	switch {
-	case err == nil:
-		st = revokedStamp{size: fi.Size(), mtime: fi.ModTime(), found: true}
-	case errors.Is(err, fs.ErrNotExist):
-	default:
-		return fmt.Errorf("token revocation list: %w", err)
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.ids != nil && st == v.stamp {
-		return nil
-	}
-	ids := map[string]struct{}{}
-	if st.found {
-		if st.size > maxRevokedBytes {
-			return fmt.Errorf("token revocation list %s: larger than %d bytes", v.revoked, maxRevokedBytes)
-		}
-		b, err := os.ReadFile(v.revoked)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("token revocation list: %w", err)
-		}
-		ids = parseRevoked(b)
-	}
-	v.ids, v.stamp = ids, st
-	return nil
 }
