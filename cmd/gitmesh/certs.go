@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"path"
 	"strings"
 	"sync"
 	"time"
@@ -22,14 +21,15 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds"
 )
 
 // The files of a certificate directory, as the gRPC bootstrap names them.
 const (
-	certFileName = "cert.pem"
-	keyFileName  = "key.pem"
-	caFileName   = "ca.pem"
+	certFileName = xds.CertFileName
+	keyFileName  = xds.KeyFileName
+	caFileName   = xds.CAFileName
 )
 
 // The agent's side of the xDS protocol.
@@ -109,12 +109,6 @@ GITMESH_XDS_ADDRESS.`,
 	return cmd
 }
 
-// defaultCertDir is where the files of a dataplane go when no directory is
-// given: the directory the gRPC bootstrap names by default.
-func defaultCertDir(mesh, name string) string {
-	return path.Join(defaultCertDirRoot, mesh, name)
-}
-
 // xdsDialOptions are the options of the agent's connection to gitmesh's xDS
 // server, all in one place: TLS and the dataplane token when given, and
 // keepalive pings that notice a connection that died silently, within the
@@ -175,7 +169,7 @@ func newCertAgent(o certsOptions, stderr io.Writer) (*certAgent, error) {
 	}
 	dir := o.dir
 	if dir == "" {
-		dir = defaultCertDir(mesh, name)
+		dir = defaultCertDir(schema.NodeID{Mesh: mesh, Name: name})
 	}
 	metadata, err := structpb.NewStruct(map[string]any{xds.FlavorMetadataKey: string(xds.FlavorGRPC)})
 	if err != nil {
