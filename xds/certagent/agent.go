@@ -156,7 +156,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer warn.Stop()
 	}
 	a.log.Info("waiting for the certificate", "node", a.node.Id, "xds", a.cfg.XDSAddress, "dir", a.cfg.Dir)
-	delay := backoff{min: minReconnect, max: maxReconnect}
+	delay := newReconnectBackoff()
 	for {
 		healthy, err := a.stream(ctx)
 		switch {
@@ -169,9 +169,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.streamErr = err
 		a.mu.Unlock()
 		if healthy {
-			delay.reset()
+			delay.Reset()
 		}
-		wait := delay.next()
+		wait := delay.NextBackOff()
 		a.log.Warn("xDS stream ended; reconnecting", "error", err, "in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
 		select {

@@ -1,8 +1,9 @@
 package certagent
 
 import (
-	"math/rand/v2"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // Bounds of the wait between two streams.
@@ -11,21 +12,20 @@ const (
 	maxReconnect = 30 * time.Second
 )
 
-// backoff is the wait before the next stream: it doubles from min to max
-// with each stream that ends without an answer, and each wait is drawn from
-// the upper half of its bound, so agents cut off together do not all come
-// back at once.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
+// newReconnectBackoff gives the wait before the next stream: its bound
+// doubles from minReconnect to maxReconnect with each stream that ends
+// without an answer, and each wait is drawn from the upper half of its
+// bound, so agents cut off together do not all come back at once. Run
+// resets it after a healthy stream.
+//
+// ExponentialBackOff draws each wait from interval × [1−f, 1+f] and caps
+// the interval, not the wait: an interval of ¾ of the bound with f = ⅓ is
+// the range [bound/2, bound].
+func newReconnectBackoff() *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     minReconnect * 3 / 4,
+		RandomizationFactor: 1.0 / 3,
+		Multiplier:          2,
+		MaxInterval:         maxReconnect * 3 / 4,
 	}
-	return b.cur/2 + rand.N(b.cur/2+1)
 }
-
-func (b *backoff) reset() { b.cur = 0 }
