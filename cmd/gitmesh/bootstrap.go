@@ -1,36 +1,23 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"path"
 	"strconv"
-	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds"
+	"github.com/gitmesh/gitmesh/xds/bootstrap"
 )
 
-// Names shared by the bootstraps and the xDS server.
-const (
-	xdsClusterName     = "gitmesh_xds"
-	defaultCertDirRoot = "/var/run/gitmesh"
-	http2OptionsKey    = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-)
+// defaultCertDirRoot holds the certificate directories of dataplanes, one
+// per MESH/NAME, when --cert-dir (bootstrap) or --dir (certs) is not given.
+const defaultCertDirRoot = "/var/run/gitmesh"
 
 type bootstrapOptions struct {
 	dataplane    string
@@ -88,48 +75,16 @@ and sends only over TLS, so --grpc --token-file needs --ca-file. With
 }
 
 func runBootstrap(w io.Writer, o bootstrapOptions) error {
-	mesh, name, err := parseDataplane(o.dataplane)
-	if err != nil {
-		return usageError("--dataplane: %w", err)
-	}
-	xdsHost, xdsPort, err := parseHostPort(o.xdsAddress)
-	if err != nil {
-		return usageError("--xds-address: %w", err)
-	}
-	access, err := o.access.absPaths()
+	c, err := bootstrapConfig(o)
 	if err != nil {
 		return err
-	}
-	tok, err := access.dataplaneToken(mesh, name)
-	if err != nil {
-		return err
-	}
-	if access.caFile != "" {
-		if _, err := tlsClientConfig(access.caFile); err != nil {
-			return usageError("--ca-file: %v", err)
-		}
 	}
 	var out []byte
 	if o.grpc {
-		if access.tokenFile != "" && access.caFile == "" {
-			return usageError("--grpc --token-file needs --ca-file: gRPC sends call credentials over TLS only")
-		}
-		certDir := o.certDir
-		if certDir == "" {
-			certDir = path.Join(defaultCertDirRoot, mesh, name)
-		}
-		out, err = grpcBootstrapJSON(mesh, name, o.xdsAddress, certDir, access)
+		out, err = bootstrap.GRPC(c)
 	} else {
-		adminHost, adminPort, perr := parseHostPort(o.adminAddress)
-		if perr != nil {
-			return usageError("--admin-address: %w", perr)
-		}
-		if ip := net.ParseIP(adminHost); ip == nil || !ip.IsLoopback() {
-			return usageError("--admin-address: %q is not a loopback IP address; the admin interface must not be reachable from the network", adminHost)
-		}
 		var b *bootstrapv3.Bootstrap
-		b, err = envoyBootstrap(mesh, name, xdsHost, xdsPort, adminHost, adminPort, tok, access.caFile)
-		if err == nil {
+		if b, err = bootstrap.Envoy(c); err == nil {
 			out, err = xds.MarshalMessage(b, xds.FormatYAML)
 		}
 	}
@@ -140,6 +95,56 @@ func runBootstrap(w io.Writer, o bootstrapOptions) error {
 		return &exitError{code: exitUsage, err: fmt.Errorf("bootstrap: %w", err)}
 	}
 	return nil
+}
+
+// bootstrapConfig checks the flags and reads the token file.
+func bootstrapConfig(o bootstrapOptions) (bootstrap.Config, error) {
+	node, err := schema.ParseRef(o.dataplane)
+	if err != nil {
+		return bootstrap.Config{}, usageError("--dataplane: %w", err)
+	}
+	if _, _, err := parseHostPort(o.xdsAddress); err != nil {
+		return bootstrap.Config{}, usageError("--xds-address: %w", err)
+	}
+	access, err := o.access.absPaths()
+	if err != nil {
+		return bootstrap.Config{}, err
+	}
+	tok, err := access.dataplaneToken(node.Mesh, node.Name)
+	if err != nil {
+		return bootstrap.Config{}, err
+	}
+	if access.caFile != "" {
+		if _, err := tlsClientConfig(access.caFile); err != nil {
+			return bootstrap.Config{}, usageError("--ca-file: %v", err)
+		}
+	}
+	c := bootstrap.Config{Node: node, XDSAddress: o.xdsAddress, Token: tok, TokenFile: access.tokenFile, CAFile: access.caFile}
+	if o.grpc {
+		if access.tokenFile != "" && access.caFile == "" {
+			return bootstrap.Config{}, usageError("--grpc --token-file needs --ca-file: gRPC sends call credentials over TLS only")
+		}
+		c.CertDir = o.certDir
+		if c.CertDir == "" {
+			c.CertDir = defaultCertDir(node)
+		}
+		return c, nil
+	}
+	adminHost, _, err := parseHostPort(o.adminAddress)
+	if err != nil {
+		return bootstrap.Config{}, usageError("--admin-address: %w", err)
+	}
+	if ip := net.ParseIP(adminHost); ip == nil || !ip.IsLoopback() {
+		return bootstrap.Config{}, usageError("--admin-address: %q is not a loopback IP address; the admin interface must not be reachable from the network", adminHost)
+	}
+	c.AdminAddress = o.adminAddress
+	return c, nil
+}
+
+// defaultCertDir is where the certificate files of a dataplane are when no
+// directory is given, for bootstrap --grpc and certs alike.
+func defaultCertDir(node schema.NodeID) string {
+	return path.Join(defaultCertDirRoot, node.Mesh, node.Name)
 }
 
 // parseDataplane splits MESH/NAME.
@@ -162,209 +167,4 @@ func parseHostPort(s string) (string, uint32, error) {
 		return "", 0, fmt.Errorf("%q: port must be 1 to 65535", s)
 	}
 	return host, uint32(p), nil
-}
-
-// envoyBootstrap builds an Envoy bootstrap that takes listeners and clusters
-// over ADS from the static cluster gitmesh_xds (HTTP/2). A token, when not
-// empty, is sent as the ADS stream's authorization metadata; caFile, when
-// not empty, makes the cluster speak TLS and check the server against it.
-func envoyBootstrap(mesh, name, xdsHost string, xdsPort uint32, adminHost string, adminPort uint32, tok, caFile string) (*bootstrapv3.Bootstrap, error) {
-	metadata, err := structpb.NewStruct(map[string]any{xds.FlavorMetadataKey: "envoy"})
-	if err != nil {
-		return nil, err
-	}
-	http2, err := anypb.New(&httpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
-			ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
-				},
-			},
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	discovery := clusterv3.Cluster_STRICT_DNS
-	if net.ParseIP(xdsHost) != nil {
-		discovery = clusterv3.Cluster_STATIC
-	}
-	ads := func() *corev3.ConfigSource {
-		return &corev3.ConfigSource{
-			ResourceApiVersion:    corev3.ApiVersion_V3,
-			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-		}
-	}
-	b := &bootstrapv3.Bootstrap{
-		Node: &corev3.Node{Id: mesh + "." + name, Cluster: mesh, Metadata: metadata},
-		Admin: &bootstrapv3.Admin{
-			Address: socketAddress(adminHost, adminPort),
-		},
-		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
-			AdsConfig: &corev3.ApiConfigSource{
-				ApiType:                   corev3.ApiConfigSource_GRPC,
-				TransportApiVersion:       corev3.ApiVersion_V3,
-				SetNodeOnFirstMessageOnly: true,
-				GrpcServices: []*corev3.GrpcService{{
-					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
-						EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsClusterName},
-					},
-				}},
-			},
-			LdsConfig: ads(),
-			CdsConfig: ads(),
-		},
-		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
-			Clusters: []*clusterv3.Cluster{{
-				Name:                          xdsClusterName,
-				ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: discovery},
-				ConnectTimeout:                durationpb.New(time.Second),
-				TypedExtensionProtocolOptions: map[string]*anypb.Any{http2OptionsKey: http2},
-				LoadAssignment: &endpointv3.ClusterLoadAssignment{
-					ClusterName: xdsClusterName,
-					Endpoints: []*endpointv3.LocalityLbEndpoints{{
-						LbEndpoints: []*endpointv3.LbEndpoint{{
-							HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
-								Endpoint: &endpointv3.Endpoint{Address: socketAddress(xdsHost, xdsPort)},
-							},
-						}},
-					}},
-				},
-			}},
-		},
-	}
-	if tok != "" {
-		b.DynamicResources.AdsConfig.GrpcServices[0].InitialMetadata = []*corev3.HeaderValue{{Key: "authorization", Value: "Bearer " + tok}}
-	}
-	if caFile != "" {
-		ts, err := xdsTransportSocket(xdsHost, caFile)
-		if err != nil {
-			return nil, err
-		}
-		b.StaticResources.Clusters[0].TransportSocket = ts
-	}
-	if err := b.ValidateAll(); err != nil {
-		return nil, fmt.Errorf("envoy bootstrap: %w", err)
-	}
-	return b, nil
-}
-
-// xdsTransportSocket is the TLS of the xDS cluster: HTTP/2 by ALPN (gRPC
-// servers require it), SNI and the peer's name or IP checked against host,
-// and the CA read from caFile.
-func xdsTransportSocket(host, caFile string) (*corev3.TransportSocket, error) {
-	san := &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_DNS,
-		Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: host}}}
-	if net.ParseIP(host) != nil {
-		san.SanType = tlsv3.SubjectAltNameMatcher_IP_ADDRESS
-	}
-	utc := &tlsv3.UpstreamTlsContext{
-		CommonTlsContext: &tlsv3.CommonTlsContext{
-			AlpnProtocols: []string{"h2"},
-			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa:                 &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: caFile}},
-				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{san},
-			}},
-		},
-	}
-	if net.ParseIP(host) == nil {
-		utc.Sni = host
-	}
-	cfg, err := anypb.New(utc)
-	if err != nil {
-		return nil, err
-	}
-	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: cfg}}, nil
-}
-
-func socketAddress(host string, port uint32) *corev3.Address {
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address:       host,
-		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-	}}}
-}
-
-// grpcBootstrap is gRPC-Go's xDS bootstrap file.
-type grpcBootstrap struct {
-	XDSServers                         []grpcXDSServer             `json:"xds_servers"`
-	Node                               grpcNode                    `json:"node"`
-	ServerListenerResourceNameTemplate string                      `json:"server_listener_resource_name_template"`
-	CertificateProviders               map[string]grpcCertProvider `json:"certificate_providers"`
-}
-
-type grpcXDSServer struct {
-	ServerURI      string            `json:"server_uri"`
-	ChannelCreds   []grpcChannelCred `json:"channel_creds"`
-	CallCreds      []grpcCallCred    `json:"call_creds,omitempty"`
-	ServerFeatures []string          `json:"server_features"`
-}
-
-// grpcChannelCred is a channel credential: "insecure", or "tls" with config
-// {"ca_certificate_file": ...}.
-type grpcChannelCred struct {
-	Type   string            `json:"type"`
-	Config map[string]string `json:"config,omitempty"`
-}
-
-// grpcCallCred is a call credential (gRFC A97): "jwt_token_file" with config
-// {"jwt_token_file": ...}.
-type grpcCallCred struct {
-	Type   string            `json:"type"`
-	Config map[string]string `json:"config"`
-}
-
-type grpcNode struct {
-	ID       string            `json:"id"`
-	Cluster  string            `json:"cluster"`
-	Metadata map[string]string `json:"metadata"`
-}
-
-type grpcCertProvider struct {
-	PluginName string             `json:"plugin_name"`
-	Config     grpcFileWatcherCfg `json:"config"`
-}
-
-type grpcFileWatcherCfg struct {
-	CertificateFile   string `json:"certificate_file"`
-	PrivateKeyFile    string `json:"private_key_file"`
-	CACertificateFile string `json:"ca_certificate_file"`
-	RefreshInterval   string `json:"refresh_interval"`
-}
-
-// grpcBootstrapJSON builds the bootstrap of a proxyless gRPC application.
-func grpcBootstrapJSON(mesh, name, xdsAddress, certDir string, access xdsAccess) ([]byte, error) {
-	server := grpcXDSServer{
-		ServerURI:      xdsAddress,
-		ChannelCreds:   []grpcChannelCred{{Type: "insecure"}},
-		ServerFeatures: []string{"xds_v3"},
-	}
-	if access.caFile != "" {
-		server.ChannelCreds = []grpcChannelCred{{Type: "tls", Config: map[string]string{"ca_certificate_file": access.caFile}}}
-	}
-	if access.tokenFile != "" {
-		server.CallCreds = []grpcCallCred{{Type: "jwt_token_file", Config: map[string]string{"jwt_token_file": access.tokenFile}}}
-	}
-	b := grpcBootstrap{
-		XDSServers: []grpcXDSServer{server},
-		Node: grpcNode{
-			ID:       mesh + "." + name,
-			Cluster:  mesh,
-			Metadata: map[string]string{xds.FlavorMetadataKey: "grpc"},
-		},
-		ServerListenerResourceNameTemplate: xds.GRPCServerListenerTemplate,
-		CertificateProviders: map[string]grpcCertProvider{xds.CertProviderInstance: {
-			PluginName: "file_watcher",
-			Config: grpcFileWatcherCfg{
-				CertificateFile:   path.Join(certDir, "cert.pem"),
-				PrivateKeyFile:    path.Join(certDir, "key.pem"),
-				CACertificateFile: path.Join(certDir, "ca.pem"),
-				RefreshInterval:   "600s",
-			},
-		}},
-	}
-	out, err := json.MarshalIndent(b, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(out, '\n'), nil
 }

@@ -62,7 +62,7 @@ func TestBootstrapEnvoy(t *testing.T) {
 	if ep.GetAddress() != "10.0.0.5" || ep.GetPortValue() != 5678 {
 		t.Errorf("xds endpoint %v", ep)
 	}
-	if _, ok := clusters[0].GetTypedExtensionProtocolOptions()[http2OptionsKey]; !ok {
+	if _, ok := clusters[0].GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; !ok {
 		t.Error("xds cluster does not speak HTTP/2")
 	}
 	if !strings.Contains(out, "dynamic_resources:\n") || strings.HasPrefix(out, "{") || strings.Contains(out, "\"node\"") {

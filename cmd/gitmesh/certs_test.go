@@ -20,7 +20,6 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
@@ -69,7 +68,7 @@ func readCertDir(dir string) (certDir, error) {
 		name string
 		to   *[]byte
 		perm os.FileMode
-	}{{certFileName, &d.cert, 0o644}, {keyFileName, &d.key, 0o600}, {caFileName, &d.ca, 0o644}} {
+	}{{xds.CertFileName, &d.cert, 0o644}, {xds.KeyFileName, &d.key, 0o600}, {xds.CAFileName, &d.ca, 0o644}} {
 		p := filepath.Join(dir, f.name)
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -119,6 +118,15 @@ func waitCertDir(t *testing.T, dir, what string, cond func(certDir) error) certD
 }
 
 func anyCert(certDir) error { return nil }
+
+// uriSANs lists the URI SANs of c.
+func uriSANs(c *x509.Certificate) []string {
+	out := make([]string, len(c.URIs))
+	for i, u := range c.URIs {
+		out[i] = u.String()
+	}
+	return out
+}
 
 // nextSecond sleeps until the next whole second.
 func nextSecond() {
@@ -464,187 +472,19 @@ func TestCertsUsage(t *testing.T) {
 	}
 }
 
-// issued returns a certificate and its CA from a new builtin mesh CA.
-func issued(t *testing.T, mesh string, validity time.Duration) *ca.Certificate {
-	t.Helper()
-	a := &ca.Authority{StateDir: t.TempDir(), Validity: validity}
-	c, err := a.Issue(mesh+".web-01", mesh, schema.CA{Kind: schema.CABuiltin}, []string{"spiffe://" + mesh + "/web"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// secretsAny packs secrets as a response carries them.
-func secretsAny(t *testing.T, secrets ...*tlsv3.Secret) []*anypb.Any {
-	t.Helper()
-	var out []*anypb.Any
-	for _, s := range secrets {
-		a, err := anypb.New(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
-func identitySecret(cert, key []byte) *tlsv3.Secret {
-	return &tlsv3.Secret{Name: xds.SecretIdentity, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-		CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert}},
-		PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: key}},
-	}}}
-}
-
-func caSecret(caPEM []byte) *tlsv3.Secret {
-	return &tlsv3.Secret{Name: xds.SecretMeshCA, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: caPEM}},
-	}}}
-}
-
-func TestParseCertSecrets(t *testing.T) {
-	c := issued(t, "default", time.Hour)
-	other := issued(t, "default", time.Hour)
-	now := time.Now()
-	m, err := parseCertSecrets(secretsAny(t, identitySecret(c.CertPEM, c.KeyPEM), caSecret(c.CAPEM)), "default", now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(m.cert, c.CertPEM) || !bytes.Equal(m.key, c.KeyPEM) || !bytes.Equal(m.ca, c.CAPEM) {
-		t.Error("the material differs from the secrets")
-	}
-	// Only what was checked is written: text around the PEM goes.
-	m, err = parseCertSecrets(secretsAny(t, identitySecret(append([]byte("leaf\n"), c.CertPEM...), c.KeyPEM),
-		caSecret(c.CAPEM)), "default", now)
-	if err != nil || !bytes.Equal(m.cert, c.CertPEM) {
-		t.Errorf("PEM with text before it: %v", err)
-	}
-
-	fileCA := caSecret(nil)
-	fileCA.GetValidationContext().TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: "/etc/ca.pem"}}
-	keyInChain := append(bytes.Clone(c.CertPEM), c.KeyPEM...)
-	wrongType := identitySecret(c.CertPEM, c.KeyPEM)
-	wrongType.Name = xds.SecretMeshCA
-	for _, tc := range []struct {
-		name    string
-		secrets []*tlsv3.Secret
-		mesh    string
-		now     time.Time
-		want    string
-	}{
-		{"no CA", []*tlsv3.Secret{identitySecret(c.CertPEM, c.KeyPEM)}, "default", now, `secret "mesh_ca" is missing`},
-		{"no identity", []*tlsv3.Secret{caSecret(c.CAPEM)}, "default", now, `secret "identity_cert" is missing`},
-		{"twice", []*tlsv3.Secret{identitySecret(c.CertPEM, c.KeyPEM), identitySecret(c.CertPEM, c.KeyPEM), caSecret(c.CAPEM)},
-			"default", now, "appears twice"},
-		{"CA of the wrong kind", []*tlsv3.Secret{identitySecret(c.CertPEM, c.KeyPEM), wrongType}, "default", now, "not a validation context"},
-		{"key of another certificate", []*tlsv3.Secret{identitySecret(c.CertPEM, other.KeyPEM), caSecret(c.CAPEM)},
-			"default", now, "private key does not match"},
-		{"another CA", []*tlsv3.Secret{identitySecret(c.CertPEM, c.KeyPEM), caSecret(other.CAPEM)},
-			"default", now, "does not chain to the mesh CA"},
-		{"expired", []*tlsv3.Secret{identitySecret(c.CertPEM, c.KeyPEM), caSecret(c.CAPEM)},
-			"default", c.Cert.NotAfter.Add(time.Second), "expired at"},
-		{"not yet valid", []*tlsv3.Secret{identitySecret(c.CertPEM, c.KeyPEM), caSecret(c.CAPEM)},
-			"default", c.Cert.NotBefore.Add(-time.Second), "not valid before"},
-		{"another mesh", []*tlsv3.Secret{identitySecret(c.CertPEM, c.KeyPEM), caSecret(c.CAPEM)},
-			"other", now, "spiffe://default/web is not of mesh other"},
-		{"not PEM", []*tlsv3.Secret{identitySecret([]byte("garbage"), c.KeyPEM), caSecret(c.CAPEM)}, "default", now, "not PEM"},
-		{"key in the chain", []*tlsv3.Secret{identitySecret(keyInChain, c.KeyPEM), caSecret(c.CAPEM)},
-			"default", now, "PRIVATE KEY block among the certificates"},
-		{"no key", []*tlsv3.Secret{identitySecret(c.CertPEM, c.CertPEM), caSecret(c.CAPEM)}, "default", now, "not a private key"},
-		{"CA in a file", []*tlsv3.Secret{identitySecret(c.CertPEM, c.KeyPEM), fileCA}, "default", now, "not inline"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseCertSecrets(secretsAny(t, tc.secrets...), tc.mesh, tc.now)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want %q", err, tc.want)
-			}
-			if strings.Contains(err.Error(), "PRIVATE KEY-----") {
-				t.Error("the error holds the key")
-			}
-		})
-	}
-	if _, err := parseCertSecrets([]*anypb.Any{{TypeUrl: resource.ClusterType}}, "default", now); err == nil {
-		t.Error("a resource that is not a Secret: no error")
-	}
-}
-
-func TestWriteCertFiles(t *testing.T) {
-	c := issued(t, "default", time.Hour)
-	m := &certMaterial{cert: c.CertPEM, key: c.KeyPEM, ca: c.CAPEM}
-	dir := filepath.Join(t.TempDir(), "a", "b")
-	if wrote, err := writeCertFiles(dir, m); err != nil || !wrote {
-		t.Fatalf("first write: wrote=%v, %v", wrote, err)
-	}
-	if _, err := readCertDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	if wrote, err := writeCertFiles(dir, m); err != nil || wrote {
-		t.Fatalf("same material: wrote=%v, %v", wrote, err)
-	}
-	// A key file someone opened up, and a temporary file a crash left,
-	// are put right by the next write.
-	if err := os.Chmod(filepath.Join(dir, keyFileName), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ".key.pem123"), []byte("half"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if wrote, err := writeCertFiles(dir, m); err != nil || !wrote {
-		t.Fatalf("opened-up key: wrote=%v, %v", wrote, err)
-	}
-	if _, err := readCertDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	if stale, _ := filepath.Glob(filepath.Join(dir, ".*")); len(stale) != 0 {
-		t.Errorf("temporary files left: %v", stale)
-	}
-
-	// A failed write keeps the old files.
-	blocked := filepath.Join(t.TempDir(), "file")
-	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := writeCertFiles(filepath.Join(blocked, "certs"), m); err == nil {
-		t.Error("writing under a file: no error")
-	}
-}
-
-func TestBackoff(t *testing.T) {
-	const ms = time.Millisecond
-	b := backoff{min: 100 * ms, max: time.Second}
-	for i, bound := range []time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms, time.Second, time.Second} {
-		if d := b.next(); d < bound/2 || d > bound {
-			t.Errorf("wait %d: %v, want within [%v, %v]", i, d, bound/2, bound)
-		}
-	}
-	b.reset()
-	if d := b.next(); d > 100*time.Millisecond {
-		t.Errorf("after reset: %v", d)
-	}
-}
-
-// The agent's node is a gRPC node of the dataplane, asking for the two
-// secrets by name.
-func TestCertsNode(t *testing.T) {
-	a, err := newCertAgent(certsOptions{dataplane: "default/web-01", xdsAddress: "127.0.0.1:5678", timeout: time.Second,
+// The flags become the agent's config; the directory defaults to the one
+// `gitmesh bootstrap --grpc` names.
+func TestCertsConfig(t *testing.T) {
+	c, err := certsConfig(certsOptions{dataplane: "default/web-01", xdsAddress: "127.0.0.1:5678", timeout: time.Second,
 		logFormat: "text", logLevel: "info"}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.node.GetId() != "default.web-01" || a.node.GetUserAgentName() != "gitmesh-certs" ||
-		a.node.GetMetadata().GetFields()[xds.FlavorMetadataKey].GetStringValue() != "grpc" {
-		t.Errorf("node %v", a.node)
+	if c.Node != (schema.NodeID{Mesh: "default", Name: "web-01"}) || c.XDSAddress != "127.0.0.1:5678" ||
+		c.Timeout != time.Second || c.Once || c.TLS != nil || c.Token != "" || c.Logger == nil {
+		t.Errorf("config %+v", c)
 	}
-	if a.dir != filepath.Join(defaultCertDirRoot, "default", "web-01") {
-		t.Errorf("default directory %s", a.dir)
-	}
-	req := a.request("v1", "n1", errors.New("bad"))
-	want := []string{xds.SecretIdentity, xds.SecretMeshCA}
-	if req.GetTypeUrl() != resource.SecretType || !slices.Equal(req.GetResourceNames(), want) ||
-		req.GetErrorDetail().GetMessage() != "bad" || req.GetVersionInfo() != "v1" || req.GetResponseNonce() != "n1" {
-		t.Errorf("NACK %v", req)
-	}
-	if req.GetNode() != nil {
-		t.Error("a request other than the first carries the node")
+	if c.Dir != filepath.Join(defaultCertDirRoot, "default", "web-01") {
+		t.Errorf("default directory %s", c.Dir)
 	}
 }

@@ -1,15 +1,10 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
-	"fmt"
 	"path/filepath"
 
 	"github.com/spf13/pflag"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/xds/servertls"
@@ -63,50 +58,8 @@ func (x xdsAccess) absPaths() (xdsAccess, error) {
 	return x, nil
 }
 
-// dialOptions are the transport and per-call credentials of a connection
-// to the xDS server.
-func (x xdsAccess) dialOptions(mesh, name string) ([]grpc.DialOption, error) {
-	var opts []grpc.DialOption
-	if x.caFile != "" {
-		cfg, err := servertls.ClientConfig(x.caFile)
-		if err != nil {
-			return nil, usageError("--ca-file: %v", err)
-		}
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	} else {
-		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	}
-	tok, err := x.dataplaneToken(mesh, name)
-	if err != nil {
-		return nil, err
-	}
-	if tok != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: tok, secure: x.caFile != ""}))
-	}
-	return opts, nil
-}
-
-// bearer sends "authorization: Bearer <token>" on every call.
-type bearer struct {
-	token  string
-	secure bool
-}
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + b.token}, nil
-}
-
-// RequireTransportSecurity is true over TLS, so that the token is never
-// sent in plaintext on a connection that was meant to be secure; without
-// --ca-file the operator chose a plaintext xDS port.
-func (b bearer) RequireTransportSecurity() bool { return b.secure }
-
-// String keeps the token out of any formatting of the credentials.
-func (b bearer) String() string { return fmt.Sprintf("bearer{secure: %v}", b.secure) }
-
-var _ credentials.PerRPCCredentials = bearer{}
-
-// tlsClientConfig is the CLI's TLS config for the API: nil without a CA file.
+// tlsClientConfig is the CLI's TLS config for the API and for the xDS
+// server of certs: nil without a CA file.
 func tlsClientConfig(caFile string) (*tls.Config, error) {
 	if caFile == "" {
 		return nil, nil

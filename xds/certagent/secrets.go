@@ -1,4 +1,4 @@
-package main
+package certagent
 
 import (
 	"bytes"
@@ -7,8 +7,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -16,23 +14,22 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/gitmesh/gitmesh/internal/atomicfile"
 	"github.com/gitmesh/gitmesh/xds"
 )
 
-// certMaterial is a checked identity: the contents of the three files.
-type certMaterial struct {
+// material is a checked identity: the contents of the three files.
+type material struct {
 	version       string
 	cert, key, ca []byte // PEM
 	leaf          *x509.Certificate
 }
 
-// parseCertSecrets checks the secrets of an SDS response: xds.SecretIdentity
+// parseSecrets checks the secrets of an SDS response: xds.SecretIdentity
 // holds a certificate chain and the private key of its leaf,
 // xds.SecretMeshCA the mesh CA; the leaf chains to that CA, is valid at now
 // and is a SPIFFE identity of mesh. The material returned is re-encoded from
 // what was checked, so the files hold exactly that.
-func parseCertSecrets(resources []*anypb.Any, mesh string, now time.Time) (*certMaterial, error) {
+func parseSecrets(resources []*anypb.Any, mesh string, now time.Time) (*material, error) {
 	var identity *tlsv3.TlsCertificate
 	var validation *tlsv3.CertificateValidationContext
 	seen := map[string]bool{}
@@ -74,7 +71,7 @@ func parseCertSecrets(resources []*anypb.Any, mesh string, now time.Time) (*cert
 		return nil, fmt.Errorf("%s: trusted CA: %w", xds.SecretMeshCA, err)
 	}
 
-	m := &certMaterial{}
+	m := &material{}
 	var chain, roots []*x509.Certificate
 	if chain, m.cert, err = pemCertificates(chainPEM); err != nil {
 		return nil, fmt.Errorf("%s: certificate chain: %w", xds.SecretIdentity, err)
@@ -186,54 +183,4 @@ func uriSANs(c *x509.Certificate) []string {
 		out[i] = u.String()
 	}
 	return out
-}
-
-// certFiles are the files of a certificate directory holding m, in the
-// order they are renamed into place.
-func certFiles(m *certMaterial) []atomicfile.File {
-	return []atomicfile.File{
-		{Name: caFileName, Data: m.ca, Perm: 0o644},
-		{Name: keyFileName, Data: m.key, Perm: 0o600},
-		{Name: certFileName, Data: m.cert, Perm: 0o644},
-	}
-}
-
-// writeCertFiles makes dir (created 0700 when missing) hold m, and reports
-// whether it wrote: files that hold m already are left alone.
-//
-// The three files are replaced together by atomicfile.WriteFiles: all are
-// written and synced first, so a failure (a full disk) changes nothing, then
-// renamed ca.pem, key.pem, cert.pem. The certificate comes last, so whoever
-// sees the new certificate and then reads the key gets the key that matches
-// it (the CA it chains to is in place before it, too). A reader that reads
-// cert.pem just before its rename and key.pem just after the key's can still
-// pair the old certificate with the new key; gRPC's file_watcher checks the
-// pair, keeps serving the previous one (still valid: renewal comes with a
-// third of the lifetime left) and reads both again at its next refresh.
-func writeCertFiles(dir string, m *certMaterial) (wrote bool, err error) {
-	files := certFiles(m)
-	if holds(dir, files) {
-		return false, nil
-	}
-	atomicfile.RemoveStale(dir, caFileName, keyFileName, certFileName)
-	if err := atomicfile.WriteFiles(dir, files...); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
-// holds reports whether dir holds files already, with their modes.
-func holds(dir string, files []atomicfile.File) bool {
-	for _, f := range files {
-		p := filepath.Join(dir, f.Name)
-		fi, err := os.Lstat(p)
-		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != f.Perm {
-			return false
-		}
-		b, err := os.ReadFile(p)
-		if err != nil || !bytes.Equal(b, f.Data) {
-			return false
-		}
-	}
-	return true
 }
