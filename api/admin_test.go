@@ -11,6 +11,7 @@ import (
 	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 )
 
 const (
@@ -123,7 +124,7 @@ func TestRollbackRefusals(t *testing.T) {
 
 func TestReadsCanRequireAToken(t *testing.T) {
 	b := daemon()
-	b.serve(loadSet(t, policyTree), servedCommit)
+	b.serve(schematest.Load(t, policyTree), servedCommit)
 	base, _, _ := startAPI(t, api.Config{Backend: b, AdminToken: []byte(adminToken), ReadToken: []byte(readToken), AuthReads: true})
 	for _, path := range []string{"/status", "/history", "/proxies", "/meshes", "/meshes/default/dataplanes", "/metrics"} {
 		get(t, base+path).wantError(t, http.StatusUnauthorized, "authentication required")

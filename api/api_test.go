@@ -8,6 +8,7 @@ import (
 	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 	"github.com/gitmesh/gitmesh/xds/ads"
 	"github.com/gitmesh/gitmesh/xds/plane"
 )
@@ -137,7 +138,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	}
 	get(t, base+"/readyz").wantError(t, http.StatusServiceUnavailable, "not ready")
 
-	b.serve(loadSet(t, policyTree), servedCommit)
+	b.serve(schematest.Load(t, policyTree), servedCommit)
 	get(t, base+"/readyz").wantJSON(t, http.StatusOK, &body)
 	if body.Status != "ready" {
 		t.Errorf("readyz status %q, want ready", body.Status)

@@ -4,20 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	goldenfile "github.com/gitmesh/gitmesh/internal/golden"
 
 	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
@@ -26,8 +23,6 @@ import (
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds/ads"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // fakeBackend is the daemon as the API sees it.
 type fakeBackend struct {
@@ -224,40 +219,7 @@ func (r response) wantError(t *testing.T, code int, want string) {
 // golden compares got with testdata/name, or rewrites it under -update.
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if d := cmp.Diff(string(want), string(got)); d != "" {
-		t.Errorf("%s differs (-want +got; go test -update rewrites it):\n%s", path, d)
-	}
-}
-
-// loadSet loads a policy tree into a valid set.
-func loadSet(t *testing.T, fsys fs.FS) *schema.Set {
-	t.Helper()
-	l, err := schema.NewLoader(schema.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := l.Load(fsys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Set == nil {
-		t.Fatalf("policy set is invalid: %v", res.Findings)
-	}
-	return res.Set
+	goldenfile.Check(t, filepath.Join("testdata", name), got)
 }
 
 // at is a fixed instant for fixtures.

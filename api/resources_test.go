@@ -9,6 +9,7 @@ import (
 
 	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 )
 
 // policyTree has both Dataplane forms, both TrafficPermission forms, a Mesh
@@ -160,7 +161,7 @@ var servedCommit = reconcile.CommitInfo{Hash: "3f2a9c1e5b7d4a6f8e0c2b4d6f8a0c2e4
 func servedAPI(t *testing.T) (string, *fakeBackend) {
 	t.Helper()
 	base, b, _ := startAPI(t, api.Config{})
-	b.serve(loadSet(t, policyTree), servedCommit)
+	b.serve(schematest.Load(t, policyTree), servedCommit)
 	return base, b
 }
 
@@ -268,7 +269,7 @@ func TestResourcesKumaShape(t *testing.T) {
 
 // The policy repository of the quick start reads back whole.
 func TestResourcesOfPolicyRepository(t *testing.T) {
-	set := loadSet(t, os.DirFS("../policies"))
+	set := schematest.Load(t, os.DirFS("../policies"))
 	base, b, _ := startAPI(t, api.Config{})
 	b.serve(set, servedCommit)
 	for _, m := range set.Meshes {
@@ -380,7 +381,7 @@ func TestResourcesBeforeServing(t *testing.T) {
 // The default mesh exists without being declared, as in Kuma, and lists
 // with neither mTLS nor an origin.
 func TestImplicitDefaultMesh(t *testing.T) {
-	set := loadSet(t, fstest.MapFS{"web.yaml": policyTree["dataplanes/web.yaml"]})
+	set := schematest.Load(t, fstest.MapFS{"web.yaml": policyTree["dataplanes/web.yaml"]})
 	base, b, _ := startAPI(t, api.Config{})
 	b.serve(set, servedCommit)
 	r := get(t, base+"/meshes/default")

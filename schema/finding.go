@@ -75,7 +75,6 @@ const (
 	CodeEndpointConflict  Code = "endpoint-conflict"
 	CodeNoEffect          Code = "no-effect"         // warning
 	CodeUnknownService    Code = "unknown-service"   // warning
-	CodeIgnoredFile       Code = "ignored-file"      // warning
 	CodeTranslationFailed Code = "translation-error" // a translator or proto rule rejects the set
 )
 

@@ -2,15 +2,14 @@ package schema
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the expected files of testdata cases")
+	goldenfile "github.com/gitmesh/gitmesh/internal/golden"
+)
 
 func newTestLoader(t testing.TB, opts Options) *Loader {
 	t.Helper()
@@ -52,19 +51,7 @@ func formatFindings(fs []Finding) string {
 // golden compares got with the file, or rewrites it under -update.
 func golden(t *testing.T, file, got string) {
 	t.Helper()
-	if *update {
-		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("%v (run go test ./schema -update to create it)", err)
-	}
-	if string(want) != got {
-		t.Errorf("%s differs (go test ./schema -update rewrites it; review the diff)\n--- want\n%s\n--- got\n%s", file, want, got)
-	}
+	goldenfile.Check(t, file, []byte(got))
 }
 
 // TestInvalidCases loads each folder under testdata/invalid and compares every

@@ -7,10 +7,11 @@ import (
 	"testing"
 
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 )
 
 func TestAffected(t *testing.T) {
-	set := loadSet(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	set := schematest.Load(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
 	idx, err := NewIndex(set)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +44,7 @@ func TestAffected(t *testing.T) {
 // TestAffectedIsSound edits one permission at a time and checks that every
 // proxy whose translation changed is among those AffectedBetween names.
 func TestAffectedIsSound(t *testing.T) {
-	set := loadSet(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	set := schematest.Load(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
 	prev, err := NewIndex(set)
 	if err != nil {
 		t.Fatal(err)

@@ -9,10 +9,11 @@ import (
 	"testing"
 
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 )
 
 func TestBuildEveryFlavour(t *testing.T) {
-	set := loadSet(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	set := schematest.Load(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
 	tr, stats, failures, err := NewBuilder(BuilderOptions{}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)
 	if err != nil || len(failures) > 0 {
 		t.Fatalf("Build: %v %v", failures, err)
@@ -51,7 +52,7 @@ func TestBuildEveryFlavour(t *testing.T) {
 // TestBuildReuses: after one permission changes, only the proxies it reaches
 // are translated again; the others are prev's very values.
 func TestBuildReuses(t *testing.T) {
-	set := loadSet(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	set := schematest.Load(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
 	b := NewBuilder(BuilderOptions{})
 	prev, _, _, err := b.Build(context.Background(), set, schema.DiffSets(nil, set), nil)
 	if err != nil {
@@ -96,7 +97,7 @@ func TestBuildReuses(t *testing.T) {
 // TestBuildReportsEveryFailure: a failure of one flavour of one dataplane
 // fails the build, and every failure is listed.
 func TestBuildReportsEveryFailure(t *testing.T) {
-	set := loadSet(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	set := schematest.Load(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
 	b := NewBuilder(BuilderOptions{Workers: 2})
 	b.translate = func(idx *Index, dp *schema.Dataplane, o Options) (*Proxy, error) {
 		if o.Flavor == FlavorGRPC && strings.HasPrefix(dp.Name, "r") {

@@ -14,6 +14,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -164,7 +165,7 @@ func TestCheckAPIListener(t *testing.T) {
 // whose resources the caller may change.
 func reviewsProxy(t *testing.T) *Proxy {
 	t.Helper()
-	set := loadSet(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	set := schematest.Load(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
 	idx, err := NewIndex(set)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"testing/fstest"
 
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 )
 
 // TestDeterministic translates each golden case several ways that must not
@@ -21,14 +22,14 @@ func TestDeterministic(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			fsys := os.DirFS(filepath.Join(c.dir, policiesDir))
-			set := loadSet(t, fsys)
+			set := schematest.Load(t, fsys)
 			first := translateAll(t, set, c.flavor)
 			assertSameProxies(t, "second run", first, translateAll(t, set, c.flavor))
 			rng := rand.New(rand.NewPCG(1, 2))
 			for i := range 5 {
 				assertSameProxies(t, "shuffled set", first, translateAll(t, shuffleSet(set, rng), c.flavor))
 				if i == 0 {
-					assertSameProxies(t, "documents reordered", first, translateAll(t, loadSet(t, reorderDocuments(t, fsys)), c.flavor))
+					assertSameProxies(t, "documents reordered", first, translateAll(t, schematest.Load(t, reorderDocuments(t, fsys)), c.flavor))
 				}
 			}
 		})

@@ -3,7 +3,6 @@ package xds
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,16 +12,14 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/gitmesh/gitmesh/internal/golden"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/testing/protocmp"
-
-	"github.com/gitmesh/gitmesh/schema"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // Each case is a folder under testdata/: its input is policies/ (a policy
 // tree as users write it), its expected output one folder per proxy, named
@@ -43,7 +40,7 @@ var goldenFiles = map[resource.Type]string{
 func TestGolden(t *testing.T) {
 	for _, c := range goldenCases(t) {
 		t.Run(c.name, func(t *testing.T) {
-			set := loadSet(t, os.DirFS(filepath.Join(c.dir, policiesDir)))
+			set := schematest.Load(t, os.DirFS(filepath.Join(c.dir, policiesDir)))
 			proxies, err := Translate(set, Options{Flavor: c.flavor})
 			if err != nil {
 				t.Fatalf("Translate: %v", err)
@@ -54,7 +51,7 @@ func TestGolden(t *testing.T) {
 				}
 			}
 			got := goldenOutput(t, proxies)
-			if *update {
+			if golden.Updating() {
 				writeGolden(t, c.dir, got)
 				return
 			}
@@ -112,27 +109,6 @@ func goldenCases(t *testing.T) []goldenCase {
 		}
 	}
 	return cases
-}
-
-// loadSet loads a policy tree with the schema loader and fails the test
-// unless it is valid.
-func loadSet(t testing.TB, fsys fs.FS) *schema.Set {
-	t.Helper()
-	l, err := schema.NewLoader(schema.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := l.Load(fsys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.Valid() {
-		for _, f := range res.Findings {
-			t.Log(f.Error())
-		}
-		t.Fatal("policies are invalid")
-	}
-	return res.Set
 }
 
 // proxyMeta is what proxy.yaml records about a Proxy besides resources.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -32,36 +31,17 @@ import (
 	grpcxds "google.golang.org/grpc/xds"
 
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/ads"
 	"github.com/gitmesh/gitmesh/xds/ca"
 )
 
-// loadPolicies loads a policy tree and fails the test unless it is valid.
-func loadPolicies(t testing.TB, fsys fs.FS) *schema.Set {
-	t.Helper()
-	l, err := schema.NewLoader(schema.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := l.Load(fsys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.Valid() {
-		for _, f := range res.Findings {
-			t.Log(f.Error())
-		}
-		t.Fatal("policies are invalid")
-	}
-	return res.Set
-}
-
 // What the golden files show, asserted as properties: names, sharing,
 // secrets, determinism.
 func TestGRPCTranslate(t *testing.T) {
 	t.Parallel()
-	set := loadPolicies(t, os.DirFS(filepath.Join("testdata/grpc", "bookinfo", "policies")))
+	set := schematest.Load(t, os.DirFS(filepath.Join("testdata/grpc", "bookinfo", "policies")))
 	idx, err := xds.NewIndex(set)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +149,7 @@ func resourceNames(rs []types.Resource) []string {
 // Envoy proxy, and certificate providers without mTLS.
 func TestGRPCCheckTLS(t *testing.T) {
 	t.Parallel()
-	set := loadPolicies(t, os.DirFS(filepath.Join("testdata/grpc", "bookinfo", "policies")))
+	set := schematest.Load(t, os.DirFS(filepath.Join("testdata/grpc", "bookinfo", "policies")))
 	proxies, err := xds.Translate(set, xds.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +332,7 @@ type dataPlane struct {
 // publishes them.
 func newDataPlane(ctx context.Context, t *testing.T, policies string) *dataPlane {
 	t.Helper()
-	set := loadPolicies(t, fstest.MapFS{"policies.yaml": {Data: []byte(policies)}})
+	set := schematest.Load(t, fstest.MapFS{"policies.yaml": {Data: []byte(policies)}})
 	proxies, err := xds.Translate(set, xds.Options{Flavor: xds.FlavorGRPC})
 	if err != nil {
 		t.Fatal(err)

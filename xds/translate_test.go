@@ -13,6 +13,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 )
 
 // literalSet is a small Set built without the loader: one mesh with mTLS
@@ -125,7 +126,7 @@ func TestWithPermissions(t *testing.T) {
 // TestTranslateProxyConcurrently shares one Index between goroutines, as
 // the xDS server does; run with -race.
 func TestTranslateProxyConcurrently(t *testing.T) {
-	set := loadSet(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	set := schematest.Load(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
 	idx, err := NewIndex(set)
 	if err != nil {
 		t.Fatal(err)

@@ -38,7 +38,7 @@ func (c *clientFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&c.tokenFile, "token-file", "", "file holding the API bearer token (default: $"+envToken+", the file $"+
 		envAdminTokenFile+" names, or admin-token in $"+envStateDir+" or .gitmesh)")
 	f.StringVar(&c.caFile, "ca-file", "", "PEM file of the CA to trust for an https:// API address, instead of the system's "+
-		"(<state-dir>/control-plane-ca.pem with `gitmesh serve --tls auto`)")
+		"(<state-dir>/control-plane-ca.pem with gitmesh serve --tls auto)")
 }
 
 // client returns an API client. With needToken, a missing token is an

@@ -49,8 +49,8 @@ which gRPC-Go reads only with GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS=true
 and sends only over TLS, so --grpc --token-file needs --ca-file. With
 --ca-file the connection to the xDS server is TLS, checked against that CA
 (and, for Envoy, the server's name or IP as in --xds-address).`,
-		Example: `  gitmesh bootstrap --dataplane default/web-1 --xds-address 10.0.0.5:5678 > envoy.yaml
-  gitmesh bootstrap --dataplane default/reviews-v1 --xds-address 10.0.0.5:5678 --grpc > bootstrap.json`,
+		Example: `  gitmesh bootstrap --dataplane default/web-01 --xds-address 10.0.0.5:5678 > envoy.yaml
+  gitmesh bootstrap --dataplane bookinfo/reviews-v1 --xds-address 10.0.0.5:5678 --grpc > bootstrap.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cmd.Flags().Changed("cert-dir") && !o.grpc {

@@ -45,8 +45,8 @@ arrives within --timeout.
 
 Every flag can also be set with an environment variable: --xds-address is
 GITMESH_XDS_ADDRESS.`,
-		Example: `  gitmesh certs --dataplane default/reviews-v1 --xds-address 10.0.0.5:5678
-  gitmesh certs --dataplane default/reviews-v1 --xds-address 10.0.0.5:5678 --once --dir /etc/reviews/tls`,
+		Example: `  gitmesh certs --dataplane bookinfo/reviews-v1 --xds-address 10.0.0.5:5678
+  gitmesh certs --dataplane bookinfo/reviews-v1 --xds-address 10.0.0.5:5678 --once --dir /etc/reviews/tls`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runCerts(cmd.Context(), cmd.ErrOrStderr(), o)

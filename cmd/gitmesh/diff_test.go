@@ -2,21 +2,18 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/gitmesh/gitmesh/internal/golden"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/reconcile/plan"
 	"github.com/gitmesh/gitmesh/schema"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // The diff tests' repository keeps its policies under mesh/: web calls api,
 // api calls db, an mTLS mesh with a permission for each call.
@@ -375,21 +372,7 @@ func TestDiffGolden(t *testing.T) {
 			if format == "json" && !json.Valid([]byte(out)) {
 				t.Fatalf("not JSON:\n%s", out)
 			}
-			got := normalise(out)
-			path := filepath.Join("testdata", "diff", file)
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (go test ./cmd/gitmesh -run TestDiffGolden -update writes it)", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("%s differs (-want +got):\n%s", path, diff)
-			}
+			golden.Check(t, filepath.Join("testdata", "diff", file), []byte(normalise(out)))
 		})
 	}
 }

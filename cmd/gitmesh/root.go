@@ -66,7 +66,9 @@ resources, validates every commit as a whole, and serves it to Envoy and
 proxyless gRPC over xDS.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       readBuildVersion().String(),
 	}
+	root.SetVersionTemplate("gitmesh {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: exitUsage, err: err}
 	})
@@ -85,6 +87,7 @@ proxyless gRPC over xDS.`,
 		newRollbackCmd(),
 		newResumeCmd(),
 		newTokenCmd(),
+		newVersionCmd(),
 	)
 	return root
 }

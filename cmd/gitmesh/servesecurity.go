@@ -32,7 +32,7 @@ type serveSecurity struct {
 }
 
 func (s *serveSecurity) bind(f *pflag.FlagSet) {
-	f.StringVar(&s.xdsAuth, "xds-auth", xdsAuthNone, "who may open an xDS stream: none (anyone who reaches the port) or token (a dataplane token from `gitmesh token issue`, for its own node only)")
+	f.StringVar(&s.xdsAuth, "xds-auth", xdsAuthNone, "who may open an xDS stream: none (anyone who reaches the port) or token (a dataplane token from gitmesh token issue, for its own node only)")
 	f.StringVar(&s.tls, "tls", tlsOff, "TLS on the xDS port and the HTTP API: off, auto (a certificate from a control-plane CA kept in the state directory) or files (--tls-cert-file, --tls-key-file)")
 	f.StringVar(&s.tlsCertFile, "tls-cert-file", "", "with --tls files: PEM certificate (chain) of both servers")
 	f.StringVar(&s.tlsKeyFile, "tls-key-file", "", "with --tls files: PEM private key of that certificate")

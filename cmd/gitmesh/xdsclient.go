@@ -19,8 +19,8 @@ type xdsAccess struct {
 }
 
 func (x *xdsAccess) bind(f *pflag.FlagSet) {
-	f.StringVar(&x.tokenFile, "token-file", "", "file holding the dataplane's token (gitmesh token issue), for `gitmesh serve --xds-auth token`")
-	f.StringVar(&x.caFile, "ca-file", "", "PEM file of the CA that signed the xDS server's certificate (<state-dir>/control-plane-ca.pem with `gitmesh serve --tls auto`)")
+	f.StringVar(&x.tokenFile, "token-file", "", "file holding the dataplane's token (gitmesh token issue), for gitmesh serve --xds-auth token")
+	f.StringVar(&x.caFile, "ca-file", "", "PEM file of the CA that signed the xDS server's certificate (<state-dir>/control-plane-ca.pem with gitmesh serve --tls auto)")
 }
 
 // dataplaneToken reads the token file and checks that it names the node

@@ -8,7 +8,6 @@ package adstest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -183,16 +182,6 @@ func (c *Client) Wait(ctx context.Context, cond func(*Client) bool) error {
 func (c *Client) Close() {
 	c.cancel()
 	<-c.done
-}
-
-// Err is the error that ended the stream, nil while it is open.
-func (c *Client) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if errors.Is(c.err, context.Canceled) {
-		return nil
-	}
-	return c.err
 }
 
 // WaitPublished waits until c holds every type at the version server

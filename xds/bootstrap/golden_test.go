@@ -1,18 +1,13 @@
 package bootstrap
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-
+	"github.com/gitmesh/gitmesh/internal/golden"
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // Paths and a token as a caller would pass them; neither function opens
 // or parses them.
@@ -69,20 +64,7 @@ func TestGoldenBootstraps(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			got := tc.build(t)
-			path := filepath.Join("testdata", tc.file)
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (go test ./xds/bootstrap -update writes it)", err)
-			}
-			if diff := cmp.Diff(string(want), string(got)); diff != "" {
-				t.Errorf("%s (-want +got):\n%s", path, diff)
-			}
+			golden.Check(t, filepath.Join("testdata", tc.file), got)
 			if again := tc.build(t); string(again) != string(got) {
 				t.Error("output differs between two builds")
 			}

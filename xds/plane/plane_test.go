@@ -2,12 +2,9 @@ package plane
 
 import (
 	"context"
-	"io/fs"
 	"net"
-	"os"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -17,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/ads"
 	"github.com/gitmesh/gitmesh/xds/adstest"
@@ -33,38 +31,7 @@ const (
 // ("" removes one).
 func policies(t *testing.T, edits map[string]string) *schema.Set {
 	t.Helper()
-	files := fstest.MapFS{}
-	root := os.DirFS("../../policies")
-	err := fs.WalkDir(root, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(root, p)
-		files[p] = &fstest.MapFile{Data: b}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, content := range edits {
-		if content == "" {
-			delete(files, name)
-		} else {
-			files[name] = &fstest.MapFile{Data: []byte(content)}
-		}
-	}
-	l, err := schema.NewLoader(schema.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := l.Load(files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.Valid() {
-		t.Fatalf("invalid policies: %v", res.Findings)
-	}
-	return res.Set
+	return schematest.Load(t, schematest.Dir(t, "../../policies", edits))
 }
 
 type fixture struct {

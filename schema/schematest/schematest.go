@@ -1,0 +1,70 @@
+// Package schematest loads policy trees in tests: a valid tree gives its
+// Set, and an invalid one fails the test with its findings. It also builds
+// trees from literal files, or from a directory with some files replaced.
+package schematest
+
+import (
+	"io/fs"
+	"os"
+	"testing"
+	"testing/fstest"
+
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// Load loads fsys with the default limits and returns its Set; a tree with
+// an error fails the test, listing the findings.
+func Load(t testing.TB, fsys fs.FS) *schema.Set {
+	t.Helper()
+	l, err := schema.NewLoader(schema.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.Load(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Valid() {
+		for _, f := range res.Findings {
+			t.Log(f.Error())
+		}
+		t.Fatal("the policies are invalid")
+	}
+	return res.Set
+}
+
+// Files is a tree of the given files, by slash-separated name.
+func Files(files map[string]string) fstest.MapFS {
+	fsys := fstest.MapFS{}
+	for name, content := range files {
+		fsys[name] = &fstest.MapFile{Data: []byte(content), Mode: 0o644}
+	}
+	return fsys
+}
+
+// Dir is a copy of the directory dir with edits applied: each names a file
+// to replace, or to remove when its content is "".
+func Dir(t testing.TB, dir string, edits map[string]string) fstest.MapFS {
+	t.Helper()
+	fsys := fstest.MapFS{}
+	root := os.DirFS(dir)
+	err := fs.WalkDir(root, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(root, p)
+		fsys[p] = &fstest.MapFile{Data: b, Mode: 0o644}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range edits {
+		if content == "" {
+			delete(fsys, name)
+		} else {
+			fsys[name] = &fstest.MapFile{Data: []byte(content), Mode: 0o644}
+		}
+	}
+	return fsys
+}
