@@ -337,3 +337,9 @@ func basicProxy(t *testing.T, node string, clusters ...string) *xds.Proxy {
 }
 
 func versionOf(commit string, p *xds.Proxy) string { return commit[:12] + "-" + p.Hash[:12] }
+
+// forGRPC marks p as translated for proxyless gRPC and returns it.
+func forGRPC(p *xds.Proxy) *xds.Proxy {
+	p.Flavor = xds.FlavorGRPC
+	return p
+}

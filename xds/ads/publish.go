@@ -35,6 +35,7 @@ type PublishResult struct {
 
 // published is what the server holds for one proxy.
 type published struct {
+	flavor        xds.Flavor // of the translation: its snapshot's key is snapshotKey(node, flavor)
 	hash          string
 	commit        string            // the commit at which hash was first published
 	versions      map[string]string // of each non-secret type
@@ -64,6 +65,17 @@ type published struct {
 // its endpoints alone. The secret type carries the version of SecretsFunc.
 // Two replicas publishing the same commits serve the same versions.
 //
+// Flavours: each proxy is served to the streams of its node that declare
+// its Flavor (see Server.FlavorOf; an empty Flavor is FlavorEnvoy, any
+// other than FlavorEnvoy and FlavorGRPC an error), and to those alone. A
+// stream of the node declaring another flavour gets no response: its
+// watches stay open and it keeps what it had, until a proxy of its flavour
+// is published for the node (by PublishProxy, or the next Publish), and it
+// is never sent another flavour's resources. So the first response a node
+// ever gets is in its own flavour, even when it connects before the layer
+// above has learned what it runs. The snapshot a node's former flavour was
+// served from is dropped once no stream of that flavour is open.
+//
 // proxies must not be modified afterwards: their resources are served as
 // they are. secrets may be nil when no proxy has Identities. Calls are
 // serialised; concurrent streams see either the old or the new snapshot of
@@ -80,6 +92,9 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 		node string
 		pub  *published
 		snap *cachev3.Snapshot
+		// moved is set for a node new or published before in another
+		// flavour, whose other snapshots may have to go.
+		moved bool
 	}
 	var changes []pending
 	present := make(map[string]bool, len(proxies))
@@ -106,7 +121,8 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 			res.Unchanged = append(res.Unchanged, p.NodeID)
 			continue
 		}
-		changes = append(changes, pending{p.NodeID, pub, snap})
+		prev := s.published[p.NodeID]
+		changes = append(changes, pending{p.NodeID, pub, snap, prev == nil || prev.flavor != pub.flavor})
 	}
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("publish %s: %w", short(commit), err)
@@ -115,20 +131,23 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 	// Commit point: from here on nothing fails. The cache only sends on
 	// buffered watch channels, so a background context never blocks.
 	for _, c := range changes {
-		if err := s.cache.SetSnapshot(context.Background(), c.node, c.snap); err != nil {
+		if err := s.cache.SetSnapshot(context.Background(), snapshotKey(c.node, c.pub.flavor), c.snap); err != nil {
 			return res, fmt.Errorf("publish %s: proxy %s: set snapshot: %w", short(commit), c.node, err)
 		}
 		s.published[c.node] = c.pub
 		res.Changed = append(res.Changed, c.node)
+	}
+	for _, c := range changes {
+		if c.moved {
+			s.clearUnused(c.node)
+		}
 	}
 	for _, node := range slices.Sorted(maps.Keys(s.published)) {
 		if present[node] {
 			continue
 		}
 		delete(s.published, node)
-		if !s.tracker.connected(node) {
-			s.cache.ClearSnapshot(node)
-		}
+		s.clearUnused(node)
 		res.Removed = append(res.Removed, node)
 	}
 	slices.Sort(res.Changed)
@@ -143,6 +162,9 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 // type whose hash differs from the one served gets a new version
 // (<commit[:12]>-<hash[:12]>) and is pushed, and the others keep theirs. On
 // error (p.NodeID not published, a failed check, ctx ended) nothing changes.
+// p may be of another flavour than the node's published proxy: it is then
+// served to the node's streams of p's flavour from now on, and no longer to
+// the others (see Publish).
 // changed is false when the node is served p's resources and secrets
 // already. The next Publish treats the node like any other: it is pushed
 // unless the commit's translation of it equals p. The same rules as
@@ -171,10 +193,11 @@ func (s *Server) PublishProxy(ctx context.Context, commit string, p *xds.Proxy, 
 	if snap == nil {
 		return false, nil
 	}
-	if err := s.cache.SetSnapshot(context.Background(), p.NodeID, snap); err != nil {
+	if err := s.cache.SetSnapshot(context.Background(), snapshotKey(p.NodeID, pub.flavor), snap); err != nil {
 		return false, fmt.Errorf("publish %s: proxy %s: set snapshot: %w", short(commit), p.NodeID, err)
 	}
 	s.published[p.NodeID] = pub
+	s.clearUnused(p.NodeID)
 	return true, nil
 }
 
@@ -183,6 +206,14 @@ func (s *Server) PublishProxy(ctx context.Context, commit string, p *xds.Proxy, 
 func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secrets SecretsFunc) (*published, *cachev3.Snapshot, error) {
 	if p.Hash == "" {
 		return nil, nil, fmt.Errorf("proxy %s: no hash", p.NodeID)
+	}
+	flavor := p.Flavor
+	switch flavor {
+	case "":
+		flavor = xds.FlavorEnvoy
+	case xds.FlavorEnvoy, xds.FlavorGRPC:
+	default:
+		return nil, nil, fmt.Errorf("proxy %s: unknown flavour %q", p.NodeID, p.Flavor)
 	}
 	var secretRes []types.Resource
 	var secretVersion string
@@ -200,9 +231,9 @@ func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secr
 		}
 	}
 	prev := s.published[p.NodeID]
-	pub := &published{hash: p.Hash, commit: commit, secretVersion: secretVersion}
+	pub := &published{flavor: flavor, hash: p.Hash, commit: commit, secretVersion: secretVersion}
 	if prev != nil && prev.hash == p.Hash {
-		if prev.secretVersion == secretVersion {
+		if prev.secretVersion == secretVersion && prev.flavor == flavor {
 			return prev, nil, nil
 		}
 		pub.commit = prev.commit
@@ -278,12 +309,23 @@ func short(s string) string {
 	return s
 }
 
-// forgetIfGone drops the snapshot of a node that is no longer published once
-// its last stream has closed.
+// forgetIfGone drops the snapshots of node that are no longer served once
+// the last stream of their flavour has closed: every flavour's when the node
+// is no longer published, and a former flavour's when it is.
 func (s *Server) forgetIfGone(node string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.published[node] == nil && !s.tracker.connected(node) {
-		s.cache.ClearSnapshot(node)
+	s.clearUnused(node)
+}
+
+// clearUnused drops every snapshot of node but the published one (all of
+// them when the node is not published) that no open stream of the node
+// uses: a stream keeps its watches, and what it was last sent, until it
+// closes. Called with s.mu held.
+func (s *Server) clearUnused(node string) {
+	var keep xds.Flavor
+	if pub := s.published[node]; pub != nil {
+		keep = pub.flavor
 	}
+	s.tracker.clearUnused(node, keep, func(f xds.Flavor) { s.cache.ClearSnapshot(snapshotKey(node, f)) })
 }

@@ -62,6 +62,11 @@ type ProxyStatus struct {
 	// Commit is the commit its current resource version comes from.
 	Published bool
 	Commit    string
+	// PublishedFlavor is the flavour of the published translation ("" when
+	// not published). Only the node's streams of that flavour are served
+	// it: when Flavor differs, the node's latest stream waits for a
+	// translation of its own flavour.
+	PublishedFlavor xds.Flavor
 	// Hash is the xds.Proxy Hash of the published translation ("" when not
 	// published): which translation the node is served.
 	Hash string
@@ -166,7 +171,7 @@ func (s *Server) StatusOf(node string) (ProxyStatus, bool) {
 
 // withPublished adds what was published for the node.
 func (ps *ProxyStatus) withPublished(pub *published) {
-	ps.Published, ps.Commit, ps.Hash = true, pub.commit, pub.hash
+	ps.Published, ps.Commit, ps.Hash, ps.PublishedFlavor = true, pub.commit, pub.hash, pub.flavor
 	for _, typ := range pub.types {
 		i := slices.IndexFunc(ps.Types, func(t TypeStatus) bool { return t.TypeURL == typ })
 		if i < 0 {
@@ -228,16 +233,19 @@ type streamKey struct {
 // nonce is not the last one of its type, and so does the tracker.
 type streamState struct {
 	node     string
+	flavor   xds.Flavor   // set with node
+	first    *corev3.Node // the node message of the request that attached the stream
 	lastSent map[string]sent
 }
 
 type sent struct{ nonce, version string }
 
 type nodeState struct {
-	streams int
-	since   time.Time
-	flavor  xds.Flavor // "" until a stream of the node is attached
-	types   map[string]*TypeStatus
+	streams  int
+	byFlavor map[xds.Flavor]int // open streams per flavour they declared
+	since    time.Time
+	flavor   xds.Flavor // "" until a stream of the node is attached
+	types    map[string]*TypeStatus
 }
 
 // tracker implements the go-control-plane callbacks. Callbacks run on the
@@ -246,7 +254,9 @@ type tracker struct {
 	now    func() time.Time
 	log    *slog.Logger
 	buffer int
-	onIdle func(node string) // called, unlocked, when a node's last stream closes
+	// onIdle is called, unlocked, when the last open stream of a node in
+	// one flavour closes.
+	onIdle func(node string)
 
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
@@ -297,11 +307,23 @@ func (s *Server) ConnectedNodes() []string {
 	return out
 }
 
-// connected reports whether node has an open stream.
-func (t *tracker) connected(node string) bool {
+// flavors are the flavours a node's snapshot may be kept for.
+var flavors = [...]xds.Flavor{xds.FlavorEnvoy, xds.FlavorGRPC}
+
+// clearUnused calls clear with each flavour but keep in which node has no
+// open stream. It holds the lock while it does, and a stream is counted at
+// its first request, before the cache sees any watch of it: a snapshot
+// cleared here (with its watches) has no watch of an open stream, and a
+// stream that opens meanwhile waits for clear to return.
+func (t *tracker) clearUnused(node string, keep xds.Flavor, clear func(xds.Flavor)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.nodes[node] != nil && t.nodes[node].streams > 0
+	ns := t.nodes[node]
+	for _, f := range flavors {
+		if f != keep && (ns == nil || ns.byFlavor[f] == 0) {
+			clear(f)
+		}
+	}
 }
 
 func (t *tracker) status() map[string]*ProxyStatus {
@@ -367,12 +389,13 @@ func (t *tracker) attach(key streamKey, node *corev3.Node) (*streamState, error)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	st := t.stream(key)
-	st.node = id
+	st.node, st.flavor, st.first = id, f, node
 	ns := t.node(id)
 	if ns.streams == 0 {
 		ns.since = t.now()
 	}
 	ns.streams++
+	ns.byFlavor[f]++
 	t.log.Debug("xds stream opened", "node", id, "stream", key.id, "delta", key.delta, "flavor", f)
 	if ns.flavor != f {
 		if ns.flavor != "" {
@@ -399,7 +422,7 @@ func (t *tracker) sendLocked(e Event) {
 func (t *tracker) node(node string) *nodeState {
 	ns := t.nodes[node]
 	if ns == nil {
-		ns = &nodeState{types: map[string]*TypeStatus{}}
+		ns = &nodeState{types: map[string]*TypeStatus{}, byFlavor: map[xds.Flavor]int{}}
 		t.nodes[node] = ns
 	}
 	return ns
@@ -424,6 +447,9 @@ func (t *tracker) closed(key streamKey) {
 		ns.streams--
 		if ns.streams == 0 {
 			ns.since = time.Time{}
+		}
+		if ns.byFlavor[st.flavor]--; ns.byFlavor[st.flavor] == 0 {
+			delete(ns.byFlavor, st.flavor)
 			idle = st.node
 		}
 		t.log.Debug("xds stream closed", "node", st.node, "stream", key.id, "delta", key.delta)
@@ -451,17 +477,24 @@ func (t *tracker) responded(key streamKey, typeURL, nonce, version string) {
 
 // answered records a request: the stream's node on its first one, then
 // ACKs and NACKs. It returns the version a NACK rejected ("" for an ACK, a
-// stale nonce, or an unknown one), or the error that refuses the stream.
-func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, version string, nackMsg *string) (rejected string, err error) {
+// stale nonce, or an unknown one), or the error that refuses the stream,
+// and the node message that attached the stream (nil before it is).
+//
+// The caller puts that node message in the request: the snapshot cache
+// keys a request by node id and flavour (see nodeHash), and a stream's
+// node and flavour are those of its first request alone, whatever a later
+// request says.
+func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, version string, nackMsg *string) (rejected string, first *corev3.Node, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st, err := t.attach(key, node)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
+	first = st.first
 	last, ok := st.lastSent[typeURL]
 	if nonce == "" || !ok || last.nonce != nonce || st.node == "" {
-		return "", nil
+		return "", first, nil
 	}
 	e := Event{Kind: ACK, NodeID: st.node, TypeURL: typeURL, Version: last.version, Delta: key.delta, At: t.now()}
 	ts := t.node(st.node).typ(typeURL)
@@ -477,7 +510,7 @@ func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, ver
 		ts.Acked, ts.AckedAt = e.Version, e.At
 	}
 	t.sendLocked(e)
-	return rejected, nil
+	return rejected, first, nil
 }
 
 // nackMessage returns the error_detail message of a NACK, or nil for a
@@ -506,10 +539,16 @@ func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{
 //
 // The first request of a stream gives the node and its flavour; an invalid
 // flavour ends the stream with the error returned (see Server.FlavorOf).
+// Every request is then given that first request's node message, which the
+// snapshot cache keys by: a stream is served the snapshot of the node and
+// flavour the tracker counts it for.
 func (t *tracker) OnStreamRequest(id int64, req *discoverygrpc.DiscoveryRequest) error {
-	rejected, err := t.answered(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), nackMessage(req))
+	rejected, first, err := t.answered(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), nackMessage(req))
 	if rejected != "" {
 		req.VersionInfo = rejected
+	}
+	if first != nil {
+		req.Node = first
 	}
 	return err
 }
@@ -530,7 +569,10 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(strea
 // make the cache re-send, so there is nothing to rewrite. The node and its
 // flavour come as in OnStreamRequest.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
-	_, err := t.answered(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", nackMessage(req))
+	_, first, err := t.answered(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", nackMessage(req))
+	if first != nil {
+		req.Node = first
+	}
 	return err
 }
 
