@@ -85,6 +85,9 @@ type TypeStatus struct {
 	// Empty is set when that version holds no resource.
 	Published string
 	Empty     bool
+	// Subscribed is set once a stream of the node has asked for the type,
+	// and stays set (like Acked).
+	Subscribed bool
 	// Sent is the last version sent on any stream of the node.
 	Sent   string
 	SentAt time.Time
@@ -103,27 +106,51 @@ type NACKStatus struct {
 	At      time.Time
 }
 
-// InSync reports whether every published type of the node is ACKed at its
-// published version.
+// InSync reports whether the node runs what is published for it: it is
+// published, its streams run the published flavour (when a stream of it was
+// ever seen: Flavor is PublishedFlavor), and every published type is in
+// sync for its Flavor (TypeStatus.InSyncFor): ACKed at its published
+// version, unless the node never subscribed to it and either
 //
-// A type published without resources that the node never subscribed to
-// (nothing of it was ever sent) needs no ACK: an Envoy with TCP listeners
-// only never asks for routes, and a proxyless gRPC server asks for its
-// listener alone.
+//   - the type is published empty: an Envoy with TCP listeners only never
+//     asks for routes; or
+//   - the node runs gRPC: a proxyless gRPC application asks only for what it
+//     uses (a server that makes no calls never asks for clusters, routes or
+//     endpoints).
+//
+// An Envoy node subscribes to every type it is given, so it must ACK every
+// non-empty one. A node never seen (Flavor "") needs an ACK of every
+// non-empty type.
 func (p ProxyStatus) InSync() bool {
+	if !p.Published || (p.Flavor != "" && p.PublishedFlavor != "" && p.Flavor != p.PublishedFlavor) {
+		return false
+	}
 	for _, t := range p.Types {
-		if t.Published != "" && !t.InSync() {
+		if t.Published != "" && !t.InSyncFor(p.Flavor) {
 			return false
 		}
 	}
-	return p.Published
+	return true
 }
 
-// InSync reports whether the type is ACKed at its published version, or
-// published empty and never subscribed to.
-func (t TypeStatus) InSync() bool {
-	return t.Published != "" && (t.Acked == t.Published || (t.Empty && t.Sent == ""))
+// InSyncFor reports whether the type is in sync on a node of flavour f (its
+// ProxyStatus.Flavor, "" for a node never seen): ACKed at its published
+// version, or never subscribed to and either published empty or f is
+// FlavorGRPC. See ProxyStatus.InSync.
+func (t TypeStatus) InSyncFor(f xds.Flavor) bool {
+	if t.Published == "" {
+		return false
+	}
+	if t.Acked == t.Published {
+		return true
+	}
+	subscribed := t.Subscribed || t.Sent != "" // nothing is sent unasked
+	return !subscribed && (t.Empty || f == xds.FlavorGRPC)
 }
+
+// InSync is InSyncFor(""), whatever the node runs: ACKed at its published
+// version, or published empty and never subscribed to.
+func (t TypeStatus) InSync() bool { return t.InSyncFor("") }
 
 // Status returns every node the server published or saw, sorted by node id.
 // It is a copy: safe to keep and modify.
@@ -492,6 +519,9 @@ func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, ver
 		return "", nil, err
 	}
 	first = st.first
+	if st.node != "" && typeURL != "" {
+		t.node(st.node).typ(typeURL).Subscribed = true
+	}
 	last, ok := st.lastSent[typeURL]
 	if nonce == "" || !ok || last.nonce != nonce || st.node == "" {
 		return "", first, nil
