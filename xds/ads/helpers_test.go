@@ -45,9 +45,19 @@ const wait = 5 * time.Second
 // startServer serves a new Server on 127.0.0.1 until the test ends.
 func startServer(t *testing.T) (*Server, *grpc.ClientConn) {
 	t.Helper()
-	s, err := New(Config{})
+	return startWith(t, Config{}, nil)
+}
+
+// startWith is startServer with cfg, and setup (when not nil) called on the
+// Server before it serves.
+func startWith(t *testing.T, cfg Config, setup func(*Server)) (*Server, *grpc.ClientConn) {
+	t.Helper()
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(s)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

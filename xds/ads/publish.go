@@ -53,9 +53,14 @@ type published struct {
 // validity, unique names and each of Proxy.SecretNames present; and
 // Snapshot.Consistent); if any check fails or ctx ends, it returns an error
 // naming the proxy and nothing that is served changes. Then it sets the
-// snapshots of the changed proxies and drops those of proxies no longer
-// present (a removed proxy still connected keeps its last config until its
-// streams close).
+// snapshots of the changed proxies. The snapshot cache may fail to set one
+// (it stores the snapshot, then fails answering a watch): every proxy set
+// by the call is then put back on its previous snapshot (or has it cleared
+// when it had none; its streams keep what they were sent and wait for the
+// next one), the server keeps the previous commit, and the error names the
+// proxy. Only then does it drop the snapshots of proxies no longer present
+// (a removed proxy still connected keeps its last config until its streams
+// close).
 //
 // Versions: every non-secret type of a proxy carries
 // <commit[:12]>-<hash[:12]>, where hash is the proxy's TypeHashes entry for
@@ -128,12 +133,21 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 		return res, fmt.Errorf("publish %s: %w", short(commit), err)
 	}
 
-	// Commit point: from here on nothing fails. The cache only sends on
-	// buffered watch channels, so a background context never blocks.
+	// Setting the snapshots is the last step that can fail: the cache
+	// stores a snapshot, then answers the watches on it, which can fail (the
+	// cache only sends on buffered watch channels, so a background context
+	// never blocks, but building a delta answer can fail). Each node set
+	// before a failure, the failing one included, is put back on what it
+	// had, and the call changes nothing.
+	sets := make([]setSnapshot, len(changes))
+	for i, c := range changes {
+		sets[i] = s.setting(c.node, c.pub.flavor, c.snap)
+	}
+	if err := s.setAll(sets); err != nil {
+		return res, fmt.Errorf("publish %s: %w", short(commit), err)
+	}
+	// Commit point: from here on nothing fails.
 	for _, c := range changes {
-		if err := s.cache.SetSnapshot(context.Background(), snapshotKey(c.node, c.pub.flavor), c.snap); err != nil {
-			return res, fmt.Errorf("publish %s: proxy %s: set snapshot: %w", short(commit), c.node, err)
-		}
 		s.published[c.node] = c.pub
 		res.Changed = append(res.Changed, c.node)
 	}
@@ -161,7 +175,8 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 // builds, checks and versions p's snapshot exactly as Publish does, so each
 // type whose hash differs from the one served gets a new version
 // (<commit[:12]>-<hash[:12]>) and is pushed, and the others keep theirs. On
-// error (p.NodeID not published, a failed check, ctx ended) nothing changes.
+// error (p.NodeID not published, a failed check, ctx ended, the cache
+// failing to set the snapshot, as in Publish) nothing changes.
 // p may be of another flavour than the node's published proxy: it is then
 // served to the node's streams of p's flavour from now on, and no longer to
 // the others (see Publish).
@@ -193,12 +208,61 @@ func (s *Server) PublishProxy(ctx context.Context, commit string, p *xds.Proxy, 
 	if snap == nil {
 		return false, nil
 	}
-	if err := s.cache.SetSnapshot(context.Background(), snapshotKey(p.NodeID, pub.flavor), snap); err != nil {
-		return false, fmt.Errorf("publish %s: proxy %s: set snapshot: %w", short(commit), p.NodeID, err)
+	if err := s.setAll([]setSnapshot{s.setting(p.NodeID, pub.flavor, snap)}); err != nil {
+		return false, fmt.Errorf("publish %s: %w", short(commit), err)
 	}
 	s.published[p.NodeID] = pub
 	s.clearUnused(p.NodeID)
 	return true, nil
+}
+
+// setSnapshot is a snapshot to set for a node, and the one the node had
+// under the same key (nil when none).
+type setSnapshot struct {
+	node string
+	key  string
+	snap cachev3.ResourceSnapshot
+	prev cachev3.ResourceSnapshot
+}
+
+// setting returns the change of node's snapshot for flavour f to snap.
+// Called with s.mu held, which every change of the cache holds.
+func (s *Server) setting(node string, f xds.Flavor, snap cachev3.ResourceSnapshot) setSnapshot {
+	key := snapshotKey(node, f)
+	prev, err := s.cache.GetSnapshot(key)
+	if err != nil {
+		prev = nil
+	}
+	return setSnapshot{node: node, key: key, snap: snap, prev: prev}
+}
+
+// setAll sets every snapshot of sets, in order, or none: when one fails,
+// those set so far and the failing one (which the cache stores before it
+// fails answering the watches) are put back on their previous snapshot,
+// or cleared when they had none, and the error names the node. Called
+// with s.mu held.
+func (s *Server) setAll(sets []setSnapshot) error {
+	for i, c := range sets {
+		err := s.cache.SetSnapshot(context.Background(), c.key, c.snap)
+		if err == nil {
+			continue
+		}
+		err = fmt.Errorf("proxy %s: set snapshot: %w", c.node, err)
+		var undo []error
+		for _, c := range slices.Backward(sets[:i+1]) {
+			if c.prev == nil {
+				// Its streams were sent nothing before: they keep what
+				// this call sent them, and wait for the next snapshot.
+				s.cache.ClearSnapshot(c.key)
+				continue
+			}
+			if err := s.cache.SetSnapshot(context.Background(), c.key, c.prev); err != nil {
+				undo = append(undo, fmt.Errorf("proxy %s: put back its previous snapshot: %w", c.node, err))
+			}
+		}
+		return errors.Join(append([]error{err}, undo...)...)
+	}
+	return nil
 }
 
 // prepare returns the new state and checked snapshot of p, or a nil
