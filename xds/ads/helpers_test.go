@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -246,6 +249,70 @@ func nextEvent(t *testing.T, events <-chan Event) Event {
 		t.Fatal("no event")
 		return Event{}
 	}
+}
+
+// logRecords is a slog.Handler that keeps every record, at every level.
+type logRecords struct {
+	mu    *sync.Mutex
+	recs  *[]slog.Record
+	attrs []slog.Attr
+}
+
+func newLogRecords() *logRecords { return &logRecords{mu: &sync.Mutex{}, recs: &[]slog.Record{}} }
+
+func (h *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logRecords) Handle(_ context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(h.attrs...)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	*h.recs = append(*h.recs, r)
+	return nil
+}
+
+func (h *logRecords) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *h
+	c.attrs = append(slices.Clone(h.attrs), as...)
+	return &c
+}
+
+func (h *logRecords) WithGroup(string) slog.Handler { return h }
+
+// logLine is a record's level, message and attributes as text.
+type logLine struct {
+	level slog.Level
+	msg   string
+	attrs map[string]string
+}
+
+// lines returns the records at level or above whose message is msg (any
+// message when "").
+func (h *logRecords) lines(level slog.Level, msg string) []logLine {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []logLine
+	for _, r := range *h.recs {
+		if r.Level < level || (msg != "" && r.Message != msg) {
+			continue
+		}
+		l := logLine{level: r.Level, msg: r.Message, attrs: map[string]string{}}
+		r.Attrs(func(a slog.Attr) bool {
+			l.attrs[a.Key] = a.Value.String()
+			return true
+		})
+		out = append(out, l)
+	}
+	return out
+}
+
+// text is every record, attributes included, as one string.
+func (h *logRecords) text() string {
+	var b strings.Builder
+	for _, l := range h.lines(slog.LevelDebug, "") {
+		fmt.Fprintf(&b, "%s %s %v\n", l.level, l.msg, l.attrs)
+	}
+	return b.String()
 }
 
 // --- resources ---

@@ -61,7 +61,8 @@ type Config struct {
 	// EventBuffer is the capacity of each Subscribe channel (default 1024).
 	EventBuffer int
 	// Logger receives stream events (open, close, NACK) at debug and warn
-	// level; secrets are never logged. Discarded when nil.
+	// level, and each call Authenticate refuses at warn level; secrets and
+	// credentials are never logged. Discarded when nil.
 	Logger *slog.Logger
 	// Now is the clock of the status timestamps; time.Now when nil.
 	Now func() time.Time
@@ -142,7 +143,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(c.TLS)))
 	}
 	if c.Authenticate != nil {
-		opts = append(opts, authInterceptors(c.Authenticate)...)
+		opts = append(opts, authInterceptors(c.Authenticate, c.Logger)...)
 	}
 	return opts
 }
