@@ -151,6 +151,11 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 		s.published[c.node] = c.pub
 		res.Changed = append(res.Changed, c.node)
 	}
+	for node := range s.undeclared {
+		if present[node] {
+			delete(s.undeclared, node)
+		}
+	}
 	for _, c := range changes {
 		if c.moved {
 			s.clearUnused(c.node)
@@ -162,6 +167,9 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 		}
 		delete(s.published, node)
 		s.clearUnused(node)
+		if f, peer, ok := s.tracker.connectedAs(node); ok {
+			s.noteUndeclared(node, f, peer)
+		}
 		res.Removed = append(res.Removed, node)
 	}
 	slices.Sort(res.Changed)
@@ -380,6 +388,29 @@ func (s *Server) forgetIfGone(node string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clearUnused(node)
+}
+
+// streamAttached is the tracker's onAttach hook: a stream's first request
+// named its node. It runs after the tracker unlocks (the lock order is
+// s.mu, then the tracker's).
+func (s *Server) streamAttached(node string, f xds.Flavor, peer string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.published[node] == nil {
+		s.noteUndeclared(node, f, peer)
+	}
+}
+
+// noteUndeclared logs, once until the node is published again, that node
+// has an xDS stream and no published proxy: the daemon serves it nothing
+// (a typo in its bootstrap, or its Dataplane removed from git). Called with
+// s.mu held.
+func (s *Server) noteUndeclared(node string, f xds.Flavor, peer string) {
+	if s.undeclared[node] {
+		return
+	}
+	s.undeclared[node] = true
+	s.cfg.Logger.Warn("xDS stream for a node no published dataplane declares", "node", node, "peer", peer, "flavor", f)
 }
 
 // clearUnused drops every snapshot of node but the published one (all of

@@ -61,8 +61,9 @@ type Config struct {
 	// EventBuffer is the capacity of each Subscribe channel (default 1024).
 	EventBuffer int
 	// Logger receives stream events (open, close, NACK) at debug and warn
-	// level, and each call Authenticate refuses at warn level; secrets and
-	// credentials are never logged. Discarded when nil.
+	// level; at warn level, each call Authenticate refuses, and once per
+	// node until it is published again, a node connected with no published
+	// proxy. Secrets and credentials are never logged. Discarded when nil.
 	Logger *slog.Logger
 	// Now is the clock of the status timestamps; time.Now when nil.
 	Now func() time.Time
@@ -157,9 +158,12 @@ type Server struct {
 	xds     serverv3.Server
 	tracker *tracker
 
-	mu        sync.Mutex // serialises Publish and guards published and checker
+	mu        sync.Mutex // serialises Publish and guards published, checker and undeclared
 	published map[string]*published
 	checker   *xds.Checker
+	// undeclared are the nodes logged as connected with no published
+	// proxy since they were last published (see noteUndeclared).
+	undeclared map[string]bool
 }
 
 // New returns a server with no snapshots. The snapshot cache runs in non-ADS
@@ -172,9 +176,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, published: map[string]*published{}, checker: xds.NewChecker()}
+	s := &Server{cfg: cfg, published: map[string]*published{}, checker: xds.NewChecker(), undeclared: map[string]bool{}}
 	s.tracker = newTracker(cfg.Now, cfg.Logger, cfg.EventBuffer)
 	s.tracker.onIdle = s.forgetIfGone
+	s.tracker.onAttach = s.streamAttached
 	s.cache = cachev3.NewSnapshotCache(false, nodeHash{}, gcpLogger{cfg.Logger})
 	// The streams end when their gRPC server stops or their client leaves,
 	// so the server's own context is never cancelled.

@@ -259,6 +259,7 @@ type streamKey struct {
 // version of the last response: go-control-plane ignores a request whose
 // nonce is not the last one of its type, and so does the tracker.
 type streamState struct {
+	peer     string // the client's address, "" when unknown
 	node     string
 	flavor   xds.Flavor   // set with node
 	first    *corev3.Node // the node message of the request that attached the stream
@@ -272,6 +273,7 @@ type nodeState struct {
 	byFlavor map[xds.Flavor]int // open streams per flavour they declared
 	since    time.Time
 	flavor   xds.Flavor // "" until a stream of the node is attached
+	peer     string     // the address of the stream attached last
 	types    map[string]*TypeStatus
 }
 
@@ -284,6 +286,9 @@ type tracker struct {
 	// onIdle is called, unlocked, when the last open stream of a node in
 	// one flavour closes.
 	onIdle func(node string)
+	// onAttach is called, unlocked, when a stream's first request names its
+	// node, with the node, the flavour and the peer's address.
+	onAttach func(node string, f xds.Flavor, peer string)
 
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
@@ -332,6 +337,18 @@ func (s *Server) ConnectedNodes() []string {
 		}
 	}
 	return out
+}
+
+// connectedAs returns the flavour and peer address of node's latest
+// stream, and whether the node has an open stream.
+func (t *tracker) connectedAs(node string) (f xds.Flavor, peer string, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ns := t.nodes[node]
+	if ns == nil || ns.streams == 0 {
+		return "", "", false
+	}
+	return ns.flavor, ns.peer, true
 }
 
 // flavors are the flavours a node's snapshot may be kept for.
@@ -412,7 +429,7 @@ func (t *tracker) attach(key streamKey, node *corev3.Node) (*streamState, error)
 	}
 	f, err := xds.FlavorOfNode(node)
 	if err != nil {
-		t.log.Warn("xds stream refused", "node", id, "stream", key.id, "delta", key.delta, "error", err)
+		t.log.Warn("xds stream refused", "node", id, "peer", t.streams[key].addr(), "stream", key.id, "delta", key.delta, "error", err)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	st := t.stream(key)
@@ -423,6 +440,7 @@ func (t *tracker) attach(key streamKey, node *corev3.Node) (*streamState, error)
 	}
 	ns.streams++
 	ns.byFlavor[f]++
+	ns.peer = st.peer
 	t.log.Debug("xds stream opened", "node", id, "stream", key.id, "delta", key.delta, "flavor", f)
 	if ns.flavor != f {
 		if ns.flavor != "" {
@@ -433,6 +451,21 @@ func (t *tracker) attach(key streamKey, node *corev3.Node) (*streamState, error)
 		t.sendLocked(Event{Kind: FlavorChanged, NodeID: id, Flavor: f, Delta: key.delta, At: t.now()})
 	}
 	return st, nil
+}
+
+// addr is the stream's peer address ("" for a nil stream).
+func (st *streamState) addr() string {
+	if st == nil {
+		return ""
+	}
+	return st.peer
+}
+
+// opened registers a stream and its peer's address.
+func (t *tracker) opened(ctx context.Context, key streamKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stream(key).peer = peerAddr(ctx)
 }
 
 // sendLocked delivers e to every subscriber that has room for it. Called
@@ -502,36 +535,52 @@ func (t *tracker) responded(key streamKey, typeURL, nonce, version string) {
 	ts.Sent, ts.SentAt = version, t.now()
 }
 
+// answer is what the tracker made of a request.
+type answer struct {
+	// rejected is the version a NACK rejected ("" for an ACK, a stale
+	// nonce, or an unknown one).
+	rejected string
+	// first is the node message that attached the stream (nil until one
+	// did). The caller puts it in the request: the snapshot cache keys a
+	// request by node id and flavour (see nodeHash), and a stream's node
+	// and flavour are those of its first request alone, whatever a later
+	// request says.
+	first *corev3.Node
+	// attached is set when this request attached the stream, whose
+	// flavour and peer follow.
+	attached bool
+	flavor   xds.Flavor
+	peer     string
+}
+
 // answered records a request: the stream's node on its first one, then
-// ACKs and NACKs. It returns the version a NACK rejected ("" for an ACK, a
-// stale nonce, or an unknown one), or the error that refuses the stream,
-// and the node message that attached the stream (nil before it is).
-//
-// The caller puts that node message in the request: the snapshot cache
-// keys a request by node id and flavour (see nodeHash), and a stream's
-// node and flavour are those of its first request alone, whatever a later
-// request says.
-func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, version string, nackMsg *string) (rejected string, first *corev3.Node, err error) {
+// ACKs and NACKs. It returns what it made of the request, or the error
+// that refuses the stream.
+func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, version string, nackMsg *string) (a answer, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	before := t.streams[key].nodeID()
 	st, err := t.attach(key, node)
 	if err != nil {
-		return "", nil, err
+		return a, err
 	}
-	first = st.first
+	a.first = st.first
+	if st.node != "" && before == "" {
+		a.attached, a.flavor, a.peer = true, st.flavor, st.peer
+	}
 	if st.node != "" && typeURL != "" {
 		t.node(st.node).typ(typeURL).Subscribed = true
 	}
 	last, ok := st.lastSent[typeURL]
 	if nonce == "" || !ok || last.nonce != nonce || st.node == "" {
-		return "", first, nil
+		return a, nil
 	}
 	e := Event{Kind: ACK, NodeID: st.node, TypeURL: typeURL, Version: last.version, Delta: key.delta, At: t.now()}
 	ts := t.node(st.node).typ(typeURL)
 	if nackMsg != nil {
 		e.Kind, e.Error = NACK, *nackMsg
 		ts.LastNACK = &NACKStatus{Version: last.version, Error: *nackMsg, At: e.At}
-		rejected = last.version
+		a.rejected = last.version
 		t.log.Warn("xds NACK", "node", st.node, "type", typeURL, "version", last.version, "error", *nackMsg)
 	} else {
 		if !key.delta && version != "" {
@@ -540,7 +589,27 @@ func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, ver
 		ts.Acked, ts.AckedAt = e.Version, e.At
 	}
 	t.sendLocked(e)
-	return rejected, first, nil
+	return a, nil
+}
+
+// nodeID is the stream's node id ("" for a nil stream or one not
+// attached yet).
+func (st *streamState) nodeID() string {
+	if st == nil {
+		return ""
+	}
+	return st.node
+}
+
+// request applies to a request what answered made of it, and calls the
+// onAttach hook, unlocked, when the request attached its stream.
+func (t *tracker) request(a answer, setNode func(*corev3.Node)) {
+	if a.first != nil {
+		setNode(a.first)
+	}
+	if a.attached && t.onAttach != nil {
+		t.onAttach(a.first.GetId(), a.flavor, a.peer)
+	}
 }
 
 // nackMessage returns the error_detail message of a NACK, or nil for a
@@ -554,8 +623,12 @@ func nackMessage(req interface{ GetErrorDetail() *statuspb.Status }) *string {
 	return &m
 }
 
-// OnStreamOpen implements serverv3.Callbacks; the node is not known yet.
-func (t *tracker) OnStreamOpen(context.Context, int64, string) error { return nil }
+// OnStreamOpen implements serverv3.Callbacks: it notes the peer's address;
+// the node is not known yet.
+func (t *tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	t.opened(ctx, streamKey{false, id})
+	return nil
+}
 
 // OnStreamClosed implements serverv3.Callbacks.
 func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{false, id}) }
@@ -573,14 +646,15 @@ func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{
 // snapshot cache keys by: a stream is served the snapshot of the node and
 // flavour the tracker counts it for.
 func (t *tracker) OnStreamRequest(id int64, req *discoverygrpc.DiscoveryRequest) error {
-	rejected, first, err := t.answered(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), nackMessage(req))
-	if rejected != "" {
-		req.VersionInfo = rejected
+	a, err := t.answered(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), nackMessage(req))
+	if err != nil {
+		return err
 	}
-	if first != nil {
-		req.Node = first
+	if a.rejected != "" {
+		req.VersionInfo = a.rejected
 	}
-	return err
+	t.request(a, func(n *corev3.Node) { req.Node = n })
+	return nil
 }
 
 // OnStreamResponse implements serverv3.Callbacks: it maps the response
@@ -589,8 +663,11 @@ func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoverygr
 	t.responded(streamKey{false, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 }
 
-// OnDeltaStreamOpen implements serverv3.Callbacks.
-func (t *tracker) OnDeltaStreamOpen(context.Context, int64, string) error { return nil }
+// OnDeltaStreamOpen implements serverv3.Callbacks, as OnStreamOpen.
+func (t *tracker) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	t.opened(ctx, streamKey{true, id})
+	return nil
+}
 
 // OnDeltaStreamClosed implements serverv3.Callbacks.
 func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{true, id}) }
@@ -599,11 +676,12 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(strea
 // make the cache re-send, so there is nothing to rewrite. The node and its
 // flavour come as in OnStreamRequest.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
-	_, first, err := t.answered(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", nackMessage(req))
-	if first != nil {
-		req.Node = first
+	a, err := t.answered(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", nackMessage(req))
+	if err != nil {
+		return err
 	}
-	return err
+	t.request(a, func(n *corev3.Node) { req.Node = n })
+	return nil
 }
 
 // OnStreamDeltaResponse implements serverv3.Callbacks.
