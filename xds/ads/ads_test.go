@@ -168,7 +168,7 @@ func TestInvalidPublishChangesNothing(t *testing.T) {
 				t.Fatalf("error %q, want it to name proxy demo.api-1 and contain %q", err, tc.want)
 			}
 			for _, p := range []*xds.Proxy{good, other} {
-				snap, err := s.cache.GetSnapshot(p.NodeID)
+				snap, err := s.cache.GetSnapshot(snapshotKey(p.NodeID, xds.FlavorEnvoy))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -194,7 +194,7 @@ func TestInvalidPublishChangesNothing(t *testing.T) {
 	if !slices.Equal(res.Removed, []string{"demo.api-1"}) || !slices.Equal(res.Unchanged, []string{good.NodeID}) {
 		t.Fatalf("result %+v", res)
 	}
-	if _, err := s.cache.GetSnapshot("demo.api-1"); err == nil {
+	if _, err := s.cache.GetSnapshot(snapshotKey("demo.api-1", xds.FlavorEnvoy)); err == nil {
 		t.Error("removed proxy still has a snapshot")
 	}
 	for _, ps := range s.Status() {

@@ -53,7 +53,7 @@ func nextFlavor(t *testing.T, events <-chan Event) Event {
 func TestFlavorOfNodes(t *testing.T) {
 	s, conn := startServer(t)
 	const envoy, grpcNode = "demo.web-1", "demo.api-1"
-	publish(t, s, commit1, nil, basicProxy(t, envoy), basicProxy(t, grpcNode))
+	publish(t, s, commit1, nil, basicProxy(t, envoy), forGRPC(basicProxy(t, grpcNode)))
 	events, stop := s.Subscribe()
 	defer stop()
 	if _, ok := s.FlavorOf(envoy); ok || s.FlavorChanges() != 0 {
@@ -91,11 +91,11 @@ func TestFlavorOfNodes(t *testing.T) {
 	}
 
 	// A second stream of the same flavour changes nothing; one whose
-	// metadata overrides the user agent does, and so does going back.
+	// metadata overrides the user agent does (and, the node being published
+	// for gRPC, is sent nothing), and so does going back.
 	g2 := streamAs(t, conn, nodeAs(t, grpcNode, "gRPC Go", "grpc"))
 	g2.recv()
 	g3 := streamAs(t, conn, nodeAs(t, grpcNode, "gRPC Go", "envoy"))
-	g3.recv()
 	if e := nextFlavor(t, events); e.NodeID != grpcNode || e.Flavor != xds.FlavorEnvoy {
 		t.Errorf("event %+v, want %s now envoy", e, grpcNode)
 	}
@@ -111,6 +111,9 @@ func TestFlavorOfNodes(t *testing.T) {
 	// The flavour outlives the node's streams.
 	for _, c := range []*client{g1, g2, g3, g4} {
 		c.close()
+	}
+	if n := g3.count.Load(); n != 0 {
+		t.Errorf("the Envoy stream of a node published for gRPC got %d responses", n)
 	}
 	waitStatus(t, s, grpcNode, func(ps ProxyStatus) bool { return ps.Streams == 0 })
 	if f, ok := s.FlavorOf(grpcNode); !ok || f != xds.FlavorGRPC {
@@ -128,7 +131,7 @@ func TestFlavorOfNodes(t *testing.T) {
 func TestInvalidFlavorRefusesTheStream(t *testing.T) {
 	s, conn := startServer(t)
 	const node = "demo.web-1"
-	publish(t, s, commit1, nil, basicProxy(t, node))
+	publish(t, s, commit1, nil, forGRPC(basicProxy(t, node)))
 	events, stop := s.Subscribe()
 	defer stop()
 
@@ -185,8 +188,8 @@ func TestInvalidFlavorRefusesTheStream(t *testing.T) {
 func TestFlavorFromDeltaStream(t *testing.T) {
 	s, conn := startServer(t)
 	const node = "demo.web-1"
-	publish(t, s, commit1, nil, basicProxy(t, node))
-	ctx, cancel := context.WithCancel(context.Background())
+	publish(t, s, commit1, nil, forGRPC(basicProxy(t, node)))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
 	if err != nil {

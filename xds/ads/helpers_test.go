@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,9 +48,19 @@ const wait = 5 * time.Second
 // startServer serves a new Server on 127.0.0.1 until the test ends.
 func startServer(t *testing.T) (*Server, *grpc.ClientConn) {
 	t.Helper()
-	s, err := New(Config{})
+	return startWith(t, Config{}, nil)
+}
+
+// startWith is startServer with cfg, and setup (when not nil) called on the
+// Server before it serves.
+func startWith(t *testing.T, cfg Config, setup func(*Server)) (*Server, *grpc.ClientConn) {
+	t.Helper()
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(s)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -238,6 +251,70 @@ func nextEvent(t *testing.T, events <-chan Event) Event {
 	}
 }
 
+// logRecords is a slog.Handler that keeps every record, at every level.
+type logRecords struct {
+	mu    *sync.Mutex
+	recs  *[]slog.Record
+	attrs []slog.Attr
+}
+
+func newLogRecords() *logRecords { return &logRecords{mu: &sync.Mutex{}, recs: &[]slog.Record{}} }
+
+func (h *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logRecords) Handle(_ context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(h.attrs...)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	*h.recs = append(*h.recs, r)
+	return nil
+}
+
+func (h *logRecords) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *h
+	c.attrs = append(slices.Clone(h.attrs), as...)
+	return &c
+}
+
+func (h *logRecords) WithGroup(string) slog.Handler { return h }
+
+// logLine is a record's level, message and attributes as text.
+type logLine struct {
+	level slog.Level
+	msg   string
+	attrs map[string]string
+}
+
+// lines returns the records at level or above whose message is msg (any
+// message when "").
+func (h *logRecords) lines(level slog.Level, msg string) []logLine {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []logLine
+	for _, r := range *h.recs {
+		if r.Level < level || (msg != "" && r.Message != msg) {
+			continue
+		}
+		l := logLine{level: r.Level, msg: r.Message, attrs: map[string]string{}}
+		r.Attrs(func(a slog.Attr) bool {
+			l.attrs[a.Key] = a.Value.String()
+			return true
+		})
+		out = append(out, l)
+	}
+	return out
+}
+
+// text is every record, attributes included, as one string.
+func (h *logRecords) text() string {
+	var b strings.Builder
+	for _, l := range h.lines(slog.LevelDebug, "") {
+		fmt.Fprintf(&b, "%s %s %v\n", l.level, l.msg, l.attrs)
+	}
+	return b.String()
+}
+
 // --- resources ---
 
 func adsSource() *corev3.ConfigSource {
@@ -337,3 +414,9 @@ func basicProxy(t *testing.T, node string, clusters ...string) *xds.Proxy {
 }
 
 func versionOf(commit string, p *xds.Proxy) string { return commit[:12] + "-" + p.Hash[:12] }
+
+// forGRPC marks p as translated for proxyless gRPC and returns it.
+func forGRPC(p *xds.Proxy) *xds.Proxy {
+	p.Flavor = xds.FlavorGRPC
+	return p
+}

@@ -35,6 +35,7 @@ type PublishResult struct {
 
 // published is what the server holds for one proxy.
 type published struct {
+	flavor        xds.Flavor // of the translation: its snapshot's key is snapshotKey(node, flavor)
 	hash          string
 	commit        string            // the commit at which hash was first published
 	versions      map[string]string // of each non-secret type
@@ -52,9 +53,14 @@ type published struct {
 // validity, unique names and each of Proxy.SecretNames present; and
 // Snapshot.Consistent); if any check fails or ctx ends, it returns an error
 // naming the proxy and nothing that is served changes. Then it sets the
-// snapshots of the changed proxies and drops those of proxies no longer
-// present (a removed proxy still connected keeps its last config until its
-// streams close).
+// snapshots of the changed proxies. The snapshot cache may fail to set one
+// (it stores the snapshot, then fails answering a watch): every proxy set
+// by the call is then put back on its previous snapshot (or has it cleared
+// when it had none; its streams keep what they were sent and wait for the
+// next one), the server keeps the previous commit, and the error names the
+// proxy. Only then does it drop the snapshots of proxies no longer present
+// (a removed proxy still connected keeps its last config until its streams
+// close).
 //
 // Versions: every non-secret type of a proxy carries
 // <commit[:12]>-<hash[:12]>, where hash is the proxy's TypeHashes entry for
@@ -63,6 +69,17 @@ type published struct {
 // versions and gets no push, and one whose endpoints alone change is sent
 // its endpoints alone. The secret type carries the version of SecretsFunc.
 // Two replicas publishing the same commits serve the same versions.
+//
+// Flavours: each proxy is served to the streams of its node that declare
+// its Flavor (see Server.FlavorOf; an empty Flavor is FlavorEnvoy, any
+// other than FlavorEnvoy and FlavorGRPC an error), and to those alone. A
+// stream of the node declaring another flavour gets no response: its
+// watches stay open and it keeps what it had, until a proxy of its flavour
+// is published for the node (by PublishProxy, or the next Publish), and it
+// is never sent another flavour's resources. So the first response a node
+// ever gets is in its own flavour, even when it connects before the layer
+// above has learned what it runs. The snapshot a node's former flavour was
+// served from is dropped once no stream of that flavour is open.
 //
 // proxies must not be modified afterwards: their resources are served as
 // they are. secrets may be nil when no proxy has Identities. Calls are
@@ -80,6 +97,9 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 		node string
 		pub  *published
 		snap *cachev3.Snapshot
+		// moved is set for a node new or published before in another
+		// flavour, whose other snapshots may have to go.
+		moved bool
 	}
 	var changes []pending
 	present := make(map[string]bool, len(proxies))
@@ -106,28 +126,49 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 			res.Unchanged = append(res.Unchanged, p.NodeID)
 			continue
 		}
-		changes = append(changes, pending{p.NodeID, pub, snap})
+		prev := s.published[p.NodeID]
+		changes = append(changes, pending{p.NodeID, pub, snap, prev == nil || prev.flavor != pub.flavor})
 	}
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("publish %s: %w", short(commit), err)
 	}
 
-	// Commit point: from here on nothing fails. The cache only sends on
-	// buffered watch channels, so a background context never blocks.
+	// Setting the snapshots is the last step that can fail: the cache
+	// stores a snapshot, then answers the watches on it, which can fail (the
+	// cache only sends on buffered watch channels, so a background context
+	// never blocks, but building a delta answer can fail). Each node set
+	// before a failure, the failing one included, is put back on what it
+	// had, and the call changes nothing.
+	sets := make([]setSnapshot, len(changes))
+	for i, c := range changes {
+		sets[i] = s.setting(c.node, c.pub.flavor, c.snap)
+	}
+	if err := s.setAll(sets); err != nil {
+		return res, fmt.Errorf("publish %s: %w", short(commit), err)
+	}
+	// Commit point: from here on nothing fails.
 	for _, c := range changes {
-		if err := s.cache.SetSnapshot(context.Background(), c.node, c.snap); err != nil {
-			return res, fmt.Errorf("publish %s: proxy %s: set snapshot: %w", short(commit), c.node, err)
-		}
 		s.published[c.node] = c.pub
 		res.Changed = append(res.Changed, c.node)
+	}
+	for node := range s.undeclared {
+		if present[node] {
+			delete(s.undeclared, node)
+		}
+	}
+	for _, c := range changes {
+		if c.moved {
+			s.clearUnused(c.node)
+		}
 	}
 	for _, node := range slices.Sorted(maps.Keys(s.published)) {
 		if present[node] {
 			continue
 		}
 		delete(s.published, node)
-		if !s.tracker.connected(node) {
-			s.cache.ClearSnapshot(node)
+		s.clearUnused(node)
+		if f, peer, ok := s.tracker.connectedAs(node); ok {
+			s.noteUndeclared(node, f, peer)
 		}
 		res.Removed = append(res.Removed, node)
 	}
@@ -142,7 +183,11 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 // builds, checks and versions p's snapshot exactly as Publish does, so each
 // type whose hash differs from the one served gets a new version
 // (<commit[:12]>-<hash[:12]>) and is pushed, and the others keep theirs. On
-// error (p.NodeID not published, a failed check, ctx ended) nothing changes.
+// error (p.NodeID not published, a failed check, ctx ended, the cache
+// failing to set the snapshot, as in Publish) nothing changes.
+// p may be of another flavour than the node's published proxy: it is then
+// served to the node's streams of p's flavour from now on, and no longer to
+// the others (see Publish).
 // changed is false when the node is served p's resources and secrets
 // already. The next Publish treats the node like any other: it is pushed
 // unless the commit's translation of it equals p. The same rules as
@@ -171,11 +216,61 @@ func (s *Server) PublishProxy(ctx context.Context, commit string, p *xds.Proxy, 
 	if snap == nil {
 		return false, nil
 	}
-	if err := s.cache.SetSnapshot(context.Background(), p.NodeID, snap); err != nil {
-		return false, fmt.Errorf("publish %s: proxy %s: set snapshot: %w", short(commit), p.NodeID, err)
+	if err := s.setAll([]setSnapshot{s.setting(p.NodeID, pub.flavor, snap)}); err != nil {
+		return false, fmt.Errorf("publish %s: %w", short(commit), err)
 	}
 	s.published[p.NodeID] = pub
+	s.clearUnused(p.NodeID)
 	return true, nil
+}
+
+// setSnapshot is a snapshot to set for a node, and the one the node had
+// under the same key (nil when none).
+type setSnapshot struct {
+	node string
+	key  string
+	snap cachev3.ResourceSnapshot
+	prev cachev3.ResourceSnapshot
+}
+
+// setting returns the change of node's snapshot for flavour f to snap.
+// Called with s.mu held, which every change of the cache holds.
+func (s *Server) setting(node string, f xds.Flavor, snap cachev3.ResourceSnapshot) setSnapshot {
+	key := snapshotKey(node, f)
+	prev, err := s.cache.GetSnapshot(key)
+	if err != nil {
+		prev = nil
+	}
+	return setSnapshot{node: node, key: key, snap: snap, prev: prev}
+}
+
+// setAll sets every snapshot of sets, in order, or none: when one fails,
+// those set so far and the failing one (which the cache stores before it
+// fails answering the watches) are put back on their previous snapshot,
+// or cleared when they had none, and the error names the node. Called
+// with s.mu held.
+func (s *Server) setAll(sets []setSnapshot) error {
+	for i, c := range sets {
+		err := s.cache.SetSnapshot(context.Background(), c.key, c.snap)
+		if err == nil {
+			continue
+		}
+		err = fmt.Errorf("proxy %s: set snapshot: %w", c.node, err)
+		var undo []error
+		for _, c := range slices.Backward(sets[:i+1]) {
+			if c.prev == nil {
+				// Its streams were sent nothing before: they keep what
+				// this call sent them, and wait for the next snapshot.
+				s.cache.ClearSnapshot(c.key)
+				continue
+			}
+			if err := s.cache.SetSnapshot(context.Background(), c.key, c.prev); err != nil {
+				undo = append(undo, fmt.Errorf("proxy %s: put back its previous snapshot: %w", c.node, err))
+			}
+		}
+		return errors.Join(append([]error{err}, undo...)...)
+	}
+	return nil
 }
 
 // prepare returns the new state and checked snapshot of p, or a nil
@@ -183,6 +278,14 @@ func (s *Server) PublishProxy(ctx context.Context, commit string, p *xds.Proxy, 
 func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secrets SecretsFunc) (*published, *cachev3.Snapshot, error) {
 	if p.Hash == "" {
 		return nil, nil, fmt.Errorf("proxy %s: no hash", p.NodeID)
+	}
+	flavor := p.Flavor
+	switch flavor {
+	case "":
+		flavor = xds.FlavorEnvoy
+	case xds.FlavorEnvoy, xds.FlavorGRPC:
+	default:
+		return nil, nil, fmt.Errorf("proxy %s: unknown flavour %q", p.NodeID, p.Flavor)
 	}
 	var secretRes []types.Resource
 	var secretVersion string
@@ -200,9 +303,9 @@ func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secr
 		}
 	}
 	prev := s.published[p.NodeID]
-	pub := &published{hash: p.Hash, commit: commit, secretVersion: secretVersion}
+	pub := &published{flavor: flavor, hash: p.Hash, commit: commit, secretVersion: secretVersion}
 	if prev != nil && prev.hash == p.Hash {
-		if prev.secretVersion == secretVersion {
+		if prev.secretVersion == secretVersion && prev.flavor == flavor {
 			return prev, nil, nil
 		}
 		pub.commit = prev.commit
@@ -278,12 +381,46 @@ func short(s string) string {
 	return s
 }
 
-// forgetIfGone drops the snapshot of a node that is no longer published once
-// its last stream has closed.
+// forgetIfGone drops the snapshots of node that are no longer served once
+// the last stream of their flavour has closed: every flavour's when the node
+// is no longer published, and a former flavour's when it is.
 func (s *Server) forgetIfGone(node string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.published[node] == nil && !s.tracker.connected(node) {
-		s.cache.ClearSnapshot(node)
+	s.clearUnused(node)
+}
+
+// streamAttached is the tracker's onAttach hook: a stream's first request
+// named its node. It runs after the tracker unlocks (the lock order is
+// s.mu, then the tracker's).
+func (s *Server) streamAttached(node string, f xds.Flavor, peer string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.published[node] == nil {
+		s.noteUndeclared(node, f, peer)
 	}
+}
+
+// noteUndeclared logs, once until the node is published again, that node
+// has an xDS stream and no published proxy: the daemon serves it nothing
+// (a typo in its bootstrap, or its Dataplane removed from git). Called with
+// s.mu held.
+func (s *Server) noteUndeclared(node string, f xds.Flavor, peer string) {
+	if s.undeclared[node] {
+		return
+	}
+	s.undeclared[node] = true
+	s.cfg.Logger.Warn("xDS stream for a node no published dataplane declares", "node", node, "peer", peer, "flavor", f)
+}
+
+// clearUnused drops every snapshot of node but the published one (all of
+// them when the node is not published) that no open stream of the node
+// uses: a stream keeps its watches, and what it was last sent, until it
+// closes. Called with s.mu held.
+func (s *Server) clearUnused(node string) {
+	var keep xds.Flavor
+	if pub := s.published[node]; pub != nil {
+		keep = pub.flavor
+	}
+	s.tracker.clearUnused(node, keep, func(f xds.Flavor) { s.cache.ClearSnapshot(snapshotKey(node, f)) })
 }

@@ -51,7 +51,7 @@ func TestPublishProxyPutsOneProxyBack(t *testing.T) {
 	if ps.Commit != commit1 || ps.Hash != p1.Hash {
 		t.Errorf("status commit %.4s hash %.12s, want commit 1's translation", ps.Commit, ps.Hash)
 	}
-	if snap, err := s.cache.GetSnapshot(other.NodeID); err != nil || snap.GetVersion(resource.ClusterType) != versionOf(commit1, other) {
+	if snap, err := s.cache.GetSnapshot(snapshotKey(other.NodeID, xds.FlavorEnvoy)); err != nil || snap.GetVersion(resource.ClusterType) != versionOf(commit1, other) {
 		t.Errorf("the other node's snapshot changed: %v", err)
 	}
 	if changed, err := s.PublishProxy(context.Background(), commit1, p1, nil); err != nil || changed {

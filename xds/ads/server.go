@@ -3,6 +3,14 @@
 // SDS services, all from one go-control-plane snapshot cache. Publish swaps
 // in a whole commit at once, and the server tracks what every proxy was sent,
 // ACKed and NACKed, and which flavour (Envoy or proxyless gRPC) each runs.
+//
+// The snapshot cache is keyed by node and flavour: a stream is served from
+// the snapshot of its node id and of the flavour its first request declares
+// (xds.FlavorOfNode), and a proxy is published under the key of its own
+// Flavor. A stream is therefore only ever sent resources of the flavour it
+// runs; one whose node is published for another flavour waits, unanswered,
+// until a proxy of its flavour is published for it (see Server.Publish).
+// Status stays per node id and describes what is published for the node.
 package ads
 
 import (
@@ -15,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -52,7 +61,9 @@ type Config struct {
 	// EventBuffer is the capacity of each Subscribe channel (default 1024).
 	EventBuffer int
 	// Logger receives stream events (open, close, NACK) at debug and warn
-	// level; secrets are never logged. Discarded when nil.
+	// level; at warn level, each call Authenticate refuses, and once per
+	// node until it is published again, a node connected with no published
+	// proxy. Secrets and credentials are never logged. Discarded when nil.
 	Logger *slog.Logger
 	// Now is the clock of the status timestamps; time.Now when nil.
 	Now func() time.Time
@@ -133,7 +144,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(c.TLS)))
 	}
 	if c.Authenticate != nil {
-		opts = append(opts, authInterceptors(c.Authenticate)...)
+		opts = append(opts, authInterceptors(c.Authenticate, c.Logger)...)
 	}
 	return opts
 }
@@ -147,9 +158,12 @@ type Server struct {
 	xds     serverv3.Server
 	tracker *tracker
 
-	mu        sync.Mutex // serialises Publish and guards published and checker
+	mu        sync.Mutex // serialises Publish and guards published, checker and undeclared
 	published map[string]*published
 	checker   *xds.Checker
+	// undeclared are the nodes logged as connected with no published
+	// proxy since they were last published (see noteUndeclared).
+	undeclared map[string]bool
 }
 
 // New returns a server with no snapshots. The snapshot cache runs in non-ADS
@@ -162,15 +176,38 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, published: map[string]*published{}, checker: xds.NewChecker()}
+	s := &Server{cfg: cfg, published: map[string]*published{}, checker: xds.NewChecker(), undeclared: map[string]bool{}}
 	s.tracker = newTracker(cfg.Now, cfg.Logger, cfg.EventBuffer)
 	s.tracker.onIdle = s.forgetIfGone
-	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, gcpLogger{cfg.Logger})
+	s.tracker.onAttach = s.streamAttached
+	s.cache = cachev3.NewSnapshotCache(false, nodeHash{}, gcpLogger{cfg.Logger})
 	// The streams end when their gRPC server stops or their client leaves,
 	// so the server's own context is never cancelled.
 	s.xds = serverv3.NewServer(context.Background(), s.cache, s.tracker)
 	return s, nil
 }
+
+// nodeHash keys the snapshot cache by node id and flavour (snapshotKey).
+// A node message naming an invalid flavour gets a key no proxy is published
+// under; the tracker refuses its stream before the cache sees it anyway.
+type nodeHash struct{}
+
+var _ cachev3.NodeHash = nodeHash{}
+
+// ID implements cachev3.NodeHash.
+func (nodeHash) ID(n *corev3.Node) string {
+	f, err := xds.FlavorOfNode(n)
+	if err != nil {
+		f = "invalid"
+	}
+	return snapshotKey(n.GetId(), f)
+}
+
+// snapshotKey is the cache key of node's snapshot for flavour f. Flavours
+// hold no "/", so the key is the node id up to its last "/" and the
+// flavour after it, whatever the id holds: two nodes or flavours never
+// share a key.
+func snapshotKey(node string, f xds.Flavor) string { return node + "/" + string(f) }
 
 // Register adds the aggregated discovery service (state of the world and
 // delta) and the separate cluster, listener, endpoint, route and secret

@@ -62,6 +62,11 @@ type ProxyStatus struct {
 	// Commit is the commit its current resource version comes from.
 	Published bool
 	Commit    string
+	// PublishedFlavor is the flavour of the published translation ("" when
+	// not published). Only the node's streams of that flavour are served
+	// it: when Flavor differs, the node's latest stream waits for a
+	// translation of its own flavour.
+	PublishedFlavor xds.Flavor
 	// Hash is the xds.Proxy Hash of the published translation ("" when not
 	// published): which translation the node is served.
 	Hash string
@@ -80,6 +85,9 @@ type TypeStatus struct {
 	// Empty is set when that version holds no resource.
 	Published string
 	Empty     bool
+	// Subscribed is set once a stream of the node has asked for the type,
+	// and stays set (like Acked).
+	Subscribed bool
 	// Sent is the last version sent on any stream of the node.
 	Sent   string
 	SentAt time.Time
@@ -98,27 +106,51 @@ type NACKStatus struct {
 	At      time.Time
 }
 
-// InSync reports whether every published type of the node is ACKed at its
-// published version.
+// InSync reports whether the node runs what is published for it: it is
+// published, its streams run the published flavour (when a stream of it was
+// ever seen: Flavor is PublishedFlavor), and every published type is in
+// sync for its Flavor (TypeStatus.InSyncFor): ACKed at its published
+// version, unless the node never subscribed to it and either
 //
-// A type published without resources that the node never subscribed to
-// (nothing of it was ever sent) needs no ACK: an Envoy with TCP listeners
-// only never asks for routes, and a proxyless gRPC server asks for its
-// listener alone.
+//   - the type is published empty: an Envoy with TCP listeners only never
+//     asks for routes; or
+//   - the node runs gRPC: a proxyless gRPC application asks only for what it
+//     uses (a server that makes no calls never asks for clusters, routes or
+//     endpoints).
+//
+// An Envoy node subscribes to every type it is given, so it must ACK every
+// non-empty one. A node never seen (Flavor "") needs an ACK of every
+// non-empty type.
 func (p ProxyStatus) InSync() bool {
+	if !p.Published || (p.Flavor != "" && p.PublishedFlavor != "" && p.Flavor != p.PublishedFlavor) {
+		return false
+	}
 	for _, t := range p.Types {
-		if t.Published != "" && !t.InSync() {
+		if t.Published != "" && !t.InSyncFor(p.Flavor) {
 			return false
 		}
 	}
-	return p.Published
+	return true
 }
 
-// InSync reports whether the type is ACKed at its published version, or
-// published empty and never subscribed to.
-func (t TypeStatus) InSync() bool {
-	return t.Published != "" && (t.Acked == t.Published || (t.Empty && t.Sent == ""))
+// InSyncFor reports whether the type is in sync on a node of flavour f (its
+// ProxyStatus.Flavor, "" for a node never seen): ACKed at its published
+// version, or never subscribed to and either published empty or f is
+// FlavorGRPC. See ProxyStatus.InSync.
+func (t TypeStatus) InSyncFor(f xds.Flavor) bool {
+	if t.Published == "" {
+		return false
+	}
+	if t.Acked == t.Published {
+		return true
+	}
+	subscribed := t.Subscribed || t.Sent != "" // nothing is sent unasked
+	return !subscribed && (t.Empty || f == xds.FlavorGRPC)
 }
+
+// InSync is InSyncFor(""), whatever the node runs: ACKed at its published
+// version, or published empty and never subscribed to.
+func (t TypeStatus) InSync() bool { return t.InSyncFor("") }
 
 // Status returns every node the server published or saw, sorted by node id.
 // It is a copy: safe to keep and modify.
@@ -166,7 +198,7 @@ func (s *Server) StatusOf(node string) (ProxyStatus, bool) {
 
 // withPublished adds what was published for the node.
 func (ps *ProxyStatus) withPublished(pub *published) {
-	ps.Published, ps.Commit, ps.Hash = true, pub.commit, pub.hash
+	ps.Published, ps.Commit, ps.Hash, ps.PublishedFlavor = true, pub.commit, pub.hash, pub.flavor
 	for _, typ := range pub.types {
 		i := slices.IndexFunc(ps.Types, func(t TypeStatus) bool { return t.TypeURL == typ })
 		if i < 0 {
@@ -227,17 +259,22 @@ type streamKey struct {
 // version of the last response: go-control-plane ignores a request whose
 // nonce is not the last one of its type, and so does the tracker.
 type streamState struct {
+	peer     string // the client's address, "" when unknown
 	node     string
+	flavor   xds.Flavor   // set with node
+	first    *corev3.Node // the node message of the request that attached the stream
 	lastSent map[string]sent
 }
 
 type sent struct{ nonce, version string }
 
 type nodeState struct {
-	streams int
-	since   time.Time
-	flavor  xds.Flavor // "" until a stream of the node is attached
-	types   map[string]*TypeStatus
+	streams  int
+	byFlavor map[xds.Flavor]int // open streams per flavour they declared
+	since    time.Time
+	flavor   xds.Flavor // "" until a stream of the node is attached
+	peer     string     // the address of the stream attached last
+	types    map[string]*TypeStatus
 }
 
 // tracker implements the go-control-plane callbacks. Callbacks run on the
@@ -246,7 +283,12 @@ type tracker struct {
 	now    func() time.Time
 	log    *slog.Logger
 	buffer int
-	onIdle func(node string) // called, unlocked, when a node's last stream closes
+	// onIdle is called, unlocked, when the last open stream of a node in
+	// one flavour closes.
+	onIdle func(node string)
+	// onAttach is called, unlocked, when a stream's first request names its
+	// node, with the node, the flavour and the peer's address.
+	onAttach func(node string, f xds.Flavor, peer string)
 
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
@@ -297,11 +339,35 @@ func (s *Server) ConnectedNodes() []string {
 	return out
 }
 
-// connected reports whether node has an open stream.
-func (t *tracker) connected(node string) bool {
+// connectedAs returns the flavour and peer address of node's latest
+// stream, and whether the node has an open stream.
+func (t *tracker) connectedAs(node string) (f xds.Flavor, peer string, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.nodes[node] != nil && t.nodes[node].streams > 0
+	ns := t.nodes[node]
+	if ns == nil || ns.streams == 0 {
+		return "", "", false
+	}
+	return ns.flavor, ns.peer, true
+}
+
+// flavors are the flavours a node's snapshot may be kept for.
+var flavors = [...]xds.Flavor{xds.FlavorEnvoy, xds.FlavorGRPC}
+
+// clearUnused calls clear with each flavour but keep in which node has no
+// open stream. It holds the lock while it does, and a stream is counted at
+// its first request, before the cache sees any watch of it: a snapshot
+// cleared here (with its watches) has no watch of an open stream, and a
+// stream that opens meanwhile waits for clear to return.
+func (t *tracker) clearUnused(node string, keep xds.Flavor, clear func(xds.Flavor)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ns := t.nodes[node]
+	for _, f := range flavors {
+		if f != keep && (ns == nil || ns.byFlavor[f] == 0) {
+			clear(f)
+		}
+	}
 }
 
 func (t *tracker) status() map[string]*ProxyStatus {
@@ -363,16 +429,18 @@ func (t *tracker) attach(key streamKey, node *corev3.Node) (*streamState, error)
 	}
 	f, err := xds.FlavorOfNode(node)
 	if err != nil {
-		t.log.Warn("xds stream refused", "node", id, "stream", key.id, "delta", key.delta, "error", err)
+		t.log.Warn("xds stream refused", "node", id, "peer", t.streams[key].addr(), "stream", key.id, "delta", key.delta, "error", err)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	st := t.stream(key)
-	st.node = id
+	st.node, st.flavor, st.first = id, f, node
 	ns := t.node(id)
 	if ns.streams == 0 {
 		ns.since = t.now()
 	}
 	ns.streams++
+	ns.byFlavor[f]++
+	ns.peer = st.peer
 	t.log.Debug("xds stream opened", "node", id, "stream", key.id, "delta", key.delta, "flavor", f)
 	if ns.flavor != f {
 		if ns.flavor != "" {
@@ -383,6 +451,21 @@ func (t *tracker) attach(key streamKey, node *corev3.Node) (*streamState, error)
 		t.sendLocked(Event{Kind: FlavorChanged, NodeID: id, Flavor: f, Delta: key.delta, At: t.now()})
 	}
 	return st, nil
+}
+
+// addr is the stream's peer address ("" for a nil stream).
+func (st *streamState) addr() string {
+	if st == nil {
+		return ""
+	}
+	return st.peer
+}
+
+// opened registers a stream and its peer's address.
+func (t *tracker) opened(ctx context.Context, key streamKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stream(key).peer = peerAddr(ctx)
 }
 
 // sendLocked delivers e to every subscriber that has room for it. Called
@@ -399,7 +482,7 @@ func (t *tracker) sendLocked(e Event) {
 func (t *tracker) node(node string) *nodeState {
 	ns := t.nodes[node]
 	if ns == nil {
-		ns = &nodeState{types: map[string]*TypeStatus{}}
+		ns = &nodeState{types: map[string]*TypeStatus{}, byFlavor: map[xds.Flavor]int{}}
 		t.nodes[node] = ns
 	}
 	return ns
@@ -424,6 +507,9 @@ func (t *tracker) closed(key streamKey) {
 		ns.streams--
 		if ns.streams == 0 {
 			ns.since = time.Time{}
+		}
+		if ns.byFlavor[st.flavor]--; ns.byFlavor[st.flavor] == 0 {
+			delete(ns.byFlavor, st.flavor)
 			idle = st.node
 		}
 		t.log.Debug("xds stream closed", "node", st.node, "stream", key.id, "delta", key.delta)
@@ -449,26 +535,52 @@ func (t *tracker) responded(key streamKey, typeURL, nonce, version string) {
 	ts.Sent, ts.SentAt = version, t.now()
 }
 
+// answer is what the tracker made of a request.
+type answer struct {
+	// rejected is the version a NACK rejected ("" for an ACK, a stale
+	// nonce, or an unknown one).
+	rejected string
+	// first is the node message that attached the stream (nil until one
+	// did). The caller puts it in the request: the snapshot cache keys a
+	// request by node id and flavour (see nodeHash), and a stream's node
+	// and flavour are those of its first request alone, whatever a later
+	// request says.
+	first *corev3.Node
+	// attached is set when this request attached the stream, whose
+	// flavour and peer follow.
+	attached bool
+	flavor   xds.Flavor
+	peer     string
+}
+
 // answered records a request: the stream's node on its first one, then
-// ACKs and NACKs. It returns the version a NACK rejected ("" for an ACK, a
-// stale nonce, or an unknown one), or the error that refuses the stream.
-func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, version string, nackMsg *string) (rejected string, err error) {
+// ACKs and NACKs. It returns what it made of the request, or the error
+// that refuses the stream.
+func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, version string, nackMsg *string) (a answer, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	before := t.streams[key].nodeID()
 	st, err := t.attach(key, node)
 	if err != nil {
-		return "", err
+		return a, err
+	}
+	a.first = st.first
+	if st.node != "" && before == "" {
+		a.attached, a.flavor, a.peer = true, st.flavor, st.peer
+	}
+	if st.node != "" && typeURL != "" {
+		t.node(st.node).typ(typeURL).Subscribed = true
 	}
 	last, ok := st.lastSent[typeURL]
 	if nonce == "" || !ok || last.nonce != nonce || st.node == "" {
-		return "", nil
+		return a, nil
 	}
 	e := Event{Kind: ACK, NodeID: st.node, TypeURL: typeURL, Version: last.version, Delta: key.delta, At: t.now()}
 	ts := t.node(st.node).typ(typeURL)
 	if nackMsg != nil {
 		e.Kind, e.Error = NACK, *nackMsg
 		ts.LastNACK = &NACKStatus{Version: last.version, Error: *nackMsg, At: e.At}
-		rejected = last.version
+		a.rejected = last.version
 		t.log.Warn("xds NACK", "node", st.node, "type", typeURL, "version", last.version, "error", *nackMsg)
 	} else {
 		if !key.delta && version != "" {
@@ -477,7 +589,27 @@ func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, ver
 		ts.Acked, ts.AckedAt = e.Version, e.At
 	}
 	t.sendLocked(e)
-	return rejected, nil
+	return a, nil
+}
+
+// nodeID is the stream's node id ("" for a nil stream or one not
+// attached yet).
+func (st *streamState) nodeID() string {
+	if st == nil {
+		return ""
+	}
+	return st.node
+}
+
+// request applies to a request what answered made of it, and calls the
+// onAttach hook, unlocked, when the request attached its stream.
+func (t *tracker) request(a answer, setNode func(*corev3.Node)) {
+	if a.first != nil {
+		setNode(a.first)
+	}
+	if a.attached && t.onAttach != nil {
+		t.onAttach(a.first.GetId(), a.flavor, a.peer)
+	}
 }
 
 // nackMessage returns the error_detail message of a NACK, or nil for a
@@ -491,8 +623,12 @@ func nackMessage(req interface{ GetErrorDetail() *statuspb.Status }) *string {
 	return &m
 }
 
-// OnStreamOpen implements serverv3.Callbacks; the node is not known yet.
-func (t *tracker) OnStreamOpen(context.Context, int64, string) error { return nil }
+// OnStreamOpen implements serverv3.Callbacks: it notes the peer's address;
+// the node is not known yet.
+func (t *tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	t.opened(ctx, streamKey{false, id})
+	return nil
+}
 
 // OnStreamClosed implements serverv3.Callbacks.
 func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{false, id}) }
@@ -506,12 +642,19 @@ func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{
 //
 // The first request of a stream gives the node and its flavour; an invalid
 // flavour ends the stream with the error returned (see Server.FlavorOf).
+// Every request is then given that first request's node message, which the
+// snapshot cache keys by: a stream is served the snapshot of the node and
+// flavour the tracker counts it for.
 func (t *tracker) OnStreamRequest(id int64, req *discoverygrpc.DiscoveryRequest) error {
-	rejected, err := t.answered(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), nackMessage(req))
-	if rejected != "" {
-		req.VersionInfo = rejected
+	a, err := t.answered(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), nackMessage(req))
+	if err != nil {
+		return err
 	}
-	return err
+	if a.rejected != "" {
+		req.VersionInfo = a.rejected
+	}
+	t.request(a, func(n *corev3.Node) { req.Node = n })
+	return nil
 }
 
 // OnStreamResponse implements serverv3.Callbacks: it maps the response
@@ -520,8 +663,11 @@ func (t *tracker) OnStreamResponse(_ context.Context, id int64, req *discoverygr
 	t.responded(streamKey{false, id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 }
 
-// OnDeltaStreamOpen implements serverv3.Callbacks.
-func (t *tracker) OnDeltaStreamOpen(context.Context, int64, string) error { return nil }
+// OnDeltaStreamOpen implements serverv3.Callbacks, as OnStreamOpen.
+func (t *tracker) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	t.opened(ctx, streamKey{true, id})
+	return nil
+}
 
 // OnDeltaStreamClosed implements serverv3.Callbacks.
 func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{true, id}) }
@@ -530,8 +676,12 @@ func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(strea
 // make the cache re-send, so there is nothing to rewrite. The node and its
 // flavour come as in OnStreamRequest.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
-	_, err := t.answered(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", nackMessage(req))
-	return err
+	a, err := t.answered(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", nackMessage(req))
+	if err != nil {
+		return err
+	}
+	t.request(a, func(n *corev3.Node) { req.Node = n })
+	return nil
 }
 
 // OnStreamDeltaResponse implements serverv3.Callbacks.

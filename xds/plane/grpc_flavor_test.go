@@ -113,15 +113,19 @@ networking:
 	defer cc.Close()
 	cc.Connect()
 
-	// Both have asked for their listener and ACKed the Envoy snapshot's
-	// answer, which holds no listener of that name.
+	// Both have asked for their listener as gRPC and are sent nothing: their
+	// node is published for Envoy, which they do not run.
 	for _, node := range []string{webNode, backend} {
 		st := f.waitStatus(t, node, func(st ads.ProxyStatus) bool {
-			ls := typeStatusOf(st, resource.ListenerType)
-			return st.Flavor == xds.FlavorGRPC && ls.Acked != "" && ls.Acked == ls.Published
+			return st.Flavor == xds.FlavorGRPC && st.Streams > 0
 		})
-		if st.Hash != f.translation(node).Hash || f.translation(node).Flavor != xds.FlavorEnvoy {
-			t.Fatalf("%s is not served its Envoy translation before Run", node)
+		if st.Hash != f.translation(node).Hash || st.PublishedFlavor != xds.FlavorEnvoy {
+			t.Fatalf("%s is not published for Envoy before Run", node)
+		}
+		for _, ts := range st.Types {
+			if ts.Sent != "" {
+				t.Errorf("%s was sent %s %s of its Envoy translation", node, ts.TypeURL, ts.Sent)
+			}
 		}
 	}
 	if s := cc.GetState(); s == connectivity.Ready {

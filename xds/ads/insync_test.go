@@ -1,0 +1,122 @@
+package ads
+
+import (
+	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/gitmesh/gitmesh/xds"
+)
+
+const serverListener = "grpc/server?xds.resource.listening_address=127.0.0.1:10001"
+
+// A proxyless gRPC server asks for its server listener alone: once it ACKs
+// it, it runs what it is published, clusters and endpoints included, which
+// its application never asks for.
+func TestGRPCNodeInSyncWithWhatItSubscribed(t *testing.T) {
+	s, conn := startServer(t)
+	const node = "demo.api-1"
+	p := forGRPC(newProxy(t, node, tcpListener(t, serverListener, 10001, "backend"),
+		edsCluster("backend"), cla("backend", 8080)))
+	publish(t, s, commit1, nil, p)
+	c := adsClient(t, conn, node)
+	c.as = nodeAs(t, node, "gRPC Go", "")
+	c.subscribe(resource.ListenerType, serverListener)
+	r := c.recv()
+	if got := names(t, r); len(got) != 1 || got[0] != serverListener {
+		t.Fatalf("got %v, want the server listener", got)
+	}
+	c.ack(r, serverListener)
+	ps := waitStatus(t, s, node, func(ps ProxyStatus) bool {
+		return typeStatus(ps, resource.ListenerType).Acked == versionOf(commit1, p)
+	})
+	if !ps.InSync() {
+		t.Errorf("not in sync after ACKing the only type it asked for: %+v", ps)
+	}
+	for _, typ := range []string{resource.ClusterType, resource.EndpointType} {
+		if ts := typeStatus(ps, typ); ts.Subscribed || ts.Published == "" || ts.Empty {
+			t.Errorf("%s: %+v, want published, not empty, never subscribed", typ, ts)
+		}
+	}
+	if ts := typeStatus(ps, resource.ListenerType); !ts.Subscribed {
+		t.Errorf("listener not marked subscribed: %+v", ts)
+	}
+
+	// Once it asks for clusters (its application makes a call), they count.
+	c.subscribe(resource.ClusterType, "backend")
+	r = c.recv()
+	ps = waitStatus(t, s, node, func(ps ProxyStatus) bool { return typeStatus(ps, resource.ClusterType).Subscribed })
+	if ps.InSync() {
+		t.Errorf("in sync with clusters subscribed and not ACKed: %+v", typeStatus(ps, resource.ClusterType))
+	}
+	c.ack(r, "backend")
+	waitStatus(t, s, node, ProxyStatus.InSync)
+}
+
+// An Envoy node subscribes to everything it is given: until it has ACKed
+// its endpoints, which it asks for after the clusters, it is not in sync.
+func TestEnvoyNodeNeedsEveryNonEmptyType(t *testing.T) {
+	s, conn := startServer(t)
+	const node = "demo.web-1"
+	p := basicProxy(t, node)
+	publish(t, s, commit1, nil, p)
+	c := adsClient(t, conn, node)
+	for _, typ := range []string{resource.ClusterType, resource.ListenerType} {
+		c.subscribe(typ)
+		c.ack(c.recv())
+	}
+	ps := waitStatus(t, s, node, func(ps ProxyStatus) bool {
+		return typeStatus(ps, resource.ClusterType).Acked != "" && typeStatus(ps, resource.ListenerType).Acked != ""
+	})
+	if ps.InSync() {
+		t.Errorf("Envoy node in sync without its endpoints: %+v", typeStatus(ps, resource.EndpointType))
+	}
+	c.subscribe(resource.EndpointType, "backend")
+	c.ack(c.recv(), "backend")
+	waitStatus(t, s, node, ProxyStatus.InSync)
+}
+
+func TestInSyncRule(t *testing.T) {
+	const v = "v1"
+	acked := TypeStatus{TypeURL: resource.ListenerType, Published: v, Subscribed: true, Sent: v, Acked: v}
+	for _, tc := range []struct {
+		name   string
+		flavor xds.Flavor
+		ts     TypeStatus
+		want   bool
+	}{
+		{"gRPC, not subscribed", xds.FlavorGRPC, TypeStatus{Published: v}, true},
+		{"gRPC, subscribed, not acked", xds.FlavorGRPC, TypeStatus{Published: v, Subscribed: true}, false},
+		{"gRPC, sent, not acked", xds.FlavorGRPC, TypeStatus{Published: v, Sent: v}, false},
+		{"gRPC, subscribed, acked", xds.FlavorGRPC, TypeStatus{Published: v, Subscribed: true, Sent: v, Acked: v}, true},
+		{"Envoy, not subscribed", xds.FlavorEnvoy, TypeStatus{Published: v}, false},
+		{"Envoy, empty, not subscribed", xds.FlavorEnvoy, TypeStatus{Published: v, Empty: true}, true},
+		{"Envoy, empty, subscribed, not acked", xds.FlavorEnvoy, TypeStatus{Published: v, Empty: true, Subscribed: true}, false},
+		{"never seen, not subscribed", "", TypeStatus{Published: v}, false},
+		{"never seen, empty", "", TypeStatus{Published: v, Empty: true}, true},
+		{"gRPC, not published", xds.FlavorGRPC, TypeStatus{}, false},
+	} {
+		tc.ts.TypeURL = resource.ClusterType
+		if got := tc.ts.InSyncFor(tc.flavor); got != tc.want {
+			t.Errorf("%s: InSyncFor = %v, want %v", tc.name, got, tc.want)
+		}
+		ps := ProxyStatus{Published: true, Flavor: tc.flavor, PublishedFlavor: tc.flavor, Types: []TypeStatus{acked, tc.ts}}
+		if got, want := ps.InSync(), tc.want || tc.ts.Published == ""; got != want {
+			t.Errorf("%s: ProxyStatus.InSync = %v, want %v", tc.name, got, want)
+		}
+	}
+
+	// A node whose streams run another flavour than the one published is
+	// not in sync, whatever it ACKed before.
+	ps := ProxyStatus{Published: true, Flavor: xds.FlavorGRPC, PublishedFlavor: xds.FlavorEnvoy, Types: []TypeStatus{acked}}
+	if ps.InSync() {
+		t.Error("in sync while its streams wait for their flavour")
+	}
+	ps.Flavor = xds.FlavorEnvoy
+	if !ps.InSync() {
+		t.Error("not in sync with every type ACKed")
+	}
+	if (ProxyStatus{Types: []TypeStatus{acked}}).InSync() {
+		t.Error("in sync without being published")
+	}
+}
