@@ -56,6 +56,10 @@ func daemon() *fakeBackend {
 			{NodeID: "default.redis-01", Published: true, Commit: string(good.Hash), Types: []ads.TypeStatus{
 				{TypeURL: listenerType, Published: "l-3"},
 			}},
+			// A stream of a node the served commit does not declare.
+			{NodeID: "default.web-99", Flavor: "envoy", Streams: 1, ConnectedSince: at(4), Types: []ads.TypeStatus{
+				{TypeURL: listenerType, Subscribed: true},
+			}},
 		},
 	}
 }
@@ -102,7 +106,7 @@ func TestProxiesShape(t *testing.T) {
 		Total int `json:"total"`
 		Items []struct {
 			NodeID, Mesh, Name, Commit string
-			Published, InSync          bool
+			Published, InSync, Unknown bool
 			Streams                    int
 			Types                      []struct {
 				Type, Published, Sent, Acked string
@@ -112,8 +116,8 @@ func TestProxiesShape(t *testing.T) {
 		} `json:"items"`
 	}
 	get(t, base+"/proxies").wantJSON(t, http.StatusOK, &got)
-	if got.Total != 3 || len(got.Items) != 3 {
-		t.Fatalf("total %d, %d items; want 3", got.Total, len(got.Items))
+	if got.Total != 4 || len(got.Items) != 4 {
+		t.Fatalf("total %d, %d items; want 4", got.Total, len(got.Items))
 	}
 	web := got.Items[1]
 	if web.NodeID != "default.web-01" || web.Mesh != "default" || web.Name != "web-01" || web.Streams != 2 || web.InSync {
@@ -122,6 +126,11 @@ func TestProxiesShape(t *testing.T) {
 	l := web.Types[1]
 	if l.Type != "Listener" || l.InSync || l.LastNACK == nil || l.LastNACK.Version != "l-2" || !strings.Contains(l.LastNACK.Error, "duplicate listener") {
 		t.Errorf("web-01 listeners = %+v, want the NACK of l-2 with its error", l)
+	}
+	for i, p := range got.Items {
+		if p.Unknown != (p.NodeID == "default.web-99") {
+			t.Errorf("item %d %s: unknown %v; only a connected node the commit does not declare is", i, p.NodeID, p.Unknown)
+		}
 	}
 	if !got.Items[0].InSync || got.Items[2].InSync || got.Items[2].Streams != 0 {
 		t.Errorf("backend-01 in sync = %v, redis-01 in sync = %v streams %d; want true, false, 0",

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds/ads"
 )
 
@@ -16,12 +17,18 @@ type proxyJSON struct {
 	Mesh string `json:"mesh,omitempty"`
 	Name string `json:"name,omitempty"`
 	// Flavor is what the node runs (envoy or grpc), from its streams; empty
-	// for a node never seen.
-	Flavor    string `json:"flavor,omitempty"`
-	Published bool   `json:"published"`        // it has a snapshot of the served commit
-	Commit    string `json:"commit,omitempty"` // the commit of that snapshot
-	// InSync is true when every published type is ACKed at its published
-	// version.
+	// for a node never seen. PublishedFlavor is the flavour of what it is
+	// served.
+	Flavor          string `json:"flavor,omitempty"`
+	PublishedFlavor string `json:"publishedFlavor,omitempty"`
+	Published       bool   `json:"published"`        // it has a snapshot of the served commit
+	Commit          string `json:"commit,omitempty"` // the commit of that snapshot
+	// Unknown is set for a node that has a stream open but no dataplane of
+	// the served commit: a typo in a bootstrap, or a dataplane removed from
+	// git. It is served nothing.
+	Unknown bool `json:"unknown,omitempty"`
+	// InSync is true when the node runs what it is served: every type it
+	// uses ACKed at its published version (see ads.ProxyStatus.InSync).
 	InSync         bool       `json:"inSync"`
 	Streams        int        `json:"streams"`
 	ConnectedSince time.Time  `json:"connectedSince,omitzero"`
@@ -37,6 +44,8 @@ type typeJSON struct {
 	Acked     string    `json:"acked,omitempty"`
 	AckedAt   time.Time `json:"ackedAt,omitzero"`
 	InSync    bool      `json:"inSync"`
+	// Subscribed is set once the node has asked for the type.
+	Subscribed bool `json:"subscribed"`
 	// LastNACK is the last rejection, kept after later ACKs: compare its
 	// version with acked.
 	LastNACK *nackJSON `json:"lastNack,omitempty"`
@@ -49,15 +58,16 @@ type nackJSON struct {
 }
 
 func toProxy(p ads.ProxyStatus) proxyJSON {
-	out := proxyJSON{NodeID: p.NodeID, Flavor: string(p.Flavor), Published: p.Published, Commit: p.Commit, InSync: p.InSync(),
+	out := proxyJSON{NodeID: p.NodeID, Flavor: string(p.Flavor), PublishedFlavor: string(p.PublishedFlavor),
+		Published: p.Published, Commit: p.Commit, Unknown: !p.Published && p.Streams > 0, InSync: p.InSync(),
 		Streams: p.Streams, ConnectedSince: p.ConnectedSince, Types: []typeJSON{}}
-	if mesh, name, ok := strings.Cut(p.NodeID, "."); ok {
-		out.Mesh, out.Name = mesh, name
+	if id, err := schema.ParseNodeID(p.NodeID); err == nil {
+		out.Mesh, out.Name = id.Mesh, id.Name
 	}
 	for _, t := range p.Types {
 		tj := typeJSON{TypeURL: t.TypeURL, Type: t.TypeURL[strings.LastIndexByte(t.TypeURL, '.')+1:],
 			Published: t.Published, Sent: t.Sent, SentAt: t.SentAt, Acked: t.Acked, AckedAt: t.AckedAt,
-			InSync: t.InSync()}
+			InSync: t.InSyncFor(p.Flavor), Subscribed: t.Subscribed}
 		if n := t.LastNACK; n != nil {
 			tj.LastNACK = &nackJSON{Version: n.Version, Error: n.Error, At: n.At}
 		}

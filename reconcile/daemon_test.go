@@ -448,3 +448,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestRestartRecordsAnInvalidHeadOnce: a restart looks at the head again,
+// and a head it had already found invalid is not recorded a second time.
+func TestRestartRecordsAnInvalidHeadOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	good := gittest.Commit(t, r.work, "good", policy(8080))
+	r.start()
+	r.waitHead(good, VerdictPublished)
+	bad := r.commit("broken", invalidPolicy)
+	r.waitHead(bad, VerdictInvalid)
+	r.stop()
+
+	again := newRig(t, r.stateDir, r.work)
+	again.start()
+	st := again.waitHead(bad, VerdictInvalid)
+	if st.Published == nil || string(st.Published.Hash) != good || !strings.Contains(st.LastError, "invalid") {
+		t.Errorf("status after restart %+v, want %s served and the head's error", st, good[:12])
+	}
+	n := 0
+	for _, rec := range again.d.History() {
+		if string(rec.Commit.Hash) == bad {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the invalid head is recorded %d times after a restart, want once", n)
+	}
+	// A new decision after the start is recorded as usual.
+	fixed := again.commit("fixed", policy(8081))
+	again.waitHead(fixed, VerdictPublished)
+	if h := again.d.History(); string(h[0].Commit.Hash) != fixed {
+		t.Errorf("newest record %s, want %s", h[0].Commit.Short(), fixed[:12])
+	}
+}

@@ -266,6 +266,7 @@ func (b *Builder) translateAll(ctx context.Context, idx *Index, set *schema.Set,
 						failed[w] = append(failed[w], Failure{Dataplane: dp, Flavor: f, Err: err})
 						continue
 					}
+					p.checked = true
 					n.proxies[i] = p
 				}
 				nodes[todo[j]] = n

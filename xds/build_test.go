@@ -33,8 +33,8 @@ func TestBuildEveryFlavour(t *testing.T) {
 			if p == nil || p.Flavor != f || p.NodeID != n.ID().String() {
 				t.Fatalf("%s: no %s proxy: %+v", n.ID(), f, p)
 			}
-			if err := Check(p); err != nil {
-				t.Errorf("%s %s: %v", n.ID(), f, err)
+			if err := Check(p); err != nil || !p.Checked() {
+				t.Errorf("%s %s: checked %v, %v", n.ID(), f, p.Checked(), err)
 			}
 			if tr.Proxy(n.ID().String(), f) != p {
 				t.Errorf("Proxy(%s, %s) is not the node's", n.ID(), f)

@@ -73,7 +73,14 @@ type Proxy struct {
 	// digests holds the SHA-256 of each resource's deterministic encoding,
 	// as Hash was computed from; nil for a Proxy built by hand.
 	digests map[types.Resource][32]byte
+	// checked is set by Builder.Build once the proxy passed Check, before
+	// anyone else can see it; never set afterwards.
+	checked bool
 }
+
+// Checked reports whether p passed Check when it was built (every proxy of
+// a Translation has): a publisher need not check it again.
+func (p *Proxy) Checked() bool { return p.checked }
 
 // SecretNames are the SDS secrets the snapshot serving p must carry next to
 // Resources: SecretIdentity and SecretMeshCA when p's mesh has mTLS, none

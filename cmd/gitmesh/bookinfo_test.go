@@ -203,8 +203,8 @@ func TestBookinfoEndToEnd(t *testing.T) {
 }
 
 // startBookinfo starts one bookinfo service as a child process reading the
-// gRPC bootstrap boot.
-func startBookinfo(t *testing.T, dp app.Dataplane, boot string, args []string) {
+// gRPC bootstrap boot, and returns what it logs.
+func startBookinfo(t *testing.T, dp app.Dataplane, boot string, args []string) *syncBuffer {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Args[0] = dp.Service
@@ -228,6 +228,7 @@ func startBookinfo(t *testing.T, dp app.Dataplane, boot string, args []string) {
 			t.Logf("%s:\n%s", dp.Name, logs)
 		}
 	})
+	return logs
 }
 
 // pollPage GETs productpage's page until cond holds for it.

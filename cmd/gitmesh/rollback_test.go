@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,7 +188,14 @@ var addrLine = regexp.MustCompile(`(xDS \(ADS, gRPC\)|HTTP API): +(?:http://)?(1
 // until it listens.
 func startProcess(t *testing.T, args ...string) *process {
 	t.Helper()
-	args = append(args, "--xds-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0")
+	return startProcessAt(t, "127.0.0.1:0", "127.0.0.1:0", args...)
+}
+
+// startProcessAt is startProcess with the xDS server and the API on the
+// given addresses.
+func startProcessAt(t *testing.T, xdsAddr, apiAddr string, args ...string) *process {
+	t.Helper()
+	args = append(args, "--xds-address", xdsAddr, "--api-address", apiAddr)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "GITMESH_TEST_RUN_MAIN=1")
 	cmd.Args[0] = "gitmesh"
@@ -231,6 +239,18 @@ func startProcess(t *testing.T, args ...string) *process {
 		t.Fatalf("gitmesh did not start listening:\n%s", logs.String())
 	}
 	return p
+}
+
+// stop sends SIGTERM and waits for the process to end, as a service
+// manager stops it.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("gitmesh did not stop on SIGTERM")
+	}
 }
 
 // kill sends SIGKILL: no shutdown code runs.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -328,4 +329,63 @@ func TestServePollsAndWatches(t *testing.T) {
 		c2 := gittest.Commit(t, work, "Stop backend from calling redis", nil)
 		s.waitCommit(t, redis, c2)
 	})
+}
+
+// TestServeMissingLocalRepository: a local --repo that holds no repository
+// fails at once, saying so, instead of retrying forever.
+func TestServeMissingLocalRepository(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	code, _, errb := gitmesh(t, "serve", "--repo", missing, "--state-dir", t.TempDir(),
+		"--xds-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0")
+	if code != exitUsage || !strings.Contains(errb, missing) || !strings.Contains(errb, "no such file or directory") {
+		t.Errorf("exit %d, stderr %q; want 2 naming the path", code, errb)
+	}
+	plain := t.TempDir()
+	code, _, errb = gitmesh(t, "serve", "--repo", plain, "--state-dir", t.TempDir(),
+		"--xds-address", "127.0.0.1:0", "--api-address", "127.0.0.1:0")
+	if code != exitUsage || !strings.Contains(errb, "not a git repository") {
+		t.Errorf("a directory that is no repository: exit %d, stderr %q", code, errb)
+	}
+}
+
+// TestServeUnreachableRemote: with no state and a remote that does not
+// answer, the daemon keeps trying, is not ready, and logs one line per try.
+func TestServeUnreachableRemote(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens there now
+	s := startServe(t, serveOptions{repo: "git://" + addr + "/mesh.git", stateDir: t.TempDir(), interval: 50 * time.Millisecond})
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Count(s.logs.String(), `"msg":"sync failed"`) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 3 tries in 15s:\n%s", s.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code := getJSON(t, s.api("/readyz"), nil); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d, want 503 before anything is served", code)
+	}
+	if st := s.status(t); st.Ready || !strings.Contains(st.LastError, addr) {
+		t.Errorf("status %+v, want not ready, the error naming the remote", st)
+	}
+	s.stop()
+	var tries, failures int
+	for _, line := range strings.Split(strings.TrimSpace(s.logs.String()), "\n") {
+		var l struct{ Level, Msg string }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if l.Msg == "sync failed" {
+			tries++
+		}
+		if l.Level == "WARN" || l.Level == "ERROR" {
+			failures++
+		}
+	}
+	if tries < 3 || failures != tries {
+		t.Errorf("%d tries logged, %d warnings and errors: want one line per try\n%s", tries, failures, s.logs.String())
+	}
 }

@@ -2,7 +2,9 @@ package ads
 
 import (
 	"testing"
+	"time"
 
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/gitmesh/gitmesh/xds"
@@ -118,5 +120,30 @@ func TestInSyncRule(t *testing.T) {
 	}
 	if (ProxyStatus{Types: []TypeStatus{acked}}).InSync() {
 		t.Error("in sync without being published")
+	}
+}
+
+// A node that reconnects (to a restarted daemon, or another replica) asks
+// again for what it holds, naming its version. When that is the version
+// published, the cache has nothing to send; the node still holds it, and is
+// in sync.
+func TestResumedStreamHoldsWhatItNames(t *testing.T) {
+	s, conn := startServer(t)
+	const node = "demo.api-1"
+	p := forGRPC(newProxy(t, node, tcpListener(t, serverListener, 10001, "backend"),
+		edsCluster("backend"), cla("backend", 8080)))
+	publish(t, s, commit1, nil, p)
+	c := adsClient(t, conn, node)
+	c.as = nodeAs(t, node, "gRPC Go", "")
+	c.send(&discoverygrpc.DiscoveryRequest{TypeUrl: resource.ListenerType, ResourceNames: []string{serverListener},
+		VersionInfo: versionOf(commit1, p)})
+	ps := waitStatus(t, s, node, func(ps ProxyStatus) bool {
+		return typeStatus(ps, resource.ListenerType).Acked == versionOf(commit1, p)
+	})
+	if !ps.InSync() {
+		t.Errorf("a node resuming the published version is not in sync: %+v", ps)
+	}
+	if n := c.responsesWithin(100 * time.Millisecond); n != 0 {
+		t.Errorf("%d responses to a node that holds the published version", n)
 	}
 }

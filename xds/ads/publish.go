@@ -49,7 +49,8 @@ type published struct {
 // Publish makes proxies, the translation of one commit, the whole served
 // state. It is all or nothing: it first builds the snapshot of every proxy
 // that changed (its Resources, plus the secrets of SecretsFunc when it has
-// Identities) and checks it (its resources with xds.Check; its secrets for
+// Identities) and checks it (its resources with xds.Check, unless it
+// passed that check when it was built: see xds.Proxy.Checked; its secrets for
 // validity, unique names and each of Proxy.SecretNames present; and
 // Snapshot.Consistent); if any check fails or ctx ends, it returns an error
 // naming the proxy and nothing that is served changes. Then it sets the
@@ -324,8 +325,11 @@ func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secr
 		pub.typeHashes[typ], pub.typeCommits[typ], pub.versions[typ] = h, at, short(at)+"-"+short(h)
 	}
 
-	if err := checker.Check(p); err != nil {
-		return nil, nil, err // names p already
+	// A proxy of a Translation passed the same check when it was built.
+	if !p.Checked() {
+		if err := checker.Check(p); err != nil {
+			return nil, nil, err // names p already
+		}
 	}
 	if err := checkSecrets(p, secretRes); err != nil {
 		return nil, nil, fmt.Errorf("proxy %s: %w", p.NodeID, err)

@@ -571,6 +571,16 @@ func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, ver
 	if st.node != "" && typeURL != "" {
 		t.node(st.node).typ(typeURL).Subscribed = true
 	}
+	if nonce == "" && version != "" && nackMsg == nil && !key.delta && st.node != "" {
+		// A stream that resumes, after a reconnect (to this replica, or
+		// to one restarted), names the version it runs: it holds it as
+		// surely as if it had ACKed it here. The cache answers it only
+		// when that version is not the one published.
+		ts := t.node(st.node).typ(typeURL)
+		ts.Acked, ts.AckedAt = version, t.now()
+		t.sendLocked(Event{Kind: ACK, NodeID: st.node, TypeURL: typeURL, Version: version, At: ts.AckedAt})
+		return a, nil
+	}
 	last, ok := st.lastSent[typeURL]
 	if nonce == "" || !ok || last.nonce != nonce || st.node == "" {
 		return a, nil

@@ -355,7 +355,11 @@ func TestTokenKeyringFormat(t *testing.T) {
 		t.Errorf("jwk %v", jwk)
 	}
 	// A kid that is not the key's thumbprint is refused.
-	bad := bytes.Replace(b, []byte(`"kid": "`+key.ID), []byte(`"kid": "x`+key.ID[1:]), 1)
+	other := "x"
+	if key.ID[0] == 'x' {
+		other = "y"
+	}
+	bad := bytes.Replace(b, []byte(`"kid": "`+key.ID), []byte(`"kid": "`+other+key.ID[1:]), 1)
 	if err := os.WriteFile(filepath.Join(dir, KeyFile), bad, 0o600); err != nil {
 		t.Fatal(err)
 	}
