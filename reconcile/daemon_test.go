@@ -28,9 +28,16 @@ type fakeTarget struct {
 	set      *schema.Set
 	fail     error // returned by the next Apply, once
 	feedback chan plane.Feedback
+	onApply  func(commit string) // called, unlocked, by each Apply
 }
 
 func (f *fakeTarget) Apply(_ context.Context, commit string, t *xds.Translation) (plane.Result, error) {
+	f.mu.Lock()
+	onApply := f.onApply
+	f.mu.Unlock()
+	if onApply != nil {
+		onApply(commit)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.fail; err != nil {
@@ -481,5 +488,58 @@ func TestRestartRecordsAnInvalidHeadOnce(t *testing.T) {
 	again.waitHead(fixed, VerdictPublished)
 	if h := again.d.History(); string(h[0].Commit.Hash) != fixed {
 		t.Errorf("newest record %s, want %s", h[0].Commit.Short(), fixed[:12])
+	}
+}
+
+// TestFeedbackWhileAnOperationRuns: the proxies' NACKs are recorded while a
+// sync, rollback or resume holds the operation lock, not after it.
+func TestFeedbackWhileAnOperationRuns(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	first := gittest.Commit(t, r.work, "first", policy(8080))
+	r.start()
+	r.waitHead(first, VerdictPublished)
+	r.d.op.Lock() // a long operation under way
+	defer r.d.op.Unlock()
+	nack := plane.Rejection{Commit: first, Node: "default.web", Type: "type.googleapis.com/envoy.config.listener.v3.Listener",
+		Version: first[:12] + "-abc", Error: "bad listener", At: time.Now()}
+	r.target.feedback <- plane.Feedback{Rejection: &nack}
+	waitFor(t, "the NACK recorded while the operation runs", func() bool {
+		return r.d.History()[0].Verdict == VerdictRejected && len(r.d.Status().Rejections) == 1
+	})
+}
+
+// TestFeedbackOfACommitBeingPublished: a proxy can NACK a commit before its
+// publish has returned; the NACK waits for the commit's record, and lands
+// on it, not on an older record of the same commit.
+func TestFeedbackOfACommitBeingPublished(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	first := gittest.Commit(t, r.work, "first", policy(8080))
+	r.start()
+	r.waitHead(first, VerdictPublished)
+	second := r.commit("second", policy(8081))
+	r.waitHead(second, VerdictPublished)
+	// Rolling back to first publishes it again: its NACK arrives while the
+	// rollback's Apply runs.
+	r.target.mu.Lock()
+	r.target.onApply = func(commit string) {
+		nack := plane.Rejection{Commit: commit, Node: "default.web", Type: "type.googleapis.com/envoy.config.listener.v3.Listener",
+			Version: commit[:12] + "-abc", Error: "bad listener", At: time.Now()}
+		r.target.feedback <- plane.Feedback{Rejection: &nack}
+		time.Sleep(50 * time.Millisecond) // the daemon drains it while Apply runs
+	}
+	r.target.mu.Unlock()
+	if _, err := r.d.Rollback(context.Background(), first, "ada", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the NACK on the rollback's record", func() bool {
+		h := r.d.History()
+		return h[0].Trigger == OpRollback && h[0].Verdict == VerdictRejected
+	})
+	for _, rec := range r.d.History()[1:] {
+		if len(rec.Rejections) > 0 {
+			t.Errorf("an older record got the NACK: %+v", rec)
+		}
 	}
 }

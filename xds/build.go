@@ -88,6 +88,11 @@ type BuilderOptions struct {
 	// Flavors, when set, lists the flavours a dataplane may run (a subset of
 	// Flavors, in that order); nil means every flavour.
 	Flavors func(*schema.Dataplane) []Flavor
+	// CheckOnly translates and checks every proxy, reports the failures,
+	// and keeps none of them: the Translation's nodes have no proxy. For a
+	// gate that needs the verdict alone, it bounds memory to what the
+	// workers hold at once.
+	CheckOnly bool
 }
 
 // Builder turns policy sets into Translations. It keeps what Check learnt
@@ -267,7 +272,9 @@ func (b *Builder) translateAll(ctx context.Context, idx *Index, set *schema.Set,
 						continue
 					}
 					p.checked = true
-					n.proxies[i] = p
+					if !b.opts.CheckOnly {
+						n.proxies[i] = p
+					}
 				}
 				nodes[todo[j]] = n
 			}

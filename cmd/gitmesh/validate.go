@@ -88,7 +88,7 @@ func runValidate(ctx context.Context, stdout io.Writer, o validateOptions, args 
 	// speed figures). The loader's limits bound the total.
 	defer debug.SetGCPercent(debug.SetGCPercent(validateGCPercent))
 
-	p, err := pipeline.New(pipeline.Options{Limits: o.limits.options()})
+	p, err := pipeline.New(pipeline.Options{Limits: o.limits.options(), VerdictOnly: true})
 	if err != nil {
 		return err
 	}

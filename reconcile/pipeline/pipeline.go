@@ -32,6 +32,10 @@ type Options struct {
 	// Flavors, when set, lists the flavours a dataplane may run; nil means
 	// every flavour (xds.Flavors).
 	Flavors func(*schema.Dataplane) []xds.Flavor
+	// VerdictOnly keeps no proxy: the Result's Translation has the nodes
+	// but none of their proxies (so it serves as nobody's prev). For a gate
+	// that prints findings alone.
+	VerdictOnly bool
 }
 
 // Pipeline runs the stages. It is safe for concurrent use; runs that share
@@ -48,7 +52,8 @@ func New(opts Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pipeline{loader: loader, builder: xds.NewBuilder(xds.BuilderOptions{Workers: opts.Workers, Flavors: opts.Flavors})}
+	p := &Pipeline{loader: loader, builder: xds.NewBuilder(xds.BuilderOptions{Workers: opts.Workers, Flavors: opts.Flavors,
+		CheckOnly: opts.VerdictOnly})}
 	if opts.Cache {
 		p.cache = schema.NewCache()
 	}

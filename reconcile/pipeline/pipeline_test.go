@@ -108,3 +108,22 @@ func TestTranslationFinding(t *testing.T) {
 		t.Errorf("finding %+v", f)
 	}
 }
+
+// TestRunVerdictOnly: the gate's pipeline checks every proxy and keeps none.
+func TestRunVerdictOnly(t *testing.T) {
+	p, err := New(Options{VerdictOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Run(context.Background(), []schema.Tree{{FS: os.DirFS("../../policies")}}, nil)
+	if err != nil || !res.Valid() || res.Translation == nil || res.Stats.Translated != len(res.Set.Dataplanes) {
+		t.Fatalf("%v %+v", err, res)
+	}
+	for _, n := range res.Translation.Nodes() {
+		for _, f := range xds.Flavors {
+			if n.Proxy(f) != nil {
+				t.Errorf("%s kept its %s proxy", n.ID(), f)
+			}
+		}
+	}
+}
