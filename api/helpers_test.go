@@ -15,6 +15,7 @@ import (
 	"time"
 
 	goldenfile "github.com/gitmesh/gitmesh/internal/golden"
+	"github.com/gitmesh/gitmesh/internal/logtest"
 
 	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
@@ -114,33 +115,15 @@ func (f *fakeBackend) triggered() []string {
 	return append([]string(nil), f.triggers...)
 }
 
-// syncBuffer collects log output written from the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startAPI serves the API over real HTTP on 127.0.0.1; cfg.Backend and
 // cfg.Logger are filled in when unset.
-func startAPI(t *testing.T, cfg api.Config) (base string, b *fakeBackend, logs *syncBuffer) {
+func startAPI(t *testing.T, cfg api.Config) (base string, b *fakeBackend, logs *logtest.Buffer) {
 	t.Helper()
 	if cfg.Backend == nil {
 		cfg.Backend = &fakeBackend{status: reconcile.Status{Repo: "https://git.example.com/platform/mesh-policy.git", Branch: "main"}}
 	}
 	b, _ = cfg.Backend.(*fakeBackend)
-	logs = &syncBuffer{}
+	logs = &logtest.Buffer{}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

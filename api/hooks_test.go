@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/gitmesh/gitmesh/api"
+	"github.com/gitmesh/gitmesh/internal/logtest"
 )
 
 var (
@@ -28,7 +29,7 @@ func sign(secret, body []byte) string {
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-func hooksAPI(t *testing.T) (string, *fakeBackend, *syncBuffer) {
+func hooksAPI(t *testing.T) (string, *fakeBackend, *logtest.Buffer) {
 	t.Helper()
 	return startAPI(t, api.Config{GitHubSecret: githubSecret, GitLabToken: gitlabToken, GenericSecret: genericSecret, MaxBodyBytes: testMaxBody})
 }

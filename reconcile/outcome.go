@@ -25,8 +25,10 @@ type outcome struct {
 	// lastError is the status's last error ("" clears it).
 	lastError string
 	// published is set when something was published: it becomes what is
-	// served.
+	// served. state is set when the state file changed without a publish
+	// (a resume that keeps what is served).
 	published *publication
+	state     *State
 	// retry is the error that makes the sync be retried (with backoff).
 	retry error
 }
@@ -95,8 +97,24 @@ func (d *Daemon) conclude(o outcome) {
 		}
 		d.served, d.servedInfo, d.state, d.rejecting = p.result, p.info, p.state, nil
 		d.status.Published, d.status.PublishedAt, d.status.Ready = &p.info, p.at, true
-		d.status.Pinned, d.status.Pin, d.status.Rejections = p.state.Pin != nil, p.state.Pin, nil
+		d.status.Rejections = nil
+		// A rollback or resume publishes another commit than the head it
+		// leaves: the head is published when it is that commit, held when
+		// a pin now keeps it from being so.
+		if h := d.status.Head; !o.head && h != nil {
+			switch {
+			case h.Hash == p.info.Hash:
+				d.status.HeadVerdict = VerdictPublished
+			case p.state.Pin != nil && d.status.HeadVerdict == VerdictPublished:
+				d.status.HeadVerdict = VerdictHeld
+			}
+		}
 	}
+	if o.state != nil {
+		d.state = *o.state
+	}
+	pinned := d.state.Pin != nil
+	d.status.Pinned, d.status.Pin = pinned, d.state.Pin
 	d.mu.Unlock()
 
 	m := d.cfg.Metrics
@@ -109,9 +127,9 @@ func (d *Daemon) conclude(o outcome) {
 	if good {
 		m.goodSync(now)
 	}
+	m.setPinned(pinned)
 	if p := o.published; p != nil {
 		m.setPublished(string(p.info.Hash))
-		m.setPinned(p.state.Pin != nil)
 		m.setRejecting(0)
 		d.releaseParked()
 	}

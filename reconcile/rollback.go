@@ -106,12 +106,6 @@ func (d *Daemon) rollback(ctx context.Context, rev, by, reason string) (Record, 
 		return Record{}, fmt.Errorf("rollback to %s: %w", rec.Commit.Short(), err)
 	}
 	o := outcome{Record: rec, record: true, published: pub}
-	d.mu.Lock()
-	// A head that was published is held by the pin from now on.
-	if h := d.status.Head; h != nil && h.Hash != rec.Commit.Hash && d.status.HeadVerdict == VerdictPublished {
-		d.status.HeadVerdict = VerdictHeld
-	}
-	d.mu.Unlock()
 	d.conclude(o)
 	return o.Record, nil
 }
@@ -206,12 +200,8 @@ func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) 
 		if err := SaveState(d.cfg.StateDir, next); err != nil {
 			return Record{}, fmt.Errorf("resume: %w", err)
 		}
-		d.mu.Lock()
-		d.state = next
-		d.status.Pinned, d.status.Pin = false, nil
-		d.mu.Unlock()
-		d.cfg.Metrics.setPinned(false)
-		o := outcome{Record: Record{Commit: servedInfo, Verdict: VerdictPublished, Trigger: OpResume, By: by, Reason: reason}, record: true}
+		o := outcome{Record: Record{Commit: servedInfo, Verdict: VerdictPublished, Trigger: OpResume, By: by, Reason: reason},
+			record: true, state: &next}
 		d.conclude(o)
 		return o.Record, nil
 	}
@@ -220,11 +210,6 @@ func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) 
 		return Record{}, fmt.Errorf("resume at %s: %w", rec.Commit.Short(), err)
 	}
 	o := outcome{Record: rec, record: true, published: pub}
-	d.mu.Lock()
-	if h := d.status.Head; h != nil && h.Hash == rec.Commit.Hash {
-		d.status.HeadVerdict = VerdictPublished
-	}
-	d.mu.Unlock()
 	d.conclude(o)
 	return o.Record, nil
 }

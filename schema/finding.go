@@ -113,6 +113,28 @@ func (f Finding) Error() string {
 // IsError reports whether the finding makes the tree invalid.
 func (f Finding) IsError() bool { return f.Severity == SeverityError }
 
+// HasErrors reports whether any of fs is an error.
+func HasErrors(fs []Finding) bool {
+	for _, f := range fs {
+		if f.IsError() {
+			return true
+		}
+	}
+	return false
+}
+
+// CountFindings returns the number of errors and warnings among fs.
+func CountFindings(fs []Finding) (errs, warnings int) {
+	for _, f := range fs {
+		if f.IsError() {
+			errs++
+		} else {
+			warnings++
+		}
+	}
+	return errs, warnings
+}
+
 // SortFindings orders findings by file, document, line, column, pointer,
 // then code, keeping the order of equal ones.
 func SortFindings(fs []Finding) {

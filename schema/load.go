@@ -82,26 +82,10 @@ type Result struct {
 }
 
 // Valid reports whether the tree has no errors.
-func (r *Result) Valid() bool {
-	for _, f := range r.Findings {
-		if f.IsError() {
-			return false
-		}
-	}
-	return true
-}
+func (r *Result) Valid() bool { return !HasErrors(r.Findings) }
 
 // Count returns the number of errors and warnings.
-func (r *Result) Count() (errs, warnings int) {
-	for _, f := range r.Findings {
-		if f.IsError() {
-			errs++
-		} else {
-			warnings++
-		}
-	}
-	return errs, warnings
-}
+func (r *Result) Count() (errs, warnings int) { return CountFindings(r.Findings) }
 
 // entry is one decoded resource with what later checks need to point at it.
 type entry struct {

@@ -34,6 +34,7 @@ import (
 	"github.com/gitmesh/gitmesh/schema/schematest"
 	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/ads"
+	"github.com/gitmesh/gitmesh/xds/adstest"
 	"github.com/gitmesh/gitmesh/xds/ca"
 )
 
@@ -337,22 +338,9 @@ func newDataPlane(ctx context.Context, t *testing.T, policies string) *dataPlane
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := ads.New(ads.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis := listen(t)
-	sctx, stop := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- server.Serve(sctx, lis) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-served; err != nil {
-			t.Errorf("xds server: %v", err)
-		}
-	})
+	server, xdsAddr := adstest.Serve(t, ads.Config{})
 	d := &dataPlane{
-		t: t, server: server, xdsAddr: lis.Addr().String(),
+		t: t, server: server, xdsAddr: xdsAddr,
 		proxies: make(map[string]*xds.Proxy), meshes: make(map[string]*schema.Mesh),
 		authority: &ca.Authority{StateDir: t.TempDir()}, certDir: t.TempDir(),
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gitmesh/gitmesh/examples/bookinfo/app"
+	"github.com/gitmesh/gitmesh/internal/logtest"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 )
@@ -98,34 +99,7 @@ func TestBookinfoEndToEnd(t *testing.T) {
 	t.Cleanup(cancel)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	for _, dp := range dataplanes {
-		dir := filepath.Join(t.TempDir(), dp.Name)
-		agentLog := &syncBuffer{}
-		done := make(chan int, 1)
-		go func() {
-			done <- run(ctx, []string{"certs", "--dataplane", "bookinfo/" + dp.Name, "--xds-address", xdsAddr, "--dir", dir}, agentLog, agentLog)
-		}()
-		t.Cleanup(func() {
-			cancel()
-			<-done
-			if t.Failed() {
-				t.Logf("certs %s:\n%s", dp.Name, agentLog)
-			}
-		})
-		waitFile(t, filepath.Join(dir, "cert.pem"))
-
-		code, out, errOut := gitmesh(t, "bootstrap", "--grpc", "--dataplane", "bookinfo/"+dp.Name, "--xds-address", xdsAddr, "--cert-dir", dir)
-		if code != 0 {
-			t.Fatalf("bootstrap %s: %s", dp.Name, errOut)
-		}
-		boot := filepath.Join(dir, "bootstrap.json")
-		if err := os.WriteFile(boot, []byte(out), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", dp.Port), "--version", dp.Version}
-		if dp.Service == "productpage" {
-			args = append(args, "--http", httpAddr)
-		}
-		startBookinfo(t, dp, boot, args)
+		startDataplane(t, ctx, dp, xdsAddr, httpAddr, true)
 	}
 
 	// Every version of reviews answers productpage; v2 and v3 reach ratings.
@@ -202,14 +176,53 @@ func TestBookinfoEndToEnd(t *testing.T) {
 	waitDenied("reviews denied again after resume")
 }
 
+// startDataplane runs one bookinfo dataplane as gitmesh runs one: with mTLS,
+// its certificates kept by `gitmesh certs` (in this process, until ctx ends);
+// its gRPC bootstrap from `gitmesh bootstrap --grpc`; and the service in a
+// child process, listening on dp.Port (productpage serves its page on
+// httpAddr too). It returns what the service logs.
+func startDataplane(t *testing.T, ctx context.Context, dp app.Dataplane, xdsAddr, httpAddr string, mtls bool) *logtest.Buffer {
+	t.Helper()
+	dir := t.TempDir()
+	if mtls {
+		agentLog := &logtest.Buffer{}
+		done := make(chan int, 1)
+		ctx, cancel := context.WithCancel(ctx)
+		go func() {
+			done <- run(ctx, []string{"certs", "--dataplane", "bookinfo/" + dp.Name, "--xds-address", xdsAddr, "--dir", dir}, agentLog, agentLog)
+		}()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+			if t.Failed() {
+				t.Logf("certs %s:\n%s", dp.Name, agentLog)
+			}
+		})
+		waitFile(t, filepath.Join(dir, "cert.pem"))
+	}
+	code, out, errOut := gitmesh(t, "bootstrap", "--grpc", "--dataplane", "bookinfo/"+dp.Name, "--xds-address", xdsAddr, "--cert-dir", dir)
+	if code != 0 {
+		t.Fatalf("bootstrap %s: %s", dp.Name, errOut)
+	}
+	boot := filepath.Join(dir, "bootstrap.json")
+	if err := os.WriteFile(boot, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", dp.Port), "--version", dp.Version}
+	if dp.Service == "productpage" {
+		args = append(args, "--http", httpAddr)
+	}
+	return startBookinfo(t, dp, boot, args)
+}
+
 // startBookinfo starts one bookinfo service as a child process reading the
 // gRPC bootstrap boot, and returns what it logs.
-func startBookinfo(t *testing.T, dp app.Dataplane, boot string, args []string) *syncBuffer {
+func startBookinfo(t *testing.T, dp app.Dataplane, boot string, args []string) *logtest.Buffer {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Args[0] = dp.Service
 	cmd.Env = append(os.Environ(), envRunBookinfo+"="+dp.Service, "GRPC_XDS_BOOTSTRAP="+boot)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

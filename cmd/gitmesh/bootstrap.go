@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"path"
-	"strconv"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/spf13/cobra"
@@ -103,7 +102,7 @@ func bootstrapConfig(o bootstrapOptions) (bootstrap.Config, error) {
 	if err != nil {
 		return bootstrap.Config{}, usageError("--dataplane: %w", err)
 	}
-	if _, _, err := parseHostPort(o.xdsAddress); err != nil {
+	if _, _, err := bootstrap.SplitHostPort(o.xdsAddress); err != nil {
 		return bootstrap.Config{}, usageError("--xds-address: %w", err)
 	}
 	access, err := o.access.absPaths()
@@ -130,7 +129,7 @@ func bootstrapConfig(o bootstrapOptions) (bootstrap.Config, error) {
 		}
 		return c, nil
 	}
-	adminHost, _, err := parseHostPort(o.adminAddress)
+	adminHost, _, err := bootstrap.SplitHostPort(o.adminAddress)
 	if err != nil {
 		return bootstrap.Config{}, usageError("--admin-address: %w", err)
 	}
@@ -151,20 +150,4 @@ func defaultCertDir(node schema.NodeID) string {
 func parseDataplane(s string) (mesh, name string, err error) {
 	id, err := schema.ParseRef(s)
 	return id.Mesh, id.Name, err
-}
-
-// parseHostPort splits HOST:PORT and checks the port.
-func parseHostPort(s string) (string, uint32, error) {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return "", 0, err
-	}
-	if host == "" {
-		return "", 0, fmt.Errorf("%q has no host", s)
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || p == 0 {
-		return "", 0, fmt.Errorf("%q: port must be 1 to 65535", s)
-	}
-	return host, uint32(p), nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/xds/bootstrap"
 	"github.com/gitmesh/gitmesh/xds/certagent"
 )
 
@@ -83,7 +84,7 @@ func certsConfig(o certsOptions, stderr io.Writer) (certagent.Config, error) {
 	if err != nil {
 		return certagent.Config{}, usageError("--dataplane: %w", err)
 	}
-	if _, _, err := parseHostPort(o.xdsAddress); err != nil {
+	if _, _, err := bootstrap.SplitHostPort(o.xdsAddress); err != nil {
 		return certagent.Config{}, usageError("--xds-address: %w", err)
 	}
 	if o.timeout <= 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/gitmesh/gitmesh/internal/logtest"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/schema"
@@ -136,7 +137,7 @@ func nextSecond() {
 
 // agent is a long-running gitmesh certs.
 type agent struct {
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	cancel context.CancelFunc
 	done   chan int
 }
@@ -145,8 +146,8 @@ type agent struct {
 func startAgent(t *testing.T, args ...string) *agent {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &agent{logs: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
-	go func() { a.done <- run(ctx, append([]string{"certs"}, args...), &syncBuffer{}, a.logs) }()
+	a := &agent{logs: &logtest.Buffer{}, cancel: cancel, done: make(chan int, 1)}
+	go func() { a.done <- run(ctx, append([]string{"certs"}, args...), &logtest.Buffer{}, a.logs) }()
 	t.Cleanup(func() {
 		a.stop(t)
 		if t.Failed() {
@@ -321,7 +322,7 @@ func TestCertsAgentReconnects(t *testing.T) {
 	// Authority issues the node a new certificate.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var out, logs syncBuffer
+	var out, logs logtest.Buffer
 	go func() {
 		done <- run(ctx, []string{"serve", "--repo", s.repo, "--path", "policies", "--state-dir", s.stateDir,
 			"--xds-address", addr, "--api-address", "127.0.0.1:0", "--interval", "1h"}, &out, &logs)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
@@ -36,22 +35,3 @@ var (
 	git        = gittest.Git
 	writeFiles = gittest.WriteFiles
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and readers in other
-// goroutines (a daemon's log).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gitmesh/gitmesh/examples/bookinfo/app"
+	"github.com/gitmesh/gitmesh/internal/logtest"
 	"github.com/gitmesh/gitmesh/reconcile"
 )
 
@@ -65,37 +65,9 @@ func grpcCallsSurviveRestarts(t *testing.T, mtls bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	var detailsLog *syncBuffer
+	var detailsLog *logtest.Buffer
 	for _, dp := range dataplanes {
-		dir := t.TempDir()
-		if mtls {
-			agentLog := &syncBuffer{}
-			done := make(chan int, 1)
-			go func() {
-				done <- run(ctx, []string{"certs", "--dataplane", "bookinfo/" + dp.Name, "--xds-address", xdsAddr, "--dir", dir}, agentLog, agentLog)
-			}()
-			t.Cleanup(func() {
-				cancel()
-				<-done
-				if t.Failed() {
-					t.Logf("certs %s:\n%s", dp.Name, agentLog)
-				}
-			})
-			waitFile(t, filepath.Join(dir, "cert.pem"))
-		}
-		code, out, errb := gitmesh(t, "bootstrap", "--grpc", "--dataplane", "bookinfo/"+dp.Name, "--xds-address", xdsAddr, "--cert-dir", dir)
-		if code != 0 {
-			t.Fatalf("bootstrap %s: %s", dp.Name, errb)
-		}
-		boot := filepath.Join(dir, "bootstrap.json")
-		if err := os.WriteFile(boot, []byte(out), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", dp.Port), "--version", dp.Version}
-		if dp.Service == "productpage" {
-			args = append(args, "--http", httpAddr)
-		}
-		if logs := startBookinfo(t, dp, boot, args); dp.Service == "details" {
+		if logs := startDataplane(t, ctx, dp, xdsAddr, httpAddr, mtls); dp.Service == "details" {
 			detailsLog = logs
 		}
 	}

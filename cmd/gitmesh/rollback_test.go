@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gitmesh/gitmesh/api"
+	"github.com/gitmesh/gitmesh/internal/logtest"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/xds/adstest"
@@ -199,7 +200,7 @@ func startProcessAt(t *testing.T, xdsAddr, apiAddr string, args ...string) *proc
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "GITMESH_TEST_RUN_MAIN=1")
 	cmd.Args[0] = "gitmesh"
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	cmd.Stderr = logs
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gitmesh/gitmesh/api"
+	"github.com/gitmesh/gitmesh/internal/logtest"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/xds/ads"
 	"github.com/gitmesh/gitmesh/xds/adstest"
@@ -132,7 +133,7 @@ type benchMesh struct {
 	app        *serveApp
 	s          *served
 	clients    []*adstest.Client
-	logs       *syncBuffer
+	logs       *logtest.Buffer
 }
 
 func startBenchMesh(b *testing.B, nclients int) *benchMesh {
@@ -150,7 +151,7 @@ func startBenchMesh(b *testing.B, nclients int) *benchMesh {
 		xdsAddress: "127.0.0.1:0", apiAddress: "127.0.0.1:0", logFormat: "text", logLevel: "warn",
 		gitTimeout: 30 * time.Second, certValidity: 24 * time.Hour, limits: limitFlags{maxFileBytes: 8 << 20},
 		webhookSecretFile: writeSecret(b, webhookSecret)}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	if os.Getenv("GITMESH_BENCH_LOG") != "" {
 		o.logLevel = "info"
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/gitmesh/gitmesh/internal/logtest"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/xds/adstest"
@@ -49,7 +50,7 @@ func policyFiles(t testing.TB) map[string]string {
 type served struct {
 	app  *serveApp
 	stop func()
-	logs *syncBuffer
+	logs *logtest.Buffer
 }
 
 // startServe runs the daemon with o (listening on free ports of 127.0.0.1)
@@ -70,7 +71,7 @@ func startServe(t *testing.T, o serveOptions) *served {
 	if o.certValidity == 0 {
 		o.certValidity = time.Hour
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	app, err := newServeApp(o, logs)
 	if err != nil {
 		t.Fatal(err)

@@ -83,26 +83,10 @@ type Result struct {
 }
 
 // Valid reports whether the tree has no error.
-func (r *Result) Valid() bool {
-	for _, f := range r.Findings {
-		if f.IsError() {
-			return false
-		}
-	}
-	return true
-}
+func (r *Result) Valid() bool { return !schema.HasErrors(r.Findings) }
 
 // Count returns the number of errors and warnings.
-func (r *Result) Count() (errs, warnings int) {
-	for _, f := range r.Findings {
-		if f.IsError() {
-			errs++
-		} else {
-			warnings++
-		}
-	}
-	return errs, warnings
-}
+func (r *Result) Count() (errs, warnings int) { return schema.CountFindings(r.Findings) }
 
 // Run loads trees as one policy set and, when it is valid, translates and
 // checks it. prev, when not nil, is an earlier valid Result (the commit

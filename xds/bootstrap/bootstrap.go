@@ -52,8 +52,9 @@ func (c Config) checkNode() error {
 	return nil
 }
 
-// splitHostPort splits HOST:PORT and checks the port.
-func splitHostPort(s string) (string, uint32, error) {
+// SplitHostPort splits HOST:PORT, as an xDS or admin address is given, and
+// checks that the host is not empty and the port is 1 to 65535.
+func SplitHostPort(s string) (string, uint32, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		return "", 0, err

@@ -33,11 +33,11 @@ func Envoy(c Config) (*bootstrapv3.Bootstrap, error) {
 	if err := c.checkNode(); err != nil {
 		return nil, fmt.Errorf("envoy bootstrap: %w", err)
 	}
-	xdsHost, xdsPort, err := splitHostPort(c.XDSAddress)
+	xdsHost, xdsPort, err := SplitHostPort(c.XDSAddress)
 	if err != nil {
 		return nil, fmt.Errorf("envoy bootstrap: xDS address: %w", err)
 	}
-	adminHost, adminPort, err := splitHostPort(c.AdminAddress)
+	adminHost, adminPort, err := SplitHostPort(c.AdminAddress)
 	if err != nil {
 		return nil, fmt.Errorf("envoy bootstrap: admin address: %w", err)
 	}

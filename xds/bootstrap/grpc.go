@@ -19,7 +19,7 @@ func GRPC(c Config) ([]byte, error) {
 	if err := c.checkNode(); err != nil {
 		return nil, fmt.Errorf("grpc bootstrap: %w", err)
 	}
-	if _, _, err := splitHostPort(c.XDSAddress); err != nil {
+	if _, _, err := SplitHostPort(c.XDSAddress); err != nil {
 		return nil, fmt.Errorf("grpc bootstrap: xDS address: %w", err)
 	}
 	if c.CertDir == "" {

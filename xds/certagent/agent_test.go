@@ -1,7 +1,6 @@
 package certagent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -10,16 +9,17 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/gitmesh/gitmesh/internal/logtest"
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/ads"
+	"github.com/gitmesh/gitmesh/xds/adstest"
 	"github.com/gitmesh/gitmesh/xds/ca"
 )
 
@@ -32,24 +32,7 @@ var node = schema.NodeID{Mesh: "default", Name: "web-01"}
 // returns its address.
 func startXDS(t *testing.T) (*ads.Server, string) {
 	t.Helper()
-	s, err := ads.New(ads.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, lis) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return s, lis.Addr().String()
+	return adstest.Serve(t, ads.Config{})
 }
 
 // publish serves node as a gRPC proxy without resources, in a mesh with
@@ -74,28 +57,10 @@ func publish(t *testing.T, s *ads.Server, mtls bool) *ca.Certificate {
 	return c
 }
 
-// syncBuffer collects a log written from the agent's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // run runs a Once agent of node for c until it returns, and returns its log.
 func run(t *testing.T, ctx context.Context, c Config) (logs string, err error) {
 	t.Helper()
-	var buf syncBuffer
+	var buf logtest.Buffer
 	c.Node, c.Once, c.Logger = node, true, slog.New(slog.NewTextHandler(&buf, nil))
 	if c.Timeout == 0 {
 		c.Timeout = wait

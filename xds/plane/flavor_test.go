@@ -1,12 +1,10 @@
 package plane
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/gitmesh/gitmesh/internal/logtest"
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/ads"
@@ -207,7 +206,7 @@ func TestLostFlavourChangesAreMadeUp(t *testing.T) {
 // proxy it has, and the plane says so.
 func TestFlavourNotTranslated(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	f := newFixtureWith(t, func(cfg *Config) { cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	f.builder = xds.NewBuilder(xds.BuilderOptions{Flavors: func(*schema.Dataplane) []xds.Flavor { return []xds.Flavor{xds.FlavorEnvoy} }})
 	f.apply(t, commitA, policiesA(t))
@@ -244,22 +243,4 @@ func TestNewRejectsAnUnknownDefaultFlavour(t *testing.T) {
 	if f := p.flavorOf("default.never-seen"); f != xds.FlavorEnvoy {
 		t.Errorf("default flavour %q, want envoy", f)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -2,7 +2,6 @@ package plane
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -68,17 +67,8 @@ func newFixtureWith(t *testing.T, edit func(*Config)) *fixture {
 // run is called (once).
 func newIdleFixture(t *testing.T, edit func(*Config)) (f *fixture, run func()) {
 	t.Helper()
-	server, err := ads.New(ads.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	server, addr := adstest.Serve(t, ads.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() { server.Serve(ctx, lis); close(served) }()
 	reg := prometheus.NewRegistry()
 	cfg := Config{Server: server, Authority: &ca.Authority{StateDir: t.TempDir()}, Metrics: NewMetrics(reg, server)}
 	if edit != nil {
@@ -90,7 +80,7 @@ func newIdleFixture(t *testing.T, edit func(*Config)) (f *fixture, run func()) {
 	}
 	ran := make(chan struct{})
 	start := func() { go func() { p.Run(ctx); close(ran) }() }
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,12 +88,11 @@ func newIdleFixture(t *testing.T, edit func(*Config)) (f *fixture, run func()) {
 	t.Cleanup(func() {
 		conn.Close()
 		cancel()
-		<-served
 		if started {
 			<-ran
 		}
 	})
-	f = &fixture{plane: p, server: server, conn: conn, reg: reg, addr: lis.Addr().String(), builder: xds.NewBuilder(xds.BuilderOptions{}),
+	f = &fixture{plane: p, server: server, conn: conn, reg: reg, addr: addr, builder: xds.NewBuilder(xds.BuilderOptions{}),
 		nacks: make(chan Rejection, 64), converged: make(chan Converged, 64)}
 	go func() {
 		for {
