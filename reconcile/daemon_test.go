@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gitmesh/gitmesh/internal/logtest"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
@@ -27,6 +29,7 @@ type fakeTarget struct {
 	commits  []string // every Apply, in order
 	set      *schema.Set
 	fail     error // returned by the next Apply, once
+	failures int   // Applies still to fail, after fail
 	feedback chan plane.Feedback
 	onApply  func(commit string) // called, unlocked, by each Apply
 }
@@ -43,6 +46,10 @@ func (f *fakeTarget) Apply(_ context.Context, commit string, t *xds.Translation)
 	if err := f.fail; err != nil {
 		f.fail = nil
 		return plane.Result{}, err
+	}
+	if f.failures > 0 {
+		f.failures--
+		return plane.Result{}, errors.New("the xDS side refuses, for now")
 	}
 	f.commits = append(f.commits, commit)
 	f.set = t.Set()
@@ -541,5 +548,72 @@ func TestFeedbackOfACommitBeingPublished(t *testing.T) {
 		if len(rec.Rejections) > 0 {
 			t.Errorf("an older record got the NACK: %+v", rec)
 		}
+	}
+}
+
+// TestPublishFailureSettlesTheHead: a head whose publish fails is the
+// head with verdict failed (never left pending), recorded once however
+// often it is retried, and published once the xDS side takes it.
+func TestPublishFailureSettlesTheHead(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	first := gittest.Commit(t, r.work, "first", policy(8080))
+	r.start()
+	r.waitHead(first, VerdictPublished)
+	r.target.mu.Lock()
+	r.target.failures = 3
+	r.target.mu.Unlock()
+	second := r.commit("second", policy(8081))
+	st := r.waitHead(second, VerdictFailed)
+	if !strings.Contains(st.LastError, "publish") || string(st.Published.Hash) != first {
+		t.Errorf("status %+v, want the publish error and %s still served", st, first[:12])
+	}
+	for range 2 { // retries
+		r.d.Trigger("test")
+	}
+	r.waitHead(second, VerdictPublished)
+	n := 0
+	for _, rec := range r.d.History() {
+		if string(rec.Commit.Hash) == second && rec.Verdict == VerdictFailed {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the failure is recorded %d times, want once", n)
+	}
+}
+
+// TestRollbackLogCountsAffectedProxies: the log line of a rollback counts
+// the proxies it changes, also when it goes back to the commit served
+// before (no translation at all).
+func TestRollbackLogCountsAffectedProxies(t *testing.T) {
+	t.Parallel()
+	var logs logtest.Buffer
+	r := newRig(t, "", "")
+	r.logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	first := gittest.Commit(t, r.work, "first", policy(8080))
+	r.start()
+	r.waitHead(first, VerdictPublished)
+	second := r.commit("second", policy(8081))
+	r.waitHead(second, VerdictPublished)
+	if _, err := r.d.Rollback(context.Background(), first, "ada", ""); err != nil {
+		t.Fatal(err)
+	}
+	var line struct {
+		Trigger   string
+		Affected  int `json:"affected_proxies"`
+		Pushed    int `json:"proxies_pushed"`
+		Removed   int `json:"proxies_removed"`
+		Translate int `json:"translated_proxies"`
+	}
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(l, `"trigger":"rollback"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if line.Trigger != OpRollback || line.Pushed != 1 || line.Affected != line.Pushed+line.Removed || line.Translate != 0 {
+		t.Errorf("rollback log line %+v, want 1 proxy affected and pushed, none translated", line)
 	}
 }
