@@ -6,18 +6,14 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"testing/fstest"
 
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 	"github.com/gitmesh/gitmesh/xds"
 )
 
 func tree(files map[string]string) []schema.Tree {
-	fsys := fstest.MapFS{}
-	for name, content := range files {
-		fsys[name] = &fstest.MapFile{Data: []byte(content)}
-	}
-	return []schema.Tree{{FS: fsys}}
+	return []schema.Tree{{FS: schematest.Files(files)}}
 }
 
 const (
