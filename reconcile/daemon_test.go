@@ -107,7 +107,8 @@ type rig struct {
 	stateDir string
 	target   *fakeTarget
 	d        *Daemon
-	stop     func()
+	stop     func() // cancels the daemon and waits for it to return
+	cancel   func() // cancels it and returns
 	// url, when set, is where the daemon fetches from instead of work;
 	// verifier, when set, makes the daemon verify commits.
 	url      string
@@ -157,6 +158,7 @@ func (r *rig) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.d.Run(ctx) }()
+	r.cancel = cancel
 	r.stop = func() { cancel(); <-done }
 	t.Cleanup(r.stop)
 }
@@ -548,6 +550,44 @@ func TestFeedbackOfACommitBeingPublished(t *testing.T) {
 		if len(rec.Rejections) > 0 {
 			t.Errorf("an older record got the NACK: %+v", rec)
 		}
+	}
+}
+
+// TestStopMidwayRecordsNothing: a daemon stopped while it publishes a
+// commit neither records nor logs the commit as failed; the next start
+// publishes it.
+func TestStopMidwayRecordsNothing(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "", "")
+	logs := &logtest.Buffer{}
+	r.logger = slog.New(slog.NewJSONHandler(logs, nil))
+	first := gittest.Commit(t, r.work, "first", policy(8080))
+	r.start()
+	r.waitHead(first, VerdictPublished)
+	started, release := make(chan struct{}), make(chan struct{})
+	r.target.mu.Lock()
+	r.target.fail = context.Canceled // what the plane returns when stopped
+	r.target.onApply = func(string) { close(started); <-release }
+	r.target.mu.Unlock()
+	second := r.commit("second", policy(8081))
+	<-started
+	r.cancel()
+	close(release)
+	r.stop()
+	for _, rec := range r.d.History() {
+		if rec.Verdict == VerdictFailed {
+			t.Errorf("a stop is recorded as a failure: %+v", rec)
+		}
+	}
+	if strings.Contains(logs.String(), `"level":"ERROR"`) {
+		t.Errorf("a stop is logged as an error:\n%s", logs)
+	}
+
+	r2 := newRig(t, r.stateDir, r.work)
+	r2.start()
+	r2.waitHead(second, VerdictPublished)
+	if h := r2.d.History(); len(h) != 2 || string(h[0].Commit.Hash) != second || string(h[1].Commit.Hash) != first {
+		t.Errorf("history after the restart: %+v", h)
 	}
 }
 

@@ -105,6 +105,12 @@ func (d *Daemon) sync(ctx context.Context, trigger string) error {
 	d.op.Lock()
 	defer d.op.Unlock()
 	o := d.decide(ctx, sr, trigger, fetch)
+	if o.Verdict == VerdictFailed && ctx.Err() != nil {
+		// Stopped midway (the daemon is shutting down): the commit did not
+		// fail, and the next start decides on it again.
+		d.cfg.Logger.Info("stopped before deciding on the head", "commit", sr.Head.Short())
+		return ctx.Err()
+	}
 	d.conclude(o)
 	return o.retry
 }

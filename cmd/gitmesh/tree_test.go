@@ -1,14 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
+	"github.com/gitmesh/gitmesh/schema"
 	"github.com/spf13/pflag"
 )
 
@@ -52,6 +59,7 @@ func TestGateAndDaemonAgree(t *testing.T) {
 				"  outbound:\n    - port: 2\n      service: nowhere\n")},
 		{name: "a file over the size limit", files: policyFiles(t), flags: []string{"--max-file-size=200"}},
 		{name: "no policy file", files: map[string]string{"policies/README.md": "nothing here\n"}},
+		{name: "a dataplane that does not translate", files: withFile(policyFiles(t), "policies/odd.yaml", untranslatable)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,6 +128,104 @@ func TestGateAndDaemonAgree(t *testing.T) {
 			}
 		})
 	}
+}
+
+// untranslatable passes the schema and every rule, but web-01 (the bundled
+// dataplane, whose inbound reaches its application on 8080) gets an
+// outbound to a service named like its local cluster, localhost:8080: its
+// Envoy translation has two clusters of one name.
+const untranslatable = `type: Dataplane
+mesh: default
+name: odd-01
+networking:
+  address: 10.0.0.40
+  inbound:
+    - port: 10080
+      servicePort: 9000
+      tags:
+        service: "localhost:8080"
+---
+type: Dataplane
+mesh: default
+name: web-02
+networking:
+  address: 10.0.0.11
+  inbound:
+    - port: 10080
+      servicePort: 8080
+      tags:
+        service: web
+        protocol: http
+  outbound:
+    - port: 20002
+      service: "localhost:8080"
+`
+
+// TestTranslationFailureIsInvalidOnce: a commit that passes every rule but
+// does not translate is invalid, with a translation-error at the dataplane
+// that fails; the daemon records it once, keeps serving what it served,
+// settles the head and never tries the commit again.
+func TestTranslationFailureIsInvalidOnce(t *testing.T) {
+	t.Parallel()
+	dir := gittest.Init(t)
+	good := gittest.Commit(t, dir, "Initial policies", policyFiles(t))
+	s := startServe(t, serveOptions{repo: dir, path: "policies", stateDir: t.TempDir(), interval: 20 * time.Millisecond})
+	s.waitStatus(t, "the first commit published", func(st reconcile.Status) bool {
+		return st.Published != nil && string(st.Published.Hash) == good
+	})
+
+	bad := gittest.Commit(t, dir, "Add web-02, calling localhost:8080", map[string]string{"policies/odd.yaml": untranslatable})
+	code, out, _ := gitmesh(t, "validate", "--repo", dir, "--path", "policies")
+	want := "odd.yaml:12:1: error[translation-error]: dataplane default.web-02 does not translate for envoy"
+	if code != exitFailed || !strings.Contains(out, want) {
+		t.Fatalf("validate: exit %d, want 1 and %q\n%s", code, want, out)
+	}
+	st := s.waitStatus(t, "a verdict on the bad commit", func(st reconcile.Status) bool {
+		return st.Head != nil && string(st.Head.Hash) == bad && st.HeadVerdict != reconcile.VerdictPending
+	})
+	if st.HeadVerdict != reconcile.VerdictInvalid || st.Published == nil || string(st.Published.Hash) != good {
+		t.Fatalf("status %+v, want the head invalid and %s still published", st, good)
+	}
+
+	// Let the daemon poll a few times: the head does not move, and the
+	// invalid commit is not judged again.
+	attempts := func(result string) int {
+		var m bytes.Buffer
+		resp, err := http.Get(s.api("/metrics"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(&m, resp.Body)
+		resp.Body.Close()
+		g := regexp.MustCompile(`(?m)^gitmesh_sync_attempts_total\{result="` + result + `"\} (\d+)$`).FindStringSubmatch(m.String())
+		if g == nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(g[1])
+		return n
+	}
+	before := attempts(reconcile.ResultUnchanged)
+	for deadline := time.Now().Add(10 * time.Second); attempts(reconcile.ResultUnchanged) < before+3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon does not poll")
+		}
+	}
+	if n, f := attempts(reconcile.ResultInvalid), attempts(reconcile.ResultFailed); n != 1 || f != 0 {
+		t.Errorf("sync attempts: %d invalid, %d failed; want 1 and 0", n, f)
+	}
+	hist := s.app.daemon.History()
+	if len(hist) != 2 || hist[0].Verdict != reconcile.VerdictInvalid || hist[0].Errors != 1 || len(hist[0].Findings) != 1 ||
+		hist[0].Findings[0].Code != schema.CodeTranslationFailed || hist[0].Findings[0].File != "policies/odd.yaml" ||
+		hist[0].Findings[0].Line != 12 {
+		t.Fatalf("history %+v, want one invalid record with the translation-error at policies/odd.yaml:12", hist)
+	}
+
+	// A fix is published as any commit is.
+	fixed := gittest.Commit(t, dir, "Call backend from web-02", map[string]string{"policies/odd.yaml": strings.Replace(untranslatable,
+		"- port: 20002\n      service: \"localhost:8080\"", "- port: 20002\n      service: backend", 1)})
+	s.waitStatus(t, "the fix published", func(st reconcile.Status) bool {
+		return st.Published != nil && string(st.Published.Hash) == fixed
+	})
 }
 
 // withFile is files with one more (or another) file.

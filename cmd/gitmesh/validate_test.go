@@ -134,6 +134,8 @@ func TestValidateUsageAndIOErrors(t *testing.T) {
 		"missing path":    {"validate", filepath.Join(t.TempDir(), "missing")},
 		"repo with paths": {"validate", "--repo", ".", "x"},
 		"not a repo":      {"validate", "--repo", t.TempDir()},
+		"path, no repo":   {"validate", "--path", "policies", "."},
+		"rev, no repo":    {"validate", "--rev", "main", "."},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, _, errb := gitmesh(t, args...)
@@ -141,6 +143,19 @@ func TestValidateUsageAndIOErrors(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want 2 and a message", code, errb)
 			}
 		})
+	}
+}
+
+// TestValidateEmptyTree: a tree without a policy file is a usage error that
+// says so, unless --allow-empty.
+func TestValidateEmptyTree(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"README.md": "no policy here\n"})
+	if code, out, errb := gitmesh(t, "validate", dir); code != exitUsage || !strings.Contains(errb, "no policy file") {
+		t.Errorf("exit %d, want 2 and a message saying there is no policy file\n%s%s", code, out, errb)
+	}
+	if code, out, errb := gitmesh(t, "validate", "--allow-empty", dir); code != exitOK || !strings.Contains(out, "0 resources") {
+		t.Errorf("--allow-empty: exit %d, want 0\n%s%s", code, out, errb)
 	}
 }
 
