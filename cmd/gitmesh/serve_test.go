@@ -106,6 +106,21 @@ func startServe(t *testing.T, o serveOptions) *served {
 
 func (s *served) api(path string) string { return "http://" + s.app.apiLis.Addr().String() + path }
 
+// metrics is the daemon's /metrics page.
+func (s *served) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get(s.api("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func (s *served) dial(t *testing.T, node string) *adstest.Client {
 	t.Helper()
 	return dialAddr(t, s.app.xdsLis.Addr().String(), node)
@@ -268,16 +283,10 @@ func TestServeFollowsPushesThroughWebhook(t *testing.T) {
 			}
 		}
 	}
-	var metrics bytes.Buffer
-	resp, err := http.Get(s.api("/metrics"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(&metrics, resp.Body)
-	resp.Body.Close()
+	metrics := s.metrics(t)
 	for _, want := range []string{`gitmesh_sync_attempts_total{result="invalid"} 1`, `gitmesh_head_invalid 1`,
 		`gitmesh_published_commit_info{commit="` + c2 + `"} 1`, `gitmesh_stage_duration_seconds_count{stage="load"}`} {
-		if !strings.Contains(metrics.String(), want) {
+		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -190,14 +187,7 @@ func TestTranslationFailureIsInvalidOnce(t *testing.T) {
 	// Let the daemon poll a few times: the head does not move, and the
 	// invalid commit is not judged again.
 	attempts := func(result string) int {
-		var m bytes.Buffer
-		resp, err := http.Get(s.api("/metrics"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(&m, resp.Body)
-		resp.Body.Close()
-		g := regexp.MustCompile(`(?m)^gitmesh_sync_attempts_total\{result="` + result + `"\} (\d+)$`).FindStringSubmatch(m.String())
+		g := regexp.MustCompile(`(?m)^gitmesh_sync_attempts_total\{result="` + result + `"\} (\d+)$`).FindStringSubmatch(s.metrics(t))
 		if g == nil {
 			return 0
 		}

@@ -85,14 +85,8 @@ func TestServeVerifyCommits(t *testing.T) {
 	if v := backend.Version("type.googleapis.com/envoy.config.listener.v3.Listener"); !strings.HasPrefix(v, c1[:12]) {
 		t.Errorf("backend-01 was pushed %q; an unsigned commit must not reach it", v)
 	}
-	resp, err := http.Get(s.api("/metrics"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(metrics), `gitmesh_unverified_commits_total{reason="unsigned"} 1`) {
-		t.Errorf("metrics lack the unsigned commit:\n%s", grepLines(string(metrics), "gitmesh_unverified"))
+	if metrics := s.metrics(t); !strings.Contains(metrics, `gitmesh_unverified_commits_total{reason="unsigned"} 1`) {
+		t.Errorf("metrics lack the unsigned commit:\n%s", grepLines(metrics, "gitmesh_unverified"))
 	}
 	_, stdout, _ := cli(t, s.app.apiLis.Addr().String(), stateDir, "history")
 	for _, want := range []string{"unverified", "not published: commit " + unsigned[:12] + " is not signed", "signed by Alice <alice@example.com>"} {
@@ -109,7 +103,7 @@ func TestServeVerifyCommits(t *testing.T) {
 	body, _ := json.Marshal(map[string]string{"commit": unsigned})
 	req, _ := http.NewRequest(http.MethodPost, s.api("/rollback"), bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
