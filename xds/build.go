@@ -263,15 +263,15 @@ func (b *Builder) translateAll(ctx context.Context, idx *Index, set *schema.Set,
 					if i < 0 {
 						return fmt.Errorf("translate %s: %w %q", dp.NodeID(), ErrUnsupportedFlavor, f)
 					}
-					p, err := b.translate(idx, dp, Options{Flavor: f})
+					p, err := b.translate(idx, dp, Options{Flavor: f, unhashed: b.opts.CheckOnly})
 					if err == nil {
-						err = k.Check(p)
+						err = k.checkIn(idx, p)
 					}
 					if err != nil {
 						failed[w] = append(failed[w], Failure{Dataplane: dp, Flavor: f, Err: err})
 						continue
 					}
-					p.checked = true
+					p.checked, p.typed = true, nil
 					if !b.opts.CheckOnly {
 						n.proxies[i] = p
 					}

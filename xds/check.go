@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -23,17 +24,20 @@ import (
 
 // Check verifies that p is something a proxy will accept: every resource is
 // a named message of its type and, with every typed config packed inside
-// it, passes its proto's ValidateAll; the resources make a consistent
-// go-control-plane snapshot; and every reference resolves: each cluster a
+// it, passes its proto's ValidateAll; the resources make a go-control-plane
+// snapshot; and every reference resolves: each cluster a
 // listener or route names exists, each EDS cluster has its endpoints, each
 // RDS name its route configuration, each SDS secret is SecretIdentity or
 // SecretMeshCA in an Envoy proxy with mTLS, and each certificate provider
 // is CertProviderInstance in a gRPC proxy with mTLS (an Envoy proxy uses no
 // certificate provider, a gRPC proxy no SDS). Every route configuration and
 // every endpoints resource must be referenced, api_listener (proxyless
-// gRPC) included; Snapshot.Consistent, which does not follow api_listener,
-// runs only for proxies without one. The error joins every problem found,
-// each naming the proxy and the resource.
+// gRPC) included: what Snapshot.Consistent checks, which does not follow
+// api_listener. The error joins every problem found, each naming the proxy
+// and the resource.
+//
+// Check reads the typed configs of a translated proxy as translation made
+// them, not from their encoding: a proxy is read-only once built.
 func Check(p *Proxy) error { return NewChecker().Check(p) }
 
 // Checker checks many proxies, validating each distinct resource object only
@@ -49,10 +53,22 @@ func Check(p *Proxy) error { return NewChecker().Check(p) }
 // validated. Call Release between publishes
 // so that it does not keep the previous resources alive.
 type Checker struct {
-	validated map[types.Resource]error
+	// validated and typed hold what the Checker learnt of the values the
+	// proxies of one Index share (see Index.isShared): the validation
+	// result of each resource and typed config, and each typed config
+	// unpacked. Nothing else is kept by pointer, so that checking many
+	// proxies does not keep them all alive.
+	validated map[any]error
+	typed     map[*anypb.Any]proto.Message
 	byDigest  map[[32]byte]error
 	// passed holds the structureKey of the proxies that passed.
 	passed map[string]bool
+
+	// While one proxy is checked: its Index (nil for a proxy built by
+	// hand, or checked outside a Build), and the typed configs of its own
+	// unpacked so far.
+	idx      *Index
+	unpacked map[*anypb.Any]proto.Message
 }
 
 // maxDigests bounds the results a Checker remembers by content; past it,
@@ -61,13 +77,15 @@ const maxDigests = 1 << 20
 
 // NewChecker returns an empty Checker.
 func NewChecker() *Checker {
-	return &Checker{validated: make(map[types.Resource]error), byDigest: make(map[[32]byte]error), passed: make(map[string]bool)}
+	return &Checker{validated: make(map[any]error), typed: make(map[*anypb.Any]proto.Message), byDigest: make(map[[32]byte]error),
+		passed: make(map[string]bool), unpacked: make(map[*anypb.Any]proto.Message)}
 }
 
 // Release forgets the resources themselves and keeps the results by
 // content.
 func (k *Checker) Release() {
 	clear(k.validated)
+	clear(k.typed)
 	if len(k.byDigest) > maxDigests {
 		clear(k.byDigest)
 	}
@@ -115,29 +133,126 @@ func structureKey(p *Proxy) string {
 	return string(h.Sum(nil))
 }
 
-// validate is ValidateAll of r and every config packed in it, remembered.
+// shared reports whether x is a value the proxies of the Index being
+// checked share.
+func (k *Checker) shared(p *Proxy, x any) bool { return k.idx.isShared(p.Mesh, x) }
+
+// validate is ValidateAll of r and every config packed in it, remembered
+// for a shared r and by digest.
 func (k *Checker) validate(p *Proxy, r types.Resource) error {
-	if err, done := k.validated[r]; done {
-		return err
+	shared := k.shared(p, r)
+	if shared {
+		if err, done := k.validated[r]; done {
+			return err
+		}
 	}
 	d, hasDigest := p.digests[r]
 	if hasDigest {
 		if err, done := k.byDigest[d]; done {
-			k.validated[r] = err
+			if shared {
+				k.validated[r] = err
+			}
 			return err
 		}
 	}
-	err := validateDeep(r)
-	k.validated[r] = err
+	err := k.validateDeep(p, r)
+	if shared {
+		k.validated[r] = err
+	}
 	if hasDigest {
 		k.byDigest[d] = err
 	}
 	return err
 }
 
+// validateDeep runs ValidateAll on m and on every message packed in an Any
+// anywhere inside it, which ValidateAll alone does not look into.
+func (k *Checker) validateDeep(p *Proxy, m proto.Message) error {
+	if v, ok := m.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			return err
+		}
+	}
+	return k.validateAnysIn(p, m)
+}
+
+// validateAnysIn validates the config packed in every Any inside m. The
+// Anys inside a shared message are validated once: ValidateAll of the
+// message holding it has looked at the rest.
+func (k *Checker) validateAnysIn(p *Proxy, m proto.Message) error {
+	var errs []error
+	walkAnys(m.ProtoReflect(), func(a *anypb.Any) {
+		if err := k.validateAny(p, a); err != nil {
+			errs = append(errs, fmt.Errorf("typed config %s: %w", a.GetTypeUrl(), err))
+		}
+	}, func(sub proto.Message) bool {
+		if !k.shared(p, sub) {
+			return false
+		}
+		err, done := k.validated[sub]
+		if !done {
+			err = k.validateAnysIn(p, sub)
+			k.validated[sub] = err
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		return true
+	})
+	return errors.Join(errs...)
+}
+
+// validateAny validates the config packed in a, once for a shared a.
+func (k *Checker) validateAny(p *Proxy, a *anypb.Any) error {
+	shared := k.shared(p, a)
+	if shared {
+		if err, done := k.validated[a]; done {
+			return err
+		}
+	}
+	inner, err := k.unpack(p, a)
+	if err == nil {
+		err = k.validateDeep(p, inner)
+	}
+	if shared {
+		k.validated[a] = err
+	}
+	return err
+}
+
+// unpack is the message packed in a, unpacked once per Index for a shared
+// a and once per check otherwise. The result is read-only.
+func (k *Checker) unpack(p *Proxy, a *anypb.Any) (proto.Message, error) {
+	if m, ok := p.typed[a]; ok {
+		return m, nil
+	}
+	cache := k.unpacked
+	if k.shared(p, a) {
+		cache = k.typed
+	}
+	if m, ok := cache[a]; ok {
+		return m, nil
+	}
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return nil, err
+	}
+	cache[a] = m
+	return m, nil
+}
+
 // Check is the package-level Check, sharing validation results with earlier
 // calls on k.
-func (k *Checker) Check(p *Proxy) error {
+func (k *Checker) Check(p *Proxy) error { return k.checkIn(nil, p) }
+
+// checkIn checks p, a proxy translated from idx: what idx shares is
+// validated once for all the proxies k checks until Release.
+func (k *Checker) checkIn(idx *Index, p *Proxy) error {
+	k.idx = idx
+	defer func() {
+		k.idx = nil
+		clear(k.unpacked)
+	}()
 	key := structureKey(p)
 	if key != "" && k.passed[key] && k.endpointsValid(p) {
 		return nil
@@ -166,6 +281,7 @@ func (k *Checker) endpointsValid(p *Proxy) bool {
 
 func (k *Checker) check(p *Proxy) error {
 	c := checker{
+		k:     k,
 		p:     p,
 		names: make(map[resource.Type]map[string]bool),
 		refs:  make(map[resource.Type]map[string]bool),
@@ -199,10 +315,8 @@ func (k *Checker) check(p *Proxy) error {
 			c.errs = append(c.errs, fmt.Errorf("proxy %s: unexpected resource type %s", p.NodeID, typ))
 		}
 	}
-	apiListener := false
 	for _, r := range p.Resources[resource.ListenerType] {
 		if l, ok := r.(*listenerv3.Listener); ok {
-			apiListener = apiListener || l.GetApiListener() != nil
 			c.listener(l)
 		}
 	}
@@ -223,10 +337,10 @@ func (k *Checker) check(p *Proxy) error {
 			}
 		}
 	}
-	snap, err := cache.NewSnapshot("check", p.Resources)
-	if err == nil && !apiListener {
-		err = snap.Consistent()
-	}
+	// The references checked above are what Snapshot.Consistent checks
+	// (every route and endpoints resource referenced, every reference
+	// present), api_listener included, which it does not follow.
+	_, err := cache.NewSnapshot("check", p.Resources)
 	if err != nil {
 		c.errs = append(c.errs, fmt.Errorf("proxy %s: snapshot: %w", p.NodeID, err))
 	}
@@ -235,6 +349,7 @@ func (k *Checker) check(p *Proxy) error {
 
 // checker accumulates the problems of one proxy.
 type checker struct {
+	k     *Checker
 	p     *Proxy
 	names map[resource.Type]map[string]bool // resources present
 	refs  map[resource.Type]map[string]bool // resources referenced
@@ -280,8 +395,12 @@ func (c *checker) listener(l *listenerv3.Listener) {
 			}
 			continue
 		}
-		dtc := &tlsv3.DownstreamTlsContext{}
-		if err := ts.GetTypedConfig().UnmarshalTo(dtc); err != nil {
+		m, err := c.k.unpack(c.p, ts.GetTypedConfig())
+		dtc, ok := m.(*tlsv3.DownstreamTlsContext)
+		if err == nil && !ok {
+			err = fmt.Errorf("has type %s, want a DownstreamTlsContext", ts.GetTypedConfig().GetTypeUrl())
+		}
+		if err != nil {
 			c.fail(typ, l.GetName(), fmt.Errorf("transport socket: %w", err))
 			continue
 		}
@@ -295,25 +414,24 @@ func (c *checker) listener(l *listenerv3.Listener) {
 // filter checks the references of a network filter's typed config.
 func (c *checker) filter(listener string, config *anypb.Any) {
 	typ := resource.ListenerType
-	switch {
-	case config.MessageIs((*tcpproxyv3.TcpProxy)(nil)):
-		tp := &tcpproxyv3.TcpProxy{}
-		if err := config.UnmarshalTo(tp); err != nil {
-			c.fail(typ, listener, err)
-			return
-		}
-		if cl := tp.GetCluster(); cl != "" {
+	if !config.MessageIs((*tcpproxyv3.TcpProxy)(nil)) && !config.MessageIs((*hcmv3.HttpConnectionManager)(nil)) {
+		return
+	}
+	m, err := c.k.unpack(c.p, config)
+	if err != nil {
+		c.fail(typ, listener, err)
+		return
+	}
+	switch m := m.(type) {
+	case *tcpproxyv3.TcpProxy:
+		if cl := m.GetCluster(); cl != "" {
 			c.need(typ, listener, resource.ClusterType, cl)
 		}
-		for _, wc := range tp.GetWeightedClusters().GetClusters() {
+		for _, wc := range m.GetWeightedClusters().GetClusters() {
 			c.need(typ, listener, resource.ClusterType, wc.GetName())
 		}
-	case config.MessageIs((*hcmv3.HttpConnectionManager)(nil)):
-		hcm := &hcmv3.HttpConnectionManager{}
-		if err := config.UnmarshalTo(hcm); err != nil {
-			c.fail(typ, listener, err)
-			return
-		}
+	case *hcmv3.HttpConnectionManager:
+		hcm := m
 		if rds := hcm.GetRds(); rds != nil {
 			if rds.GetConfigSource().GetAds() == nil {
 				c.fail(typ, listener, fmt.Errorf("RDS %q not over ADS", rds.GetRouteConfigName()))
@@ -347,8 +465,12 @@ func (c *checker) cluster(cl *clusterv3.Cluster) {
 	if ts == nil {
 		return
 	}
-	utc := &tlsv3.UpstreamTlsContext{}
-	if err := ts.GetTypedConfig().UnmarshalTo(utc); err != nil {
+	m, err := c.k.unpack(c.p, ts.GetTypedConfig())
+	utc, ok := m.(*tlsv3.UpstreamTlsContext)
+	if err == nil && !ok {
+		err = fmt.Errorf("has type %s, want an UpstreamTlsContext", ts.GetTypedConfig().GetTypeUrl())
+	}
+	if err != nil {
 		c.fail(typ, cl.GetName(), fmt.Errorf("transport socket: %w", err))
 		return
 	}
@@ -427,56 +549,86 @@ func (c *checker) secrets(typ resource.Type, name string, ctx *tlsv3.CommonTlsCo
 // validator is what protoc-gen-validate generates for each message.
 type validator interface{ ValidateAll() error }
 
-// validateDeep runs ValidateAll on m and on every message packed in an Any
-// anywhere inside it, which ValidateAll alone does not look into.
-func validateDeep(m proto.Message) error {
-	if v, ok := m.(validator); ok {
-		if err := v.ValidateAll(); err != nil {
-			return err
-		}
-	}
-	var errs []error
-	walkAnys(m.ProtoReflect(), func(a *anypb.Any) {
-		inner, err := a.UnmarshalNew()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("typed config %s: %w", a.GetTypeUrl(), err))
-			return
-		}
-		if err := validateDeep(inner); err != nil {
-			errs = append(errs, fmt.Errorf("typed config %s: %w", a.GetTypeUrl(), err))
-		}
-	})
-	return errors.Join(errs...)
-}
-
 // walkAnys calls fn for each Any directly or indirectly inside m, except
-// inside other Anys (validateDeep recurses into those after unpacking).
-func walkAnys(m protoreflect.Message, fn func(*anypb.Any)) {
+// inside other Anys (validateDeep recurses into those after unpacking), and
+// except inside a message for which skip returns true. It descends only
+// into fields whose type can hold an Any (mayHoldAny).
+func walkAnys(m protoreflect.Message, fn func(*anypb.Any), skip func(proto.Message) bool) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		md := fd.Message()
+		if fd.IsMap() {
+			md = fd.MapValue().Message()
+		}
+		if md == nil || !mayHoldAny(md) {
+			return true
+		}
 		switch {
-		case fd.IsList() && fd.Message() != nil:
+		case fd.IsList():
 			l := v.List()
 			for i := 0; i < l.Len(); i++ {
-				visit(l.Get(i).Message(), fn)
+				visit(l.Get(i).Message(), fn, skip)
 			}
-		case fd.IsMap() && fd.MapValue().Message() != nil:
+		case fd.IsMap():
 			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-				visit(mv.Message(), fn)
+				visit(mv.Message(), fn, skip)
 				return true
 			})
-		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
-			visit(v.Message(), fn)
+		default:
+			visit(v.Message(), fn, skip)
 		}
 		return true
 	})
 }
 
-func visit(m protoreflect.Message, fn func(*anypb.Any)) {
-	if a, ok := m.Interface().(*anypb.Any); ok {
+func visit(m protoreflect.Message, fn func(*anypb.Any), skip func(proto.Message) bool) {
+	msg := m.Interface()
+	if a, ok := msg.(*anypb.Any); ok {
 		fn(a)
 		return
 	}
-	walkAnys(m, fn)
+	if skip(msg) {
+		return
+	}
+	walkAnys(m, fn, skip)
+}
+
+// anyHolders remembers, by message type, whether a message of the type can
+// hold an Any in some field, directly or through other messages.
+var anyHolders sync.Map // protoreflect.FullName -> bool
+
+var anyName = (&anypb.Any{}).ProtoReflect().Descriptor().FullName()
+
+// mayHoldAny reports whether a message of type md is, or can hold, an Any:
+// whether the type graph leads from md to Any. Remembered per type.
+func mayHoldAny(md protoreflect.MessageDescriptor) bool {
+	if v, ok := anyHolders.Load(md.FullName()); ok {
+		return v.(bool)
+	}
+	seen := map[protoreflect.FullName]bool{md.FullName(): true}
+	queue := []protoreflect.MessageDescriptor{md}
+	found := false
+	for len(queue) > 0 && !found {
+		m := queue[0]
+		queue = queue[1:]
+		if m.FullName() == anyName {
+			found = true
+			break
+		}
+		fields := m.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			fd := fields.Get(i)
+			sub := fd.Message()
+			if fd.IsMap() {
+				sub = fd.MapValue().Message()
+			}
+			if sub != nil && !seen[sub.FullName()] {
+				seen[sub.FullName()] = true
+				queue = append(queue, sub)
+			}
+		}
+	}
+	anyHolders.Store(md.FullName(), found)
+	return found
 }
 
 // Compile-time checks that the resources translation emits are validated.

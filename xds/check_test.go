@@ -29,7 +29,7 @@ func TestCheckFindsProblems(t *testing.T) {
 		mutate: func(p *Proxy) {
 			p.Resources[resource.EndpointType] = p.Resources[resource.EndpointType][1:]
 		},
-		want: []string{`cluster "db": references endpoints "db", which does not exist`, "snapshot"},
+		want: []string{`cluster "db": references endpoints "db", which does not exist`},
 	}, {
 		name: "listener to a missing cluster",
 		mutate: func(p *Proxy) {
@@ -96,7 +96,7 @@ func TestCheckFindsProblems(t *testing.T) {
 			e.ClusterName = "orphan"
 			p.Resources[resource.EndpointType] = append(p.Resources[resource.EndpointType], e)
 		},
-		want: []string{`endpoints "orphan": is referenced by nothing`, "snapshot"},
+		want: []string{`endpoints "orphan": is referenced by nothing`},
 	}, {
 		name: "route nothing references",
 		mutate: func(p *Proxy) {
@@ -104,7 +104,7 @@ func TestCheckFindsProblems(t *testing.T) {
 			rc.Name = "orphan"
 			p.Resources[resource.RouteType] = append(p.Resources[resource.RouteType], rc)
 		},
-		want: []string{`route "orphan": is referenced by nothing`, "snapshot"},
+		want: []string{`route "orphan": is referenced by nothing`},
 	}, {
 		name: "wrong type",
 		mutate: func(p *Proxy) {

@@ -14,12 +14,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/gitmesh/gitmesh/schema"
 )
@@ -53,7 +51,7 @@ func GRPCServerListenerName(address string, port uint32) string {
 // dials the service by name.
 func (rs *resourceSet) addGRPC(mi *meshIndex, dp *schema.Dataplane) error {
 	for _, in := range dp.Inbound {
-		l, err := grpcServerListener(mi, in)
+		l, err := rs.grpcServerListener(mi, in)
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", GRPCServerListenerName(in.Address, in.Port), err)
 		}
@@ -69,7 +67,7 @@ func (rs *resourceSet) addGRPC(mi *meshIndex, dp *schema.Dataplane) error {
 		if rs.has(listenerIdx, s.name) {
 			continue // a second outbound to the same service
 		}
-		if err := rs.addGRPCClient(mi.mesh, s); err != nil {
+		if err := rs.addGRPCClient(s); err != nil {
 			return fmt.Errorf("listener %s: %w", s.name, err)
 		}
 	}
@@ -80,25 +78,19 @@ func (rs *resourceSet) addGRPC(mi *meshIndex, dp *schema.Dataplane) error {
 // endpoints are the ones Envoy proxies get, shared through the Index: one
 // locality with a positive weight (gRPC drops a locality without one),
 // distinct addresses (gRPC rejects duplicates).
-func (rs *resourceSet) addGRPCClient(m *schema.Mesh, s *service) error {
-	l, err := grpcClientListener(s.name)
-	if err != nil {
-		return err
+func (rs *resourceSet) addGRPCClient(s *service) error {
+	if s.grpcListener.res == nil {
+		return fmt.Errorf("service %q has no gRPC client resources", s.name)
 	}
-	c, err := edsCluster(m, s.name, FlavorGRPC)
-	if err != nil {
-		return err
+	for _, r := range []struct {
+		typ int
+		sh  *shared
+	}{{listenerIdx, &s.grpcListener}, {routeIdx, &s.grpcRoute}, {clusterIdx, &s.grpcCluster}, {endpointIdx, &s.endpoint}} {
+		if err := rs.addShared(r.typ, s.name, r.sh); err != nil {
+			return err
+		}
 	}
-	if err := rs.add(listenerIdx, s.name, l, nil); err != nil {
-		return err
-	}
-	if err := rs.add(routeIdx, s.name, routeConfig(s.name, s.name, s.name), nil); err != nil {
-		return err
-	}
-	if err := rs.add(clusterIdx, s.name, c, nil); err != nil {
-		return err
-	}
-	return rs.addShared(endpointIdx, s.name, &s.endpoint)
+	return nil
 }
 
 // grpcClientListener is the API listener of a service: an HTTP connection
@@ -127,21 +119,14 @@ func grpcClientListener(service string) (*listenerv3.Listener, error) {
 // As for Envoy, TrafficPermission takes effect only with mTLS, where the
 // caller's identity is its certificate's SPIFFE id; the filter chain then
 // requires a client certificate.
-func grpcServerListener(mi *meshIndex, in schema.Inbound) (*listenerv3.Listener, error) {
+func (rs *resourceSet) grpcServerListener(mi *meshIndex, in schema.Inbound) (*listenerv3.Listener, error) {
 	name := InboundName(in)
 	filters, err := inboundRBAC(mi, in)
 	if err != nil {
 		return nil, err
 	}
-	router, err := toAny(&routerv3.Router{})
-	if err != nil {
-		return nil, err
-	}
-	filters = append(filters, &hcmv3.HttpFilter{
-		Name:       wellknown.Router,
-		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
-	})
-	hcm, err := networkFilter(wellknown.HTTPConnectionManager, &hcmv3.HttpConnectionManager{
+	filters = append(filters, routerFilter)
+	hcm, err := rs.filter(wellknown.HTTPConnectionManager, &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix(name),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: name,
@@ -159,16 +144,7 @@ func grpcServerListener(mi *meshIndex, in schema.Inbound) (*listenerv3.Listener,
 	if err != nil {
 		return nil, err
 	}
-	chain := &listenerv3.FilterChain{Filters: []*listenerv3.Filter{hcm}}
-	if mi.mesh.MTLS.Enabled {
-		chain.TransportSocket, err = transportSocket(&tlsv3.DownstreamTlsContext{
-			RequireClientCertificate: wrapperspb.Bool(true),
-			CommonTlsContext:         grpcTLSContext(""),
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
+	chain := &listenerv3.FilterChain{Filters: []*listenerv3.Filter{hcm}, TransportSocket: mi.grpcDownstreamTLS}
 	return &listenerv3.Listener{
 		Name:             GRPCServerListenerName(in.Address, in.Port),
 		Address:          socketAddress(in.Address, in.Port),

@@ -1,14 +1,17 @@
 package xds
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/gitmesh/gitmesh/schema"
@@ -24,6 +27,21 @@ import (
 type Index struct {
 	set    *schema.Set
 	meshes map[string]*meshIndex
+	// locals are the static cluster of each service port an inbound names,
+	// and the tcp_proxy filter reaching it: every proxy with an inbound on
+	// the port holds the same values.
+	locals map[uint32]*localPort
+	// shared holds every value proxies share (resources, and typed configs
+	// packed in an Any) that the Index made: a Checker validates each once
+	// per build and remembers no other. Immutable once built; RBAC filters
+	// made during translation are in their meshIndex's rbacShared.
+	shared map[any]bool
+}
+
+// localPort is what the inbounds of one service port share.
+type localPort struct {
+	cluster   shared
+	tcpFilter *listenerv3.Filter // tcp_proxy to the cluster
 }
 
 // meshIndex is the part of an Index about one mesh.
@@ -41,8 +59,23 @@ type meshIndex struct {
 	byDestination  map[string][]int32
 	anyDestination []int32
 	// downstreamTLS is the transport socket of every inbound listener of
-	// the mesh; nil without mTLS.
-	downstreamTLS *corev3.TransportSocket
+	// the mesh; nil without mTLS. grpcDownstreamTLS is the same for gRPC
+	// server listeners.
+	downstreamTLS, grpcDownstreamTLS *corev3.TransportSocket
+	// rbac memoises, by the positions of the rules an inbound matches, the
+	// RBAC rules and HTTP filter of every inbound matching the same rules;
+	// rbacShared registers the filters' typed configs as shared.
+	rbac       sync.Map // string -> *rbacFilters
+	rbacShared sync.Map // the rules, filters and typed configs of rbac -> true
+	// locals is the Index's.
+	locals map[uint32]*localPort
+}
+
+// rbacFilters are the RBAC rules of a set of permission rules, and the HTTP
+// RBAC filter enforcing them.
+type rbacFilters struct {
+	rules *rbacv3.RBAC
+	http  *hcmv3.HttpFilter
 }
 
 // rule is one rule of a TrafficPermission, with its RBAC policy built once.
@@ -68,6 +101,12 @@ type service struct {
 	// outboundFilter is the network filter of every outbound listener to
 	// the service: tcp_proxy, or an HTTP connection manager using route.
 	outboundFilter *listenerv3.Filter
+	// What a proxyless gRPC client of the service holds, all named like the
+	// service: its API listener, route configuration and cluster (the
+	// endpoints are the Envoy ones). Set when the service has consumers.
+	grpcListener, grpcRoute, grpcCluster shared
+	// values are every value above, for the Index's shared set.
+	values []any
 }
 
 // endpoint is one address of a service: an inbound's address and
@@ -95,22 +134,46 @@ func NewIndex(set *schema.Set) (*Index, error) { return NewIndexFrom(set, nil) }
 // very same values, so they are neither built nor hashed again and a proxy
 // translated from either Index shares them. prev is not modified.
 func NewIndexFrom(set *schema.Set, prev *Index) (*Index, error) {
-	idx := &Index{set: set, meshes: make(map[string]*meshIndex, len(set.Meshes))}
+	idx := &Index{set: set, meshes: make(map[string]*meshIndex, len(set.Meshes)), locals: map[uint32]*localPort{},
+		shared: map[any]bool{routerFilter: true, routerFilter.GetTypedConfig(): true}}
 	for _, m := range set.Meshes {
 		mi, err := newMeshIndex(set, m, nil)
 		if err != nil {
 			return nil, err
 		}
+		mi.locals = idx.locals
 		idx.meshes[m.Name] = mi
+		for _, ts := range []*corev3.TransportSocket{mi.downstreamTLS, mi.grpcDownstreamTLS} {
+			if ts != nil {
+				idx.shared[ts] = true
+				idx.shared[ts.GetTypedConfig()] = true
+			}
+		}
 	}
+	var buf []byte
 	for _, dp := range set.Dataplanes {
 		mi := idx.meshes[dp.Mesh]
 		if mi == nil {
 			return nil, fmt.Errorf("index dataplane %s: mesh %q does not exist", dp.NodeID(), dp.Mesh)
 		}
 		mi.indexDataplane(dp)
+		for _, in := range dp.Inbound {
+			if idx.locals[in.ServicePort] != nil {
+				continue
+			}
+			lc := prev.local(in.ServicePort)
+			if lc == nil {
+				var err error
+				if lc, buf, err = newLocalPort(in.ServicePort, buf); err != nil {
+					return nil, fmt.Errorf("index dataplane %s: %w", dp.NodeID(), err)
+				}
+			}
+			idx.locals[in.ServicePort] = lc
+			idx.shared[lc.cluster.res] = true
+			idx.shared[lc.tcpFilter] = true
+			idx.shared[lc.tcpFilter.GetTypedConfig()] = true
+		}
 	}
-	var buf []byte
 	for _, m := range set.Meshes {
 		mi := idx.meshes[m.Name]
 		var before *meshIndex
@@ -121,19 +184,61 @@ func NewIndexFrom(set *schema.Set, prev *Index) (*Index, error) {
 		}
 		for _, s := range mi.services {
 			s.settle()
+			reused := false
 			if before != nil {
-				if old := before.services[s.name]; old != nil && old.http == s.http && slices.Equal(old.endpoints, s.endpoints) {
+				if old := before.services[s.name]; old != nil && old.http == s.http && slices.Equal(old.endpoints, s.endpoints) &&
+					(len(old.consumers) > 0) == (len(s.consumers) > 0) {
 					s.reuse(old)
-					continue
+					reused = true
 				}
 			}
-			var err error
-			if buf, err = s.build(m, buf); err != nil {
-				return nil, fmt.Errorf("index mesh %s service %s: %w", m.Name, s.name, err)
+			if !reused {
+				var err error
+				if buf, err = s.build(m, buf); err != nil {
+					return nil, fmt.Errorf("index mesh %s service %s: %w", m.Name, s.name, err)
+				}
+			}
+			for _, v := range s.values {
+				idx.shared[v] = true
 			}
 		}
 	}
 	return idx, nil
+}
+
+// local is prev's local cluster of port; nil when prev is nil or has none.
+func (prev *Index) local(port uint32) *localPort {
+	if prev == nil {
+		return nil
+	}
+	return prev.locals[port]
+}
+
+func newLocalPort(port uint32, buf []byte) (*localPort, []byte, error) {
+	lc := &localPort{}
+	var err error
+	if buf, err = lc.cluster.set(localCluster(port), buf); err != nil {
+		return nil, buf, err
+	}
+	name := LocalClusterName(port)
+	lc.tcpFilter, err = tcpProxy(statPrefix(name), name)
+	return lc, buf, err
+}
+
+// isShared reports whether x, a resource or a typed config of a proxy of
+// mesh, is a value the proxies of the Index share.
+func (idx *Index) isShared(mesh string, x any) bool {
+	if idx == nil {
+		return false
+	}
+	if idx.shared[x] {
+		return true
+	}
+	if mi := idx.meshes[mesh]; mi != nil {
+		_, ok := mi.rbacShared.Load(x)
+		return ok
+	}
+	return false
 }
 
 // WithPermissions returns an Index for set, a Set that differs from idx's
@@ -146,12 +251,13 @@ func (idx *Index) WithPermissions(set *schema.Set) (*Index, error) {
 	if !slices.Equal(idx.set.Meshes, set.Meshes) || !slices.Equal(idx.set.Dataplanes, set.Dataplanes) {
 		return nil, errors.New("index: the set differs in more than its traffic permissions")
 	}
-	out := &Index{set: set, meshes: make(map[string]*meshIndex, len(idx.meshes))}
+	out := &Index{set: set, meshes: make(map[string]*meshIndex, len(idx.meshes)), locals: idx.locals, shared: idx.shared}
 	for _, m := range set.Meshes {
 		mi, err := newMeshIndex(set, m, idx.meshes[m.Name])
 		if err != nil {
 			return nil, err
 		}
+		mi.locals = idx.locals
 		out.meshes[m.Name] = mi
 	}
 	return out, nil
@@ -168,13 +274,16 @@ func newMeshIndex(set *schema.Set, m *schema.Mesh, from *meshIndex) (*meshIndex,
 		byDestination: make(map[string][]int32),
 	}
 	if from != nil {
-		mi.services, mi.downstreamTLS = from.services, from.downstreamTLS
+		mi.services, mi.downstreamTLS, mi.grpcDownstreamTLS = from.services, from.downstreamTLS, from.grpcDownstreamTLS
 	} else if m.MTLS.Enabled {
 		ts, err := downstreamTLS()
 		if err != nil {
 			return nil, fmt.Errorf("index mesh %s: %w", m.Name, err)
 		}
 		mi.downstreamTLS = ts
+		if mi.grpcDownstreamTLS, err = grpcDownstreamTLS(); err != nil {
+			return nil, fmt.Errorf("index mesh %s: %w", m.Name, err)
+		}
 	}
 	if m.MTLS.Enabled {
 		mi.indexPermissions(set.PermissionsIn(m.Name))
@@ -243,6 +352,7 @@ func (s *service) settle() {
 // endpoints and protocol in the same mesh.
 func (s *service) reuse(old *service) {
 	s.cluster, s.endpoint, s.route, s.outboundFilter = old.cluster, old.endpoint, old.route, old.outboundFilter
+	s.grpcListener, s.grpcRoute, s.grpcCluster, s.values = old.grpcListener, old.grpcRoute, old.grpcCluster, old.values
 }
 
 // build builds the resources the consumers of a settled service share.
@@ -266,7 +376,41 @@ func (s *service) build(m *schema.Mesh, buf []byte) ([]byte, error) {
 	} else {
 		s.outboundFilter, err = tcpProxy(statPrefix(s.name), s.name)
 	}
-	return buf, err
+	if err != nil {
+		return buf, err
+	}
+	s.values = []any{s.cluster.res, s.endpoint.res, s.outboundFilter, s.outboundFilter.GetTypedConfig()}
+	if ts := c.GetTransportSocket(); ts != nil {
+		s.values = append(s.values, ts.GetTypedConfig())
+	}
+	if s.http {
+		s.values = append(s.values, s.route.res)
+	}
+	if len(s.consumers) == 0 {
+		return buf, nil
+	}
+	l, err := grpcClientListener(s.name)
+	if err != nil {
+		return buf, err
+	}
+	gc, err := edsCluster(m, s.name, FlavorGRPC)
+	if err != nil {
+		return buf, err
+	}
+	if buf, err = s.grpcListener.set(l, buf); err != nil {
+		return buf, err
+	}
+	if buf, err = s.grpcRoute.set(routeConfig(s.name, s.name, s.name), buf); err != nil {
+		return buf, err
+	}
+	if buf, err = s.grpcCluster.set(gc, buf); err != nil {
+		return buf, err
+	}
+	s.values = append(s.values, l, l.GetApiListener().GetApiListener(), s.grpcRoute.res, gc)
+	if ts := gc.GetTransportSocket(); ts != nil {
+		s.values = append(s.values, ts.GetTypedConfig())
+	}
+	return buf, nil
 }
 
 func (sh *shared) set(r types.Resource, buf []byte) ([]byte, error) {
@@ -304,6 +448,32 @@ func (mi *meshIndex) indexPermissions(perms []*schema.TrafficPermission) {
 			}
 		}
 	}
+}
+
+// rbacFor is the RBAC of an inbound with tags: the rules of the permissions
+// matching it, and the HTTP filter enforcing them, the same values for
+// every inbound matching the same rules.
+func (mi *meshIndex) rbacFor(tags map[string]string) (*rbacFilters, error) {
+	positions := mi.matchingRules(tags)
+	key := make([]byte, 0, 4*len(positions))
+	for _, p := range positions {
+		key = binary.BigEndian.AppendUint32(key, uint32(p))
+	}
+	if v, ok := mi.rbac.Load(string(key)); ok {
+		return v.(*rbacFilters), nil
+	}
+	rules := mi.rbacRules(positions)
+	http, err := httpRBAC(rules)
+	if err != nil {
+		return nil, err
+	}
+	// Registered before it can be found: a Checker that finds the filter
+	// knows it is shared.
+	mi.rbacShared.Store(rules, true)
+	mi.rbacShared.Store(http, true)
+	mi.rbacShared.Store(http.GetTypedConfig(), true)
+	v, _ := mi.rbac.LoadOrStore(string(key), &rbacFilters{rules: rules, http: http})
+	return v.(*rbacFilters), nil
 }
 
 // appendOnce appends pos unless it is already the last element; positions

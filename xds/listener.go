@@ -23,10 +23,12 @@ func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
 	for _, in := range dp.Inbound {
 		name := InboundName(in)
 		local := LocalClusterName(in.ServicePort)
-		if !rs.has(clusterIdx, local) {
-			if err := rs.add(clusterIdx, local, localCluster(in.ServicePort), nil); err != nil {
-				return err
-			}
+		lp := mi.locals[in.ServicePort]
+		if lp == nil {
+			return fmt.Errorf("listener %s: service port %d is not indexed", name, in.ServicePort)
+		}
+		if err := rs.addShared(clusterIdx, local, &lp.cluster); err != nil {
+			return err
 		}
 		var filters []*listenerv3.Filter
 		var err error
@@ -34,9 +36,9 @@ func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
 			if err := rs.add(routeIdx, name, routeConfig(name, in.Service(), local), nil); err != nil {
 				return err
 			}
-			filters, err = inboundHTTPFilters(mi, in, name)
+			filters, err = rs.inboundHTTPFilters(mi, in, name)
 		} else {
-			filters, err = inboundTCPFilters(mi, in, name, local)
+			filters, err = rs.inboundTCPFilters(mi, in, name, lp)
 		}
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", name, err)
@@ -58,30 +60,29 @@ func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
 }
 
 // inboundTCPFilters are [RBAC (with mTLS), tcp_proxy to the local cluster].
-func inboundTCPFilters(mi *meshIndex, in schema.Inbound, name, local string) ([]*listenerv3.Filter, error) {
-	var filters []*listenerv3.Filter
-	if mi.mesh.MTLS.Enabled {
-		f, err := networkRBAC(statPrefix(name), mi.rbacRules(mi.matchingRules(in.Tags)))
-		if err != nil {
-			return nil, err
-		}
-		filters = append(filters, f)
+func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, in schema.Inbound, name string, lp *localPort) ([]*listenerv3.Filter, error) {
+	if !mi.mesh.MTLS.Enabled {
+		return []*listenerv3.Filter{lp.tcpFilter}, nil
 	}
-	f, err := tcpProxy(statPrefix(local), local)
+	rf, err := mi.rbacFor(in.Tags)
 	if err != nil {
 		return nil, err
 	}
-	return append(filters, f), nil
+	f, err := rs.filter(wellknown.RoleBasedAccessControl, networkRBAC(statPrefix(name), rf.rules))
+	if err != nil {
+		return nil, err
+	}
+	return []*listenerv3.Filter{f, lp.tcpFilter}, nil
 }
 
 // inboundHTTPFilters is an HTTP connection manager with [RBAC (with mTLS),
 // router] using the inbound's route configuration, named like the listener.
-func inboundHTTPFilters(mi *meshIndex, in schema.Inbound, name string) ([]*listenerv3.Filter, error) {
+func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, in schema.Inbound, name string) ([]*listenerv3.Filter, error) {
 	httpFilters, err := inboundRBAC(mi, in)
 	if err != nil {
 		return nil, err
 	}
-	f, err := httpConnectionManager(statPrefix(name), name, httpFilters)
+	f, err := rs.filter(wellknown.HTTPConnectionManager, hcmConfig(statPrefix(name), name, httpFilters))
 	if err != nil {
 		return nil, err
 	}
@@ -95,11 +96,11 @@ func inboundRBAC(mi *meshIndex, in schema.Inbound) ([]*hcmv3.HttpFilter, error) 
 	if !mi.mesh.MTLS.Enabled {
 		return nil, nil
 	}
-	f, err := httpRBAC(mi.rbacRules(mi.matchingRules(in.Tags)))
+	rf, err := mi.rbacFor(in.Tags)
 	if err != nil {
 		return nil, err
 	}
-	return []*hcmv3.HttpFilter{f}, nil
+	return []*hcmv3.HttpFilter{rf.http}, nil
 }
 
 // addOutbounds adds, for each outbound, its listener and the cluster,
@@ -160,23 +161,30 @@ func tcpProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
 // httpConnectionManager serves HTTP with the route configuration named
 // route, fetched over RDS, after the given filters and then the router.
 func httpConnectionManager(statPrefix, route string, filters []*hcmv3.HttpFilter) (*listenerv3.Filter, error) {
-	router, err := toAny(&routerv3.Router{})
-	if err != nil {
-		return nil, err
-	}
-	filters = append(filters, &hcmv3.HttpFilter{
-		Name:       wellknown.Router,
-		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
-	})
-	return networkFilter(wellknown.HTTPConnectionManager, &hcmv3.HttpConnectionManager{
+	return networkFilter(wellknown.HTTPConnectionManager, hcmConfig(statPrefix, route, filters))
+}
+
+// hcmConfig is the configuration of httpConnectionManager.
+func hcmConfig(statPrefix, route string, filters []*hcmv3.HttpFilter) *hcmv3.HttpConnectionManager {
+	return &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource:    adsSource(),
 			RouteConfigName: route,
 		}},
-		HttpFilters: filters,
-	})
+		HttpFilters: append(filters, routerFilter),
+	}
 }
+
+// routerFilter is the last HTTP filter of every HTTP connection manager:
+// one value, shared by all of them.
+var routerFilter = func() *hcmv3.HttpFilter {
+	router, err := toAny(&routerv3.Router{})
+	if err != nil {
+		panic(err) // an empty message always encodes
+	}
+	return &hcmv3.HttpFilter{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}
+}()
 
 func networkFilter(name string, config proto.Message) (*listenerv3.Filter, error) {
 	a, err := toAny(config)

@@ -8,6 +8,8 @@ package xds
 import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Flavor is the kind of data plane a node runs.
@@ -76,6 +78,10 @@ type Proxy struct {
 	// checked is set by Builder.Build once the proxy passed Check, before
 	// anyone else can see it; never set afterwards.
 	checked bool
+	// typed holds the messages packed in the typed configs of the proxy's
+	// own resources, as translation made them, for Check; Build drops it
+	// once the proxy is checked.
+	typed map[*anypb.Any]proto.Message
 }
 
 // Checked reports whether p passed Check when it was built (every proxy of

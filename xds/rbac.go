@@ -5,7 +5,6 @@ import (
 	"sort"
 	"strconv"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -73,12 +72,10 @@ func (mi *meshIndex) rbacRules(positions []int32) *rbacv3.RBAC {
 	return r
 }
 
-// networkRBAC is the RBAC network filter, placed before tcp_proxy.
-func networkRBAC(statPrefix string, rules *rbacv3.RBAC) (*listenerv3.Filter, error) {
-	return networkFilter(wellknown.RoleBasedAccessControl, &rbacnetworkv3.RBAC{
-		StatPrefix: statPrefix,
-		Rules:      rules,
-	})
+// networkRBAC is the configuration of the RBAC network filter, placed
+// before tcp_proxy.
+func networkRBAC(statPrefix string, rules *rbacv3.RBAC) *rbacnetworkv3.RBAC {
+	return &rbacnetworkv3.RBAC{StatPrefix: statPrefix, Rules: rules}
 }
 
 // httpRBAC is the RBAC HTTP filter, placed before the router.

@@ -39,6 +39,16 @@ func downstreamTLS() (*corev3.TransportSocket, error) {
 	})
 }
 
+// grpcDownstreamTLS is the transport socket of every gRPC server listener
+// in a mesh with mTLS: like downstreamTLS, with the certificates from
+// CertProviderInstance.
+func grpcDownstreamTLS() (*corev3.TransportSocket, error) {
+	return transportSocket(&tlsv3.DownstreamTlsContext{
+		RequireClientCertificate: wrapperspb.Bool(true),
+		CommonTlsContext:         grpcTLSContext(""),
+	})
+}
+
 // upstreamTLS is the transport socket of an outbound cluster in a mesh with
 // mTLS: the proxy presents its identity certificate and accepts only a peer
 // whose certificate, issued by the mesh CA, carries the service's SPIFFE id.

@@ -7,8 +7,11 @@ import (
 	"sort"
 	"strconv"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/gitmesh/gitmesh/schema"
 )
@@ -18,6 +21,9 @@ type Options struct {
 	// Flavor is the data plane the resources are for; empty means
 	// FlavorEnvoy.
 	Flavor Flavor
+	// unhashed leaves Hash and TypeHashes empty, for a proxy that is
+	// checked and dropped (BuilderOptions.CheckOnly).
+	unhashed bool
 }
 
 func (o Options) flavor() Flavor {
@@ -106,9 +112,12 @@ func (b *builder) proxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy,
 			return nil, fmt.Errorf("translate %s: %w", node, err)
 		}
 	}
-	p.Resources = rs.sorted()
+	p.Resources, p.typed = rs.sorted(), rs.typed
 	if p.MTLS {
 		p.Identities = identities(dp)
+	}
+	if opts.unhashed {
+		return p, nil
 	}
 	h, digests, perType, err := b.hash(&rs)
 	if err != nil {
@@ -130,6 +139,23 @@ type named struct {
 // resources of one type under one name.
 type resourceSet struct {
 	byType [numTypes][]named
+	// typed holds the message packed in each typed config of the proxy's
+	// own (not shared) resources, so that Check reads it without
+	// unpacking.
+	typed map[*anypb.Any]proto.Message
+}
+
+// filter is a network filter packing config, recorded in rs.typed.
+func (rs *resourceSet) filter(name string, config proto.Message) (*listenerv3.Filter, error) {
+	f, err := networkFilter(name, config)
+	if err != nil {
+		return nil, err
+	}
+	if rs.typed == nil {
+		rs.typed = make(map[*anypb.Any]proto.Message, 2)
+	}
+	rs.typed[f.GetTypedConfig()] = config
+	return f, nil
 }
 
 func (rs *resourceSet) add(typ int, name string, r types.Resource, digest *[32]byte) error {
