@@ -34,7 +34,7 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 		for i, e := range es {
 			if i > 0 && es[i-1].mesh == e.mesh && es[i-1].name == e.name {
 				first := out[len(out)-1]
-				errorAt(e, "/name", CodeDuplicate, fmt.Sprintf("%s is declared twice; first at %s:%d", what(e), first.file, first.doc.root.Line),
+				errorAt(e, "/name", CodeDuplicate, fmt.Sprintf("%s is declared twice; first at %s:%d", what(e), first.file, first.doc.line),
 					"resource names are unique per type and mesh: rename or delete one")
 				continue
 			}
@@ -108,7 +108,7 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 				key := endpoint{in.Address, in.Port}
 				if first, dup := endpoints[key]; dup && first.e != e {
 					errorAt(e, fmt.Sprintf("/networking/inbound/%d", i), CodeEndpointConflict,
-						fmt.Sprintf("inbound %s is also an inbound of dataplane %q (%s:%d)", in.HostPort(), first.e.name, first.e.file, first.e.doc.root.Line),
+						fmt.Sprintf("inbound %s is also an inbound of dataplane %q (%s:%d)", in.HostPort(), first.e.name, first.e.file, first.e.doc.line),
 						"two dataplanes cannot listen on the same IP:port; change the address or port of one")
 					continue
 				}

@@ -100,13 +100,13 @@ type entry struct {
 }
 
 func (e *entry) finding(sev Severity, ptr string, code Code, msg, hint string) Finding {
-	line, col := positionAt(e.doc.root, ptr)
+	line, col := e.doc.positionOf(ptr)
 	return Finding{Severity: sev, File: e.file, Document: e.doc.index, Line: line, Column: col,
 		Pointer: ptr, Code: code, Message: msg, Hint: hint}
 }
 
 func (e *entry) origin() Origin {
-	return Origin{File: e.file, Document: e.doc.index, Line: e.doc.root.Line, Column: e.doc.root.Column}
+	return Origin{File: e.file, Document: e.doc.index, Line: e.doc.line, Column: e.doc.col}
 }
 
 // fileResult is what one file contributes.
@@ -462,7 +462,7 @@ func (l *Loader) loadBytes(name string, data []byte) fileResult {
 	out := fileResult{findings: findings}
 	for _, doc := range docs {
 		e, fs := l.loadDocument(name, doc)
-		doc.value = nil // decoded; only the node tree is needed from here on
+		doc.release() // decoded: what is left to find is a position
 		out.findings = append(out.findings, fs...)
 		if e != nil {
 			out.entries = append(out.entries, e)

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -16,10 +17,52 @@ import (
 
 // document is one parsed YAML document of a file: the generic value the JSON
 // Schemas validate, and the node tree that maps JSON pointers back to lines.
+// Once the document is decoded, both are dropped (release): a position is
+// then found by parsing the file's bytes again, which only a finding needs.
 type document struct {
-	index int        // 1-based position in the file
-	root  *yaml.Node // the document's content node (a mapping)
+	index     int // 1-based position in the file
+	line, col int // of the document's content node
+	// root is the document's content node (a mapping); nil once released.
+	root  *yaml.Node
 	value map[string]any
+	src   *source
+}
+
+// source is the content of a file, kept for the positions of its released
+// documents.
+type source struct {
+	data []byte
+	lim  parseLimits
+
+	mu    sync.Mutex
+	roots map[int]*yaml.Node // documents parsed again, by index
+}
+
+// release drops the document's node tree and value.
+func (d *document) release() { d.root, d.value = nil, nil }
+
+// positionOf is positionAt in the document, parsing its file again once it
+// is released.
+func (d *document) positionOf(ptr string) (line, col int) {
+	if d.root != nil {
+		return positionAt(d.root, ptr)
+	}
+	if ptr == "" || d.src == nil {
+		return d.line, d.col
+	}
+	d.src.mu.Lock()
+	defer d.src.mu.Unlock()
+	if d.src.roots == nil {
+		d.src.roots = make(map[int]*yaml.Node)
+		docs, _ := parseFile("", d.src.data, d.src.lim)
+		for _, doc := range docs {
+			d.src.roots[doc.index] = doc.root
+		}
+	}
+	if root := d.src.roots[d.index]; root != nil {
+		return positionAt(root, ptr)
+	}
+	return d.line, d.col
 }
 
 // parseLimits bound the work one document may cause, whatever its input.
@@ -90,7 +133,13 @@ func parseFile(file string, data []byte, lim parseLimits) ([]*document, []Findin
 		if !ok {
 			continue
 		}
-		docs = append(docs, &document{index: index, root: content, value: v.(map[string]any)})
+		docs = append(docs, &document{index: index, line: content.Line, col: content.Column, root: content, value: v.(map[string]any)})
+	}
+	if len(docs) > 0 {
+		src := &source{data: data, lim: lim}
+		for _, d := range docs {
+			d.src = src
+		}
 	}
 	return docs, findings
 }

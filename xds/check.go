@@ -551,17 +551,14 @@ type validator interface{ ValidateAll() error }
 
 // walkAnys calls fn for each Any directly or indirectly inside m, except
 // inside other Anys (validateDeep recurses into those after unpacking), and
-// except inside a message for which skip returns true. It descends only
-// into fields whose type can hold an Any (mayHoldAny).
+// except inside a message for which skip returns true. It looks only at
+// the fields whose type can hold an Any (anyFields).
 func walkAnys(m protoreflect.Message, fn func(*anypb.Any), skip func(proto.Message) bool) {
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		md := fd.Message()
-		if fd.IsMap() {
-			md = fd.MapValue().Message()
+	for _, fd := range anyFields(m.Descriptor()) {
+		if !m.Has(fd) {
+			continue
 		}
-		if md == nil || !mayHoldAny(md) {
-			return true
-		}
+		v := m.Get(fd)
 		switch {
 		case fd.IsList():
 			l := v.List()
@@ -576,8 +573,31 @@ func walkAnys(m protoreflect.Message, fn func(*anypb.Any), skip func(proto.Messa
 		default:
 			visit(v.Message(), fn, skip)
 		}
-		return true
-	})
+	}
+}
+
+// fieldsHoldingAny remembers anyFields by message type.
+var fieldsHoldingAny sync.Map // protoreflect.FullName -> []protoreflect.FieldDescriptor
+
+// anyFields are the fields of md whose type can hold an Any (mayHoldAny).
+func anyFields(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	if v, ok := fieldsHoldingAny.Load(md.FullName()); ok {
+		return v.([]protoreflect.FieldDescriptor)
+	}
+	var out []protoreflect.FieldDescriptor
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		sub := fd.Message()
+		if fd.IsMap() {
+			sub = fd.MapValue().Message()
+		}
+		if sub != nil && mayHoldAny(sub) {
+			out = append(out, fd)
+		}
+	}
+	fieldsHoldingAny.Store(md.FullName(), out)
+	return out
 }
 
 func visit(m protoreflect.Message, fn func(*anypb.Any), skip func(proto.Message) bool) {

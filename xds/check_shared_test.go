@@ -139,3 +139,28 @@ func TestMayHoldAny(t *testing.T) {
 		}
 	}
 }
+
+// TestEverySharedValueIsFound: isShared knows every type the Index shares
+// (it looks values up by type first).
+func TestEverySharedValueIsFound(t *testing.T) {
+	idx, _ := sharedFixture(t) // translating memoises RBAC filters
+	if len(idx.shared) == 0 {
+		t.Fatal("nothing is shared")
+	}
+	for x := range idx.shared {
+		if !idx.isShared("prod", x) {
+			t.Errorf("isShared does not find the shared %T", x)
+		}
+	}
+	n := 0
+	idx.meshes["prod"].rbacShared.Range(func(x, _ any) bool {
+		n++
+		if !idx.isShared("prod", x) {
+			t.Errorf("isShared does not find the shared RBAC value %T", x)
+		}
+		return true
+	})
+	if n == 0 {
+		t.Error("no RBAC value is shared")
+	}
+}

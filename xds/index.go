@@ -8,11 +8,15 @@ import (
 	"sort"
 	"sync"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/gitmesh/gitmesh/schema"
 )
@@ -231,12 +235,21 @@ func (idx *Index) isShared(mesh string, x any) bool {
 	if idx == nil {
 		return false
 	}
-	if idx.shared[x] {
-		return true
-	}
-	if mi := idx.meshes[mesh]; mi != nil {
-		_, ok := mi.rbacShared.Load(x)
-		return ok
+	// Only values of these types are ever shared: a type switch is cheaper
+	// than the lookups, for the many values of other types a check meets.
+	switch x.(type) {
+	case *anypb.Any, *hcmv3.HttpFilter, *rbacv3.RBAC:
+		if idx.shared[x] {
+			return true
+		}
+		if mi := idx.meshes[mesh]; mi != nil {
+			_, ok := mi.rbacShared.Load(x)
+			return ok
+		}
+		return false
+	case *clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, *routev3.RouteConfiguration, *listenerv3.Listener,
+		*listenerv3.Filter, *corev3.TransportSocket:
+		return idx.shared[x]
 	}
 	return false
 }
