@@ -187,14 +187,14 @@ var addrLine = regexp.MustCompile(`(xDS \(ADS, gRPC\)|HTTP API): +(?:http://)?(1
 
 // startProcess runs gitmesh args in a child process on free ports and waits
 // until it listens.
-func startProcess(t *testing.T, args ...string) *process {
+func startProcess(t testing.TB, args ...string) *process {
 	t.Helper()
 	return startProcessAt(t, "127.0.0.1:0", "127.0.0.1:0", args...)
 }
 
 // startProcessAt is startProcess with the xDS server and the API on the
 // given addresses.
-func startProcessAt(t *testing.T, xdsAddr, apiAddr string, args ...string) *process {
+func startProcessAt(t testing.TB, xdsAddr, apiAddr string, args ...string) *process {
 	t.Helper()
 	args = append(args, "--xds-address", xdsAddr, "--api-address", apiAddr)
 	cmd := exec.Command(os.Args[0], args...)
@@ -244,7 +244,7 @@ func startProcessAt(t *testing.T, xdsAddr, apiAddr string, args ...string) *proc
 
 // stop sends SIGTERM and waits for the process to end, as a service
 // manager stops it.
-func (p *process) stop(t *testing.T) {
+func (p *process) stop(t testing.TB) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -255,7 +255,7 @@ func (p *process) stop(t *testing.T) {
 }
 
 // kill sends SIGKILL: no shutdown code runs.
-func (p *process) kill(t *testing.T) {
+func (p *process) kill(t testing.TB) {
 	t.Helper()
 	select {
 	case <-p.done:
