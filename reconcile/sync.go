@@ -9,6 +9,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/xds"
 )
 
 // restore serves what the state file says was served (the pinned commit,
@@ -66,7 +67,8 @@ func (d *Daemon) restore(ctx context.Context) {
 	d.status.Published, d.status.PublishedAt, d.status.Ready = &info, st.PublishedAt, true
 	d.mu.Unlock()
 	d.cfg.Metrics.setPublished(string(c.Hash))
-	log.Info("serving the published commit from local objects", "proxies", len(applied.Changed)+len(applied.Unchanged),
+	log.Info("serving the published commit from local objects", "dataplanes", len(res.Translation.Nodes()),
+		"proxies_served", len(applied.Changed)+len(applied.Unchanged),
 		"load_ms", ms(res.Load), "translate_ms", ms(res.Translate), "publish_ms", ms(applied.Publish))
 }
 
@@ -261,7 +263,13 @@ func (d *Daemon) publish(ctx context.Context, rec *Record, res *pipeline.Result,
 	}
 	rec.Durations[StagePublish] = ms(applied.Publish)
 	rec.Verdict = VerdictPublished
-	rec.Diff = &DiffSummary{SetDiff: diff, Affected: len(applied.Changed) + len(applied.Removed)}
+	// Affected are the dataplanes whose configuration changes, connected or
+	// not; Changed, Unchanged and Removed count what was served.
+	var was *xds.Translation
+	if served != nil {
+		was = served.Translation
+	}
+	rec.Diff = &DiffSummary{SetDiff: diff, Affected: res.Translation.Affected(was)}
 	rec.Changed, rec.Unchanged, rec.Removed = len(applied.Changed), len(applied.Unchanged), len(applied.Removed)
 
 	now := d.cfg.Now()

@@ -186,6 +186,21 @@ func BenchmarkBuild(b *testing.B) {
 		b.StopTimer()
 		peak.report(b)
 	})
+	// A daemon with no node connected: every proxy checked, none kept.
+	b.Run("full-none-kept", func(b *testing.B) {
+		runtime.GC()
+		b.ReportAllocs()
+		peak := startHeapPeak()
+		b.ResetTimer()
+		for range b.N {
+			tr, _, failures, err := NewBuilder(BuilderOptions{Keep: func(*schema.Dataplane) []Flavor { return nil }}).Build(context.Background(), set, diff, nil)
+			if err != nil || len(failures) > 0 || len(tr.Nodes()) != benchDataplanes {
+				b.Fatal(err, failures)
+			}
+		}
+		b.StopTimer()
+		peak.report(b)
+	})
 	b.Run("one-permission", func(b *testing.B) {
 		builder := NewBuilder(BuilderOptions{})
 		prev, _, _, err := builder.Build(context.Background(), set, diff, nil)

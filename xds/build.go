@@ -19,22 +19,62 @@ import (
 var Flavors = []Flavor{FlavorEnvoy, FlavorGRPC}
 
 // Node is what one dataplane translates to: a checked Proxy for every
-// flavour it may run. It is read-only.
+// flavour it may run. Every flavour passed the check when the node was
+// built; the Proxy of a flavour is kept from then when the Builder was told
+// to keep it (BuilderOptions.Keep), and otherwise translated again, and
+// checked, the first time it is asked for, then kept. It is safe for
+// concurrent use, and what it returns is read-only.
 type Node struct {
 	Dataplane *schema.Dataplane
-	proxies   []*Proxy // in Flavors order; nil for a flavour not translated
+	t         *Translation // for proxies not kept; nil when none is made
+
+	// hashes are the Hash of each flavour's Proxy, in Flavors order,
+	// kept whether the Proxy is or not ("" for a flavour not translated, or
+	// a CheckOnly build).
+	hashes []string
+
+	mu      sync.Mutex
+	proxies []*Proxy // in Flavors order; nil for a flavour not built (yet)
 }
 
 // ID is the node's id.
 func (n *Node) ID() schema.NodeID { return n.Dataplane.NodeID() }
 
 // Proxy is the node's translation for flavour f; nil when the node is not
-// translated for f.
+// translated for f (a flavour it may not run, or a Translation made with
+// CheckOnly).
 func (n *Node) Proxy(f Flavor) *Proxy {
-	if i := slices.Index(Flavors, f); i >= 0 && i < len(n.proxies) {
+	i := slices.Index(Flavors, f)
+	if i < 0 {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if i < len(n.proxies) && n.proxies[i] != nil {
 		return n.proxies[i]
 	}
-	return nil
+	if n.t == nil || n.t.build == nil || !slices.Contains(n.t.flavors(n.Dataplane), f) {
+		return nil
+	}
+	p, err := n.t.build(n.Dataplane, f)
+	if err != nil {
+		// It passed when the node was built: translation is a function of
+		// the Set, so this is a bug, and the node has no proxy of f.
+		n.t.failed.Add(1)
+		return nil
+	}
+	if len(n.proxies) == 0 {
+		n.proxies = make([]*Proxy, len(Flavors))
+	}
+	n.proxies[i] = p
+	return p
+}
+
+// built is the proxies the node holds now, without building any.
+func (n *Node) built() []*Proxy {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.proxies)
 }
 
 // Translation is a Set translated for the data planes: every dataplane's
@@ -46,7 +86,40 @@ type Translation struct {
 	index *Index
 	nodes []*Node // in the Set's dataplane order
 	byID  map[string]*Node
+	// build translates and checks a proxy a Node did not keep; flavors
+	// are the flavours a dataplane may run.
+	build   func(*schema.Dataplane, Flavor) (*Proxy, error)
+	flavors func(*schema.Dataplane) []Flavor
+	// failed counts the proxies build failed to make (see Node.Proxy).
+	failed atomic.Int64
 }
+
+// Affected counts the dataplanes whose proxies differ from prev's (another
+// hash in any flavour), those added and those removed; every dataplane
+// when prev is nil. Whether a proxy is kept or not does not matter.
+func (t *Translation) Affected(prev *Translation) int {
+	if prev == nil {
+		return len(t.nodes)
+	}
+	n := 0
+	for _, node := range t.nodes {
+		old := prev.byID[node.ID().String()]
+		if old == nil || !slices.Equal(old.hashes, node.hashes) {
+			n++
+		}
+	}
+	for _, old := range prev.nodes {
+		if t.byID[old.ID().String()] == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// LateFailures is how many proxies could not be made when first asked for,
+// though their node passed its check when the Translation was built: zero
+// unless translation is not the deterministic function it must be.
+func (t *Translation) LateFailures() int64 { return t.failed.Load() }
 
 // Set is the policy set translated.
 func (t *Translation) Set() *schema.Set { return t.set }
@@ -93,6 +166,11 @@ type BuilderOptions struct {
 	// gate that needs the verdict alone, it bounds memory to what the
 	// workers hold at once.
 	CheckOnly bool
+	// Keep, when set, lists the flavours of a dataplane whose proxies the
+	// Translation keeps from the build (a daemon: the nodes connected);
+	// the others are checked and dropped, and made again when asked for
+	// (Node.Proxy). Nil keeps every proxy. Called from the workers.
+	Keep func(*schema.Dataplane) []Flavor
 }
 
 // Builder turns policy sets into Translations. It keeps what Check learnt
@@ -163,12 +241,33 @@ func (b *Builder) Build(ctx context.Context, set *schema.Set, diff schema.SetDif
 	if len(failures) > 0 {
 		return nil, stats, failures, nil
 	}
-	t := &Translation{set: set, index: idx, nodes: nodes, byID: make(map[string]*Node, len(nodes))}
+	t := &Translation{set: set, index: idx, nodes: nodes, byID: make(map[string]*Node, len(nodes)), flavors: b.flavors}
+	if !b.opts.CheckOnly {
+		translate := b.translate
+		t.build = func(dp *schema.Dataplane, f Flavor) (*Proxy, error) {
+			p, err := translate(idx, dp, Options{Flavor: f})
+			if err != nil {
+				return nil, err
+			}
+			k := checkers.Get().(*Checker)
+			defer checkers.Put(k)
+			defer k.Release()
+			if err := k.checkIn(idx, p); err != nil {
+				return nil, err
+			}
+			p.checked, p.typed = true, nil
+			return p, nil
+		}
+	}
 	for _, n := range nodes {
+		n.t = t
 		t.byID[n.Dataplane.NodeID().String()] = n
 	}
 	return t, stats, nil, nil
 }
+
+// checkers are the Checkers of proxies made when first asked for.
+var checkers = sync.Pool{New: func() any { return NewChecker() }}
 
 // index builds the translation index of set, reusing prev's: only the
 // permissions again when only permissions changed, otherwise every
@@ -213,15 +312,24 @@ func (b *Builder) reusable(prev *Translation, affected map[string]bool, dp *sche
 	if old == nil || affected[id] {
 		return nil
 	}
-	for _, f := range b.flavors(dp) {
-		if old.Proxy(f) == nil {
-			return nil
-		}
+	if prev.build == nil && !b.opts.CheckOnly {
+		// prev kept no proxy (CheckOnly): this build must make them.
+		return nil
 	}
-	if old.Dataplane == dp {
-		return old
+	// The proxies prev made are the very ones this Translation would;
+	// those it did not make are made when asked for.
+	return &Node{Dataplane: dp, hashes: old.hashes, proxies: old.built()}
+}
+
+// keep is the flavours of dp whose proxies the Translation keeps.
+func (b *Builder) keep(dp *schema.Dataplane) []Flavor {
+	switch {
+	case b.opts.CheckOnly:
+		return nil
+	case b.opts.Keep != nil:
+		return b.opts.Keep(dp)
 	}
-	return &Node{Dataplane: dp, proxies: old.proxies}
+	return b.flavors(dp)
 }
 
 func (b *Builder) flavors(dp *schema.Dataplane) []Flavor {
@@ -257,12 +365,16 @@ func (b *Builder) translateAll(ctx context.Context, idx *Index, set *schema.Set,
 					return err
 				}
 				dp := set.Dataplanes[todo[j]]
-				n := &Node{Dataplane: dp, proxies: make([]*Proxy, len(Flavors))}
+				n := &Node{Dataplane: dp, proxies: make([]*Proxy, len(Flavors)), hashes: make([]string, len(Flavors))}
+				keep := b.keep(dp)
 				for _, f := range b.flavors(dp) {
 					i := slices.Index(Flavors, f)
 					if i < 0 {
 						return fmt.Errorf("translate %s: %w %q", dp.NodeID(), ErrUnsupportedFlavor, f)
 					}
+					kept := slices.Contains(keep, f)
+					// Hashed unless for a verdict alone: a proxy not
+					// kept still tells whether the dataplane changed.
 					p, err := b.translate(idx, dp, Options{Flavor: f, unhashed: b.opts.CheckOnly})
 					if err == nil {
 						err = k.checkIn(idx, p)
@@ -272,7 +384,8 @@ func (b *Builder) translateAll(ctx context.Context, idx *Index, set *schema.Set,
 						continue
 					}
 					p.checked, p.typed = true, nil
-					if !b.opts.CheckOnly {
+					n.hashes[i] = p.Hash
+					if kept {
 						n.proxies[i] = p
 					}
 				}

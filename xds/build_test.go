@@ -126,3 +126,95 @@ func TestBuildReportsEveryFailure(t *testing.T) {
 		t.Errorf("cancelled build: %v", err)
 	}
 }
+
+// TestBuildKeepsWhatItIsTold: with Keep, a Build checks every flavour of
+// every dataplane and keeps built only the proxies Keep names; the others
+// are made, checked, when first asked for, equal to what a Build keeping
+// everything makes, and kept from then, into the next Build that reuses
+// the node.
+func TestBuildKeepsWhatItIsTold(t *testing.T) {
+	set := schematest.Load(t, os.DirFS(filepath.Join("testdata", "mtls-permissions", policiesDir)))
+	eager, _, _, err := NewBuilder(BuilderOptions{}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := func(dp *schema.Dataplane) []Flavor {
+		if dp.Name == "reviews-1" {
+			return []Flavor{FlavorGRPC}
+		}
+		return nil
+	}
+	b := NewBuilder(BuilderOptions{Keep: keep})
+	tr, _, failures, err := b.Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+	if err != nil || len(failures) > 0 {
+		t.Fatalf("Build: %v %v", failures, err)
+	}
+	for _, n := range tr.Nodes() {
+		built := n.built()
+		for i, f := range Flavors {
+			kept := built[i] != nil
+			if want := n.Dataplane.Name == "reviews-1" && f == FlavorGRPC; kept != want {
+				t.Errorf("%s %s: kept %v, want %v", n.ID(), f, kept, want)
+			}
+			p := n.Proxy(f)
+			if p == nil || !p.Checked() || p.Hash != eager.Proxy(n.ID().String(), f).Hash {
+				t.Fatalf("%s %s: made on demand %+v, want the eager build's", n.ID(), f, p)
+			}
+			if n.Proxy(f) != p {
+				t.Errorf("%s %s: made twice", n.ID(), f)
+			}
+		}
+	}
+	if tr.LateFailures() != 0 {
+		t.Errorf("%d late failures", tr.LateFailures())
+	}
+	// The next Build reuses every node the change does not reach with the
+	// proxies made so far.
+	next := editPermission(set, "frontend-to-reviews", nil)
+	tr2, _, _, err := b.Build(context.Background(), next, schema.DiffSets(set, next), tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tr2.Node("prod.frontend-1").built()[0], tr.Proxy("prod.frontend-1", FlavorEnvoy); got != want {
+		t.Error("a reused node lost the proxy made on demand")
+	}
+	if tr2.Node("prod.reviews-1").built()[0] != nil {
+		t.Error("the node the change reaches kept a proxy Keep does not name")
+	}
+	// Affected counts the dataplanes whose proxies change, kept or not:
+	// as many as an eager build finds by comparing every proxy.
+	eager2, _, _, err := NewBuilder(BuilderOptions{}).Build(context.Background(), next, schema.DiffSets(nil, next), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, n := range eager2.Nodes() {
+		for _, f := range Flavors {
+			if a, b := n.Proxy(f), eager.Proxy(n.ID().String(), f); (a == nil) != (b == nil) || a != nil && a.Hash != b.Hash {
+				want++
+				break
+			}
+		}
+	}
+	if got := tr2.Affected(tr); want == 0 || got != want {
+		t.Errorf("Affected = %d, want %d (the dataplanes whose proxies changed)", got, want)
+	}
+	if got := tr.Affected(nil); got != len(tr.Nodes()) {
+		t.Errorf("Affected(nil) = %d, want every dataplane (%d)", got, len(tr.Nodes()))
+	}
+	removed := *next
+	removed.Dataplanes = next.Dataplanes[1:]
+	tr3, _, _, err := b.Build(context.Background(), &removed, schema.DiffSets(next, &removed), tr2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tr3.Affected(tr2); got < 1 {
+		t.Errorf("removing a dataplane affects %d", got)
+	}
+
+	// CheckOnly keeps and makes nothing.
+	gate, _, _, err := NewBuilder(BuilderOptions{CheckOnly: true}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+	if err != nil || gate.Proxy("prod.reviews-1", FlavorEnvoy) != nil {
+		t.Errorf("CheckOnly made a proxy on demand: %v", err)
+	}
+}

@@ -302,7 +302,9 @@ func TestCertsAgentFollowsRenewal(t *testing.T) {
 }
 
 // TestCertsAgentReconnects: the agent outlives a restart of the control
-// plane and takes the certificate the restarted one issues.
+// plane, and the restarted one serves it the certificate it holds: the
+// issued certificates are kept in the state directory, so a restart
+// rotates none.
 func TestCertsAgentReconnects(t *testing.T) {
 	s := serveCerts(t, policyFiles(t), 0)
 	addr := s.xdsAddr()
@@ -310,16 +312,18 @@ func TestCertsAgentReconnects(t *testing.T) {
 	a := startAgent(t, "--dataplane", "default/redis-01", "--xds-address", addr, "--dir", dir)
 	first := waitCertDir(t, dir, "the first certificate", anyCert)
 	s.stop()
-	// A certificate the restarted control plane issues ends in a later
-	// second than those of the first (x509 times have whole seconds).
-	nextSecond()
-	last, err := readCertDir(dir)
+	issued, err := os.Stat(filepath.Join(s.stateDir, "ca", "default", "issued.pem"))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the issued certificate is not kept in the state directory: %v", err)
 	}
+	if issued.Mode().Perm() != 0o600 {
+		t.Errorf("issued.pem: mode %o, want 600", issued.Mode().Perm())
+	}
+	// A certificate issued after the restart would end in a later second
+	// than the first (x509 times have whole seconds).
+	nextSecond()
 
-	// The same state (so the same mesh CA) on the same address; its
-	// Authority issues the node a new certificate.
+	// The same state (so the same mesh CA) on the same address.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var out, logs logtest.Buffer
@@ -338,14 +342,19 @@ func TestCertsAgentReconnects(t *testing.T) {
 			t.Error("the restarted serve did not stop")
 		}
 	})
-	second := waitCertDir(t, dir, "the certificate of the restarted control plane", func(d certDir) error {
-		if !d.leaf.NotAfter.After(last.leaf.NotAfter) {
-			return errors.New("still a certificate of the first control plane")
+	deadline := time.Now().Add(certsWait)
+	for !strings.Contains(a.logs.String(), "certificate files are up to date") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent was not served again by the restarted control plane:\n%s", a.logs.String())
 		}
-		return nil
-	})
-	if !bytes.Equal(second.ca, first.ca) {
-		t.Error("the restarted control plane has another mesh CA")
+		time.Sleep(20 * time.Millisecond)
+	}
+	second, err := readCertDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(second.cert, first.cert) || !bytes.Equal(second.key, first.key) || !bytes.Equal(second.ca, first.ca) {
+		t.Errorf("the restart rotated the certificate: serial %s, was %s", second.leaf.SerialNumber, first.leaf.SerialNumber)
 	}
 	if !strings.Contains(a.logs.String(), "reconnecting") {
 		t.Errorf("no reconnection logged:\n%s", a.logs.String())

@@ -232,10 +232,6 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	if err != nil {
 		return nil, err
 	}
-	pipe, err := pipeline.New(pipeline.Options{Limits: o.limits.options(), Cache: true})
-	if err != nil {
-		return nil, err
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sec, err := o.security.build(o.stateDir)
@@ -243,6 +239,12 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		return nil, err
 	}
 	server, pl, err := o.newXDS(log.With("component", "xds"), reg, sec)
+	if err != nil {
+		return nil, err
+	}
+	// Every commit is checked whole; the proxies kept built are those of
+	// the nodes connected, the others are made when they connect.
+	pipe, err := pipeline.New(pipeline.Options{Limits: o.limits.options(), Cache: true, Keep: pl.Keep})
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +352,7 @@ func (o serveOptions) newXDS(log *slog.Logger, reg *prometheus.Registry, sec sec
 		return nil, nil, err
 	}
 	pl, err := plane.New(plane.Config{
-		Server: server, Authority: &ca.Authority{StateDir: o.stateDir, Validity: o.certValidity},
+		Server: server, Authority: &ca.Authority{StateDir: o.stateDir, Validity: o.certValidity, Log: log},
 		Metrics: plane.NewMetrics(reg, server), Logger: log, RollbackOnNACK: o.rollbackOnNACK,
 	})
 	if err != nil {

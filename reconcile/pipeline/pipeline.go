@@ -36,6 +36,11 @@ type Options struct {
 	// but none of their proxies (so it serves as nobody's prev). For a gate
 	// that prints findings alone.
 	VerdictOnly bool
+	// Keep, when set, lists the flavours of a dataplane whose proxies the
+	// Result's Translation keeps from the run (the daemon: those of the
+	// nodes connected); the others are checked, dropped and made again
+	// when asked for. Nil keeps every proxy (see xds.BuilderOptions.Keep).
+	Keep func(*schema.Dataplane) []xds.Flavor
 }
 
 // Pipeline runs the stages. It is safe for concurrent use; runs that share
@@ -53,7 +58,7 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, err
 	}
 	p := &Pipeline{loader: loader, builder: xds.NewBuilder(xds.BuilderOptions{Workers: opts.Workers, Flavors: opts.Flavors,
-		CheckOnly: opts.VerdictOnly})}
+		CheckOnly: opts.VerdictOnly, Keep: opts.Keep})}
 	if opts.Cache {
 		p.cache = schema.NewCache()
 	}

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -93,45 +97,14 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-
-	type pending struct {
-		node string
-		pub  *published
-		snap *cachev3.Snapshot
-		// moved is set for a node new or published before in another
-		// flavour, whose other snapshots may have to go.
-		moved bool
+	changes, unchanged, err := s.prepareAll(ctx, commit, proxies, secrets)
+	if err != nil {
+		return res, err
 	}
-	var changes []pending
+	res.Unchanged = unchanged
 	present := make(map[string]bool, len(proxies))
-	// Proxies share resources, and most of a commit's resources equal the
-	// last one's: the checker validates each distinct content once.
-	checker := s.checker
-	defer checker.Release()
-	for i, p := range proxies {
-		if err := ctx.Err(); err != nil {
-			return res, fmt.Errorf("publish %s: %w", short(commit), err)
-		}
-		if p == nil || p.NodeID == "" {
-			return res, fmt.Errorf("publish %s: proxy %d has no node id", short(commit), i)
-		}
-		if present[p.NodeID] {
-			return res, fmt.Errorf("publish %s: proxy %s: listed twice", short(commit), p.NodeID)
-		}
+	for _, p := range proxies {
 		present[p.NodeID] = true
-		pub, snap, err := s.prepare(checker, commit, p, secrets)
-		if err != nil {
-			return res, fmt.Errorf("publish %s: %w", short(commit), err)
-		}
-		if snap == nil {
-			res.Unchanged = append(res.Unchanged, p.NodeID)
-			continue
-		}
-		prev := s.published[p.NodeID]
-		changes = append(changes, pending{p.NodeID, pub, snap, prev == nil || prev.flavor != pub.flavor})
-	}
-	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("publish %s: %w", short(commit), err)
 	}
 
 	// Setting the snapshots is the last step that can fail: the cache
@@ -194,9 +167,6 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 // unless the commit's translation of it equals p. The same rules as
 // Publish's apply to p and secrets, and calls are serialised with Publish.
 func (s *Server) PublishProxy(ctx context.Context, commit string, p *xds.Proxy, secrets SecretsFunc) (changed bool, err error) {
-	if commit == "" {
-		return false, errors.New("publish: empty commit")
-	}
 	if p == nil || p.NodeID == "" {
 		return false, fmt.Errorf("publish %s: proxy has no node id", short(commit))
 	}
@@ -205,24 +175,130 @@ func (s *Server) PublishProxy(ctx context.Context, commit string, p *xds.Proxy, 
 	if s.published[p.NodeID] == nil {
 		return false, fmt.Errorf("publish %s: proxy %s: not published", short(commit), p.NodeID)
 	}
-	checker := s.checker
-	defer checker.Release()
-	pub, snap, err := s.prepare(checker, commit, p, secrets)
+	res, err := s.publishSome(ctx, commit, []*xds.Proxy{p}, secrets)
+	return len(res.Changed) > 0, err
+}
+
+// PublishProxies publishes proxies, translations of commit, for their
+// nodes, published before or not, and leaves every other node as it is:
+// what a node that connects is served when the layer above publishes only
+// the nodes that have streams. Snapshots and versions are made as
+// Publish makes them, and it is all or nothing in the same way. The
+// result lists the nodes changed and unchanged; Removed is empty.
+func (s *Server) PublishProxies(ctx context.Context, commit string, proxies []*xds.Proxy, secrets SecretsFunc) (PublishResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.publishSome(ctx, commit, proxies, secrets)
+}
+
+// publishSome is PublishProxies, with s.mu held.
+func (s *Server) publishSome(ctx context.Context, commit string, proxies []*xds.Proxy, secrets SecretsFunc) (PublishResult, error) {
+	res := PublishResult{Commit: commit}
+	if commit == "" {
+		return res, errors.New("publish: empty commit")
+	}
+	changes, unchanged, err := s.prepareAll(ctx, commit, proxies, secrets)
 	if err != nil {
-		return false, fmt.Errorf("publish %s: %w", short(commit), err)
+		return res, err
+	}
+	sets := make([]setSnapshot, len(changes))
+	for i, c := range changes {
+		sets[i] = s.setting(c.node, c.pub.flavor, c.snap)
+	}
+	if err := s.setAll(sets); err != nil {
+		return res, fmt.Errorf("publish %s: %w", short(commit), err)
+	}
+	for _, c := range changes {
+		s.published[c.node] = c.pub
+		delete(s.undeclared, c.node)
+		res.Changed = append(res.Changed, c.node)
+	}
+	for _, c := range changes {
+		s.clearUnused(c.node)
+	}
+	res.Unchanged = unchanged
+	slices.Sort(res.Changed)
+	slices.Sort(res.Unchanged)
+	return res, nil
+}
+
+// pending is the snapshot a publish is about to set for a node.
+type pending struct {
+	node string
+	pub  *published
+	snap *cachev3.Snapshot
+	// moved is set for a node new or published before in another flavour,
+	// whose other snapshots may have to go.
+	moved bool
+}
+
+// prepareAll prepares the snapshot of every proxy, on GOMAXPROCS workers:
+// those that changed, in the order of proxies, and the nodes unchanged.
+// Called with s.mu held; its errors name the commit and the proxy.
+func (s *Server) prepareAll(ctx context.Context, commit string, proxies []*xds.Proxy, secrets SecretsFunc) ([]pending, []string, error) {
+	present := make(map[string]bool, len(proxies))
+	for i, p := range proxies {
+		if p == nil || p.NodeID == "" {
+			return nil, nil, fmt.Errorf("publish %s: proxy %d has no node id", short(commit), i)
+		}
+		if present[p.NodeID] {
+			return nil, nil, fmt.Errorf("publish %s: proxy %s: listed twice", short(commit), p.NodeID)
+		}
+		present[p.NodeID] = true
+	}
+	type prepared struct {
+		pub  *published
+		snap *cachev3.Snapshot
+	}
+	out := make([]prepared, len(proxies))
+	workers := min(runtime.GOMAXPROCS(0), max(len(proxies)/64, 1))
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for range workers {
+		g.Go(func() error {
+			// Proxies share resources, and most of a commit's resources
+			// equal the last one's: a checker validates each distinct
+			// content once (for the rare proxy not checked when built).
+			var checker *xds.Checker
+			defer func() {
+				if checker != nil {
+					checker.Release()
+				}
+			}()
+			for i := int(next.Add(1)) - 1; i < len(proxies); i = int(next.Add(1)) - 1 {
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				p := proxies[i]
+				if checker == nil && !p.Checked() {
+					checker = xds.NewChecker()
+				}
+				pub, snap, err := s.prepare(checker, commit, p, secrets)
+				if err != nil {
+					return err
+				}
+				out[i] = prepared{pub, snap}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, fmt.Errorf("publish %s: %w", short(commit), err)
 	}
 	if err := ctx.Err(); err != nil {
-		return false, fmt.Errorf("publish %s: %w", short(commit), err)
+		return nil, nil, fmt.Errorf("publish %s: %w", short(commit), err)
 	}
-	if snap == nil {
-		return false, nil
+	var changes []pending
+	var unchanged []string
+	for i, p := range proxies {
+		if out[i].snap == nil {
+			unchanged = append(unchanged, p.NodeID)
+			continue
+		}
+		prev := s.published[p.NodeID]
+		changes = append(changes, pending{p.NodeID, out[i].pub, out[i].snap, prev == nil || prev.flavor != out[i].pub.flavor})
 	}
-	if err := s.setAll([]setSnapshot{s.setting(p.NodeID, pub.flavor, snap)}); err != nil {
-		return false, fmt.Errorf("publish %s: %w", short(commit), err)
-	}
-	s.published[p.NodeID] = pub
-	s.clearUnused(p.NodeID)
-	return true, nil
+	return changes, unchanged, nil
 }
 
 // setSnapshot is a snapshot to set for a node, and the one the node had
@@ -398,6 +474,21 @@ func (s *Server) forgetIfGone(node string) {
 // named its node. It runs after the tracker unlocks (the lock order is
 // s.mu, then the tracker's).
 func (s *Server) streamAttached(node string, f xds.Flavor, peer string) {
+	s.mu.Lock()
+	unpublished := s.published[node] == nil
+	if unpublished && s.provision.Load() == nil {
+		s.noteUndeclared(node, f, peer)
+	}
+	s.mu.Unlock()
+	if fn := s.provision.Load(); unpublished && fn != nil {
+		(*fn)(node, f, peer)
+	}
+}
+
+// NoteUndeclared logs, once until the node is published, that node has an
+// xDS stream and no dataplane declares it, and lists it as unknown: for a
+// provisioner that finds no dataplane of that name.
+func (s *Server) NoteUndeclared(node string, f xds.Flavor, peer string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.published[node] == nil {

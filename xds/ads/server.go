@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -158,12 +159,26 @@ type Server struct {
 	xds     serverv3.Server
 	tracker *tracker
 
-	mu        sync.Mutex // serialises Publish and guards published, checker and undeclared
+	mu        sync.Mutex // serialises Publish and guards published and undeclared
 	published map[string]*published
-	checker   *xds.Checker
 	// undeclared are the nodes logged as connected with no published
 	// proxy since they were last published (see noteUndeclared).
 	undeclared map[string]bool
+
+	// provision, when set, is told of a stream for a node with nothing
+	// published (see SetProvisioner).
+	provision atomic.Pointer[func(node string, f xds.Flavor, peer string)]
+}
+
+// SetProvisioner makes the server call fn, unlocked and from the stream's
+// goroutine, when a stream's first request names a node the server
+// publishes nothing for: the layer above then publishes what the node is
+// served (PublishProxies), which answers the stream, or, when no dataplane
+// declares the node, says so (NoteUndeclared). The stream waits for its
+// first response meanwhile. fn must not block for long. Without a
+// provisioner, such a node is logged as undeclared.
+func (s *Server) SetProvisioner(fn func(node string, f xds.Flavor, peer string)) {
+	s.provision.Store(&fn)
 }
 
 // New returns a server with no snapshots. The snapshot cache runs in non-ADS
@@ -176,7 +191,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, published: map[string]*published{}, checker: xds.NewChecker(), undeclared: map[string]bool{}}
+	s := &Server{cfg: cfg, published: map[string]*published{}, undeclared: map[string]bool{}}
 	s.tracker = newTracker(cfg.Now, cfg.Logger, cfg.EventBuffer)
 	s.tracker.onIdle = s.forgetIfGone
 	s.tracker.onAttach = s.streamAttached

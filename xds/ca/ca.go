@@ -12,9 +12,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/gitmesh/gitmesh/schema"
 )
@@ -49,10 +52,26 @@ type Authority struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
+	// Log receives what the Authority recovers from (a kept certificate
+	// that cannot be used); nothing is logged when nil.
+	Log *slog.Logger
+
 	mu      sync.Mutex
 	cas     map[string]*CA           // mesh -> loaded CA
 	issued  map[string]*Certificate  // node id -> last certificate issued
 	secrets map[string]issuedSecrets // node id -> secrets of its last certificate
+
+	signing singleflight.Group // one signature at a time per node
+
+	keptMu  sync.Mutex            // guards stores and what they hold
+	stores  map[string]*keptStore // mesh -> its issued certificates file
+	flushMu sync.Mutex            // one Flush at a time
+}
+
+func (a *Authority) warn(msg string, err error) {
+	if a.Log != nil {
+		a.Log.Warn(msg, "error", err)
+	}
 }
 
 // CA is a loaded mesh certificate authority. It is immutable.

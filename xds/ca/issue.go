@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gitmesh/gitmesh/schema"
@@ -30,6 +31,10 @@ type Certificate struct {
 	// Version identifies the certificate material (leaf and CA): it changes
 	// whenever the certificate is renewed or the CA changes.
 	Version string
+
+	mesh          string
+	keyDER        []byte
+	caFingerprint string
 }
 
 // NeedsRenewal reports whether less than a third of the certificate's
@@ -39,11 +44,19 @@ func (c *Certificate) NeedsRenewal(now time.Time) bool {
 	return c.Cert.NotAfter.Sub(now) < life/3
 }
 
+// fits reports whether c may be served for identities from ca at now.
+func (c *Certificate) fits(identities []string, ca *CA, now time.Time) bool {
+	return c != nil && slices.Equal(c.Identities, identities) && bytes.Equal(c.CAPEM, ca.CertPEM) && !c.NeedsRenewal(now)
+}
+
 // Issue returns a certificate for node carrying identities (SPIFFE URIs such
 // as spiffe://<mesh>/<service>) from the CA of mesh. The last certificate of
-// each node is kept and returned again until it needs renewal (less than a
-// third of its life left), or its identities or CA change, so repeated calls
-// are cheap and give the same Version.
+// each node is kept, in memory and in the state directory (see Flush), and
+// returned again until it needs renewal (less than a third of its life
+// left), or its identities or CA change, so repeated calls are cheap and give
+// the same Version, before and after a restart. Certificates of different
+// nodes are signed in parallel, outside the Authority's lock; concurrent
+// calls for one node sign once.
 func (a *Authority) Issue(nodeID, mesh string, spec schema.CA, identities []string) (*Certificate, error) {
 	if len(identities) == 0 {
 		return nil, fmt.Errorf("issue certificate for %s: no identities", nodeID)
@@ -53,43 +66,81 @@ func (a *Authority) Issue(nodeID, mesh string, spec schema.CA, identities []stri
 		return nil, fmt.Errorf("issue certificate for %s: %w", nodeID, err)
 	}
 	now := a.now()
-
+	// The common case, checked first: the certificate held still fits.
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	// The common case, checked first: the kept certificate still fits.
-	if c := a.issued[nodeID]; c != nil && slices.Equal(c.Identities, identities) &&
-		bytes.Equal(c.CAPEM, ca.CertPEM) && !c.NeedsRenewal(now) {
+	c, held := a.issued[nodeID]
+	a.mu.Unlock()
+	if c.fits(identities, ca, now) {
 		return c, nil
 	}
-	uris := make([]*url.URL, 0, len(identities))
-	for _, id := range identities {
-		u, err := url.Parse(id)
-		if err != nil || u.Scheme != "spiffe" || u.Host == "" {
-			return nil, fmt.Errorf("issue certificate for %s: identity %q is not a spiffe:// URI", nodeID, id)
+	key := nodeID + "\x00" + strings.Join(identities, "\x00") + "\x00" + ca.source
+	v, err, _ := a.signing.Do(key, func() (any, error) {
+		a.mu.Lock()
+		c := a.issued[nodeID]
+		a.mu.Unlock()
+		if c.fits(identities, ca, now) {
+			return c, nil // issued by a call that just finished
 		}
-		uris = append(uris, u)
-	}
-	c, err := a.sign(ca, nodeID, identities, uris, now)
+		if !held {
+			// The first call for the node since the start: the one kept
+			// in the state directory, when it still fits.
+			if k := a.kept(mesh, nodeID, ca); k.fits(identities, ca, now) {
+				a.store1(k, nil)
+				return k, nil
+			}
+		}
+		uris := make([]*url.URL, 0, len(identities))
+		for _, id := range identities {
+			u, err := url.Parse(id)
+			if err != nil || u.Scheme != "spiffe" || u.Host == "" {
+				return nil, fmt.Errorf("identity %q is not a spiffe:// URI", id)
+			}
+			uris = append(uris, u)
+		}
+		c, err := a.sign(ca, mesh, nodeID, identities, uris, now)
+		if err != nil {
+			return nil, err
+		}
+		a.store1(c, ca)
+		return c, nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("issue certificate for %s: %w", nodeID, err)
 	}
+	return v.(*Certificate), nil
+}
+
+// store1 makes c the node's certificate; a new one (ca set) is also kept
+// in the state directory at the next Flush.
+func (a *Authority) store1(c *Certificate, ca *CA) {
+	a.mu.Lock()
 	if a.issued == nil {
 		a.issued = map[string]*Certificate{}
 	}
-	a.issued[nodeID] = c
-	return c, nil
+	a.issued[c.NodeID] = c
+	a.mu.Unlock()
+	if ca != nil {
+		a.keep(c, ca)
+	}
 }
 
-// Forget drops the certificate kept for a node that no longer exists.
+// Forget drops the certificate kept for a node that no longer exists, in
+// memory and (at the next Flush) in the state directory.
 func (a *Authority) Forget(nodeID string) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	c := a.issued[nodeID]
 	delete(a.issued, nodeID)
 	delete(a.secrets, nodeID)
+	a.mu.Unlock()
+	mesh := ""
+	if c != nil {
+		mesh = c.mesh
+	}
+	a.forgetKept(mesh, nodeID)
 }
 
 // sign creates a new key and leaf certificate.
-func (a *Authority) sign(ca *CA, nodeID string, identities []string, uris []*url.URL, now time.Time) (*Certificate, error) {
+func (a *Authority) sign(ca *CA, mesh, nodeID string, identities []string, uris []*url.URL, now time.Time) (*Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -123,18 +174,26 @@ func (a *Authority) sign(ca *CA, nodeID string, identities []string, uris []*url
 	if err != nil {
 		return nil, err
 	}
+	return newCertificate(mesh, nodeID, identities, cert, keyDER, ca), nil
+}
+
+// newCertificate is the Certificate of a signed leaf and its key.
+func newCertificate(mesh, nodeID string, identities []string, cert *x509.Certificate, keyDER []byte, ca *CA) *Certificate {
 	h := sha256.New()
-	h.Write(der)
+	h.Write(cert.Raw)
 	h.Write(ca.Cert.Raw)
 	return &Certificate{
-		NodeID:     nodeID,
-		Identities: slices.Clone(identities),
-		Cert:       cert,
-		CertPEM:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:     pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		CAPEM:      bytes.Clone(ca.CertPEM),
-		Version:    hex.EncodeToString(h.Sum(nil))[:16],
-	}, nil
+		NodeID:        nodeID,
+		Identities:    slices.Clone(identities),
+		Cert:          cert,
+		CertPEM:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
+		KeyPEM:        pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		CAPEM:         bytes.Clone(ca.CertPEM),
+		Version:       hex.EncodeToString(h.Sum(nil))[:16],
+		mesh:          mesh,
+		keyDER:        keyDER,
+		caFingerprint: fingerprint(ca.Cert),
+	}
 }
 
 // randomSerial returns a random positive 127-bit serial number.

@@ -44,17 +44,17 @@ func listeners(t *testing.T, c *adstest.Client) []*listenerv3.Listener {
 	return out
 }
 
-// A node is served its Envoy proxy until one of its streams says it runs
-// gRPC; then it alone is served its gRPC proxy of the served commit, and its
-// client gets the gRPC resources it asked for by name.
+// A node is served nothing until one of its streams connects; it is then
+// served the proxy of the flavour that stream says it runs (here gRPC), of
+// the served commit, and its client gets the gRPC resources it asked for by
+// name.
 func TestNodeServedTheFlavourItRuns(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	setA := policiesA(t)
 	f.apply(t, commitA, setA)
-	envoyWeb := f.translation(webNode)
-	if envoyWeb.Flavor != xds.FlavorEnvoy {
-		t.Fatalf("%s served %q before it connected, want the default, envoy", webNode, envoyWeb.Flavor)
+	if px := f.translation(webNode); px != nil {
+		t.Fatalf("%s served %q before it connected, want nothing", webNode, px.Flavor)
 	}
 
 	web := f.dialWith(t, webNode, grpcClient("backend"))
@@ -184,11 +184,15 @@ func (f *fixture) waitAccepted(t *testing.T, node string, px *xds.Proxy) {
 }
 
 // Flavour changes the subscription never delivered (here: made before Run
-// subscribed) are found by Run's periodic look at the server's count.
+// subscribed) are found by Run's periodic look at the server's count. The
+// node is first served as Envoy, then comes back as gRPC.
 func TestLostFlavourChangesAreMadeUp(t *testing.T) {
 	t.Parallel()
 	f, run := newIdleFixture(t, nil)
 	f.apply(t, commitA, policiesA(t))
+	envoy := f.dial(t, webNode)
+	f.waitCommit(t, envoy, commitA)
+	envoy.Close()
 	web := f.dialWith(t, webNode, grpcClient("backend"))
 	f.waitStatus(t, webNode, func(st ads.ProxyStatus) bool { return st.Flavor == xds.FlavorGRPC })
 	if px := f.translation(webNode); px.Flavor != xds.FlavorEnvoy {
@@ -210,7 +214,7 @@ func TestFlavourNotTranslated(t *testing.T) {
 	f := newFixtureWith(t, func(cfg *Config) { cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	f.builder = xds.NewBuilder(xds.BuilderOptions{Flavors: func(*schema.Dataplane) []xds.Flavor { return []xds.Flavor{xds.FlavorEnvoy} }})
 	f.apply(t, commitA, policiesA(t))
-	envoyWeb := f.translation(webNode)
+	envoyWeb := f.last.Proxy(webNode, xds.FlavorEnvoy)
 	f.dialWith(t, webNode, grpcClient("backend"))
 	f.waitStatus(t, webNode, func(st ads.ProxyStatus) bool { return st.Flavor == xds.FlavorGRPC })
 	deadline := time.Now().Add(wait)
@@ -221,7 +225,7 @@ func TestFlavourNotTranslated(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if px := f.translation(webNode); px != envoyWeb {
-		t.Error("served proxy replaced")
+		t.Error("the node is not served the flavour its dataplane is translated for")
 	}
 	if res := f.apply(t, commitB, policiesB(t)); slices.Contains(res.Changed, webNode) {
 		t.Error("the next commit changed the node's proxy")

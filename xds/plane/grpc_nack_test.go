@@ -9,6 +9,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/gitmesh/gitmesh/xds"
 	grpcxds "google.golang.org/grpc/xds"
 )
 
@@ -25,7 +27,7 @@ func TestGRPCClientNACK(t *testing.T) {
 	f.apply(t, commitA, policiesA(t))
 	const node = "default.web-01"
 	var name string
-	for _, r := range f.translation(node).Resources[resource.ListenerType] {
+	for _, r := range f.last.Proxy(node, xds.FlavorEnvoy).Resources[resource.ListenerType] {
 		if l := r.(*listenerv3.Listener); strings.HasPrefix(l.GetName(), "inbound:") {
 			name = l.GetName()
 		}

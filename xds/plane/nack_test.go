@@ -445,8 +445,9 @@ destinations:
   - match:
       service: redis
 `})
-	if res := f.apply(t, commitC, setC); !slices.Equal(res.Changed, []string{"default.redis-01"}) {
-		t.Fatalf("commit C changed %v, want redis-01 alone", res.Changed)
+	// redis-01 never connected: it is served nothing, so C pushes nothing.
+	if res := f.apply(t, commitC, setC); len(res.Changed) != 0 || !slices.Equal(res.Unchanged, []string{"default.backend-01", "default.web-01"}) {
+		t.Fatalf("commit C changed %v, unchanged %v; want no change to the connected backend-01 and web-01", res.Changed, res.Unchanged)
 	}
 	if lc := next(t, f.converged, "convergence of C"); lc != (Converged{Commit: commitC, Done: true}) {
 		t.Fatalf("converged %+v, want commit C at once", lc)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -81,6 +82,18 @@ type Plane struct {
 	reverted map[string]served
 
 	conv convergence
+
+	// attaching holds the nodes whose streams arrived with nothing
+	// published for them, to be provisioned in one batch by whoever takes
+	// mu first (see attached).
+	attachMu  sync.Mutex
+	attaching map[string]attach
+}
+
+// attach is a stream that named a node with nothing published.
+type attach struct {
+	flavor xds.Flavor
+	peer   string
 }
 
 // served is a proxy and the commit it stands for.
@@ -114,7 +127,84 @@ func New(cfg Config) (*Plane, error) {
 	p := &Plane{cfg: cfg, log: log, feedback: make(chan Feedback, cfg.FeedbackBuffer),
 		proxies: map[string]*xds.Proxy{}, accepted: map[string]served{}, reverted: map[string]served{}}
 	p.conv = convergence{metrics: cfg.Metrics, server: cfg.Server, wake: make(chan struct{}, 1)}
+	p.attaching = map[string]attach{}
+	cfg.Server.SetProvisioner(p.attached)
 	return p, nil
+}
+
+// Keep is the flavour a dataplane's proxy is kept built in for: the one
+// its node's streams declare, once the server has seen one; none for a
+// node never seen, whose proxy is made when it connects. It fits
+// pipeline.Options.Keep and is safe for concurrent use.
+func (p *Plane) Keep(dp *schema.Dataplane) []xds.Flavor {
+	if f, ok := p.cfg.Server.FlavorOf(dp.NodeID().String()); ok {
+		return []xds.Flavor{f}
+	}
+	return nil
+}
+
+// attached is the server's provisioner: a stream named a node the server
+// publishes nothing for. The node is served the proxy of the flavour it
+// declares, of the applied translation, built now; a node the translation
+// does not have is undeclared. Streams arriving together are provisioned
+// in one publish, by the first of them to get the lock.
+func (p *Plane) attached(node string, f xds.Flavor, peer string) {
+	p.attachMu.Lock()
+	p.attaching[node] = attach{f, peer}
+	p.attachMu.Unlock()
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.attachMu.Lock()
+	batch := p.attaching
+	p.attaching = map[string]attach{}
+	p.attachMu.Unlock()
+	if len(batch) == 0 || p.tr == nil {
+		// Provisioned by another stream's call; or nothing applied yet,
+		// and the first Apply publishes every connected node.
+		return
+	}
+	p.provisionLocked(context.Background(), batch)
+}
+
+// provisionLocked publishes, to each node of batch not served yet, the
+// proxy of its flavour. Called with mu held.
+func (p *Plane) provisionLocked(ctx context.Context, batch map[string]attach) {
+	var proxies []*xds.Proxy
+	for _, node := range slices.Sorted(maps.Keys(batch)) {
+		if p.proxies[node] != nil {
+			continue // published meanwhile
+		}
+		n := p.tr.Node(node)
+		if n == nil {
+			a := batch[node]
+			p.cfg.Server.NoteUndeclared(node, a.flavor, a.peer)
+			continue
+		}
+		px, err := p.pick(n)
+		if err != nil {
+			p.log.Error("cannot serve a node that connected", "node", node, "error", err)
+			continue
+		}
+		proxies = append(proxies, px)
+	}
+	if len(proxies) == 0 {
+		return
+	}
+	if _, err := p.cfg.Server.PublishProxies(ctx, p.commit, proxies, p.secrets(p.tr.Set())); err != nil {
+		p.log.Error("cannot serve the nodes that connected", "nodes", len(proxies), "error", err)
+		return
+	}
+	for _, px := range proxies {
+		p.proxies[px.NodeID] = px
+		if px.Flavor != batch[px.NodeID].flavor {
+			p.log.Warn("node runs a flavour its dataplane is not translated for; serving it the one it is",
+				"node", px.NodeID, "runs", batch[px.NodeID].flavor, "served", px.Flavor)
+		}
+	}
+	p.keepCertificates()
+	// A node served as it connects is no publish of a commit: the
+	// convergence under way is not changed.
 }
 
 // Apply makes t, the translation of commit, what is served: every node gets
@@ -127,8 +217,22 @@ func (p *Plane) Apply(ctx context.Context, commit string, t *xds.Translation) (R
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	proxies := make([]*xds.Proxy, 0, len(t.Nodes()))
-	for _, n := range t.Nodes() {
+	// Served are the nodes served before and those connected now: a node
+	// that never connected is served nothing, and gets its proxy when it
+	// connects (see attached). Every node of t passed its check.
+	want := make(map[string]bool, len(p.proxies))
+	for node := range p.proxies {
+		want[node] = true
+	}
+	for _, node := range p.cfg.Server.ConnectedNodes() {
+		want[node] = true
+	}
+	proxies := make([]*xds.Proxy, 0, len(want))
+	for _, node := range slices.Sorted(maps.Keys(want)) {
+		n := t.Node(node)
+		if n == nil {
+			continue // removed, or never declared
+		}
 		px, err := p.pick(n)
 		if err != nil {
 			return Result{Commit: commit}, err
@@ -166,6 +270,7 @@ func (p *Plane) Apply(ctx context.Context, commit string, t *xds.Translation) (R
 			p.cfg.Authority.Forget(node)
 		}
 	}
+	p.keepCertificates()
 	p.conv.start(commit, pub.Changed, start, published)
 	return Result{Commit: commit, Changed: pub.Changed, Unchanged: pub.Unchanged, Removed: pub.Removed,
 		Publish: published.Sub(start)}, nil
@@ -193,6 +298,17 @@ func (p *Plane) flavorOf(node string) xds.Flavor {
 		return f
 	}
 	return p.cfg.DefaultFlavor
+}
+
+// keepCertificates writes the certificates issued since the last call to
+// the state directory, so that a restart reuses them.
+func (p *Plane) keepCertificates() {
+	if p.cfg.Authority == nil {
+		return
+	}
+	if err := p.cfg.Authority.Flush(); err != nil {
+		p.log.Warn("cannot keep the issued certificates in the state directory; a restart issues them again", "error", err)
+	}
 }
 
 // secrets binds each proxy to the CA of its mesh in set.
@@ -225,9 +341,9 @@ func (p *Plane) Renew(ctx context.Context) (Result, error) {
 		return Result{}, nil
 	}
 	proxies := make([]*xds.Proxy, 0, len(p.proxies))
-	for _, n := range p.tr.Nodes() {
-		px := p.proxies[n.ID().String()]
-		if back, ok := p.reverted[px.NodeID]; ok {
+	for _, node := range slices.Sorted(maps.Keys(p.proxies)) {
+		px := p.proxies[node]
+		if back, ok := p.reverted[node]; ok {
 			px = back.proxy
 		}
 		proxies = append(proxies, px)
@@ -242,6 +358,7 @@ func (p *Plane) Renew(ctx context.Context) (Result, error) {
 		_, ok := p.reverted[node]
 		return ok
 	})
+	p.keepCertificates()
 	p.conv.renewed(p.commit, changed, start)
 	return Result{Commit: p.commit, Changed: pub.Changed, Unchanged: pub.Unchanged, Removed: pub.Removed,
 		Publish: p.cfg.Now().Sub(start)}, nil
@@ -263,7 +380,12 @@ func (p *Plane) Convergence() Convergence {
 	// status is read.
 	connected := p.cfg.Server.ConnectedNodes()
 	p.mu.Lock()
-	c := Convergence{Proxies: len(p.proxies)}
+	// Proxies counts every node of the served commit, whether it has
+	// connected (and been served) or not.
+	c := Convergence{}
+	if p.tr != nil {
+		c.Proxies = len(p.tr.Nodes())
+	}
 	nodes := make([]string, 0, len(connected))
 	for _, node := range connected {
 		if p.proxies[node] != nil {

@@ -137,9 +137,12 @@ func TestApplyPushesOnlyChangedProxies(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
+	// Proxies are served to the nodes that connect: before any does,
+	// applying a commit pushes nothing; each node is served the applied
+	// commit as it connects.
 	res := f.apply(t, commitA, policiesA(t))
-	if len(res.Changed) != 4 {
-		t.Fatalf("first apply: changed %v, want all 4", res.Changed)
+	if len(res.Changed) != 0 {
+		t.Fatalf("first apply: changed %v, want none (no node connected)", res.Changed)
 	}
 	web, backend := f.dial(t, "default.web-01"), f.dial(t, "default.backend-01")
 	f.waitCommit(t, web, commitA)
@@ -150,10 +153,14 @@ func TestApplyPushesOnlyChangedProxies(t *testing.T) {
 		t.Errorf("web-01 never got its identity and the mesh CA: %v", err)
 	}
 
-	// Dropping web→backend reaches the backends only.
+	// Dropping web→backend reaches the backends only, of which one is
+	// connected (backend-02 never was: it is served nothing).
 	res = f.apply(t, commitB, policiesB(t))
-	if got := strings.Join(res.Changed, " "); got != "default.backend-01 default.backend-02" {
-		t.Errorf("changed = %s, want the two backends", got)
+	if got := strings.Join(res.Changed, " "); got != "default.backend-01" {
+		t.Errorf("changed = %s, want backend-01", got)
+	}
+	if got := strings.Join(res.Unchanged, " "); got != "default.web-01" {
+		t.Errorf("unchanged = %s, want web-01", got)
 	}
 	f.waitCommit(t, backend, commitB)
 	if v := web.Version(resource.ListenerType); !strings.HasPrefix(v, commitA[:12]) {
@@ -185,14 +192,15 @@ func TestApplyPushesOnlyChangedProxies(t *testing.T) {
 		t.Errorf("cluster ACKs counted = %v, want at least 2", v)
 	}
 
-	// Removing a dataplane drops it and reaches its consumers.
+	// Removing a dataplane drops it and reaches its consumers; served
+	// nothing, redis-01 has nothing to remove.
 	setC := policies(t, map[string]string{"permissions/web-to-backend.yaml": "", "dataplanes/redis.yaml": ""})
 	res = f.apply(t, commitC, setC)
-	if got := strings.Join(res.Removed, " "); got != "default.redis-01" {
-		t.Errorf("removed = %s, want redis-01", got)
+	if len(res.Removed) != 0 {
+		t.Errorf("removed = %v, want none (redis-01 was never served)", res.Removed)
 	}
-	if got := strings.Join(res.Changed, " "); got != "default.backend-01 default.backend-02" {
-		t.Errorf("changed = %s, want the backends (consumers of redis)", got)
+	if got := strings.Join(res.Changed, " "); got != "default.backend-01" {
+		t.Errorf("changed = %s, want backend-01 (a consumer of redis)", got)
 	}
 	// Only the backends' endpoints changed, so only they are sent again:
 	// each type is versioned by its own hash.
