@@ -6,7 +6,7 @@ BIN         := bin/gitmesh
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        := ./...
 
-.PHONY: all build run demo test lint fmt bench bench-serve bench-rollback bench-ajv fuzz clean
+.PHONY: all build run demo test lint fmt bench bench-peers bench-serve bench-rollback fuzz clean
 
 all: build
 
@@ -39,9 +39,31 @@ lint:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-# Speed figures: every benchmark of the module (see README for the numbers).
+# The validators BenchmarkPeers compares gitmesh validate with, installed
+# into a temporary directory named in GITMESH_PEERS: jv, the CLI of
+# santhosh-tekuri/jsonschema v6 (pinned: @latest resolves to a 2019 CLI on
+# jsonschema v1), and ajv-cli 5 from npm. Needs the Go module proxy and the
+# npm registry.
+JV     := github.com/santhosh-tekuri/jsonschema/cmd/jv@v0.7.0
+AJVCLI := ajv-cli@5.0.0
+define with-peers
+set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+mkdir -p "$$d/mod" "$$d/bin"; \
+(cd "$$d/mod" && $(GO) mod init peers >/dev/null 2>&1 && $(GO) get $(JV) >/dev/null 2>&1 && \
+  $(GO) build -o "$$d/bin/jv" $(firstword $(subst @, ,$(JV)))) || { echo "cannot install $(JV)"; exit 1; }; \
+npm install --prefix "$$d/npm" --silent --no-audit --no-fund $(AJVCLI) >/dev/null || { echo "cannot install $(AJVCLI)"; exit 1; }; \
+export GITMESH_PEERS="$$d";
+endef
+
+# Speed figures: every benchmark of the module, the peers installed (see
+# README for the numbers).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m $(PKGS)
+	@$(with-peers) $(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m $(PKGS)
+
+# gitmesh validate beside jv and ajv-cli 5 on the same 10,000-resource tree,
+# runs interleaved: each tool's wall and CPU time, and gitmesh's as ratios.
+bench-peers:
+	@$(with-peers) $(GO) test ./cmd/gitmesh -run '^$$' -bench BenchmarkPeers -benchtime 5x -timeout 30m
 
 # Webhook to 1,000 ADS streams ACKing, one-file change in a 10,000-dataplane
 # repository on a real git daemon; 100 pushes for the percentiles.
@@ -52,18 +74,6 @@ bench-serve:
 # never served, with and without 1,000 connected proxies (39 rollbacks each).
 bench-rollback:
 	$(GO) test ./cmd/gitmesh -run '^$$' -bench BenchmarkRollback -benchtime 39x -timeout 30m
-
-# The validation benchmark's tree, one resource per file, through ajv-cli (npm)
-# against the same JSON Schemas, and through gitmesh validate.
-bench-ajv: build
-	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
-	$(GO) test ./schema -run TestWriteBenchTree -benchtree "$$d/tree" -benchtree-single >/dev/null; \
-	npm install --prefix "$$d/npm" --silent --no-audit --no-fund ajv-cli@5 >/dev/null; \
-	ajv="$$d/npm/node_modules/.bin/ajv"; s=schema/schemas; \
-	echo "ajv-cli, $$(ls -R "$$d/tree" | grep -c yaml) files:"; \
-	time (for t in dataplane trafficpermission mesh; do \
-	  "$$ajv" validate --spec=draft2020 -s $$s/$$t.json -r $$s/common.json -d "$$d/tree/$$t/*.yaml" >/dev/null; done); \
-	echo "gitmesh validate:"; time $(BIN) validate "$$d/tree"
 
 # Coverage-guided fuzzing of the policy loader; the seed corpus is committed.
 fuzz:

@@ -187,6 +187,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Go(func() { d.drainFeedback(ctx) })
 
 	d.restore(ctx)
+	wg.Go(func() { d.checkRestored(ctx) })
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	renew := time.NewTicker(d.cfg.RenewInterval)

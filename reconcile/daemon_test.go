@@ -28,8 +28,9 @@ type fakeTarget struct {
 	mu       sync.Mutex
 	commits  []string // every Apply, in order
 	set      *schema.Set
-	fail     error // returned by the next Apply, once
-	failures int   // Applies still to fail, after fail
+	tr       *xds.Translation // of the last Apply
+	fail     error            // returned by the next Apply, once
+	failures int              // Applies still to fail, after fail
 	feedback chan plane.Feedback
 	onApply  func(commit string) // called, unlocked, by each Apply
 }
@@ -52,7 +53,7 @@ func (f *fakeTarget) Apply(_ context.Context, commit string, t *xds.Translation)
 		return plane.Result{}, errors.New("the xDS side refuses, for now")
 	}
 	f.commits = append(f.commits, commit)
-	f.set = t.Set()
+	f.set, f.tr = t.Set(), t
 	var changed []string
 	for _, n := range t.Nodes() {
 		changed = append(changed, n.ID().String())
@@ -72,6 +73,13 @@ func (f *fakeTarget) served() string {
 		return ""
 	}
 	return f.commits[len(f.commits)-1]
+}
+
+// translation is the Translation of the last Apply.
+func (f *fakeTarget) translation() *xds.Translation {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tr
 }
 
 func (f *fakeTarget) applies() int {
@@ -497,6 +505,98 @@ func TestRestartRecordsAnInvalidHeadOnce(t *testing.T) {
 	again.waitHead(fixed, VerdictPublished)
 	if h := again.d.History(); string(h[0].Commit.Hash) != fixed {
 		t.Errorf("newest record %s, want %s", h[0].Commit.Short(), fixed[:12])
+	}
+}
+
+// untranslatablePolicy passes every rule, but web-02's outbound to the
+// service localhost:8080 collides with odd's local cluster: it does not
+// translate.
+var untranslatablePolicy = map[string]string{"policy/odd.yaml": `type: Dataplane
+mesh: default
+name: odd
+networking:
+  address: 10.0.0.40
+  inbound:
+    - port: 10080
+      servicePort: 9000
+      tags:
+        service: "localhost:8080"
+---
+type: Dataplane
+mesh: default
+name: web-02
+networking:
+  address: 10.0.0.11
+  inbound:
+    - port: 10080
+      servicePort: 8080
+      tags:
+        service: web
+        protocol: http
+  outbound:
+    - port: 20002
+      service: "localhost:8080"
+`}
+
+// TestRestartServesAtOnceThenChecksWhole: a restart serves the published
+// commit again without translating it first (each proxy is made as it is
+// asked for), then translates and checks it whole, and that Result stands
+// for it. A published commit this gitmesh would not publish (here written
+// into the state file, as an older version could have published it) stays
+// served, proxy by proxy as they pass, and the failure is reported.
+func TestRestartServesAtOnceThenChecksWhole(t *testing.T) {
+	t.Parallel()
+	var logs logtest.Buffer
+	r := newRig(t, "", "")
+	good := gittest.Commit(t, r.work, "good", policy(8080))
+	r.start()
+	r.waitHead(good, VerdictPublished)
+	r.stop()
+
+	again := newRig(t, r.stateDir, r.work)
+	again.start()
+	waitFor(t, "the restored commit checked whole", func() bool {
+		res, info, ok := again.d.Served()
+		return ok && string(info.Hash) == good && !res.Lazy && res.Translation != nil
+	})
+	if n := again.target.applies(); n != 1 {
+		t.Errorf("%d applies after the restart, want 1 (the check publishes nothing)", n)
+	}
+	if tr := again.target.translation(); tr.Proxy("default.web", xds.FlavorEnvoy) == nil || tr.LateFailures() != 0 {
+		t.Errorf("the restored translation does not make web's proxy")
+	}
+	// Another daemon judges the next commit, found invalid, and fetches it
+	// into the mirror; then an older gitmesh is said to have published it.
+	bad := again.commit("odd", untranslatablePolicy)
+	again.waitHead(bad, VerdictInvalid)
+	again.stop()
+	st, err := LoadState(r.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Published = &CommitInfo{Hash: source.Hash(bad), Subject: "odd"}
+	if err := SaveState(r.stateDir, st); err != nil {
+		t.Fatal(err)
+	}
+	third := newRig(t, r.stateDir, r.work)
+	third.logger = slog.New(slog.NewTextHandler(&logs, nil))
+	third.start()
+	waitFor(t, "the check of the restored commit failing", func() bool {
+		return strings.Contains(logs.String(), "the served commit no longer passes its checks")
+	})
+	res, info, ok := third.d.Served()
+	if !ok || string(info.Hash) != bad || !res.Lazy {
+		t.Fatalf("served %s (lazy %v), want the published %s, still served", info.Short(), ok && res.Lazy, bad[:12])
+	}
+	if st := third.d.Status(); !strings.Contains(st.LastError, "translation") && !strings.Contains(st.LastError, "translate") {
+		t.Errorf("last error %q does not say the commit no longer translates", st.LastError)
+	}
+	tr := third.target.translation()
+	if tr.Proxy("default.web", xds.FlavorEnvoy) == nil {
+		t.Error("a proxy that passes is not served")
+	}
+	if tr.Proxy("default.web-02", xds.FlavorEnvoy) != nil || tr.LateFailures() == 0 {
+		t.Error("a proxy that fails its translation is served")
 	}
 }
 

@@ -46,7 +46,10 @@ func (d *Daemon) restore(ctx context.Context) {
 		fail("cannot restore the published commit from local objects", err)
 		return
 	}
-	res, err := d.cfg.Pipeline.Run(ctx, d.trees(c), nil)
+	// The commit passed every check when it was published: it is served
+	// again at once, each proxy translated and checked as its node
+	// connects, and checked whole afterwards (checkRestored).
+	res, err := d.cfg.Pipeline.Restore(d.trees(c))
 	if err == nil && !res.Valid() {
 		errs, _ := res.Count()
 		err = fmt.Errorf("%d errors; first: %s", errs, errorsFirst(res.Findings)[0].Error())
@@ -70,6 +73,50 @@ func (d *Daemon) restore(ctx context.Context) {
 	log.Info("serving the published commit from local objects", "dataplanes", len(res.Translation.Nodes()),
 		"proxies_served", len(applied.Changed)+len(applied.Unchanged),
 		"load_ms", ms(res.Load), "translate_ms", ms(res.Translate), "publish_ms", ms(applied.Publish))
+}
+
+// checkRestored translates and checks whole the commit restore served
+// lazily, while it is still what is served: the Result then stands for it
+// (the next commit's translation reuses it, as after a publish). A commit
+// that no longer passes (a newer gitmesh judging it otherwise) stays
+// served, proxy by proxy as they pass, and the error is reported; the next
+// commit is judged as always.
+func (d *Daemon) checkRestored(ctx context.Context) {
+	d.op.Lock()
+	defer d.op.Unlock()
+	d.mu.Lock()
+	res, info := d.served, d.servedInfo
+	d.mu.Unlock()
+	if res == nil || !res.Lazy {
+		return
+	}
+	log := d.cfg.Logger.With("commit", info.Short())
+	c, err := d.cfg.Source.ReadCommit(string(info.Hash), d.cfg.Path)
+	if err != nil {
+		log.Error("cannot check the restored commit", "error", err)
+		return
+	}
+	full, err := d.cfg.Pipeline.Run(ctx, d.trees(c), nil)
+	if ctx.Err() != nil {
+		return
+	}
+	if err == nil && !full.Valid() {
+		errs, _ := full.Count()
+		err = fmt.Errorf("%d errors; first: %s", errs, errorsFirst(full.Findings)[0].Error())
+	}
+	if err != nil {
+		d.mu.Lock()
+		d.status.LastError = fmt.Sprintf("check %s: %v", info.Short(), err)
+		d.mu.Unlock()
+		log.Error("the served commit no longer passes its checks; it stays served, each proxy as it passes", "error", err)
+		return
+	}
+	d.mu.Lock()
+	if d.served == res {
+		d.served = full
+	}
+	d.mu.Unlock()
+	log.Info("checked the restored commit whole", "dataplanes", len(full.Translation.Nodes()), "translate_ms", ms(full.Translate))
 }
 
 // trees is the policy tree of c as the pipeline reads it, file names

@@ -1,7 +1,6 @@
 package schema
 
 import (
-	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -11,45 +10,6 @@ import (
 	"testing"
 	"testing/fstest"
 )
-
-var (
-	benchTreeDir    = flag.String("benchtree", "", "TestWriteBenchTree writes the benchmark tree into this directory")
-	benchTreeSingle = flag.Bool("benchtree-single", false, "with -benchtree: one resource per file, in a directory per type (for validators that read one YAML document per file)")
-)
-
-// TestWriteBenchTree writes the benchmark's tree for other tools to read (see
-// make bench-ajv); it does nothing without -benchtree.
-func TestWriteBenchTree(t *testing.T) {
-	if *benchTreeDir == "" {
-		t.Skip("no -benchtree")
-	}
-	if !*benchTreeSingle {
-		t.Logf("%d resources", writeBenchTree(t, *benchTreeDir, 1000, 10))
-		return
-	}
-	tmp := t.TempDir()
-	writeBenchTree(t, tmp, 1000, 10)
-	n := 0
-	err := filepath.WalkDir(tmp, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		for _, doc := range strings.Split(string(b), "---\n") {
-			typ, _, _ := strings.Cut(strings.TrimPrefix(doc, "type: "), "\n")
-			n++
-			writeFile(t, filepath.Join(*benchTreeDir, strings.ToLower(typ), fmt.Sprintf("r%05d.yaml", n)), doc)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d resources", n)
-}
 
 // writeBenchTree writes a policy tree of `files` files with `perFile`
 // resources each: one mTLS mesh, dataplanes in both Kuma forms (each with an

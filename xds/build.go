@@ -3,6 +3,7 @@ package xds
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -241,6 +242,34 @@ func (b *Builder) Build(ctx context.Context, set *schema.Set, diff schema.SetDif
 	if len(failures) > 0 {
 		return nil, stats, failures, nil
 	}
+	return b.translation(set, idx, nodes), stats, nil, nil
+}
+
+// Lazy is a Translation of set that translates nothing now: each proxy is
+// translated and checked when first asked for (Node.Proxy), and a proxy
+// that fails its check is not made (LateFailures counts it). It is for a
+// set that passed Build before, such as the commit a restarted daemon
+// serves again, and must not stand for a verdict. Its nodes have no hashes,
+// so a Build from it reuses none of them, and Affected counts them all.
+func (b *Builder) Lazy(set *schema.Set) (*Translation, error) {
+	if b.opts.CheckOnly {
+		return nil, errors.New("translate: a CheckOnly builder makes no proxies")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	idx, err := b.index(set, schema.DiffSets(nil, set), nil)
+	if err != nil {
+		return nil, err
+	}
+	nodes := make([]*Node, len(set.Dataplanes))
+	for i, dp := range set.Dataplanes {
+		nodes[i] = &Node{Dataplane: dp}
+	}
+	return b.translation(set, idx, nodes), nil
+}
+
+// translation is the Translation of set from its index and nodes.
+func (b *Builder) translation(set *schema.Set, idx *Index, nodes []*Node) *Translation {
 	t := &Translation{set: set, index: idx, nodes: nodes, byID: make(map[string]*Node, len(nodes)), flavors: b.flavors}
 	if !b.opts.CheckOnly {
 		translate := b.translate
@@ -263,7 +292,7 @@ func (b *Builder) Build(ctx context.Context, set *schema.Set, diff schema.SetDif
 		n.t = t
 		t.byID[n.Dataplane.NodeID().String()] = n
 	}
-	return t, stats, nil, nil
+	return t
 }
 
 // checkers are the Checkers of proxies made when first asked for.
@@ -309,7 +338,8 @@ func (b *Builder) reusable(prev *Translation, affected map[string]bool, dp *sche
 	}
 	id := dp.NodeID().String()
 	old := prev.byID[id]
-	if old == nil || affected[id] {
+	if old == nil || affected[id] || old.hashes == nil {
+		// Changed, or of a Lazy Translation (nothing known of it).
 		return nil
 	}
 	if prev.build == nil && !b.opts.CheckOnly {

@@ -137,6 +137,12 @@ type benchMesh struct {
 }
 
 func startBenchMesh(b *testing.B, nclients int) *benchMesh {
+	return startBenchMeshAt(b, nclients, false)
+}
+
+// startBenchMeshAt is startBenchMesh; with local, gitmesh serve follows the
+// working repository itself (watching its refs), not a git daemon.
+func startBenchMeshAt(b *testing.B, nclients int, local bool) *benchMesh {
 	b.Helper()
 	bare := gittest.Bare(b)
 	url := gittest.Daemon(b, filepath.Dir(bare)) + filepath.Base(bare)
@@ -146,6 +152,9 @@ func startBenchMesh(b *testing.B, nclients int) *benchMesh {
 	gittest.Git(b, work, "commit", "-q", "-m", "Benchmark mesh")
 	gittest.Push(b, work, bare)
 	head := gittest.Git(b, work, "rev-parse", "HEAD")
+	if local {
+		url = work
+	}
 
 	o := serveOptions{repo: url, branch: "main", path: "policies", stateDir: b.TempDir(), interval: time.Hour,
 		xdsAddress: "127.0.0.1:0", apiAddress: "127.0.0.1:0", logFormat: "text", logLevel: "warn",
@@ -193,6 +202,56 @@ func (m *benchMesh) push(b *testing.B, gen int) string {
 	gittest.Git(b, m.work, "commit", "-q", "-am", fmt.Sprintf("Move backend-0 (%d)", gen))
 	gittest.Push(b, m.work, m.bare)
 	return gittest.Git(b, m.work, "rev-parse", "HEAD")
+}
+
+// BenchmarkLocalCommit measures, on the same mesh and clients with gitmesh
+// serve following the working repository itself, the time from a one-file
+// `git commit` returning to the commit published (served by the plane), and
+// to all 1,000 clients holding it. The daemon learns of the commit from its
+// watch on the branch's ref.
+func BenchmarkLocalCommit(b *testing.B) {
+	m := startBenchMeshAt(b, benchClients, true)
+	defer func() {
+		if os.Getenv("GITMESH_BENCH_LOG") != "" {
+			b.Log(m.logs.String())
+		}
+	}()
+	var published, acked []time.Duration
+	defer profile(b)()
+	b.ResetTimer()
+	for n := range b.N {
+		b.StopTimer()
+		if err := os.WriteFile(filepath.Join(m.work, "policies/dataplanes/backend-0.yaml"),
+			[]byte(benchDataplane("backend-0", "backend", "", 0, n+1)), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		gittest.Git(b, m.work, "add", "-A")
+		b.StartTimer()
+		// The commit itself (git's own time) is left out: the clock
+		// starts as git returns, the ref moved.
+		gittest.Git(b, m.work, "commit", "-q", "-m", fmt.Sprintf("Move backend-0 (%d)", n+1))
+		start := time.Now()
+		head := gittest.Git(b, m.work, "rev-parse", "HEAD")
+		for {
+			if c, _ := m.app.plane.Served(); c == head {
+				break
+			}
+			if time.Since(start) > time.Minute {
+				b.Fatalf("commit %s not published after a minute", head[:12])
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		published = append(published, time.Since(start))
+		if err := waitAll(m.clients, m.app.server, head, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		acked = append(acked, time.Since(start))
+	}
+	b.StopTimer()
+	b.ReportMetric(percentile(published, 0.50), "published-p50-ms")
+	b.ReportMetric(percentile(published, 0.99), "published-p99-ms")
+	b.ReportMetric(percentile(published, 1), "published-max-ms")
+	b.ReportMetric(percentile(acked, 0.50), "acked-p50-ms")
 }
 
 // BenchmarkRollback measures `gitmesh rollback` on the 10,000-dataplane

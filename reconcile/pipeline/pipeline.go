@@ -85,6 +85,9 @@ type Result struct {
 	Stats xds.BuildStats
 	// Durations of the stages.
 	Load, Compare, Translate time.Duration
+	// Lazy is set on a Result of Restore: its proxies are made when asked
+	// for, and it has not been checked whole.
+	Lazy bool
 }
 
 // Valid reports whether the tree has no error.
@@ -132,6 +135,33 @@ func (p *Pipeline) Run(ctx context.Context, trees []schema.Tree, prev *Result) (
 		return res, nil
 	}
 	res.Set, res.Translation, res.Diff = loaded.Set, tr, diff
+	return res, nil
+}
+
+// Restore loads trees, a commit that passed Run before (the commit a
+// restarted daemon serves again), and translates it lazily: each proxy is
+// translated and checked when first asked for (xds.Builder.Lazy), so that
+// serving it again takes the load alone. A Result whose Load finds errors
+// has no Translation, as with Run. Run it again, with Run, to check it
+// whole.
+func (p *Pipeline) Restore(trees []schema.Tree) (*Result, error) {
+	start := time.Now()
+	loaded, err := p.loader.LoadTreesCached(trees, p.cache)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Files: loaded.Files, Resources: loaded.Resources, Findings: loaded.Findings, Load: time.Since(start)}
+	if loaded.Set == nil {
+		return res, nil
+	}
+	start = time.Now()
+	tr, err := p.builder.Lazy(loaded.Set)
+	res.Translate = time.Since(start)
+	if err != nil {
+		return nil, err
+	}
+	res.Set, res.Translation, res.Diff = loaded.Set, tr, schema.DiffSets(nil, loaded.Set)
+	res.Lazy = true
 	return res, nil
 }
 

@@ -12,9 +12,9 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// watchDebounce is how long WatchRefs gathers a burst of changes (git
-// writes a lock file, renames it, may rewrite packed-refs) before it calls
-// notify once.
+// watchDebounce is how long WatchRefs gathers the rest of a burst of
+// changes (git renames the ref's lock file over it, may rewrite
+// packed-refs) after it has called notify for the first.
 const watchDebounce = 50 * time.Millisecond
 
 // WatchRefs calls notify soon after branch may have moved in the local
@@ -22,10 +22,13 @@ const watchDebounce = 50 * time.Millisecond
 // commit, a push into it, a reset, `git pack-refs`. It watches the loose ref
 // refs/heads/<branch> (and the directories its name needs, such as
 // refs/heads/team for team/main, as they appear), packed-refs, and the
-// reftable directory of repositories that use one. Bursts are gathered for
-// about 50ms; notify runs on WatchRefs' goroutine and may be called for
-// changes that leave the branch where it was, so it should just trigger a
-// Sync. WatchRefs returns nil when ctx ends, or an error if it cannot watch.
+// reftable directory of repositories that use one. The first change calls
+// notify at once (git writes a ref whole, by renaming its lock file over
+// it, so the branch has moved when the event arrives); the changes of the
+// next 50ms or so are gathered into one more call. notify runs on
+// WatchRefs' goroutine and may be called for changes that leave the branch
+// where it was, so it should just trigger a Sync. WatchRefs returns nil
+// when ctx ends, or an error if it cannot watch.
 func WatchRefs(ctx context.Context, gitDir, branch string, notify func()) error {
 	if branch == "" || strings.HasPrefix(branch, "/") || strings.Contains(branch, "..") {
 		return fmt.Errorf("watch refs: invalid branch name %q", branch)
@@ -68,12 +71,16 @@ func WatchRefs(ctx context.Context, gitDir, branch string, notify func()) error 
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	armed := false
+	// armed: within the window after a call; pending: a change came in it.
+	armed, pending := false, false
 	schedule := func() {
-		if !armed {
-			timer.Reset(watchDebounce)
-			armed = true
+		if armed {
+			pending = true
+			return
 		}
+		notify()
+		armed = true
+		timer.Reset(watchDebounce)
 	}
 	for {
 		select {
@@ -106,7 +113,10 @@ func WatchRefs(ctx context.Context, gitDir, branch string, notify func()) error 
 			return fmt.Errorf("watch refs in %s: %w", gitDir, err)
 		case <-timer.C:
 			armed = false
-			notify()
+			if pending {
+				pending = false
+				schedule()
+			}
 		}
 	}
 }
