@@ -47,7 +47,7 @@ fmt:
 JV     := github.com/santhosh-tekuri/jsonschema/cmd/jv@v0.7.0
 AJVCLI := ajv-cli@5.0.0
 define with-peers
-set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+set -eo pipefail; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
 mkdir -p "$$d/mod" "$$d/bin"; \
 (cd "$$d/mod" && $(GO) mod init peers >/dev/null 2>&1 && $(GO) get $(JV) >/dev/null 2>&1 && \
   $(GO) build -o "$$d/bin/jv" $(firstword $(subst @, ,$(JV)))) || { echo "cannot install $(JV)"; exit 1; }; \
@@ -55,10 +55,18 @@ npm install --prefix "$$d/npm" --silent --no-audit --no-fund $(AJVCLI) >/dev/nul
 export GITMESH_PEERS="$$d";
 endef
 
-# Speed figures: every benchmark of the module, the peers installed (see
-# README for the numbers).
+# Speed figures: every benchmark of the module (see README "Speed" for the
+# numbers). The libraries' benchmarks run for their default time; those of
+# gitmesh as a process (validate, serve start, streams, peers, push, local
+# commit, rollback) for a fixed count each, enough for their percentiles.
+CMD_BENCH := BenchmarkValidate$$:3 BenchmarkServeStart:3 BenchmarkServeStreams:3 BenchmarkPeers:5 \
+	BenchmarkWebhookToACK:100 BenchmarkLocalCommit:30 BenchmarkRollback:39
 bench:
-	@$(with-peers) $(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m $(PKGS)
+	@$(with-peers) \
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m $$($(GO) list $(PKGS) | grep -v /cmd/gitmesh$$); \
+	for b in $(CMD_BENCH); do \
+	  $(GO) test ./cmd/gitmesh -run '^$$' -bench "^$${b%:*}" -benchtime "$${b##*:}x" -timeout 30m | grep -E '^(Benchmark|FAIL|ok)' || exit 1; \
+	done
 
 # gitmesh validate beside jv and ajv-cli 5 on the same 10,000-resource tree,
 # runs interleaved: each tool's wall and CPU time, and gitmesh's as ratios.
@@ -66,9 +74,11 @@ bench-peers:
 	@$(with-peers) $(GO) test ./cmd/gitmesh -run '^$$' -bench BenchmarkPeers -benchtime 5x -timeout 30m
 
 # Webhook to 1,000 ADS streams ACKing, one-file change in a 10,000-dataplane
-# repository on a real git daemon; 100 pushes for the percentiles.
+# repository on a real git daemon; 100 pushes for the percentiles. Then a
+# local commit to published, on the same mesh (30 commits).
 bench-serve:
 	$(GO) test ./cmd/gitmesh -run '^$$' -bench BenchmarkWebhookToACK -benchtime 100x -timeout 30m
+	$(GO) test ./cmd/gitmesh -run '^$$' -bench BenchmarkLocalCommit -benchtime 30x -timeout 30m
 
 # gitmesh rollback on the same mesh: to the commit served before and to one
 # never served, with and without 1,000 connected proxies (39 rollbacks each).

@@ -140,6 +140,11 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 			PermitWithoutStream: true,
 		}),
 		grpc.MaxConcurrentStreams(c.MaxConcurrentStreams),
+		// Most of a control plane's connections are idle between pushes:
+		// each returns its write buffer to a pool once flushed instead of
+		// holding 32 KiB for its lifetime.
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(readBuffer),
 	}
 	if c.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(c.TLS)))
@@ -149,6 +154,11 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 	}
 	return opts
 }
+
+// readBuffer is the read buffer of each connection: proxies send small
+// requests (a subscription, an ACK) now and then, so gRPC's default, 32 KiB
+// held by every connection for its lifetime, is mostly idle memory.
+const readBuffer = 4 << 10
 
 // Server is the xDS management server. Create it with New, attach it to a
 // gRPC server with Register (or let Serve do both), and feed it with Publish.

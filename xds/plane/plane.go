@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
@@ -170,7 +173,7 @@ func (p *Plane) attached(node string, f xds.Flavor, peer string) {
 // provisionLocked publishes, to each node of batch not served yet, the
 // proxy of its flavour. Called with mu held.
 func (p *Plane) provisionLocked(ctx context.Context, batch map[string]attach) {
-	var proxies []*xds.Proxy
+	var nodes []*xds.Node
 	for _, node := range slices.Sorted(maps.Keys(batch)) {
 		if p.proxies[node] != nil {
 			continue // published meanwhile
@@ -181,9 +184,13 @@ func (p *Plane) provisionLocked(ctx context.Context, batch map[string]attach) {
 			p.cfg.Server.NoteUndeclared(node, a.flavor, a.peer)
 			continue
 		}
-		px, err := p.pick(n)
-		if err != nil {
-			p.log.Error("cannot serve a node that connected", "node", node, "error", err)
+		nodes = append(nodes, n)
+	}
+	picked, errs := p.pickAll(nodes)
+	var proxies []*xds.Proxy
+	for i, px := range picked {
+		if errs[i] != nil {
+			p.log.Error("cannot serve a node that connected", "node", nodes[i].ID().String(), "error", errs[i])
 			continue
 		}
 		proxies = append(proxies, px)
@@ -227,17 +234,15 @@ func (p *Plane) Apply(ctx context.Context, commit string, t *xds.Translation) (R
 	for _, node := range p.cfg.Server.ConnectedNodes() {
 		want[node] = true
 	}
-	proxies := make([]*xds.Proxy, 0, len(want))
+	nodes := make([]*xds.Node, 0, len(want))
 	for _, node := range slices.Sorted(maps.Keys(want)) {
-		n := t.Node(node)
-		if n == nil {
-			continue // removed, or never declared
+		if n := t.Node(node); n != nil { // else removed, or never declared
+			nodes = append(nodes, n)
 		}
-		px, err := p.pick(n)
-		if err != nil {
-			return Result{Commit: commit}, err
-		}
-		proxies = append(proxies, px)
+	}
+	proxies, errs := p.pickAll(nodes)
+	if err := errors.Join(errs...); err != nil {
+		return Result{Commit: commit}, err
 	}
 	// A node about to get another proxy may have ACKed the one it leaves
 	// without Run having seen it yet.
@@ -290,6 +295,23 @@ func (p *Plane) pick(n *xds.Node) (*xds.Proxy, error) {
 		}
 	}
 	return nil, fmt.Errorf("plane: node %s has no translation", n.ID())
+}
+
+// pickAll picks the proxy of each node, on every core: a proxy not kept
+// built is translated and checked now. proxies[i] is nil where errs[i] is
+// not.
+func (p *Plane) pickAll(nodes []*xds.Node) (proxies []*xds.Proxy, errs []error) {
+	proxies, errs = make([]*xds.Proxy, len(nodes)), make([]error, len(nodes))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, n := range nodes {
+		g.Go(func() error {
+			proxies[i], errs[i] = p.pick(n)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return proxies, errs
 }
 
 // flavorOf is the flavour node is served.
