@@ -17,6 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/memory"
@@ -440,6 +441,9 @@ func (m *Mirror) Sync(ctx context.Context) (SyncResult, error) {
 // touches no local state, so it runs unlocked; a listing abandoned on
 // timeout is left to end on its own.
 func (m *Mirror) remoteHead(ctx context.Context, auth transport.AuthMethod) (string, error) {
+	if head, ok, err := m.localHead(); ok {
+		return head, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, m.timeout)
 	defer cancel()
 	type listing struct {
@@ -471,6 +475,53 @@ func (m *Mirror) remoteHead(ctx context.Context, auth transport.AuthMethod) (str
 		}
 	}
 	return "", m.errorf("%w: %q at %s", ErrBranchNotFound, m.branch, m.redacted)
+}
+
+// localHead reads the branch of a local remote from its refs, as a listing
+// would report it, without running git-upload-pack for the listing; ok is
+// false for a network remote and when the refs cannot be read that way (a
+// reftable), and the caller lists them.
+func (m *Mirror) localHead() (head string, ok bool, err error) {
+	dir, isLocal := m.LocalGitDir()
+	if !isLocal {
+		return "", false, nil
+	}
+	if st, err := os.Stat(filepath.Join(dir, "reftable")); err == nil && st.IsDir() {
+		return "", false, nil
+	}
+	repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{EnableDotGitCommonDir: true})
+	if err != nil {
+		return "", false, nil
+	}
+	ref, err := repo.Reference(plumbing.NewBranchReferenceName(m.branch), true)
+	switch {
+	case errors.Is(err, plumbing.ErrReferenceNotFound):
+		if empty(repo) {
+			return "", true, m.errorf("%w: %q at %s (the repository is empty)", ErrBranchNotFound, m.branch, m.redacted)
+		}
+		return "", true, m.errorf("%w: %q at %s", ErrBranchNotFound, m.branch, m.redacted)
+	case err != nil:
+		return "", false, nil
+	}
+	return ref.Hash().String(), true, nil
+}
+
+// empty reports whether repo has no reference a listing would show.
+func empty(repo *git.Repository) bool {
+	refs, err := repo.References()
+	if err != nil {
+		return false
+	}
+	defer refs.Close()
+	none := true
+	_ = refs.ForEach(func(r *plumbing.Reference) error {
+		if r.Type() == plumbing.HashReference {
+			none = false
+			return storer.ErrStop
+		}
+		return nil
+	})
+	return none
 }
 
 // fetch fetches the branch, its whole history and nothing else.

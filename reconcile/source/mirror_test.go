@@ -500,3 +500,37 @@ func TestMirrorConcurrentReads(t *testing.T) {
 		t.Errorf("mesh.yaml = %q", got)
 	}
 }
+
+// TestMirrorLocalRemoteRefs: a local remote's branch is read from its refs,
+// loose or packed, in a repository or a linked worktree of it, as a
+// listing reports it.
+func TestMirrorLocalRemoteRefs(t *testing.T) {
+	t.Parallel()
+	work, _, first := newRemote(t)
+	gittest.Git(t, work, "pack-refs", "--all")
+	m, err := OpenMirror(MirrorConfig{URL: work, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := mustSync(t, m); string(res.Head) != first {
+		t.Fatalf("head from packed refs %s, want %s", res.Head, first[:12])
+	}
+	second := gittest.Commit(t, work, "second", map[string]string{"policies/mesh.yaml": "type: Mesh\nname: two\n"})
+	if res := mustSync(t, m); string(res.Head) != second || !res.Fetched {
+		t.Fatalf("head from the loose ref %s (fetched %v), want %s", res.Head, res.Fetched, second[:12])
+	}
+	if res := mustSync(t, m); res.Fetched {
+		t.Error("an unchanged branch was fetched again")
+	}
+	// A linked worktree on another branch follows main through the
+	// repository's common directory.
+	linked := filepath.Join(t.TempDir(), "linked")
+	gittest.Git(t, work, "worktree", "add", "-q", "-b", "side", linked)
+	lm, err := OpenMirror(MirrorConfig{URL: linked, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := mustSync(t, lm); string(res.Head) != second {
+		t.Errorf("head through a linked worktree %s, want %s", res.Head, second[:12])
+	}
+}
