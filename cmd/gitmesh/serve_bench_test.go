@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -359,13 +360,16 @@ func profile(b *testing.B) func() {
 	return func() { pprof.StopCPUProfile(); out.Close() }
 }
 
-// percentile is the p-th percentile of ds in milliseconds.
+// percentile is the p-th percentile of ds in milliseconds, by nearest
+// rank: the smallest value that at least a fraction p of ds does not
+// exceed (of 100 values, p99 is the 99th, p=1 the largest).
 func percentile(ds []time.Duration, p float64) float64 {
 	if len(ds) == 0 {
 		return 0
 	}
 	slices.Sort(ds)
-	return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))].Microseconds()) / 1000
+	rank := int(math.Ceil(p * float64(len(ds))))
+	return float64(ds[min(len(ds), max(rank, 1))-1].Microseconds()) / 1000
 }
 
 // waitAll waits until every client holds what server published for it at
