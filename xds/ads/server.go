@@ -140,10 +140,9 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 			PermitWithoutStream: true,
 		}),
 		grpc.MaxConcurrentStreams(c.MaxConcurrentStreams),
-		// Most of a control plane's connections are idle between pushes:
-		// each returns its write buffer to a pool once flushed instead of
-		// holding 32 KiB for its lifetime.
-		grpc.SharedWriteBuffer(true),
+		// Most of a control plane's connections are idle between pushes
+		// (gRPC already returns their write buffers to a pool once
+		// flushed).
 		grpc.ReadBufferSize(readBuffer),
 	}
 	if c.TLS != nil {
