@@ -18,6 +18,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/plane"
 )
@@ -508,35 +509,8 @@ func TestRestartRecordsAnInvalidHeadOnce(t *testing.T) {
 	}
 }
 
-// untranslatablePolicy passes every rule, but web-02's outbound to the
-// service localhost:8080 collides with odd's local cluster: it does not
-// translate.
-var untranslatablePolicy = map[string]string{"policy/odd.yaml": `type: Dataplane
-mesh: default
-name: odd
-networking:
-  address: 10.0.0.40
-  inbound:
-    - port: 10080
-      servicePort: 9000
-      tags:
-        service: "localhost:8080"
----
-type: Dataplane
-mesh: default
-name: web-02
-networking:
-  address: 10.0.0.11
-  inbound:
-    - port: 10080
-      servicePort: 8080
-      tags:
-        service: web
-        protocol: http
-  outbound:
-    - port: 20002
-      service: "localhost:8080"
-`}
+// untranslatablePolicy does not translate (see schematest.Untranslatable).
+var untranslatablePolicy = map[string]string{"policy/odd.yaml": schematest.Untranslatable}
 
 // TestRestartServesAtOnceThenChecksWhole: a restart serves the published
 // commit again without translating it first (each proxy is made as it is

@@ -171,36 +171,28 @@ func BenchmarkNewIndex(b *testing.B) {
 func BenchmarkBuild(b *testing.B) {
 	set := benchSet()
 	diff := schema.DiffSets(nil, set)
-	b.Run("full", func(b *testing.B) {
-		runtime.GC()
-		b.ReportAllocs()
-		peak := startHeapPeak()
-		b.ResetTimer()
-		for range b.N {
-			// A new Builder each time: a cold gate, nothing remembered.
-			tr, _, failures, err := NewBuilder(BuilderOptions{}).Build(context.Background(), set, diff, nil)
-			if err != nil || len(failures) > 0 || len(tr.Nodes()) != benchDataplanes {
-				b.Fatal(err, failures)
+	// full: a cold gate, a new Builder each time, every proxy kept;
+	// full-none-kept: a daemon with no node connected, every proxy checked
+	// and none kept.
+	for _, c := range []struct {
+		name string
+		keep func(*schema.Dataplane) []Flavor
+	}{{"full", nil}, {"full-none-kept", func(*schema.Dataplane) []Flavor { return nil }}} {
+		b.Run(c.name, func(b *testing.B) {
+			runtime.GC()
+			b.ReportAllocs()
+			peak := startHeapPeak()
+			b.ResetTimer()
+			for range b.N {
+				tr, _, failures, err := NewBuilder(BuilderOptions{Keep: c.keep}).Build(context.Background(), set, diff, nil)
+				if err != nil || len(failures) > 0 || len(tr.Nodes()) != benchDataplanes {
+					b.Fatal(err, failures)
+				}
 			}
-		}
-		b.StopTimer()
-		peak.report(b)
-	})
-	// A daemon with no node connected: every proxy checked, none kept.
-	b.Run("full-none-kept", func(b *testing.B) {
-		runtime.GC()
-		b.ReportAllocs()
-		peak := startHeapPeak()
-		b.ResetTimer()
-		for range b.N {
-			tr, _, failures, err := NewBuilder(BuilderOptions{Keep: func(*schema.Dataplane) []Flavor { return nil }}).Build(context.Background(), set, diff, nil)
-			if err != nil || len(failures) > 0 || len(tr.Nodes()) != benchDataplanes {
-				b.Fatal(err, failures)
-			}
-		}
-		b.StopTimer()
-		peak.report(b)
-	})
+			b.StopTimer()
+			peak.report(b)
+		})
+	}
 	b.Run("one-permission", func(b *testing.B) {
 		builder := NewBuilder(BuilderOptions{})
 		prev, _, _, err := builder.Build(context.Background(), set, diff, nil)

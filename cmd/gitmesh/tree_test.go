@@ -13,6 +13,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/schema/schematest"
 	"github.com/spf13/pflag"
 )
 
@@ -127,36 +128,8 @@ func TestGateAndDaemonAgree(t *testing.T) {
 	}
 }
 
-// untranslatable passes the schema and every rule, but web-01 (the bundled
-// dataplane, whose inbound reaches its application on 8080) gets an
-// outbound to a service named like its local cluster, localhost:8080: its
-// Envoy translation has two clusters of one name.
-const untranslatable = `type: Dataplane
-mesh: default
-name: odd-01
-networking:
-  address: 10.0.0.40
-  inbound:
-    - port: 10080
-      servicePort: 9000
-      tags:
-        service: "localhost:8080"
----
-type: Dataplane
-mesh: default
-name: web-02
-networking:
-  address: 10.0.0.11
-  inbound:
-    - port: 10080
-      servicePort: 8080
-      tags:
-        service: web
-        protocol: http
-  outbound:
-    - port: 20002
-      service: "localhost:8080"
-`
+// untranslatable does not translate (see schematest.Untranslatable).
+const untranslatable = schematest.Untranslatable
 
 // TestTranslationFailureIsInvalidOnce: a commit that passes every rule but
 // does not translate is invalid, with a translation-error at the dataplane

@@ -103,21 +103,16 @@ func (r *Result) Count() (errs, warnings int) { return schema.CountFindings(r.Fi
 // stops the run itself: the root of a tree cannot be read, or ctx ended;
 // everything wrong with the policy is a finding.
 func (p *Pipeline) Run(ctx context.Context, trees []schema.Tree, prev *Result) (*Result, error) {
-	start := time.Now()
-	loaded, err := p.loader.LoadTreesCached(trees, p.cache)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{Files: loaded.Files, Resources: loaded.Resources, Findings: loaded.Findings, Load: time.Since(start)}
-	if loaded.Set == nil {
-		return res, nil
+	res, loaded, err := p.load(trees)
+	if err != nil || loaded.Set == nil {
+		return res, err
 	}
 	var before *xds.Translation
 	var prevSet *schema.Set
 	if prev != nil && prev.Translation != nil {
 		before, prevSet = prev.Translation, prev.Set
 	}
-	start = time.Now()
+	start := time.Now()
 	diff := schema.DiffSets(prevSet, loaded.Set)
 	res.Compare = time.Since(start)
 
@@ -145,16 +140,11 @@ func (p *Pipeline) Run(ctx context.Context, trees []schema.Tree, prev *Result) (
 // has no Translation, as with Run. Run it again, with Run, to check it
 // whole.
 func (p *Pipeline) Restore(trees []schema.Tree) (*Result, error) {
+	res, loaded, err := p.load(trees)
+	if err != nil || loaded.Set == nil {
+		return res, err
+	}
 	start := time.Now()
-	loaded, err := p.loader.LoadTreesCached(trees, p.cache)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{Files: loaded.Files, Resources: loaded.Resources, Findings: loaded.Findings, Load: time.Since(start)}
-	if loaded.Set == nil {
-		return res, nil
-	}
-	start = time.Now()
 	tr, err := p.builder.Lazy(loaded.Set)
 	res.Translate = time.Since(start)
 	if err != nil {
@@ -163,6 +153,17 @@ func (p *Pipeline) Restore(trees []schema.Tree) (*Result, error) {
 	res.Set, res.Translation, res.Diff = loaded.Set, tr, schema.DiffSets(nil, loaded.Set)
 	res.Lazy = true
 	return res, nil
+}
+
+// load is the load stage: the Result so far, and what was loaded (its Set
+// nil when any finding is an error).
+func (p *Pipeline) load(trees []schema.Tree) (*Result, *schema.Result, error) {
+	start := time.Now()
+	loaded, err := p.loader.LoadTreesCached(trees, p.cache)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Result{Files: loaded.Files, Resources: loaded.Resources, Findings: loaded.Findings, Load: time.Since(start)}, loaded, nil
 }
 
 // translationFinding reports a translation failure at the dataplane.

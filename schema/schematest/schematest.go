@@ -68,3 +68,35 @@ func Dir(t testing.TB, dir string, edits map[string]string) fstest.MapFS {
 	}
 	return fsys
 }
+
+// Untranslatable is a file of two dataplanes of mesh default that pass the
+// schema and every rule but do not translate: web-02, whose inbound reaches
+// its application on 8080, has an outbound to the service odd-01 provides,
+// named like its own local cluster, localhost:8080, so its Envoy
+// translation has two clusters of one name.
+const Untranslatable = `type: Dataplane
+mesh: default
+name: odd-01
+networking:
+  address: 10.0.0.40
+  inbound:
+    - port: 10080
+      servicePort: 9000
+      tags:
+        service: "localhost:8080"
+---
+type: Dataplane
+mesh: default
+name: web-02
+networking:
+  address: 10.0.0.11
+  inbound:
+    - port: 10080
+      servicePort: 8080
+      tags:
+        service: web
+        protocol: http
+  outbound:
+    - port: 20002
+      service: "localhost:8080"
+`

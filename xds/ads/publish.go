@@ -113,12 +113,8 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 	// never blocks, but building a delta answer can fail). Each node set
 	// before a failure, the failing one included, is put back on what it
 	// had, and the call changes nothing.
-	sets := make([]setSnapshot, len(changes))
-	for i, c := range changes {
-		sets[i] = s.setting(c.node, c.pub.flavor, c.snap)
-	}
-	if err := s.setAll(sets); err != nil {
-		return res, fmt.Errorf("publish %s: %w", short(commit), err)
+	if err := s.setChanged(commit, changes); err != nil {
+		return res, err
 	}
 	// Commit point: from here on nothing fails.
 	for _, c := range changes {
@@ -201,12 +197,8 @@ func (s *Server) publishSome(ctx context.Context, commit string, proxies []*xds.
 	if err != nil {
 		return res, err
 	}
-	sets := make([]setSnapshot, len(changes))
-	for i, c := range changes {
-		sets[i] = s.setting(c.node, c.pub.flavor, c.snap)
-	}
-	if err := s.setAll(sets); err != nil {
-		return res, fmt.Errorf("publish %s: %w", short(commit), err)
+	if err := s.setChanged(commit, changes); err != nil {
+		return res, err
 	}
 	for _, c := range changes {
 		s.published[c.node] = c.pub
@@ -319,6 +311,18 @@ func (s *Server) setting(node string, f xds.Flavor, snap cachev3.ResourceSnapsho
 		prev = nil
 	}
 	return setSnapshot{node: node, key: key, snap: snap, prev: prev}
+}
+
+// setChanged sets the snapshots of changes, all or none (see setAll).
+func (s *Server) setChanged(commit string, changes []pending) error {
+	sets := make([]setSnapshot, len(changes))
+	for i, c := range changes {
+		sets[i] = s.setting(c.node, c.pub.flavor, c.snap)
+	}
+	if err := s.setAll(sets); err != nil {
+		return fmt.Errorf("publish %s: %w", short(commit), err)
+	}
+	return nil
 }
 
 // setAll sets every snapshot of sets, in order, or none: when one fails,
