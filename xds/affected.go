@@ -33,7 +33,11 @@ type Change struct {
 // Set: a permission that was narrowed or removed matches its former
 // destinations only in the previous Set's Index, so callers ask both, as
 // AffectedBetween does.
-func (idx *Index) Affected(c Change) []string {
+func (idx *Index) Affected(c Change) []string { return idx.affected(c, nil) }
+
+// affected is Affected, leaving out the consumers of the services of skip
+// (per mesh) that only a dataplane's change reaches.
+func (idx *Index) affected(c Change, skip map[string]map[string]bool) []string {
 	seen := make(map[*schema.Dataplane]bool)
 	add := func(dp *schema.Dataplane) { seen[dp] = true }
 	for _, m := range c.Meshes {
@@ -54,6 +58,9 @@ func (idx *Index) Affected(c Change) []string {
 		}
 		add(dp)
 		for _, in := range dp.Inbound {
+			if skip[r.Mesh][in.Service()] {
+				continue
+			}
 			if s := mi.services[in.Service()]; s != nil {
 				for _, consumer := range s.consumers {
 					add(consumer)
@@ -113,11 +120,17 @@ func (mi *meshIndex) destinationsOf(r *rule, add func(*schema.Dataplane)) {
 // when the Set changes from prev's to next's. prev may be nil for the first
 // Set.
 func AffectedBetween(prev, next *Index, c Change) []string {
-	ids := next.Affected(c)
+	return affectedBetween(prev, next, c, nil)
+}
+
+// affectedBetween is AffectedBetween, leaving out the consumers of the
+// services of skip that only a dataplane's change reaches.
+func affectedBetween(prev, next *Index, c Change, skip map[string]map[string]bool) []string {
+	ids := next.affected(c, skip)
 	if prev == nil {
 		return ids
 	}
-	ids = append(ids, prev.Affected(c)...)
+	ids = append(ids, prev.affected(c, skip)...)
 	sort.Strings(ids)
 	out := ids[:0]
 	for i, id := range ids {

@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gitmesh/gitmesh/schema"
@@ -33,6 +35,9 @@ type Node struct {
 	// kept whether the Proxy is or not ("" for a flavour not translated, or
 	// a CheckOnly build).
 	hashes []string
+	// sections are what each hash was computed from (nil entries where
+	// hashes has none), for a later Build to patch (Builder.patched).
+	sections []*sections
 
 	mu      sync.Mutex
 	proxies []*Proxy // in Flavors order; nil for a flavour not built (yet)
@@ -199,6 +204,9 @@ func NewBuilder(opts BuilderOptions) *Builder {
 type BuildStats struct {
 	Translated int // dataplanes translated (and checked) again
 	Reused     int // dataplanes whose translation was taken from prev
+	// Patched are the dataplanes reached only through the endpoints of
+	// services they call: prev's proxies with those endpoints replaced.
+	Patched int
 }
 
 // Build translates set for every flavour each dataplane may run and checks
@@ -225,16 +233,39 @@ func (b *Builder) Build(ctx context.Context, set *schema.Set, diff schema.SetDif
 			affected[id] = true
 		}
 	}
+	patch := b.patchable(prev, idx, diff, affected)
 	nodes := make([]*Node, len(set.Dataplanes))
-	var todo []int
+	var todo, patching []int
 	for i, dp := range set.Dataplanes {
 		if n := b.reusable(prev, affected, dp); n != nil {
 			nodes[i] = n
 			continue
 		}
+		if patch[dp.NodeID().String()] {
+			patching = append(patching, i)
+			continue
+		}
 		todo = append(todo, i)
 	}
-	stats.Translated, stats.Reused = len(todo), len(nodes)-len(todo)
+	// Patch on every core; a node that cannot be patched is translated.
+	var g errgroup.Group
+	g.SetLimit(b.opts.Workers)
+	for _, i := range patching {
+		g.Go(func() error {
+			nodes[i] = b.patched(prev, idx, set.Dataplanes[i])
+			return nil
+		})
+	}
+	_ = g.Wait()
+	for _, i := range patching {
+		if nodes[i] == nil {
+			todo = append(todo, i)
+		} else {
+			stats.Patched++
+		}
+	}
+	slices.Sort(todo)
+	stats.Translated, stats.Reused = len(todo), len(nodes)-len(todo)-stats.Patched
 	failures, err := b.translateAll(ctx, idx, set, nodes, todo)
 	if err != nil {
 		return nil, stats, nil, err
@@ -348,7 +379,108 @@ func (b *Builder) reusable(prev *Translation, affected map[string]bool, dp *sche
 	}
 	// The proxies prev made are the very ones this Translation would;
 	// those it did not make are made when asked for.
-	return &Node{Dataplane: dp, hashes: old.hashes, proxies: old.built()}
+	return &Node{Dataplane: dp, hashes: old.hashes, sections: old.sections, proxies: old.built()}
+}
+
+// patchable is the dataplanes of affected that the change reaches only
+// through the endpoints of services they call, services that keep every
+// other shared value (Index.moved): their proxies are prev's with those
+// endpoints replaced (see patched). None when the new endpoints do not pass
+// their checks: the proxies are then translated, and the check says why.
+func (b *Builder) patchable(prev *Translation, idx *Index, diff schema.SetDiff, affected map[string]bool) map[string]bool {
+	if prev == nil || len(idx.moved) == 0 || b.opts.CheckOnly {
+		return nil
+	}
+	for mesh, services := range idx.moved {
+		for name := range services {
+			cla, ok := idx.meshes[mesh].services[name].endpoint.res.(interface{ ValidateAll() error })
+			if !ok || cla.ValidateAll() != nil {
+				return nil
+			}
+		}
+	}
+	strict := make(map[string]bool)
+	for _, id := range affectedBetween(prev.index, idx, ChangeOf(diff), idx.moved) {
+		strict[id] = true
+	}
+	patch := make(map[string]bool)
+	for id := range affected {
+		if !strict[id] {
+			patch[id] = true
+		}
+	}
+	return patch
+}
+
+// patched is the Node of dp, a dataplane patchable found, made from prev's:
+// each flavour's hash recomputed with the new endpoints of the moved
+// services it calls, and each proxy prev kept (and Keep still names)
+// copied with those endpoints in place. Its other resources are prev's,
+// checked then, and what it calls did not change but for endpoints,
+// checked once; so the node passes as it did. Nil when prev's node is not
+// what that takes, and dp is translated.
+func (b *Builder) patched(prev *Translation, idx *Index, dp *schema.Dataplane) *Node {
+	old := prev.byID[dp.NodeID().String()]
+	// dp is unchanged (patchable leaves out every dataplane the diff has).
+	if old == nil || old.hashes == nil || old.sections == nil {
+		return nil
+	}
+	moved := idx.moved[dp.Mesh]
+	mi, pmi := idx.meshes[dp.Mesh], prev.index.meshes[dp.Mesh]
+	if mi == nil || pmi == nil {
+		return nil
+	}
+	n := &Node{Dataplane: dp, hashes: make([]string, len(Flavors)), sections: make([]*sections, len(Flavors)),
+		proxies: make([]*Proxy, len(Flavors))}
+	built, keep := old.built(), b.keep(dp)
+	for i, f := range Flavors {
+		if old.hashes[i] == "" {
+			continue // not translated for f
+		}
+		sec := old.sections[i]
+		if sec == nil {
+			return nil
+		}
+		next := *sec
+		next[endpointIdx] = slices.Clone(sec[endpointIdx])
+		for j, e := range next[endpointIdx] {
+			if !moved[e.name] {
+				continue
+			}
+			was, now := pmi.services[e.name], mi.services[e.name]
+			if was == nil || now == nil || was.endpoint.digest != e.digest {
+				return nil
+			}
+			next[endpointIdx][j].digest = now.endpoint.digest
+		}
+		h, perType := next.hash()
+		n.hashes[i], n.sections[i] = h, &next
+		p := built[i]
+		if p == nil || !slices.Contains(keep, f) {
+			continue // made when asked for
+		}
+		cp := *p
+		cp.Resources = maps.Clone(p.Resources)
+		cp.digests = maps.Clone(p.digests)
+		endpoints := slices.Clone(p.Resources[resource.EndpointType])
+		for j, r := range endpoints {
+			name := next[endpointIdx][j].name
+			if !moved[name] {
+				continue
+			}
+			if r != pmi.services[name].endpoint.res {
+				return nil
+			}
+			now := mi.services[name].endpoint
+			endpoints[j] = now.res
+			delete(cp.digests, r)
+			cp.digests[now.res] = now.digest
+		}
+		cp.Resources[resource.EndpointType] = endpoints
+		cp.Hash, cp.TypeHashes, cp.sections = h, perType, &next
+		n.proxies[i] = &cp
+	}
+	return n
 }
 
 // keep is the flavours of dp whose proxies the Translation keeps.
@@ -395,7 +527,8 @@ func (b *Builder) translateAll(ctx context.Context, idx *Index, set *schema.Set,
 					return err
 				}
 				dp := set.Dataplanes[todo[j]]
-				n := &Node{Dataplane: dp, proxies: make([]*Proxy, len(Flavors)), hashes: make([]string, len(Flavors))}
+				n := &Node{Dataplane: dp, proxies: make([]*Proxy, len(Flavors)), hashes: make([]string, len(Flavors)),
+					sections: make([]*sections, len(Flavors))}
 				keep := b.keep(dp)
 				for _, f := range b.flavors(dp) {
 					i := slices.Index(Flavors, f)
@@ -414,7 +547,7 @@ func (b *Builder) translateAll(ctx context.Context, idx *Index, set *schema.Set,
 						continue
 					}
 					p.checked, p.typed = true, nil
-					n.hashes[i] = p.Hash
+					n.hashes[i], n.sections[i] = p.Hash, p.sections
 					if kept {
 						n.proxies[i] = p
 					}

@@ -3,10 +3,15 @@ package xds
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/schema/schematest"
@@ -216,5 +221,121 @@ func TestBuildKeepsWhatItIsTold(t *testing.T) {
 	gate, _, _, err := NewBuilder(BuilderOptions{CheckOnly: true}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)
 	if err != nil || gate.Proxy("prod.reviews-1", FlavorEnvoy) != nil {
 		t.Errorf("CheckOnly made a proxy on demand: %v", err)
+	}
+}
+
+// TestBuildPatchesMovedEndpoints: when an instance moves, the proxies of
+// its service's consumers are prev's with the new endpoints, not translated
+// again, and they are what a translation from scratch makes: the same
+// hashes, per type too, and the same resources, for kept proxies and
+// dropped ones alike. A change of protocol is no move: its consumers are
+// translated.
+func TestBuildPatchesMovedEndpoints(t *testing.T) {
+	dir := filepath.Join("testdata", "mtls-permissions", policiesDir)
+	files := fstest.MapFS{}
+	for _, name := range []string{"mesh.yaml", "dataplanes.yaml", "permissions.yaml"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = &fstest.MapFile{Data: b}
+	}
+	set := schematest.Load(t, files)
+	// edit is set with one text replaced, keeping set's values for what
+	// does not change (as the daemon's file cache does).
+	edit := func(from, to string) *schema.Set {
+		out := fstest.MapFS{}
+		for k, v := range files {
+			out[k] = &fstest.MapFile{Data: []byte(strings.Replace(string(v.Data), from, to, 1))}
+		}
+		loaded := schematest.Load(t, out)
+		next := *set
+		next.Dataplanes = slices.Clone(set.Dataplanes)
+		diff := schema.DiffSets(set, loaded)
+		for i, dp := range next.Dataplanes {
+			for _, k := range diff.Changed {
+				if k.Type == schema.TypeDataplane && k.Name == dp.Name {
+					next.Dataplanes[i] = loaded.Dataplane(dp.Mesh, dp.Name)
+				}
+			}
+		}
+		return &next
+	}
+	moved := edit("address: 10.1.0.4\n", "address: 10.1.0.44\n")
+	consumers := 0
+	for _, dp := range set.Dataplanes {
+		for _, out := range dp.Outbound {
+			if out.Service == "db" {
+				consumers++
+				break
+			}
+		}
+	}
+	if consumers < 2 {
+		t.Fatalf("%d consumers of db in the test set", consumers)
+	}
+	for _, c := range []struct {
+		name string
+		keep func(*schema.Dataplane) []Flavor
+	}{{"every proxy kept", nil}, {"none kept", func(*schema.Dataplane) []Flavor { return nil }}} {
+		t.Run(c.name, func(t *testing.T) {
+			b := NewBuilder(BuilderOptions{Keep: c.keep})
+			prev, _, _, err := b.Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr, stats, failures, err := b.Build(context.Background(), moved, schema.DiffSets(set, moved), prev)
+			if err != nil || len(failures) > 0 {
+				t.Fatalf("Build: %v %v", failures, err)
+			}
+			if stats.Patched != consumers || stats.Translated != 1 {
+				t.Errorf("stats %+v, want the %d consumers of db patched and db-1 alone translated", stats, consumers)
+			}
+			fresh, _, _, err := NewBuilder(BuilderOptions{}).Build(context.Background(), moved, schema.DiffSets(nil, moved), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range tr.Nodes() {
+				want := fresh.Node(n.ID().String())
+				if !slices.Equal(n.hashes, want.hashes) {
+					t.Errorf("%s: hashes %v, want %v", n.ID(), n.hashes, want.hashes)
+				}
+				for i, f := range Flavors {
+					if n.hashes[i] == "" {
+						continue
+					}
+					got, exp := n.Proxy(f), want.Proxy(f)
+					if got.Hash != exp.Hash || !maps.Equal(got.TypeHashes, exp.TypeHashes) || !got.Checked() {
+						t.Errorf("%s %s: hash %.12s, want %.12s", n.ID(), f, got.Hash, exp.Hash)
+						continue
+					}
+					for typ, rs := range exp.Resources {
+						if len(got.Resources[typ]) != len(rs) {
+							t.Errorf("%s %s: %d %s, want %d", n.ID(), f, len(got.Resources[typ]), typ, len(rs))
+							continue
+						}
+						for j, r := range rs {
+							if !proto.Equal(got.Resources[typ][j], r) {
+								t.Errorf("%s %s: %s %d differs from a fresh translation", n.ID(), f, typeName(typ), j)
+							}
+						}
+					}
+				}
+			}
+			if got, want := tr.Affected(prev), consumers+1; got != want {
+				t.Errorf("Affected = %d, want db-1 and its %d consumers", got, consumers)
+			}
+		})
+	}
+	// db speaks HTTP now: its consumers' listeners change, so they are
+	// translated.
+	http := edit("        service: db\n        protocol: tcp\n", "        service: db\n        protocol: http\n")
+	b := NewBuilder(BuilderOptions{})
+	prev, _, _, err := b.Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, stats, _, err := b.Build(context.Background(), http, schema.DiffSets(set, http), prev); err != nil || stats.Patched != 0 || stats.Translated != consumers+1 {
+		t.Errorf("a protocol change: stats %+v (%v), want db-1 and its %d consumers translated", stats, err, consumers)
 	}
 }

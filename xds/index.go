@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,6 +41,10 @@ type Index struct {
 	// per build and remembers no other. Immutable once built; RBAC filters
 	// made during translation are in their meshIndex's rbacShared.
 	shared map[any]bool
+	// moved are, per mesh, the services whose endpoints alone changed
+	// from the Index this one was made from: they keep every shared value
+	// but their ClusterLoadAssignment, made anew (see Builder.patched).
+	moved map[string]map[string]bool
 }
 
 // localPort is what the inbounds of one service port share.
@@ -190,9 +195,23 @@ func NewIndexFrom(set *schema.Set, prev *Index) (*Index, error) {
 			s.settle()
 			reused := false
 			if before != nil {
-				if old := before.services[s.name]; old != nil && old.http == s.http && slices.Equal(old.endpoints, s.endpoints) &&
+				if old := before.services[s.name]; old != nil && old.http == s.http &&
 					(len(old.consumers) > 0) == (len(s.consumers) > 0) {
-					s.reuse(old)
+					if slices.Equal(old.endpoints, s.endpoints) {
+						s.reuse(old)
+					} else {
+						var err error
+						if buf, err = s.reuseButEndpoints(old, buf); err != nil {
+							return nil, fmt.Errorf("index mesh %s service %s: %w", m.Name, s.name, err)
+						}
+						if idx.moved == nil {
+							idx.moved = map[string]map[string]bool{}
+						}
+						if idx.moved[m.Name] == nil {
+							idx.moved[m.Name] = map[string]bool{}
+						}
+						idx.moved[m.Name][s.name] = true
+					}
 					reused = true
 				}
 			}
@@ -337,12 +356,8 @@ func (mi *meshIndex) indexDataplane(dp *schema.Dataplane) {
 
 // settle sorts and dedupes a service's endpoints and settles its protocol.
 func (s *service) settle() {
-	sort.Slice(s.endpoints, func(i, j int) bool {
-		a, b := s.endpoints[i], s.endpoints[j]
-		if a.address != b.address {
-			return a.address < b.address
-		}
-		return a.port < b.port
+	slices.SortFunc(s.endpoints, func(a, b endpoint) int {
+		return cmp.Or(cmp.Compare(a.address, b.address), cmp.Compare(a.port, b.port))
 	})
 	eps := s.endpoints[:0]
 	for i, e := range s.endpoints {
@@ -366,6 +381,27 @@ func (s *service) settle() {
 func (s *service) reuse(old *service) {
 	s.cluster, s.endpoint, s.route, s.outboundFilter = old.cluster, old.endpoint, old.route, old.outboundFilter
 	s.grpcListener, s.grpcRoute, s.grpcCluster, s.values = old.grpcListener, old.grpcRoute, old.grpcCluster, old.values
+}
+
+// reuseButEndpoints takes the shared resources of old, the same service
+// with the same protocol and consumers in the same mesh, but other
+// endpoints: only its ClusterLoadAssignment depends on them, and is made
+// anew.
+func (s *service) reuseButEndpoints(old *service, buf []byte) ([]byte, error) {
+	s.reuse(old)
+	var ep shared
+	buf, err := ep.set(loadAssignment(s.name, s.endpoints), buf)
+	if err != nil {
+		return buf, err
+	}
+	s.endpoint = ep
+	s.values = slices.Clone(old.values)
+	for i, v := range s.values {
+		if v == old.endpoint.res {
+			s.values[i] = ep.res
+		}
+	}
+	return buf, nil
 }
 
 // build builds the resources the consumers of a settled service share.

@@ -75,6 +75,9 @@ type Proxy struct {
 	// digests holds the SHA-256 of each resource's deterministic encoding,
 	// as Hash was computed from; nil for a Proxy built by hand.
 	digests map[types.Resource][32]byte
+	// sections are the names and digests Hash was computed from (nil for
+	// a Proxy built by hand); Build keeps them in the Node.
+	sections *sections
 	// checked is set by Builder.Build once the proxy passed Check, before
 	// anyone else can see it; never set afterwards.
 	checked bool

@@ -119,11 +119,11 @@ func (b *builder) proxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy,
 	if opts.unhashed {
 		return p, nil
 	}
-	h, digests, perType, err := b.hash(&rs)
+	h, digests, perType, secs, err := b.hash(&rs)
 	if err != nil {
 		return nil, fmt.Errorf("translate %s: %w", node, err)
 	}
-	p.Hash, p.TypeHashes, p.digests = h, perType, digests
+	p.Hash, p.TypeHashes, p.digests, p.sections = h, perType, digests, secs
 	return p, nil
 }
 
