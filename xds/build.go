@@ -107,19 +107,43 @@ func (t *Translation) Affected(prev *Translation) int {
 	if prev == nil {
 		return len(t.nodes)
 	}
+	// Both node lists are in their Set's order, by (mesh, name): walk them
+	// side by side.
 	n := 0
-	for _, node := range t.nodes {
-		old := prev.byID[node.ID().String()]
-		if old == nil || !slices.Equal(old.hashes, node.hashes) {
-			n++
+	a, b := t.nodes, prev.nodes
+	for len(a) > 0 || len(b) > 0 {
+		var c int
+		switch {
+		case len(a) == 0:
+			c = 1
+		case len(b) == 0:
+			c = -1
+		default:
+			x, y := a[0].Dataplane, b[0].Dataplane
+			c = cmp.Or(cmp.Compare(x.Mesh, y.Mesh), cmp.Compare(x.Name, y.Name))
 		}
-	}
-	for _, old := range prev.nodes {
-		if t.byID[old.ID().String()] == nil {
-			n++
+		switch {
+		case c < 0: // added
+			n, a = n+1, a[1:]
+		case c > 0: // removed
+			n, b = n+1, b[1:]
+		default:
+			if !sameHashes(a[0].hashes, b[0].hashes) {
+				n++
+			}
+			a, b = a[1:], b[1:]
 		}
 	}
 	return n
+}
+
+// sameHashes reports whether two nodes' hashes are equal; a node reused
+// from another holds the very same slice.
+func sameHashes(x, y []string) bool {
+	if len(x) > 0 && len(y) > 0 && &x[0] == &y[0] {
+		return true
+	}
+	return x != nil && y != nil && slices.Equal(x, y)
 }
 
 // LateFailures is how many proxies could not be made when first asked for,
