@@ -365,12 +365,31 @@ func (b *Builder) index(set *schema.Set, diff schema.SetDiff, prev *Translation)
 				return idx, nil
 			}
 		}
+		if keys, ok := onlyDataplanes(diff); ok {
+			if idx, err := before.WithDataplanes(set, keys); err == nil {
+				return idx, nil
+			}
+		}
 	}
 	idx, err := NewIndexFrom(set, before)
 	if err != nil {
 		return nil, fmt.Errorf("translate: %w", err)
 	}
 	return idx, nil
+}
+
+// onlyDataplanes lists the keys of d when they are all dataplanes'.
+func onlyDataplanes(d schema.SetDiff) ([]schema.Key, bool) {
+	var keys []schema.Key
+	for _, list := range [][]schema.Key{d.Added, d.Changed, d.Removed} {
+		for _, k := range list {
+			if k.Type != schema.TypeDataplane {
+				return nil, false
+			}
+			keys = append(keys, k)
+		}
+	}
+	return keys, true
 }
 
 func onlyPermissions(d schema.SetDiff) bool {

@@ -3,7 +3,9 @@ package xds
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -337,5 +339,138 @@ func TestBuildPatchesMovedEndpoints(t *testing.T) {
 	}
 	if _, stats, _, err := b.Build(context.Background(), http, schema.DiffSets(set, http), prev); err != nil || stats.Patched != 0 || stats.Translated != consumers+1 {
 		t.Errorf("a protocol change: stats %+v (%v), want db-1 and its %d consumers translated", stats, err, consumers)
+	}
+}
+
+// TestBuildFollowsDataplaneEdits: a chain of Builds, each from the one
+// before, over random edits of dataplanes alone (instances moving, changing
+// service or protocol, gaining and losing outbounds, appearing and going;
+// the Index is then updated, not made anew, and proxies are patched where
+// only endpoints changed) gives what a Build from scratch gives at every
+// step: the same hash of every proxy, and Affected counts the dataplanes
+// whose hashes changed.
+func TestBuildFollowsDataplaneEdits(t *testing.T) {
+	dir := filepath.Join("testdata", "mtls-permissions", policiesDir)
+	files := fstest.MapFS{}
+	for _, name := range []string{"mesh.yaml", "permissions.yaml"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = &fstest.MapFile{Data: b}
+	}
+	services := []string{"frontend", "reviews", "db", "ratings"}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	dataplane := func(i int) string {
+		svc := services[rnd.IntN(len(services))]
+		proto := []string{"http", "tcp"}[rnd.IntN(2)]
+		out := ""
+		for j, s := range services {
+			if s != svc && rnd.IntN(2) == 0 {
+				out += fmt.Sprintf("    - port: %d\n      service: %s\n", 20001+j, s)
+			}
+		}
+		if out != "" {
+			out = "  outbound:\n" + out
+		}
+		return fmt.Sprintf("type: Dataplane\nmesh: prod\nname: dp-%d\nnetworking:\n  address: 10.2.%d.%d\n  inbound:\n"+
+			"    - port: 10001\n      servicePort: 8080\n      tags:\n        service: %s\n        protocol: %s\n%s",
+			i, rnd.IntN(3), rnd.IntN(200), svc, proto, out)
+	}
+	for i := range 12 {
+		files[fmt.Sprintf("dp-%d.yaml", i)] = &fstest.MapFile{Data: []byte(dataplane(i))}
+	}
+	// next loads files, keeping prev's values for what is the same (as the
+	// daemon's file cache does).
+	next := func(prev *schema.Set) *schema.Set {
+		loaded := schematest.Load(t, files)
+		if prev == nil {
+			return loaded
+		}
+		out := *loaded
+		out.Meshes, out.TrafficPermissions = prev.Meshes, prev.TrafficPermissions
+		changed := map[string]bool{}
+		d := schema.DiffSets(prev, loaded)
+		for _, k := range append(d.Added, d.Changed...) {
+			changed[k.Name] = true
+		}
+		out.Dataplanes = slices.Clone(loaded.Dataplanes)
+		for i, dp := range out.Dataplanes {
+			if old := prev.Dataplane(dp.Mesh, dp.Name); old != nil && !changed[dp.Name] {
+				out.Dataplanes[i] = old
+			}
+		}
+		return &out
+	}
+	b := NewBuilder(BuilderOptions{Keep: func(dp *schema.Dataplane) []Flavor {
+		if strings.HasSuffix(dp.Name, "1") {
+			return []Flavor{FlavorEnvoy}
+		}
+		return nil
+	}})
+	set := next(nil)
+	tr, _, _, err := b.Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, updated := 0, 0
+	for step := range 60 {
+		i := rnd.IntN(14)
+		name := fmt.Sprintf("dp-%d.yaml", i)
+		switch f := files[name]; {
+		case f == nil:
+			files[name] = &fstest.MapFile{Data: []byte(dataplane(i))}
+		case rnd.IntN(5) == 0:
+			delete(files, name)
+		case rnd.IntN(2) == 0: // move it
+			text := string(f.Data)
+			at := strings.Index(text, "address: ")
+			end := at + strings.IndexByte(text[at:], '\n')
+			files[name] = &fstest.MapFile{Data: []byte(text[:at] + fmt.Sprintf("address: 10.3.0.%d", step) + text[end:])}
+		default:
+			files[name] = &fstest.MapFile{Data: []byte(dataplane(i))}
+		}
+		prevSet, prevTr := set, tr
+		set = next(prevSet)
+		var stats BuildStats
+		var failures []Failure
+		tr, stats, failures, err = b.Build(context.Background(), set, schema.DiffSets(prevSet, set), prevTr)
+		if err != nil || len(failures) > 0 {
+			t.Fatalf("step %d: %v %v", step, failures, err)
+		}
+		patched += stats.Patched
+		if tr.index.updated {
+			updated++
+		}
+		fresh, _, _, err := NewBuilder(BuilderOptions{}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		for _, n := range fresh.Nodes() {
+			got := tr.Node(n.ID().String())
+			if got == nil || !slices.Equal(got.hashes, n.hashes) {
+				t.Fatalf("step %d: %s hashes %v, want %v", step, n.ID(), got.hashes, n.hashes)
+			}
+			for _, f := range Flavors {
+				if p := got.Proxy(f); p != nil && p.Hash != n.Proxy(f).Hash {
+					t.Fatalf("step %d: %s %s: hash %.12s, want %.12s", step, n.ID(), f, p.Hash, n.Proxy(f).Hash)
+				}
+			}
+			if old := prevTr.Node(n.ID().String()); old == nil || !slices.Equal(old.hashes, n.hashes) {
+				want++
+			}
+		}
+		for _, old := range prevTr.Nodes() {
+			if fresh.Node(old.ID().String()) == nil {
+				want++
+			}
+		}
+		if got := tr.Affected(prevTr); got != want {
+			t.Fatalf("step %d: Affected %d, want %d", step, got, want)
+		}
+	}
+	if patched == 0 || updated == 0 {
+		t.Errorf("%d proxies patched, %d Index updates: the test does not cover both", patched, updated)
 	}
 }

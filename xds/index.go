@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -45,6 +46,8 @@ type Index struct {
 	// from the Index this one was made from: they keep every shared value
 	// but their ClusterLoadAssignment, made anew (see Builder.patched).
 	moved map[string]map[string]bool
+	// updated is set on an Index WithDataplanes made (for tests).
+	updated bool
 }
 
 // localPort is what the inbounds of one service port share.
@@ -74,8 +77,8 @@ type meshIndex struct {
 	// rbac memoises, by the positions of the rules an inbound matches, the
 	// RBAC rules and HTTP filter of every inbound matching the same rules;
 	// rbacShared registers the filters' typed configs as shared.
-	rbac       sync.Map // string -> *rbacFilters
-	rbacShared sync.Map // the rules, filters and typed configs of rbac -> true
+	rbac       *sync.Map // string -> *rbacFilters
+	rbacShared *sync.Map // the rules, filters and typed configs of rbac -> true
 	// locals is the Index's.
 	locals map[uint32]*localPort
 }
@@ -193,36 +196,13 @@ func NewIndexFrom(set *schema.Set, prev *Index) (*Index, error) {
 		}
 		for _, s := range mi.services {
 			s.settle()
-			reused := false
+			var old *service
 			if before != nil {
-				if old := before.services[s.name]; old != nil && old.http == s.http &&
-					(len(old.consumers) > 0) == (len(s.consumers) > 0) {
-					if slices.Equal(old.endpoints, s.endpoints) {
-						s.reuse(old)
-					} else {
-						var err error
-						if buf, err = s.reuseButEndpoints(old, buf); err != nil {
-							return nil, fmt.Errorf("index mesh %s service %s: %w", m.Name, s.name, err)
-						}
-						if idx.moved == nil {
-							idx.moved = map[string]map[string]bool{}
-						}
-						if idx.moved[m.Name] == nil {
-							idx.moved[m.Name] = map[string]bool{}
-						}
-						idx.moved[m.Name][s.name] = true
-					}
-					reused = true
-				}
+				old = before.services[s.name]
 			}
-			if !reused {
-				var err error
-				if buf, err = s.build(m, buf); err != nil {
-					return nil, fmt.Errorf("index mesh %s service %s: %w", m.Name, s.name, err)
-				}
-			}
-			for _, v := range s.values {
-				idx.shared[v] = true
+			var err error
+			if buf, err = idx.settleService(m, s, old, buf); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -295,6 +275,159 @@ func (idx *Index) WithPermissions(set *schema.Set) (*Index, error) {
 	return out, nil
 }
 
+// WithDataplanes is the Index of set, a Set that differs from idx's in the
+// dataplanes changed names alone (added, edited or removed; its meshes and
+// permissions are idx's very values): idx's, with the services those
+// dataplanes provide or call, before and after, indexed again, each reusing
+// what it can as NewIndexFrom does. It fails when set differs in more.
+func (idx *Index) WithDataplanes(set *schema.Set, changed []schema.Key) (*Index, error) {
+	if !slices.Equal(idx.set.Meshes, set.Meshes) || !slices.Equal(idx.set.TrafficPermissions, set.TrafficPermissions) {
+		return nil, errors.New("index: the set differs in more than its dataplanes")
+	}
+	out := &Index{set: set, meshes: make(map[string]*meshIndex, len(idx.meshes)), locals: maps.Clone(idx.locals),
+		shared: maps.Clone(idx.shared), updated: true}
+	touched := map[string]map[string]bool{} // mesh -> services to index again
+	for _, k := range changed {
+		if k.Type != schema.TypeDataplane {
+			return nil, errors.New("index: the set differs in more than its dataplanes")
+		}
+		if idx.meshes[k.Mesh] == nil {
+			return nil, fmt.Errorf("index dataplane %s.%s: mesh %q does not exist", k.Mesh, k.Name, k.Mesh)
+		}
+		if touched[k.Mesh] == nil {
+			touched[k.Mesh] = map[string]bool{}
+		}
+		for _, dp := range []*schema.Dataplane{idx.set.Dataplane(k.Mesh, k.Name), set.Dataplane(k.Mesh, k.Name)} {
+			if dp == nil {
+				continue
+			}
+			for _, in := range dp.Inbound {
+				touched[k.Mesh][in.Service()] = true
+			}
+			for _, o := range dp.Outbound {
+				touched[k.Mesh][o.Service] = true
+			}
+		}
+	}
+	var buf []byte
+	for _, m := range set.Meshes {
+		pmi := idx.meshes[m.Name]
+		mi := &meshIndex{mesh: m, dataplanes: set.DataplanesIn(m.Name), services: pmi.services, rules: pmi.rules,
+			byPermission: pmi.byPermission, byDestination: pmi.byDestination, anyDestination: pmi.anyDestination,
+			downstreamTLS: pmi.downstreamTLS, grpcDownstreamTLS: pmi.grpcDownstreamTLS,
+			rbac: pmi.rbac, rbacShared: pmi.rbacShared, locals: out.locals}
+		out.meshes[m.Name] = mi
+		names := touched[m.Name]
+		if len(names) == 0 {
+			continue
+		}
+		mi.services = maps.Clone(pmi.services)
+		// The providers and consumers of the touched services, from the
+		// dataplanes of the mesh (sorted by name, as indexDataplane wants).
+		fresh := make(map[string]*service, len(names))
+		for name := range names {
+			fresh[name] = &service{name: name}
+			delete(mi.services, name)
+		}
+		for _, dp := range mi.dataplanes {
+			if !callsOrProvides(dp, names) {
+				continue
+			}
+			for _, in := range dp.Inbound {
+				if s := fresh[in.Service()]; s != nil {
+					if n := len(s.providers); n == 0 || s.providers[n-1] != dp {
+						s.providers = append(s.providers, dp)
+					}
+					s.endpoints = append(s.endpoints, endpoint{address: in.Address, port: in.Port})
+				}
+				if out.locals[in.ServicePort] == nil {
+					lc, b, err := newLocalPort(in.ServicePort, buf)
+					if buf = b; err != nil {
+						return nil, fmt.Errorf("index dataplane %s: %w", dp.NodeID(), err)
+					}
+					out.locals[in.ServicePort] = lc
+					out.shared[lc.cluster.res] = true
+					out.shared[lc.tcpFilter] = true
+					out.shared[lc.tcpFilter.GetTypedConfig()] = true
+				}
+			}
+			for _, o := range dp.Outbound {
+				if s := fresh[o.Service]; s != nil {
+					if n := len(s.consumers); n == 0 || s.consumers[n-1] != dp {
+						s.consumers = append(s.consumers, dp)
+					}
+				}
+			}
+		}
+		for name, s := range fresh {
+			old := pmi.services[name]
+			if old != nil {
+				for _, v := range old.values {
+					delete(out.shared, v)
+				}
+			}
+			if len(s.providers) == 0 && len(s.consumers) == 0 {
+				continue // no dataplane names it any more
+			}
+			s.settle()
+			var err error
+			if buf, err = out.settleService(m, s, old, buf); err != nil {
+				return nil, err
+			}
+			mi.services[name] = s
+		}
+	}
+	return out, nil
+}
+
+// callsOrProvides reports whether dp has an inbound or an outbound of one
+// of the services names.
+func callsOrProvides(dp *schema.Dataplane, names map[string]bool) bool {
+	for _, in := range dp.Inbound {
+		if names[in.Service()] {
+			return true
+		}
+	}
+	for _, o := range dp.Outbound {
+		if names[o.Service] {
+			return true
+		}
+	}
+	return false
+}
+
+// settleService makes the shared values of s, a settled service of mesh m
+// (old, when not nil, the same service in the Index idx is made from):
+// old's when nothing they depend on changed, old's but the endpoints when
+// only those did (recorded in moved), built anew otherwise; and registers
+// them as shared.
+func (idx *Index) settleService(m *schema.Mesh, s, old *service, buf []byte) ([]byte, error) {
+	var err error
+	switch {
+	case old != nil && old.http == s.http && (len(old.consumers) > 0) == (len(s.consumers) > 0) && slices.Equal(old.endpoints, s.endpoints):
+		s.reuse(old)
+	case old != nil && old.http == s.http && (len(old.consumers) > 0) == (len(s.consumers) > 0):
+		if buf, err = s.reuseButEndpoints(old, buf); err != nil {
+			return buf, fmt.Errorf("index mesh %s service %s: %w", m.Name, s.name, err)
+		}
+		if idx.moved == nil {
+			idx.moved = map[string]map[string]bool{}
+		}
+		if idx.moved[m.Name] == nil {
+			idx.moved[m.Name] = map[string]bool{}
+		}
+		idx.moved[m.Name][s.name] = true
+	default:
+		if buf, err = s.build(m, buf); err != nil {
+			return buf, fmt.Errorf("index mesh %s service %s: %w", m.Name, s.name, err)
+		}
+	}
+	for _, v := range s.values {
+		idx.shared[v] = true
+	}
+	return buf, nil
+}
+
 // newMeshIndex indexes the permissions of mesh m; its services are those of
 // from, or empty (for indexDataplane to fill) when from is nil.
 func newMeshIndex(set *schema.Set, m *schema.Mesh, from *meshIndex) (*meshIndex, error) {
@@ -304,6 +437,8 @@ func newMeshIndex(set *schema.Set, m *schema.Mesh, from *meshIndex) (*meshIndex,
 		services:      make(map[string]*service),
 		byPermission:  make(map[string][]int32),
 		byDestination: make(map[string][]int32),
+		rbac:          new(sync.Map),
+		rbacShared:    new(sync.Map),
 	}
 	if from != nil {
 		mi.services, mi.downstreamTLS, mi.grpcDownstreamTLS = from.services, from.downstreamTLS, from.grpcDownstreamTLS
