@@ -484,9 +484,8 @@ func (b *Builder) patched(prev *Translation, idx *Index, dp *schema.Dataplane) *
 		if sec == nil {
 			return nil
 		}
-		next := *sec
-		next[endpointIdx] = slices.Clone(sec[endpointIdx])
-		for j, e := range next[endpointIdx] {
+		next := &sections{before: sec.before, endpoints: slices.Clone(sec.endpoints)}
+		for j, e := range next.endpoints {
 			if !moved[e.name] {
 				continue
 			}
@@ -494,20 +493,26 @@ func (b *Builder) patched(prev *Translation, idx *Index, dp *schema.Dataplane) *
 			if was == nil || now == nil || was.endpoint.digest != e.digest {
 				return nil
 			}
-			next[endpointIdx][j].digest = now.endpoint.digest
+			next.endpoints[j].digest = now.endpoint.digest
 		}
-		h, perType := next.hash()
-		n.hashes[i], n.sections[i] = h, &next
+		h, endpointsHash, err := next.hash()
+		if err != nil {
+			return nil
+		}
+		n.hashes[i], n.sections[i] = h, next
 		p := built[i]
 		if p == nil || !slices.Contains(keep, f) {
 			continue // made when asked for
+		}
+		if p.TypeHashes == nil || p.digests == nil {
+			return nil
 		}
 		cp := *p
 		cp.Resources = maps.Clone(p.Resources)
 		cp.digests = maps.Clone(p.digests)
 		endpoints := slices.Clone(p.Resources[resource.EndpointType])
 		for j, r := range endpoints {
-			name := next[endpointIdx][j].name
+			name := next.endpoints[j].name
 			if !moved[name] {
 				continue
 			}
@@ -520,7 +525,8 @@ func (b *Builder) patched(prev *Translation, idx *Index, dp *schema.Dataplane) *
 			cp.digests[now.res] = now.digest
 		}
 		cp.Resources[resource.EndpointType] = endpoints
-		cp.Hash, cp.TypeHashes, cp.sections = h, perType, &next
+		cp.TypeHashes = maps.Clone(p.TypeHashes)
+		cp.Hash, cp.TypeHashes[resource.EndpointType], cp.sections = h, endpointsHash, next
 		n.proxies[i] = &cp
 	}
 	return n

@@ -2,12 +2,16 @@ package xds
 
 import (
 	"crypto/sha256"
+	"encoding"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
+	"slices"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -31,16 +35,24 @@ func digest(m proto.Message, buf []byte) ([32]byte, []byte, error) {
 // digest. Shared resources carry the digest the Index computed once.
 // It also returns each resource's digest, which lets a Checker skip
 // resources whose equal it validated before, the hash of each type alone,
-// computed the same way, and the names and digests it hashed (sections).
+// computed the same way, and what it takes to hash the proxy again with
+// other endpoints (sections).
 func (b *builder) hash(rs *resourceSet) (string, map[types.Resource][32]byte, map[string]string, *sections, error) {
 	n0 := 0
 	for i := range rs.byType {
 		n0 += len(rs.byType[i])
 	}
 	digests := make(map[types.Resource][32]byte, n0)
-	secs := new(sections)
+	h := sha256.New()
+	perType := make(map[string]string, numTypes)
+	secs := &sections{}
 	for i, typ := range resourceTypes() {
-		secs[i] = make([]entry, len(rs.byType[i]))
+		// Only the endpoints' entries are kept (see sections).
+		entries := b.entries[:0]
+		if i == endpointIdx {
+			entries = nil
+		}
+		entries = slices.Grow(entries, len(rs.byType[i]))[:len(rs.byType[i])]
 		for j, r := range rs.byType[i] {
 			d := r.digest
 			if d == nil {
@@ -52,47 +64,69 @@ func (b *builder) hash(rs *resourceSet) (string, map[types.Resource][32]byte, ma
 				d = &v
 			}
 			digests[r.res] = *d
-			secs[i][j] = entry{name: r.name, digest: *d}
+			entries[j] = entry{name: r.name, digest: *d}
+		}
+		if i == endpointIdx {
+			// The state before the endpoints, which come last.
+			state, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+			if err != nil {
+				return "", nil, nil, nil, err
+			}
+			secs.before, secs.endpoints = state, entries
+		}
+		perType[typ] = writeSection(h, typ, entries)
+		if i != endpointIdx {
+			b.entries = entries
 		}
 	}
-	h, perType := secs.hash()
-	return h, digests, perType, secs, nil
+	return hex.EncodeToString(h.Sum(nil)), digests, perType, secs, nil
 }
 
-// sections are what a proxy's hash is computed from: per type, in
-// resourceTypes order, each resource's name and digest, sorted by name.
-type sections [numTypes][]entry
+// writeSection writes one type's part of a proxy's hash to h, and returns
+// the hash of that part alone (the type's hash).
+func writeSection(h hash.Hash, typ string, entries []entry) string {
+	th := sha256.New()
+	w := io.MultiWriter(h, th)
+	var n [8]byte
+	writeString := func(s string) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		w.Write(n[:])
+		w.Write([]byte(s))
+	}
+	writeString(typ)
+	binary.BigEndian.PutUint64(n[:], uint64(len(entries)))
+	w.Write(n[:])
+	for _, e := range entries {
+		writeString(e.name)
+		w.Write(e.digest[:])
+	}
+	return hex.EncodeToString(th.Sum(nil))
+}
 
-// entry is one resource of sections.
+// sections are what it takes to hash a proxy again with other endpoints:
+// the hash's state after every type but the endpoints (they come last in
+// resourceTypes order), and the endpoints' names and digests, sorted by
+// name.
+type sections struct {
+	before    []byte
+	endpoints []entry
+}
+
+// entry is one resource of a proxy's hash.
 type entry struct {
 	name   string
 	digest [32]byte
 }
 
-// hash is Proxy.Hash and Proxy.TypeHashes of the resources s describes.
-func (s *sections) hash() (string, map[string]string) {
+// hash is Proxy.Hash of the proxy s describes, and the hash of its
+// endpoints alone (its TypeHashes entry).
+func (s *sections) hash() (string, string, error) {
 	h := sha256.New()
-	perType := make(map[string]string, numTypes)
-	var n [8]byte
-	th := sha256.New()
-	for i, typ := range resourceTypes() {
-		th.Reset()
-		w := io.MultiWriter(h, th)
-		writeString := func(s string) {
-			binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-			w.Write(n[:])
-			w.Write([]byte(s))
-		}
-		writeString(typ)
-		binary.BigEndian.PutUint64(n[:], uint64(len(s[i])))
-		w.Write(n[:])
-		for _, e := range s[i] {
-			writeString(e.name)
-			w.Write(e.digest[:])
-		}
-		perType[typ] = hex.EncodeToString(th.Sum(nil))
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.before); err != nil {
+		return "", "", err
 	}
-	return hex.EncodeToString(h.Sum(nil)), perType
+	eh := writeSection(h, resource.EndpointType, s.endpoints)
+	return hex.EncodeToString(h.Sum(nil)), eh, nil
 }
 
 // toAny packs m into an Any with a deterministic encoding. It fails only

@@ -79,7 +79,8 @@ func TranslateProxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy, err
 // builder holds scratch space reused across the proxies of one Translate
 // call; it never outlives the call and is not shared between goroutines.
 type builder struct {
-	buf []byte // marshalling buffer for hashes
+	buf     []byte  // marshalling buffer for hashes
+	entries []entry // scratch for the types hashed and not kept
 }
 
 func (b *builder) proxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy, error) {
