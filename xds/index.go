@@ -173,17 +173,10 @@ func NewIndexFrom(set *schema.Set, prev *Index) (*Index, error) {
 			if idx.locals[in.ServicePort] != nil {
 				continue
 			}
-			lc := prev.local(in.ServicePort)
-			if lc == nil {
-				var err error
-				if lc, buf, err = newLocalPort(in.ServicePort, buf); err != nil {
-					return nil, fmt.Errorf("index dataplane %s: %w", dp.NodeID(), err)
-				}
+			var err error
+			if buf, err = idx.addLocal(in.ServicePort, prev.local(in.ServicePort), buf); err != nil {
+				return nil, fmt.Errorf("index dataplane %s: %w", dp.NodeID(), err)
 			}
-			idx.locals[in.ServicePort] = lc
-			idx.shared[lc.cluster.res] = true
-			idx.shared[lc.tcpFilter] = true
-			idx.shared[lc.tcpFilter.GetTypedConfig()] = true
 		}
 	}
 	for _, m := range set.Meshes {
@@ -207,6 +200,22 @@ func NewIndexFrom(set *schema.Set, prev *Index) (*Index, error) {
 		}
 	}
 	return idx, nil
+}
+
+// addLocal makes lc (made anew when nil) the local cluster of port, and
+// registers its values as shared.
+func (idx *Index) addLocal(port uint32, lc *localPort, buf []byte) ([]byte, error) {
+	if lc == nil {
+		var err error
+		if lc, buf, err = newLocalPort(port, buf); err != nil {
+			return buf, err
+		}
+	}
+	idx.locals[port] = lc
+	idx.shared[lc.cluster.res] = true
+	idx.shared[lc.tcpFilter] = true
+	idx.shared[lc.tcpFilter.GetTypedConfig()] = true
+	return buf, nil
 }
 
 // local is prev's local cluster of port; nil when prev is nil or has none.
@@ -341,14 +350,10 @@ func (idx *Index) WithDataplanes(set *schema.Set, changed []schema.Key) (*Index,
 					s.endpoints = append(s.endpoints, endpoint{address: in.Address, port: in.Port})
 				}
 				if out.locals[in.ServicePort] == nil {
-					lc, b, err := newLocalPort(in.ServicePort, buf)
-					if buf = b; err != nil {
+					var err error
+					if buf, err = out.addLocal(in.ServicePort, nil, buf); err != nil {
 						return nil, fmt.Errorf("index dataplane %s: %w", dp.NodeID(), err)
 					}
-					out.locals[in.ServicePort] = lc
-					out.shared[lc.cluster.res] = true
-					out.shared[lc.tcpFilter] = true
-					out.shared[lc.tcpFilter.GetTypedConfig()] = true
 				}
 			}
 			for _, o := range dp.Outbound {
