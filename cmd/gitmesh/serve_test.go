@@ -53,14 +53,18 @@ type served struct {
 	logs *logtest.Buffer
 }
 
-// startServe runs the daemon with o (listening on free ports of 127.0.0.1)
+// startServe runs the daemon with o (listening on free ports of 127.0.0.1,
+// or on o.xdsAddress for xDS when set)
 // until the test ends or stop is called.
 func startServe(t *testing.T, o serveOptions) *served {
 	t.Helper()
 	if o.branch == "" {
 		o.branch = "main"
 	}
-	o.xdsAddress, o.apiAddress = "127.0.0.1:0", "127.0.0.1:0"
+	if o.xdsAddress == "" {
+		o.xdsAddress = "127.0.0.1:0"
+	}
+	o.apiAddress = "127.0.0.1:0"
 	o.logFormat, o.logLevel = "json", "debug"
 	if o.interval == 0 {
 		o.interval = time.Hour // only webhooks and watches trigger
