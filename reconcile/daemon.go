@@ -186,8 +186,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() { d.drainFeedback(ctx) })
 
-	d.restore(ctx)
-	wg.Go(func() { d.checkRestored(ctx) })
+	if c, res := d.restore(ctx); c != nil {
+		wg.Go(func() { d.checkRestored(ctx, c, res) })
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	renew := time.NewTicker(d.cfg.RenewInterval)

@@ -18,8 +18,9 @@ import (
 // again: with Verify set, only verified commits are published or pinned, and
 // the state file is the daemon's own. (A commit published before Verify was
 // set is served until a verified one replaces it; the head's verdict shows
-// it unverified.)
-func (d *Daemon) restore(ctx context.Context) {
+// it unverified.) It returns the commit served and its lazy Result, for
+// checkRestored; nil when it serves nothing.
+func (d *Daemon) restore(ctx context.Context) (*source.Commit, *pipeline.Result) {
 	d.op.Lock()
 	defer d.op.Unlock()
 	d.mu.Lock()
@@ -32,7 +33,7 @@ func (d *Daemon) restore(ctx context.Context) {
 	case st.Published != nil:
 		want = st.Published
 	default:
-		return
+		return nil, nil
 	}
 	log := d.cfg.Logger.With("commit", want.Short())
 	fail := func(msg string, err error) {
@@ -44,26 +45,25 @@ func (d *Daemon) restore(ctx context.Context) {
 	c, err := d.cfg.Source.ReadCommit(string(want.Hash), d.cfg.Path)
 	if err != nil {
 		fail("cannot restore the published commit from local objects", err)
-		return
+		return nil, nil
 	}
 	// The commit passed every check when it was published: it is served
 	// again at once, each proxy translated and checked as its node
 	// connects, and checked whole afterwards (checkRestored).
 	res, err := d.cfg.Pipeline.Restore(d.trees(c))
-	if err == nil && !res.Valid() {
-		errs, _ := res.Count()
-		err = fmt.Errorf("%d errors; first: %s", errs, errorsFirst(res.Findings)[0].Error())
+	if err == nil {
+		err = invalidity(res)
 	}
 	if err != nil {
 		fail("the published commit no longer loads", err)
-		return
+		return nil, nil
 	}
 	info := commitInfo(c)
 	info.Signer = want.Signer
 	applied, err := d.cfg.Target.Apply(ctx, string(c.Hash), res.Translation)
 	if err != nil {
 		fail("cannot serve the published commit", err)
-		return
+		return nil, nil
 	}
 	d.mu.Lock()
 	d.served, d.servedInfo = res, info
@@ -73,36 +73,41 @@ func (d *Daemon) restore(ctx context.Context) {
 	log.Info("serving the published commit from local objects", "dataplanes", len(res.Translation.Nodes()),
 		"proxies_served", len(applied.Changed)+len(applied.Unchanged),
 		"load_ms", ms(res.Load), "translate_ms", ms(res.Translate), "publish_ms", ms(applied.Publish))
+	return c, res
 }
 
-// checkRestored translates and checks whole the commit restore served
-// lazily, while it is still what is served: the Result then stands for it
-// (the next commit's translation reuses it, as after a publish). A commit
-// that no longer passes (a newer gitmesh judging it otherwise) stays
+// invalidity is the error of a Result with errors: their count and the
+// first; nil for a valid one.
+func invalidity(res *pipeline.Result) error {
+	if res.Valid() {
+		return nil
+	}
+	errs, _ := res.Count()
+	return fmt.Errorf("%d errors; first: %s", errs, errorsFirst(res.Findings)[0].Error())
+}
+
+// checkRestored translates and checks whole c, the commit restore served
+// lazily as res, while it is still what is served: the Result then stands
+// for it (the next commit's translation reuses it, as after a publish). A
+// commit that no longer passes (a newer gitmesh judging it otherwise) stays
 // served, proxy by proxy as they pass, and the error is reported; the next
 // commit is judged as always.
-func (d *Daemon) checkRestored(ctx context.Context) {
+func (d *Daemon) checkRestored(ctx context.Context, c *source.Commit, res *pipeline.Result) {
 	d.op.Lock()
 	defer d.op.Unlock()
 	d.mu.Lock()
-	res, info := d.served, d.servedInfo
+	served, info := d.served, d.servedInfo
 	d.mu.Unlock()
-	if res == nil || !res.Lazy {
-		return
+	if served != res {
+		return // a later publish or rollback replaced it
 	}
 	log := d.cfg.Logger.With("commit", info.Short())
-	c, err := d.cfg.Source.ReadCommit(string(info.Hash), d.cfg.Path)
-	if err != nil {
-		log.Error("cannot check the restored commit", "error", err)
-		return
-	}
 	full, err := d.cfg.Pipeline.Run(ctx, d.trees(c), nil)
 	if ctx.Err() != nil {
 		return
 	}
-	if err == nil && !full.Valid() {
-		errs, _ := full.Count()
-		err = fmt.Errorf("%d errors; first: %s", errs, errorsFirst(full.Findings)[0].Error())
+	if err == nil {
+		err = invalidity(full)
 	}
 	if err != nil {
 		d.mu.Lock()

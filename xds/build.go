@@ -137,14 +137,9 @@ func (t *Translation) Affected(prev *Translation) int {
 	return n
 }
 
-// sameHashes reports whether two nodes' hashes are equal; a node reused
-// from another holds the very same slice.
-func sameHashes(x, y []string) bool {
-	if len(x) > 0 && len(y) > 0 && &x[0] == &y[0] {
-		return true
-	}
-	return x != nil && y != nil && slices.Equal(x, y)
-}
+// sameHashes reports whether two nodes' hashes are known and equal (a
+// Lazy Translation's nodes have none).
+func sameHashes(x, y []string) bool { return x != nil && y != nil && slices.Equal(x, y) }
 
 // LateFailures is how many proxies could not be made when first asked for,
 // though their node passed its check when the Translation was built: zero
@@ -327,20 +322,11 @@ func (b *Builder) Lazy(set *schema.Set) (*Translation, error) {
 func (b *Builder) translation(set *schema.Set, idx *Index, nodes []*Node) *Translation {
 	t := &Translation{set: set, index: idx, nodes: nodes, byID: make(map[string]*Node, len(nodes)), flavors: b.flavors}
 	if !b.opts.CheckOnly {
-		translate := b.translate
 		t.build = func(dp *schema.Dataplane, f Flavor) (*Proxy, error) {
-			p, err := translate(idx, dp, Options{Flavor: f})
-			if err != nil {
-				return nil, err
-			}
 			k := checkers.Get().(*Checker)
 			defer checkers.Put(k)
 			defer k.Release()
-			if err := k.checkIn(idx, p); err != nil {
-				return nil, err
-			}
-			p.checked, p.typed = true, nil
-			return p, nil
+			return b.make(k, idx, dp, Options{Flavor: f})
 		}
 	}
 	for _, n := range nodes {
@@ -348,6 +334,20 @@ func (b *Builder) translation(set *schema.Set, idx *Index, nodes []*Node) *Trans
 		t.byID[n.Dataplane.NodeID().String()] = n
 	}
 	return t
+}
+
+// make translates dp for opts and checks the proxy with k: a proxy of a
+// Translation.
+func (b *Builder) make(k *Checker, idx *Index, dp *schema.Dataplane, opts Options) (*Proxy, error) {
+	p, err := b.translate(idx, dp, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.checkIn(idx, p); err != nil {
+		return nil, err
+	}
+	p.checked, p.typed = true, nil
+	return p, nil
 }
 
 // checkers are the Checkers of proxies made when first asked for.
@@ -365,10 +365,8 @@ func (b *Builder) index(set *schema.Set, diff schema.SetDiff, prev *Translation)
 				return idx, nil
 			}
 		}
-		if keys, ok := onlyDataplanes(diff); ok {
-			if idx, err := before.WithDataplanes(set, keys); err == nil {
-				return idx, nil
-			}
+		if idx, err := before.WithDataplanes(set, diff); err == nil {
+			return idx, nil
 		}
 	}
 	idx, err := NewIndexFrom(set, before)
@@ -376,20 +374,6 @@ func (b *Builder) index(set *schema.Set, diff schema.SetDiff, prev *Translation)
 		return nil, fmt.Errorf("translate: %w", err)
 	}
 	return idx, nil
-}
-
-// onlyDataplanes lists the keys of d when they are all dataplanes'.
-func onlyDataplanes(d schema.SetDiff) ([]schema.Key, bool) {
-	var keys []schema.Key
-	for _, list := range [][]schema.Key{d.Added, d.Changed, d.Removed} {
-		for _, k := range list {
-			if k.Type != schema.TypeDataplane {
-				return nil, false
-			}
-			keys = append(keys, k)
-		}
-	}
-	return keys, true
 }
 
 func onlyPermissions(d schema.SetDiff) bool {
@@ -434,10 +418,10 @@ func (b *Builder) patchable(prev *Translation, idx *Index, diff schema.SetDiff, 
 	if prev == nil || len(idx.moved) == 0 || b.opts.CheckOnly {
 		return nil
 	}
+	k := NewChecker()
 	for mesh, services := range idx.moved {
 		for name := range services {
-			cla, ok := idx.meshes[mesh].services[name].endpoint.res.(interface{ ValidateAll() error })
-			if !ok || cla.ValidateAll() != nil {
+			if k.validateDeep(&Proxy{Mesh: mesh}, idx.meshes[mesh].services[name].endpoint.res) != nil {
 				return nil
 			}
 		}
@@ -587,15 +571,11 @@ func (b *Builder) translateAll(ctx context.Context, idx *Index, set *schema.Set,
 					kept := slices.Contains(keep, f)
 					// Hashed unless for a verdict alone: a proxy not
 					// kept still tells whether the dataplane changed.
-					p, err := b.translate(idx, dp, Options{Flavor: f, unhashed: b.opts.CheckOnly})
-					if err == nil {
-						err = k.checkIn(idx, p)
-					}
+					p, err := b.make(k, idx, dp, Options{Flavor: f, unhashed: b.opts.CheckOnly})
 					if err != nil {
 						failed[w] = append(failed[w], Failure{Dataplane: dp, Flavor: f, Err: err})
 						continue
 					}
-					p.checked, p.typed = true, nil
 					n.hashes[i], n.sections[i] = p.Hash, p.sections
 					if kept {
 						n.proxies[i] = p

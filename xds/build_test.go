@@ -439,7 +439,9 @@ func TestBuildFollowsDataplaneEdits(t *testing.T) {
 			t.Fatalf("step %d: %v %v", step, failures, err)
 		}
 		patched += stats.Patched
-		if tr.index.updated {
+		// An Index WithDataplanes made keeps the RBAC memo of the one
+		// before; NewIndexFrom starts a new one.
+		if tr.index.meshes["prod"].rbac == prevTr.index.meshes["prod"].rbac {
 			updated++
 		}
 		fresh, _, _, err := NewBuilder(BuilderOptions{}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)

@@ -46,8 +46,6 @@ type Index struct {
 	// from the Index this one was made from: they keep every shared value
 	// but their ClusterLoadAssignment, made anew (see Builder.patched).
 	moved map[string]map[string]bool
-	// updated is set on an Index WithDataplanes made (for tests).
-	updated bool
 }
 
 // localPort is what the inbounds of one service port share.
@@ -285,18 +283,18 @@ func (idx *Index) WithPermissions(set *schema.Set) (*Index, error) {
 }
 
 // WithDataplanes is the Index of set, a Set that differs from idx's in the
-// dataplanes changed names alone (added, edited or removed; its meshes and
+// dataplanes diff names alone (added, edited or removed; its meshes and
 // permissions are idx's very values): idx's, with the services those
 // dataplanes provide or call, before and after, indexed again, each reusing
 // what it can as NewIndexFrom does. It fails when set differs in more.
-func (idx *Index) WithDataplanes(set *schema.Set, changed []schema.Key) (*Index, error) {
+func (idx *Index) WithDataplanes(set *schema.Set, diff schema.SetDiff) (*Index, error) {
 	if !slices.Equal(idx.set.Meshes, set.Meshes) || !slices.Equal(idx.set.TrafficPermissions, set.TrafficPermissions) {
 		return nil, errors.New("index: the set differs in more than its dataplanes")
 	}
 	out := &Index{set: set, meshes: make(map[string]*meshIndex, len(idx.meshes)), locals: maps.Clone(idx.locals),
-		shared: maps.Clone(idx.shared), updated: true}
+		shared: maps.Clone(idx.shared)}
 	touched := map[string]map[string]bool{} // mesh -> services to index again
-	for _, k := range changed {
+	for _, k := range slices.Concat(diff.Added, diff.Changed, diff.Removed) {
 		if k.Type != schema.TypeDataplane {
 			return nil, errors.New("index: the set differs in more than its dataplanes")
 		}
@@ -408,10 +406,12 @@ func callsOrProvides(dp *schema.Dataplane, names map[string]bool) bool {
 // them as shared.
 func (idx *Index) settleService(m *schema.Mesh, s, old *service, buf []byte) ([]byte, error) {
 	var err error
+	// The same shape: what every shared value but the endpoints depends on.
+	sameShape := old != nil && old.http == s.http && (len(old.consumers) > 0) == (len(s.consumers) > 0)
 	switch {
-	case old != nil && old.http == s.http && (len(old.consumers) > 0) == (len(s.consumers) > 0) && slices.Equal(old.endpoints, s.endpoints):
+	case sameShape && slices.Equal(old.endpoints, s.endpoints):
 		s.reuse(old)
-	case old != nil && old.http == s.http && (len(old.consumers) > 0) == (len(s.consumers) > 0):
+	case sameShape:
 		if buf, err = s.reuseButEndpoints(old, buf); err != nil {
 			return buf, fmt.Errorf("index mesh %s service %s: %w", m.Name, s.name, err)
 		}

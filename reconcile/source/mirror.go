@@ -463,7 +463,7 @@ func (m *Mirror) remoteHead(ctx context.Context, auth transport.AuthMethod) (str
 		l.err = ctx.Err()
 	}
 	if errors.Is(l.err, transport.ErrEmptyRemoteRepository) {
-		return "", m.errorf("%w: %q at %s (the repository is empty)", ErrBranchNotFound, m.branch, m.redacted)
+		return "", m.branchNotFound(true)
 	}
 	if l.err != nil {
 		return "", m.networkError(ctx, "list refs of", l.err)
@@ -474,7 +474,7 @@ func (m *Mirror) remoteHead(ctx context.Context, auth transport.AuthMethod) (str
 			return ref.Hash().String(), nil
 		}
 	}
-	return "", m.errorf("%w: %q at %s", ErrBranchNotFound, m.branch, m.redacted)
+	return "", m.branchNotFound(false)
 }
 
 // localHead reads the branch of a local remote from its refs, as a listing
@@ -496,14 +496,20 @@ func (m *Mirror) localHead() (head string, ok bool, err error) {
 	ref, err := repo.Reference(plumbing.NewBranchReferenceName(m.branch), true)
 	switch {
 	case errors.Is(err, plumbing.ErrReferenceNotFound):
-		if empty(repo) {
-			return "", true, m.errorf("%w: %q at %s (the repository is empty)", ErrBranchNotFound, m.branch, m.redacted)
-		}
-		return "", true, m.errorf("%w: %q at %s", ErrBranchNotFound, m.branch, m.redacted)
+		return "", true, m.branchNotFound(empty(repo))
 	case err != nil:
 		return "", false, nil
 	}
 	return ref.Hash().String(), true, nil
+}
+
+// branchNotFound is the ErrBranchNotFound of a remote without the branch,
+// or without any (empty).
+func (m *Mirror) branchNotFound(empty bool) error {
+	if empty {
+		return m.errorf("%w: %q at %s (the repository is empty)", ErrBranchNotFound, m.branch, m.redacted)
+	}
+	return m.errorf("%w: %q at %s", ErrBranchNotFound, m.branch, m.redacted)
 }
 
 // empty reports whether repo has no reference a listing would show.

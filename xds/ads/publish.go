@@ -91,45 +91,15 @@ type published struct {
 // serialised; concurrent streams see either the old or the new snapshot of
 // each proxy.
 func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Proxy, secrets SecretsFunc) (PublishResult, error) {
-	res := PublishResult{Commit: commit}
-	if commit == "" {
-		return res, errors.New("publish: empty commit")
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	changes, unchanged, err := s.prepareAll(ctx, commit, proxies, secrets)
+	res, err := s.publishSome(ctx, commit, proxies, secrets)
 	if err != nil {
 		return res, err
 	}
-	res.Unchanged = unchanged
 	present := make(map[string]bool, len(proxies))
 	for _, p := range proxies {
 		present[p.NodeID] = true
-	}
-
-	// Setting the snapshots is the last step that can fail: the cache
-	// stores a snapshot, then answers the watches on it, which can fail (the
-	// cache only sends on buffered watch channels, so a background context
-	// never blocks, but building a delta answer can fail). Each node set
-	// before a failure, the failing one included, is put back on what it
-	// had, and the call changes nothing.
-	if err := s.setChanged(commit, changes); err != nil {
-		return res, err
-	}
-	// Commit point: from here on nothing fails.
-	for _, c := range changes {
-		s.published[c.node] = c.pub
-		res.Changed = append(res.Changed, c.node)
-	}
-	for node := range s.undeclared {
-		if present[node] {
-			delete(s.undeclared, node)
-		}
-	}
-	for _, c := range changes {
-		if c.moved {
-			s.clearUnused(c.node)
-		}
 	}
 	for _, node := range slices.Sorted(maps.Keys(s.published)) {
 		if present[node] {
@@ -142,8 +112,6 @@ func (s *Server) Publish(ctx context.Context, commit string, proxies []*xds.Prox
 		}
 		res.Removed = append(res.Removed, node)
 	}
-	slices.Sort(res.Changed)
-	slices.Sort(res.Unchanged)
 	return res, nil
 }
 
@@ -197,16 +165,27 @@ func (s *Server) publishSome(ctx context.Context, commit string, proxies []*xds.
 	if err != nil {
 		return res, err
 	}
+	// Setting the snapshots is the last step that can fail: the cache
+	// stores a snapshot, then answers the watches on it, which can fail (the
+	// cache only sends on buffered watch channels, so a background context
+	// never blocks, but building a delta answer can fail). Each node set
+	// before a failure, the failing one included, is put back on what it
+	// had, and the call changes nothing.
 	if err := s.setChanged(commit, changes); err != nil {
 		return res, err
 	}
+	// Commit point: from here on nothing fails.
 	for _, c := range changes {
 		s.published[c.node] = c.pub
-		delete(s.undeclared, c.node)
 		res.Changed = append(res.Changed, c.node)
 	}
+	for _, p := range proxies {
+		delete(s.undeclared, p.NodeID)
+	}
 	for _, c := range changes {
-		s.clearUnused(c.node)
+		if c.moved {
+			s.clearUnused(c.node)
+		}
 	}
 	res.Unchanged = unchanged
 	slices.Sort(res.Changed)
@@ -478,13 +457,14 @@ func (s *Server) forgetIfGone(node string) {
 // named its node. It runs after the tracker unlocks (the lock order is
 // s.mu, then the tracker's).
 func (s *Server) streamAttached(node string, f xds.Flavor, peer string) {
+	fn := s.provision.Load()
 	s.mu.Lock()
 	unpublished := s.published[node] == nil
-	if unpublished && s.provision.Load() == nil {
+	if unpublished && fn == nil {
 		s.noteUndeclared(node, f, peer)
 	}
 	s.mu.Unlock()
-	if fn := s.provision.Load(); unpublished && fn != nil {
+	if unpublished && fn != nil {
 		(*fn)(node, f, peer)
 	}
 }

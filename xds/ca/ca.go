@@ -83,8 +83,9 @@ type CA struct {
 	Cert    *x509.Certificate
 	CertPEM []byte
 
-	signer crypto.Signer
-	source string // where it came from, for error messages and cache keys
+	signer      crypto.Signer
+	source      string // where it came from, for error messages and cache keys
+	fingerprint string // names it in the issued certificates file
 }
 
 func (a *Authority) now() time.Time {
@@ -170,9 +171,14 @@ func newCA(mesh string, kind schema.CAKind, cert *x509.Certificate, certPEM []by
 	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, errors.New("CA certificate may not sign certificates (key usage lacks certSign)")
 	}
-	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !pub.Equal(cert.PublicKey) {
+	if !keyMatches(signer, cert) {
 		return nil, errors.New("private key does not match the CA certificate")
 	}
-	return &CA{Mesh: mesh, Kind: kind, Cert: cert, CertPEM: bytes.Clone(certPEM), signer: signer}, nil
+	return &CA{Mesh: mesh, Kind: kind, Cert: cert, CertPEM: bytes.Clone(certPEM), signer: signer, fingerprint: fingerprint(cert)}, nil
+}
+
+// keyMatches reports whether key is the private key of cert.
+func keyMatches(key crypto.Signer, cert *x509.Certificate) bool {
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(cert.PublicKey)
 }

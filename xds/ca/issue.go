@@ -85,7 +85,7 @@ func (a *Authority) Issue(nodeID, mesh string, spec schema.CA, identities []stri
 			// The first call for the node since the start: the one kept
 			// in the state directory, when it still fits.
 			if k := a.kept(mesh, nodeID, ca); k.fits(identities, ca, now) {
-				a.store1(k, nil)
+				a.store1(k, false)
 				return k, nil
 			}
 		}
@@ -101,7 +101,7 @@ func (a *Authority) Issue(nodeID, mesh string, spec schema.CA, identities []stri
 		if err != nil {
 			return nil, err
 		}
-		a.store1(c, ca)
+		a.store1(c, true)
 		return c, nil
 	})
 	if err != nil {
@@ -110,17 +110,17 @@ func (a *Authority) Issue(nodeID, mesh string, spec schema.CA, identities []stri
 	return v.(*Certificate), nil
 }
 
-// store1 makes c the node's certificate; a new one (ca set) is also kept
-// in the state directory at the next Flush.
-func (a *Authority) store1(c *Certificate, ca *CA) {
+// store1 makes c the node's certificate; a new one is also kept in the
+// state directory at the next Flush.
+func (a *Authority) store1(c *Certificate, isNew bool) {
 	a.mu.Lock()
 	if a.issued == nil {
 		a.issued = map[string]*Certificate{}
 	}
 	a.issued[c.NodeID] = c
 	a.mu.Unlock()
-	if ca != nil {
-		a.keep(c, ca)
+	if isNew {
+		a.keep(c)
 	}
 }
 
@@ -192,7 +192,7 @@ func newCertificate(mesh, nodeID string, identities []string, cert *x509.Certifi
 		Version:       hex.EncodeToString(h.Sum(nil))[:16],
 		mesh:          mesh,
 		keyDER:        keyDER,
-		caFingerprint: fingerprint(ca.Cert),
+		caFingerprint: ca.fingerprint,
 	}
 }
 

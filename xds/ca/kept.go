@@ -166,7 +166,7 @@ func (a *Authority) kept(mesh, node string, ca *CA) *Certificate {
 		delete(s.raw, node)
 	}
 	a.keptMu.Unlock()
-	if !ok || r.ca != fingerprint(ca.Cert) {
+	if !ok || r.ca != ca.fingerprint {
 		return nil
 	}
 	c, err := certificateOf(mesh, node, ca, r)
@@ -187,11 +187,11 @@ func certificateOf(mesh, node string, ca *CA, r keptRecord) (*Certificate, error
 	if err != nil {
 		return nil, err
 	}
-	pub, ok := key.(crypto.Signer)
+	signer, ok := key.(crypto.Signer)
 	if !ok {
 		return nil, fmt.Errorf("unsupported private key type %T", key)
 	}
-	if eq, ok := pub.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(cert.PublicKey) {
+	if !keyMatches(signer, cert) {
 		return nil, errors.New("the key does not match the certificate")
 	}
 	if !bytes.Equal(cert.RawIssuer, ca.Cert.RawSubject) {
@@ -205,12 +205,17 @@ func certificateOf(mesh, node string, ca *CA, r keptRecord) (*Certificate, error
 }
 
 // keep records c to be appended to the file at the next Flush.
-func (a *Authority) keep(c *Certificate, ca *CA) {
+func (a *Authority) keep(c *Certificate) {
 	a.keptMu.Lock()
 	defer a.keptMu.Unlock()
 	if s := a.store(c.mesh); s != nil {
-		s.pending = append(s.pending, keptRecord{node: c.NodeID, ca: fingerprint(ca.Cert), cert: c.Cert.Raw, key: c.keyDER})
+		s.pending = append(s.pending, c.record())
 	}
+}
+
+// record is c as the file keeps it.
+func (c *Certificate) record() keptRecord {
+	return keptRecord{node: c.NodeID, ca: c.caFingerprint, cert: c.Cert.Raw, key: c.keyDER}
 }
 
 // forgetKept records that node's certificate is no longer kept.
@@ -298,7 +303,7 @@ func (a *Authority) rewrite(s *keptStore) error {
 	a.mu.Lock()
 	for _, c := range a.issued {
 		if c.mesh == s.mesh {
-			live = append(live, keptRecord{node: c.NodeID, ca: c.caFingerprint, cert: c.Cert.Raw, key: c.keyDER})
+			live = append(live, c.record())
 		}
 	}
 	a.mu.Unlock()
@@ -307,9 +312,7 @@ func (a *Authority) rewrite(s *keptStore) error {
 	for _, r := range live {
 		r.encode(&buf)
 	}
-	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
-		return err
-	}
+	// atomicfile makes the directory (0700) when it is missing.
 	if err := atomicfile.Write(s.path, buf.Bytes(), 0o600); err != nil {
 		return err
 	}

@@ -128,9 +128,9 @@ func New(cfg Config) (*Plane, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Plane{cfg: cfg, log: log, feedback: make(chan Feedback, cfg.FeedbackBuffer),
-		proxies: map[string]*xds.Proxy{}, accepted: map[string]served{}, reverted: map[string]served{}}
+		proxies: map[string]*xds.Proxy{}, accepted: map[string]served{}, reverted: map[string]served{},
+		attaching: map[string]attach{}}
 	p.conv = convergence{metrics: cfg.Metrics, server: cfg.Server, wake: make(chan struct{}, 1)}
-	p.attaching = map[string]attach{}
 	cfg.Server.SetProvisioner(p.attached)
 	return p, nil
 }
