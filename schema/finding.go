@@ -67,6 +67,7 @@ const (
 	CodeInvalidBackend   Code = "invalid-backend"
 	CodeConflictingCA    Code = "conflicting-ca"
 	CodeMissingRules     Code = "missing-rules"
+	CodeInvalidTargetRef Code = "invalid-target-ref"
 
 	// Rules across resources.
 	CodeUnknownMesh       Code = "unknown-mesh"

@@ -51,7 +51,9 @@ const (
 // Mesh is a validated, normalised Mesh resource.
 type Mesh struct {
 	Name string
-	MTLS MTLS
+	// Labels are the resource's `labels`, nil when it has none.
+	Labels map[string]string
+	MTLS   MTLS
 	// Logging, Tracing and Metrics are accepted and validated as Kuma does;
 	// nil when the resource does not set them.
 	Logging *Logging
@@ -137,6 +139,7 @@ type Prometheus struct {
 type Dataplane struct {
 	Mesh    string
 	Name    string
+	Labels  map[string]string
 	Address string // networking.address; empty when the legacy form omits it
 	// Inbound and Outbound keep the order of the resource.
 	Inbound  []Inbound
@@ -150,6 +153,9 @@ func (d *Dataplane) NodeID() NodeID { return NodeID{Mesh: d.Mesh, Name: d.Name} 
 
 // Inbound is a port on which a dataplane accepts traffic for its service.
 type Inbound struct {
+	// Name is the inbound's `name` (Kuma 2.x), which a targetRef's
+	// sectionName may select; empty when unnamed.
+	Name        string
 	Address     string // IP the dataplane listens on
 	Port        uint32 // dataplane port
 	ServicePort uint32 // port the application listens on, on localhost
@@ -190,6 +196,7 @@ func (out Outbound) HostPort() string {
 type TrafficPermission struct {
 	Mesh   string
 	Name   string
+	Labels map[string]string
 	Rules  []PermissionRule
 	Origin Origin
 }
