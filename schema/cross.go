@@ -3,6 +3,7 @@ package schema
 import (
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // crossCheck checks resources against each other and assembles the Set:
@@ -17,7 +18,7 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 		findings = append(findings, e.finding(SeverityWarning, ptr, code, msg, hint))
 	}
 
-	var meshes, dps, tps []*entry
+	var meshes, dps, tps, mtps []*entry
 	for _, e := range entries {
 		switch {
 		case e.m != nil:
@@ -26,6 +27,8 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 			dps = append(dps, e)
 		case e.tp != nil:
 			tps = append(tps, e)
+		case e.mtp != nil:
+			mtps = append(mtps, e)
 		}
 	}
 	dedupe := func(es []*entry, what func(*entry) string) []*entry {
@@ -45,6 +48,7 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 	meshes = dedupe(meshes, func(e *entry) string { return fmt.Sprintf("Mesh %q", e.name) })
 	dps = dedupe(dps, func(e *entry) string { return fmt.Sprintf("Dataplane %q in mesh %q", e.name, e.mesh) })
 	tps = dedupe(tps, func(e *entry) string { return fmt.Sprintf("TrafficPermission %q in mesh %q", e.name, e.mesh) })
+	mtps = dedupe(mtps, func(e *entry) string { return fmt.Sprintf("MeshTrafficPermission %q in mesh %q", e.name, e.mesh) })
 
 	set := &Set{Meshes: make([]*Mesh, 0, len(meshes)+1)}
 	if len(dps) > 0 { // an empty list stays nil, as the Set's JSON shows it
@@ -185,7 +189,61 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 			}
 		}
 	})
+	byMesh(mtps, func(mesh string, run []*entry) {
+		m := meshByName[mesh]
+		if m == nil {
+			for _, e := range run {
+				knownMesh(e)
+			}
+			return
+		}
+		for _, e := range run {
+			set.MeshTrafficPermissions = append(set.MeshTrafficPermissions, e.mtp)
+			checkMeshTrafficPermission(e, m, services[mesh], warnAt, unknownService)
+		}
+	})
 	return set, findings
+}
+
+// checkMeshTrafficPermission warns where a MeshTrafficPermission does less
+// than it says: without mTLS, on services nobody provides, on tags a
+// certificate does not carry, on identities this mesh does not issue.
+func checkMeshTrafficPermission(e *entry, m *Mesh, provided map[string]bool,
+	warnAt func(*entry, string, Code, string, string), unknownService func(*entry, string, string, string)) {
+	p := e.mtp
+	if !m.MTLS.Enabled {
+		warnAt(e, "/name", CodeNoEffect, fmt.Sprintf("MeshTrafficPermission %q has no effect: mesh %q does not have mTLS enabled", e.name, e.mesh),
+			"as in Kuma, permissions are enforced only with mTLS: enable an mTLS backend on the Mesh")
+	}
+	serviceRef := func(t TargetRef, what string) {
+		if (t.Kind == KindMeshService || t.Kind == KindMeshServiceSubset) && t.Name != "" && !provided[t.Name] {
+			unknownService(e, t.Pointer+"/name", t.Name, what)
+		}
+	}
+	serviceRef(p.TargetRef, "targetRef")
+	for _, f := range p.From {
+		serviceRef(f.TargetRef, "from targetRef")
+		sel := f.TargetRef.Selector()
+		delete(sel, TagService)
+		if len(sel) > 0 {
+			warnAt(e, f.TargetRef.Pointer, CodeUnenforceableSource,
+				fmt.Sprintf("from[] selects clients by %s, which their certificates do not carry: an Allow applies only where every instance of the service is allowed, a Deny denies the whole service", formatTags(sel)),
+				"gitmesh certificates name the client's service only (spiffe://MESH/SERVICE): select clients by kind Mesh or MeshService")
+		}
+	}
+	for _, r := range p.Rules {
+		for _, list := range [][]SpiffeMatch{r.Allow, r.Deny, r.AllowWithShadowDeny} {
+			for _, sm := range list {
+				td := strings.TrimPrefix(sm.Value, "spiffe://")
+				td, _, _ = strings.Cut(td, "/")
+				if checkSpiffeID(sm.Value) == nil && td != e.mesh && !(sm.Prefix && strings.HasPrefix(e.mesh, td)) {
+					warnAt(e, sm.Pointer+"/value", CodeNoEffect,
+						fmt.Sprintf("%s matches no client of mesh %q: gitmesh issues spiffe://%s/SERVICE", sm, e.mesh, e.mesh),
+						fmt.Sprintf("write spiffe://%s/SERVICE", e.mesh))
+				}
+			}
+		}
+	}
 }
 
 // byMesh calls f with each run of entries of one mesh, in order; es is sorted

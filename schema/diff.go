@@ -44,6 +44,14 @@ func DiffSets(prev, next *Set) SetDiff {
 		func(dp *Dataplane) Key { return Key{Type: TypeDataplane, Mesh: dp.Mesh, Name: dp.Name} },
 		func(*Dataplane) bool { return false }, sameDataplane)
 	mergeDiff(&d, prev.Meshes, next.Meshes, meshKey, func(m *Mesh) bool { return m.Implicit }, sameMesh)
+	mergeDiff(&d, prev.MeshTrafficPermissions, next.MeshTrafficPermissions,
+		func(p *MeshTrafficPermission) Key {
+			return Key{Type: TypeMeshTrafficPermission, Mesh: p.Mesh, Name: p.Name}
+		},
+		func(*MeshTrafficPermission) bool { return false },
+		func(a, b *MeshTrafficPermission) bool {
+			return sameBut(a, b, func(p *MeshTrafficPermission) { p.Origin = Origin{} })
+		})
 	mergeDiff(&d, prev.TrafficPermissions, next.TrafficPermissions,
 		func(tp *TrafficPermission) Key { return Key{Type: TypeTrafficPermission, Mesh: tp.Mesh, Name: tp.Name} },
 		func(*TrafficPermission) bool { return false }, samePermission)

@@ -68,15 +68,18 @@ const (
 	CodeConflictingCA    Code = "conflicting-ca"
 	CodeMissingRules     Code = "missing-rules"
 	CodeInvalidTargetRef Code = "invalid-target-ref"
+	CodeUnsupported      Code = "unsupported"
 
 	// Rules across resources.
-	CodeUnknownMesh       Code = "unknown-mesh"
-	CodeDuplicate         Code = "duplicate-resource"
-	CodePortConflict      Code = "port-conflict"
-	CodeEndpointConflict  Code = "endpoint-conflict"
-	CodeNoEffect          Code = "no-effect"         // warning
-	CodeUnknownService    Code = "unknown-service"   // warning
-	CodeTranslationFailed Code = "translation-error" // a translator or proto rule rejects the set
+	CodeUnknownMesh         Code = "unknown-mesh"
+	CodeDuplicate           Code = "duplicate-resource"
+	CodePortConflict        Code = "port-conflict"
+	CodeEndpointConflict    Code = "endpoint-conflict"
+	CodeNoEffect            Code = "no-effect"            // warning
+	CodeUnknownService      Code = "unknown-service"      // warning
+	CodeUnenforceableSource Code = "unenforceable-source" // warning
+	CodeKumaDiffers         Code = "kuma-differs"         // warning
+	CodeTranslationFailed   Code = "translation-error"    // a translator or proto rule rejects the set
 )
 
 // Finding is one problem found in a tree, modelled on fs.PathError: what,

@@ -95,6 +95,7 @@ type entry struct {
 	m               *Mesh
 	dp              *Dataplane
 	tp              *TrafficPermission
+	mtp             *MeshTrafficPermission
 	ruleBases       []string // per TrafficPermission rule: pointer prefix
 	services        []string // per Dataplane inbound: its service tag
 }
@@ -536,6 +537,10 @@ func (l *Loader) loadDocument(file string, doc *document) (*entry, []Finding) {
 		e.tp, e.ruleBases, issues = decodeTrafficPermission(doc.value)
 		e.tp.Origin = e.origin()
 		e.name, e.mesh = e.tp.Name, e.tp.Mesh
+	case TypeMeshTrafficPermission:
+		e.mtp, issues = decodeMeshTrafficPermission(doc.value)
+		e.mtp.Origin = e.origin()
+		e.name, e.mesh = e.mtp.Name, e.mtp.Mesh
 	}
 	return e, toFindings(append(schemaIssues, withoutOverlap(issues, schemaIssues)...))
 }

@@ -23,13 +23,14 @@ const SchemaBaseURL = "https://gitmesh.io/schemas/"
 
 // schemaFileOf maps a resource type to its schema file.
 var schemaFileOf = map[string]string{
-	TypeMesh:              "mesh.json",
-	TypeDataplane:         "dataplane.json",
-	TypeTrafficPermission: "trafficpermission.json",
+	TypeMesh:                  "mesh.json",
+	TypeDataplane:             "dataplane.json",
+	TypeTrafficPermission:     "trafficpermission.json",
+	TypeMeshTrafficPermission: "meshtrafficpermission.json",
 }
 
 // resourceTypes lists the accepted `type` values, sorted.
-var resourceTypes = []string{TypeDataplane, TypeMesh, TypeTrafficPermission}
+var resourceTypes = []string{TypeDataplane, TypeMesh, TypeMeshTrafficPermission, TypeTrafficPermission}
 
 // SchemaFiles returns the embedded JSON Schemas (draft 2020-12), keyed by file
 // name, for tools that validate with another implementation.

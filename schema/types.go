@@ -233,6 +233,9 @@ type Set struct {
 	Meshes             []*Mesh
 	Dataplanes         []*Dataplane
 	TrafficPermissions []*TrafficPermission
+	// MeshTrafficPermissions are the Kuma 2.x permissions, sorted by (mesh,
+	// name).
+	MeshTrafficPermissions []*MeshTrafficPermission
 }
 
 // Mesh returns the mesh with the given name, or nil.
@@ -274,7 +277,7 @@ func (s *Set) PermissionsIn(mesh string) []*TrafficPermission {
 // Len is the number of declared resources (the implicit default mesh is not
 // counted).
 func (s *Set) Len() int {
-	n := len(s.Dataplanes) + len(s.TrafficPermissions)
+	n := len(s.Dataplanes) + len(s.TrafficPermissions) + len(s.MeshTrafficPermissions)
 	for _, m := range s.Meshes {
 		if !m.Implicit {
 			n++

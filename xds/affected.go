@@ -26,6 +26,10 @@ type Change struct {
 	// Permissions added, removed or edited: every dataplane with an inbound
 	// a rule's destinations match is affected.
 	Permissions []Ref
+	// MeshPermissions are MeshTrafficPermissions added, removed or edited:
+	// every dataplane with an inbound the policy's targetRef selects is
+	// affected.
+	MeshPermissions []Ref
 }
 
 // Affected returns the node ids, sorted and distinct, of the dataplanes of
@@ -81,6 +85,18 @@ func (idx *Index) affected(c Change, skip map[string]map[string]bool) []string {
 		if mi := idx.meshes[r.Mesh]; mi != nil {
 			for _, pos := range mi.byPermission[r.Name] {
 				mi.destinationsOf(mi.rules[pos], add)
+			}
+		}
+	}
+	for _, r := range c.MeshPermissions {
+		mi := idx.meshes[r.Mesh]
+		p := idx.set.MeshTrafficPermission(r.Mesh, r.Name)
+		if mi == nil || p == nil {
+			continue
+		}
+		for _, dp := range mi.dataplanes {
+			if p.TargetRef.SelectsDataplane(dp) {
+				add(dp)
 			}
 		}
 	}
@@ -153,6 +169,8 @@ func ChangeOf(d schema.SetDiff) Change {
 				c.Dataplanes = append(c.Dataplanes, Ref{Mesh: k.Mesh, Name: k.Name})
 			case schema.TypeTrafficPermission:
 				c.Permissions = append(c.Permissions, Ref{Mesh: k.Mesh, Name: k.Name})
+			case schema.TypeMeshTrafficPermission:
+				c.MeshPermissions = append(c.MeshPermissions, Ref{Mesh: k.Mesh, Name: k.Name})
 			}
 		}
 	}

@@ -379,7 +379,7 @@ func (b *Builder) index(set *schema.Set, diff schema.SetDiff, prev *Translation)
 func onlyPermissions(d schema.SetDiff) bool {
 	for _, list := range [][]schema.Key{d.Added, d.Changed, d.Removed} {
 		for _, k := range list {
-			if k.Type != schema.TypeTrafficPermission {
+			if k.Type != schema.TypeTrafficPermission && k.Type != schema.TypeMeshTrafficPermission {
 				return false
 			}
 		}

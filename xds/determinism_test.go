@@ -107,6 +107,9 @@ func shuffleSet(set *schema.Set, rng *rand.Rand) *schema.Set {
 			}
 			out.TrafficPermissions = append(out.TrafficPermissions, &c)
 		}
+		mtps := slices.Clone(set.MeshTrafficPermissionsIn(m.Name))
+		rng.Shuffle(len(mtps), func(i, j int) { mtps[i], mtps[j] = mtps[j], mtps[i] })
+		out.MeshTrafficPermissions = append(out.MeshTrafficPermissions, mtps...)
 	}
 	return out
 }

@@ -50,8 +50,8 @@ func GRPCServerListenerName(address string, port uint32) string {
 // endpoints. The outbound's address and port play no part: a gRPC client
 // dials the service by name.
 func (rs *resourceSet) addGRPC(mi *meshIndex, dp *schema.Dataplane) error {
-	for _, in := range dp.Inbound {
-		l, err := rs.grpcServerListener(mi, in)
+	for i, in := range dp.Inbound {
+		l, err := rs.grpcServerListener(mi, dp, i)
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", GRPCServerListenerName(in.Address, in.Port), err)
 		}
@@ -119,9 +119,10 @@ func grpcClientListener(service string) (*listenerv3.Listener, error) {
 // As for Envoy, TrafficPermission takes effect only with mTLS, where the
 // caller's identity is its certificate's SPIFFE id; the filter chain then
 // requires a client certificate.
-func (rs *resourceSet) grpcServerListener(mi *meshIndex, in schema.Inbound) (*listenerv3.Listener, error) {
+func (rs *resourceSet) grpcServerListener(mi *meshIndex, dp *schema.Dataplane, i int) (*listenerv3.Listener, error) {
+	in := dp.Inbound[i]
 	name := InboundName(in)
-	filters, err := inboundRBAC(mi, in)
+	filters, err := inboundRBAC(mi, dp, i)
 	if err != nil {
 		return nil, err
 	}

@@ -242,7 +242,42 @@ func TestGRPCDataPlaneMTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lis := listen(t)
-	d := newDataPlane(ctx, t, fmt.Sprintf(`
+	d := newDataPlane(ctx, t, secureMesh(port(lis))+`
+---
+type: TrafficPermission
+mesh: secure
+name: web-to-backend
+sources:
+  - match:
+      service: web
+destinations:
+  - match:
+      service: backend
+`)
+	d.serve(ctx, "secure.backend-1", lis)
+	web := d.dial("secure.web-1", "backend")
+	batch := d.dial("secure.batch-1", "backend")
+	d.waitFor(ctx, web, codes.OK)
+	d.waitFor(ctx, batch, codes.PermissionDenied)
+	d.noNACKs(ctx)
+
+	// A client that does not present a certificate is not let in at all.
+	plain, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer rcancel()
+	if _, err := healthpb.NewHealthClient(plain).Check(rctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("plaintext client: %v, want Unavailable", err)
+	}
+}
+
+// secureMesh is a mesh with mTLS where web-1 and batch-1 call backend-1, a
+// gRPC server on port.
+func secureMesh(port int) string {
+	return fmt.Sprintf(`
 type: Mesh
 name: secure
 mtls:
@@ -286,35 +321,53 @@ networking:
   outbound:
     - port: 10001
       service: backend
+`, port)
+}
+
+// MeshTrafficPermission decides on the inbounds it selects, in place of the
+// legacy TrafficPermissions: the more specific policy allows web, the
+// mesh-wide one denies everyone else, and the legacy permission that allows
+// batch no longer applies to backend.
+func TestGRPCDataPlaneMeshTrafficPermission(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lis := listen(t)
+	d := newDataPlane(ctx, t, secureMesh(port(lis))+`
 ---
 type: TrafficPermission
 mesh: secure
-name: web-to-backend
+name: batch-to-backend
 sources:
   - match:
-      service: web
+      service: batch
 destinations:
   - match:
       service: backend
-`, port(lis)))
+---
+type: MeshTrafficPermission
+mesh: secure
+name: deny-all
+spec:
+  from:
+    - targetRef: {kind: Mesh}
+      default: {action: Deny}
+---
+type: MeshTrafficPermission
+mesh: secure
+name: backend
+spec:
+  targetRef: {kind: MeshService, name: backend}
+  from:
+    - targetRef: {kind: MeshService, name: web}
+      default: {action: AllowWithShadowDeny}
+`)
 	d.serve(ctx, "secure.backend-1", lis)
 	web := d.dial("secure.web-1", "backend")
 	batch := d.dial("secure.batch-1", "backend")
 	d.waitFor(ctx, web, codes.OK)
 	d.waitFor(ctx, batch, codes.PermissionDenied)
 	d.noNACKs(ctx)
-
-	// A client that does not present a certificate is not let in at all.
-	plain, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
-	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer rcancel()
-	if _, err := healthpb.NewHealthClient(plain).Check(rctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unavailable {
-		t.Errorf("plaintext client: %v, want Unavailable", err)
-	}
 }
 
 // dataPlane is one translated mesh published by a real ADS server on

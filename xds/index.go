@@ -68,6 +68,9 @@ type meshIndex struct {
 	// rules, ascending.
 	byDestination  map[string][]int32
 	anyDestination []int32
+	// mtps are the mesh's MeshTrafficPermissions, in the Set's order; an
+	// inbound any of them selects follows them instead of the legacy rules.
+	mtps []*schema.MeshTrafficPermission
 	// downstreamTLS is the transport socket of every inbound listener of
 	// the mesh; nil without mTLS. grpcDownstreamTLS is the same for gRPC
 	// server listeners.
@@ -81,11 +84,12 @@ type meshIndex struct {
 	locals map[uint32]*localPort
 }
 
-// rbacFilters are the RBAC rules of a set of permission rules, and the HTTP
-// RBAC filter enforcing them.
+// rbacFilters are the RBAC rules of a set of permission rules (with the
+// shadow rules of MeshTrafficPermission's AllowWithShadowDeny, logged and not
+// enforced), and the HTTP RBAC filter enforcing them.
 type rbacFilters struct {
-	rules *rbacv3.RBAC
-	http  *hcmv3.HttpFilter
+	rules, shadow *rbacv3.RBAC
+	http          *hcmv3.HttpFilter
 }
 
 // rule is one rule of a TrafficPermission, with its RBAC policy built once.
@@ -288,7 +292,8 @@ func (idx *Index) WithPermissions(set *schema.Set) (*Index, error) {
 // dataplanes provide or call, before and after, indexed again, each reusing
 // what it can as NewIndexFrom does. It fails when set differs in more.
 func (idx *Index) WithDataplanes(set *schema.Set, diff schema.SetDiff) (*Index, error) {
-	if !slices.Equal(idx.set.Meshes, set.Meshes) || !slices.Equal(idx.set.TrafficPermissions, set.TrafficPermissions) {
+	if !slices.Equal(idx.set.Meshes, set.Meshes) || !slices.Equal(idx.set.TrafficPermissions, set.TrafficPermissions) ||
+		!slices.Equal(idx.set.MeshTrafficPermissions, set.MeshTrafficPermissions) {
 		return nil, errors.New("index: the set differs in more than its dataplanes")
 	}
 	out := &Index{set: set, meshes: make(map[string]*meshIndex, len(idx.meshes)), locals: maps.Clone(idx.locals),
@@ -320,7 +325,7 @@ func (idx *Index) WithDataplanes(set *schema.Set, diff schema.SetDiff) (*Index, 
 	for _, m := range set.Meshes {
 		pmi := idx.meshes[m.Name]
 		mi := &meshIndex{mesh: m, dataplanes: set.DataplanesIn(m.Name), services: pmi.services, rules: pmi.rules,
-			byPermission: pmi.byPermission, byDestination: pmi.byDestination, anyDestination: pmi.anyDestination,
+			byPermission: pmi.byPermission, byDestination: pmi.byDestination, anyDestination: pmi.anyDestination, mtps: pmi.mtps,
 			downstreamTLS: pmi.downstreamTLS, grpcDownstreamTLS: pmi.grpcDownstreamTLS,
 			rbac: pmi.rbac, rbacShared: pmi.rbacShared, locals: out.locals}
 		out.meshes[m.Name] = mi
@@ -459,6 +464,7 @@ func newMeshIndex(set *schema.Set, m *schema.Mesh, from *meshIndex) (*meshIndex,
 	}
 	if m.MTLS.Enabled {
 		mi.indexPermissions(set.PermissionsIn(m.Name))
+		mi.mtps = set.MeshTrafficPermissionsIn(m.Name)
 	}
 	return mi, nil
 }
@@ -639,29 +645,53 @@ func (mi *meshIndex) indexPermissions(perms []*schema.TrafficPermission) {
 	}
 }
 
-// rbacFor is the RBAC of an inbound with tags: the rules of the permissions
-// matching it, and the HTTP filter enforcing them, the same values for
-// every inbound matching the same rules.
-func (mi *meshIndex) rbacFor(tags map[string]string) (*rbacFilters, error) {
-	positions := mi.matchingRules(tags)
-	key := make([]byte, 0, 4*len(positions))
-	for _, p := range positions {
-		key = binary.BigEndian.AppendUint32(key, uint32(p))
+// rbacFor is the RBAC of inbound i of dp: the merged MeshTrafficPermissions
+// that select it, or else the rules of the legacy permissions matching its
+// tags, and the HTTP filter enforcing them; the same values for every
+// inbound selected by the same policies or matching the same rules.
+func (mi *meshIndex) rbacFor(dp *schema.Dataplane, i int) (*rbacFilters, error) {
+	var positions []int32
+	var key []byte
+	var selecting []*schema.MeshTrafficPermission
+	if len(mi.mtps) > 0 {
+		key = append(key, 'm') // never a legacy key, whose length is a multiple of 4
+		for pos, p := range mi.mtps {
+			if p.TargetRef.SelectsInbound(dp, i) {
+				selecting = append(selecting, p)
+				key = binary.BigEndian.AppendUint32(key, uint32(pos))
+			}
+		}
+	}
+	if len(selecting) == 0 {
+		positions = mi.matchingRules(dp.Inbound[i].Tags)
+		key = make([]byte, 0, 4*len(positions))
+		for _, p := range positions {
+			key = binary.BigEndian.AppendUint32(key, uint32(p))
+		}
 	}
 	if v, ok := mi.rbac.Load(string(key)); ok {
 		return v.(*rbacFilters), nil
 	}
-	rules := mi.rbacRules(positions)
-	http, err := httpRBAC(rules)
+	var rules, shadow *rbacv3.RBAC
+	if len(selecting) > 0 {
+		schema.SortPermissions(selecting)
+		rules, shadow = meshPermissionRBAC(mi.mesh.Name, schema.MergePermissions(selecting))
+	} else {
+		rules = mi.rbacRules(positions)
+	}
+	http, err := httpRBAC(rules, shadow)
 	if err != nil {
 		return nil, err
 	}
 	// Registered before it can be found: a Checker that finds the filter
 	// knows it is shared.
 	mi.rbacShared.Store(rules, true)
+	if shadow != nil {
+		mi.rbacShared.Store(shadow, true)
+	}
 	mi.rbacShared.Store(http, true)
 	mi.rbacShared.Store(http.GetTypedConfig(), true)
-	v, _ := mi.rbac.LoadOrStore(string(key), &rbacFilters{rules: rules, http: http})
+	v, _ := mi.rbac.LoadOrStore(string(key), &rbacFilters{rules: rules, shadow: shadow, http: http})
 	return v.(*rbacFilters), nil
 }
 

@@ -20,7 +20,7 @@ import (
 // certificates and an RBAC filter comes first. Inbounds tagged tcp or grpc
 // (or not tagged) are proxied as TCP.
 func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
-	for _, in := range dp.Inbound {
+	for i, in := range dp.Inbound {
 		name := InboundName(in)
 		local := LocalClusterName(in.ServicePort)
 		lp := mi.locals[in.ServicePort]
@@ -36,9 +36,9 @@ func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
 			if err := rs.add(routeIdx, name, routeConfig(name, in.Service(), local), nil); err != nil {
 				return err
 			}
-			filters, err = rs.inboundHTTPFilters(mi, in, name)
+			filters, err = rs.inboundHTTPFilters(mi, dp, i, name)
 		} else {
-			filters, err = rs.inboundTCPFilters(mi, in, name, lp)
+			filters, err = rs.inboundTCPFilters(mi, dp, i, name, lp)
 		}
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", name, err)
@@ -60,15 +60,15 @@ func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
 }
 
 // inboundTCPFilters are [RBAC (with mTLS), tcp_proxy to the local cluster].
-func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, in schema.Inbound, name string, lp *localPort) ([]*listenerv3.Filter, error) {
+func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string, lp *localPort) ([]*listenerv3.Filter, error) {
 	if !mi.mesh.MTLS.Enabled {
 		return []*listenerv3.Filter{lp.tcpFilter}, nil
 	}
-	rf, err := mi.rbacFor(in.Tags)
+	rf, err := mi.rbacFor(dp, i)
 	if err != nil {
 		return nil, err
 	}
-	f, err := rs.filter(wellknown.RoleBasedAccessControl, networkRBAC(statPrefix(name), rf.rules))
+	f, err := rs.filter(wellknown.RoleBasedAccessControl, networkRBAC(statPrefix(name), rf.rules, rf.shadow))
 	if err != nil {
 		return nil, err
 	}
@@ -77,8 +77,8 @@ func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, in schema.Inbound, name 
 
 // inboundHTTPFilters is an HTTP connection manager with [RBAC (with mTLS),
 // router] using the inbound's route configuration, named like the listener.
-func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, in schema.Inbound, name string) ([]*listenerv3.Filter, error) {
-	httpFilters, err := inboundRBAC(mi, in)
+func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string) ([]*listenerv3.Filter, error) {
+	httpFilters, err := inboundRBAC(mi, dp, i)
 	if err != nil {
 		return nil, err
 	}
@@ -89,14 +89,14 @@ func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, in schema.Inbound, name
 	return []*listenerv3.Filter{f}, nil
 }
 
-// inboundRBAC is the HTTP RBAC filter of an inbound from the mesh's
-// TrafficPermissions, alone in the list; none without mTLS, where a caller
-// has no identity to check (as in Kuma).
-func inboundRBAC(mi *meshIndex, in schema.Inbound) ([]*hcmv3.HttpFilter, error) {
+// inboundRBAC is the HTTP RBAC filter of inbound i of dp from the mesh's
+// permissions, alone in the list; none without mTLS, where a caller has no
+// identity to check (as in Kuma).
+func inboundRBAC(mi *meshIndex, dp *schema.Dataplane, i int) ([]*hcmv3.HttpFilter, error) {
 	if !mi.mesh.MTLS.Enabled {
 		return nil, nil
 	}
-	rf, err := mi.rbacFor(in.Tags)
+	rf, err := mi.rbacFor(dp, i)
 	if err != nil {
 		return nil, err
 	}

@@ -74,13 +74,13 @@ func (mi *meshIndex) rbacRules(positions []int32) *rbacv3.RBAC {
 
 // networkRBAC is the configuration of the RBAC network filter, placed
 // before tcp_proxy.
-func networkRBAC(statPrefix string, rules *rbacv3.RBAC) *rbacnetworkv3.RBAC {
-	return &rbacnetworkv3.RBAC{StatPrefix: statPrefix, Rules: rules}
+func networkRBAC(statPrefix string, rules, shadow *rbacv3.RBAC) *rbacnetworkv3.RBAC {
+	return &rbacnetworkv3.RBAC{StatPrefix: statPrefix, Rules: rules, ShadowRules: shadow}
 }
 
 // httpRBAC is the RBAC HTTP filter, placed before the router.
-func httpRBAC(rules *rbacv3.RBAC) (*hcmv3.HttpFilter, error) {
-	a, err := toAny(&rbachttpv3.RBAC{Rules: rules})
+func httpRBAC(rules, shadow *rbacv3.RBAC) (*hcmv3.HttpFilter, error) {
+	a, err := toAny(&rbachttpv3.RBAC{Rules: rules, ShadowRules: shadow})
 	if err != nil {
 		return nil, err
 	}
@@ -88,4 +88,105 @@ func httpRBAC(rules *rbacv3.RBAC) (*hcmv3.HttpFilter, error) {
 		Name:       wellknown.HTTPRoleBasedAccessControl,
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a},
 	}, nil
+}
+
+// meshPermissionPolicy names the RBAC policy of merged
+// MeshTrafficPermissions, as Kuma does.
+const meshPermissionPolicy = "MeshTrafficPermission"
+
+// meshPermissionRBAC is the RBAC of an inbound that MeshTrafficPermissions
+// select: an ALLOW policy for the clients they allow (AllowWithShadowDeny
+// included), and, when some are AllowWithShadowDeny, shadow rules denying
+// those, which Envoy logs and counts without enforcing.
+func meshPermissionRBAC(mesh string, ip schema.InboundPermissions) (rules, shadow *rbacv3.RBAC) {
+	var allow, shadowed []*rbacv3.Principal
+	if ip.RulesForm {
+		var allows, denies, shadows []*rbacv3.Principal
+		for _, m := range ip.Matches {
+			p := spiffePrincipal(m.Match)
+			switch m.Action {
+			case schema.ActionDeny:
+				denies = append(denies, p)
+			case schema.ActionAllowWithShadowDeny:
+				shadows = append(shadows, p)
+				allows = append(allows, p)
+			default:
+				allows = append(allows, p)
+			}
+		}
+		for _, a := range allows {
+			if len(denies) > 0 {
+				a = &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{
+					Ids: []*rbacv3.Principal{a, notAny(denies)},
+				}}}
+			}
+			allow = append(allow, a)
+		}
+		shadowed = shadows
+	} else {
+		allow = verdictPrincipals(mesh, ip, schema.Action.Allows)
+		shadowed = verdictPrincipals(mesh, ip, func(a schema.Action) bool { return a == schema.ActionAllowWithShadowDeny })
+	}
+	rules = &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
+	if len(allow) > 0 {
+		rules.Policies[meshPermissionPolicy] = &rbacv3.Policy{
+			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+			Principals:  allow,
+		}
+	}
+	if len(shadowed) > 0 {
+		shadow = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{meshPermissionPolicy: {
+			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+			Principals:  shadowed,
+		}}}
+	}
+	return rules, shadow
+}
+
+// verdictPrincipals are the principals of the clients whose merged from[]
+// action satisfies want: each named service's SPIFFE id, and for every
+// other client any peer but the named services whose action does not.
+func verdictPrincipals(mesh string, ip schema.InboundPermissions, want func(schema.Action) bool) []*rbacv3.Principal {
+	var out, excluded []*rbacv3.Principal
+	for _, sv := range ip.Services {
+		p := exactPrincipal(SpiffeID(mesh, sv.Service))
+		if want(sv.Action) {
+			out = append(out, p)
+		} else {
+			excluded = append(excluded, p)
+		}
+	}
+	if want(ip.Others.Action) {
+		if len(excluded) == 0 {
+			return []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}
+		}
+		out = append(out, notAny(excluded))
+	}
+	return out
+}
+
+// notAny is a principal matching a peer none of ps matches.
+func notAny(ps []*rbacv3.Principal) *rbacv3.Principal {
+	inner := ps[0]
+	if len(ps) > 1 {
+		inner = &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ps}}}
+	}
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: inner}}
+}
+
+func exactPrincipal(id string) *rbacv3.Principal {
+	return authenticatedPrincipal(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id}})
+}
+
+func spiffePrincipal(m schema.SpiffeMatch) *rbacv3.Principal {
+	if m.Prefix {
+		return authenticatedPrincipal(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: m.Value}})
+	}
+	return exactPrincipal(m.Value)
+}
+
+func authenticatedPrincipal(name *matcherv3.StringMatcher) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{
+		Authenticated: &rbacv3.Principal_Authenticated{PrincipalName: name},
+	}}
 }

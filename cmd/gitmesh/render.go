@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -17,6 +19,7 @@ type renderOptions struct {
 	dataplane string // MESH/NAME
 	format    string
 	flavor    string
+	policies  bool
 	source    treeFlags
 	limits    limitFlags
 }
@@ -30,13 +33,16 @@ func newRenderCmd() *cobra.Command {
 git repository, checks and translates it as gitmesh serve does, and prints
 what one dataplane gets in the data plane it runs (--flavor: envoy, or grpc
 for a proxyless gRPC application): its listeners, clusters, endpoints and
-routes, with its node id, mTLS identities and config hash.
+routes, with its node id, mTLS identities and config hash. With --policies
+it prints instead the policies that apply to each inbound and outbound, from
+which file and line, and what they decide for each client.
 
 Exit status: 0 rendered, 1 the policies are invalid or do not translate,
 2 usage or I/O error.`,
 		Example: `  gitmesh render --dataplane default/web-01 policies/
   gitmesh render --dataplane default/web-01 --flavor grpc --format json policies/
-  gitmesh render --dataplane default/web-01 --repo . --rev HEAD~1 --path policies`,
+  gitmesh render --dataplane default/web-01 --repo . --rev HEAD~1 --path policies
+  gitmesh render --dataplane default/web-01 --policies policies/`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			trees, release, err := o.source.trees(args, false)
@@ -51,6 +57,7 @@ Exit status: 0 rendered, 1 the policies are invalid or do not translate,
 	f.StringVar(&o.dataplane, "dataplane", "", "the dataplane to render, as MESH/NAME (required)")
 	f.StringVarP(&o.format, "format", "o", string(xds.FormatYAML), "output format: yaml or json")
 	f.StringVar(&o.flavor, "flavor", string(xds.FlavorEnvoy), "the data plane the dataplane runs: envoy or grpc")
+	f.BoolVar(&o.policies, "policies", false, "list the policies affecting the dataplane instead of its resources")
 	o.source.bind(f)
 	o.limits.bind(f)
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(
@@ -89,6 +96,13 @@ func runRender(ctx context.Context, stdout, stderr io.Writer, o renderOptions, t
 		}
 		return failed()
 	}
+	if o.policies {
+		dp := res.Set.Dataplane(id.Mesh, id.Name)
+		if dp == nil {
+			return usageError("no dataplane %s in mesh %q", id.Name, id.Mesh)
+		}
+		return writePolicies(stdout, res.Set.PoliciesOf(dp), format)
+	}
 	px := res.Translation.Proxy(id.String(), flavor)
 	if px == nil {
 		return usageError("no dataplane %s in mesh %q", id.Name, id.Mesh)
@@ -101,4 +115,44 @@ func runRender(ctx context.Context, stdout, stderr io.Writer, o renderOptions, t
 		return &exitError{code: exitUsage, err: err}
 	}
 	return nil
+}
+
+// writePolicies prints the policies affecting a dataplane: YAML is a
+// listing a person reads, JSON the same data for tools.
+func writePolicies(w io.Writer, dp schema.DataplanePolicies, format xds.Format) error {
+	if format == xds.FormatJSON {
+		b, err := json.MarshalIndent(dp, "", "  ")
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "dataplane %s\n", dp.Dataplane)
+	for _, in := range dp.Inbounds {
+		fmt.Fprintf(&b, "  inbound %s (service %s)\n", in.Inbound, in.Service)
+		fmt.Fprintf(&b, "    permissions: %s\n", in.Permissions)
+		for _, p := range in.Policies {
+			fmt.Fprintf(&b, "      %s %s  %s:%d\n", p.Type, p.Name, p.File, p.Line)
+		}
+		for _, c := range in.Clients {
+			line := fmt.Sprintf("      client %-24s %s", c.Client, c.Action)
+			if c.By != "" {
+				line += "  by " + c.By
+			}
+			if c.Inexact {
+				line += "  (fails closed: selects by tags a certificate does not carry)"
+			}
+			b.WriteString(line + "\n")
+		}
+	}
+	for _, out := range dp.Outbounds {
+		fmt.Fprintf(&b, "  outbound %s -> %s\n", out.Outbound, out.Service)
+		for _, p := range out.Policies {
+			fmt.Fprintf(&b, "      %s %s  %s:%d\n", p.Type, p.Name, p.File, p.Line)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

@@ -1,0 +1,133 @@
+package schema
+
+import "fmt"
+
+// DataplanePolicies lists the policies that apply to one dataplane, per
+// inbound and outbound, and what they decide: Kuma's "policies affecting a
+// dataplane", with where each policy is written.
+type DataplanePolicies struct {
+	Dataplane string             `json:"dataplane"` // MESH/NAME
+	Inbounds  []InboundPolicies  `json:"inbounds"`
+	Outbounds []OutboundPolicies `json:"outbounds,omitempty"`
+}
+
+// InboundPolicies is what decides who may reach one inbound.
+type InboundPolicies struct {
+	Inbound string `json:"inbound"` // address:port
+	Service string `json:"service"`
+	// Permissions names what decides: MeshTrafficPermission (from[] or
+	// rules[]), TrafficPermission (legacy), or nothing without mTLS.
+	Permissions string      `json:"permissions"`
+	Policies    []PolicyRef `json:"policies,omitempty"`
+	// Clients are the merged verdicts: one per service a policy names, then
+	// every other client ("*"); for rules[], one per match.
+	Clients []ClientVerdict `json:"clients,omitempty"`
+}
+
+// OutboundPolicies is what configures one outbound.
+type OutboundPolicies struct {
+	Outbound string      `json:"outbound"` // address:port
+	Service  string      `json:"service"`
+	Policies []PolicyRef `json:"policies,omitempty"`
+}
+
+// PolicyRef names a policy and where it is written.
+type PolicyRef struct {
+	Type string `json:"type"`
+	Name string `json:"name"`
+	File string `json:"file,omitempty"`
+	Line int    `json:"line,omitempty"`
+}
+
+// ClientVerdict is what the policies decide for a client.
+type ClientVerdict struct {
+	Client string `json:"client"` // a service, "*" for any other, or a SPIFFE match
+	Action string `json:"action"` // Allow, Deny, AllowWithShadowDeny
+	// By is the deciding policy and item, e.g. backend from[1].
+	By string `json:"by,omitempty"`
+	// Inexact is set when an item selecting by tags a certificate does not
+	// carry took part: the action is enforced failing closed.
+	Inexact bool `json:"inexact,omitempty"`
+}
+
+func refOf(typ string, name string, o Origin) PolicyRef {
+	return PolicyRef{Type: typ, Name: name, File: o.File, Line: o.Line}
+}
+
+// PoliciesOf lists the policies affecting dp, a dataplane of s.
+func (s *Set) PoliciesOf(dp *Dataplane) DataplanePolicies {
+	out := DataplanePolicies{Dataplane: dp.NodeID().Ref()}
+	m := s.Mesh(dp.Mesh)
+	mtps := s.MeshTrafficPermissionsIn(dp.Mesh)
+	for i, in := range dp.Inbound {
+		ip := InboundPolicies{Inbound: in.HostPort(), Service: in.Service()}
+		if m == nil || !m.MTLS.Enabled {
+			ip.Permissions = "none: mTLS is off, every client is let in"
+			out.Inbounds = append(out.Inbounds, ip)
+			continue
+		}
+		if sel := SelectingInbound(mtps, dp, i); len(sel) > 0 {
+			merged := MergePermissions(sel)
+			for _, p := range sel {
+				ip.Policies = append(ip.Policies, refOf(TypeMeshTrafficPermission, p.Name, p.Origin))
+			}
+			if merged.RulesForm {
+				ip.Permissions = "MeshTrafficPermission rules[] (from[] of the same inbound ignored, as in Kuma)"
+				for _, mv := range merged.Matches {
+					ip.Clients = append(ip.Clients, ClientVerdict{Client: mv.Match.String(), Action: string(mv.Action), By: mv.By.Name})
+				}
+			} else {
+				ip.Permissions = "MeshTrafficPermission from[]"
+				verdict := func(client string, v Verdict) ClientVerdict {
+					cv := ClientVerdict{Client: client, Action: string(v.Action), Inexact: !v.Exact}
+					if v.Action == "" {
+						cv.Action = "Deny (no item selects it)"
+					}
+					if v.By != nil {
+						cv.By = fmt.Sprintf("%s from[%d]", v.By.Name, v.ByFrom)
+					}
+					return cv
+				}
+				for _, sv := range merged.Services {
+					ip.Clients = append(ip.Clients, verdict(sv.Service, sv.Verdict))
+				}
+				ip.Clients = append(ip.Clients, verdict("*", merged.Others))
+			}
+			out.Inbounds = append(out.Inbounds, ip)
+			continue
+		}
+		ip.Permissions = "TrafficPermission (every matching permission's sources allowed; none: denied)"
+		for _, tp := range s.PermissionsIn(dp.Mesh) {
+			if tp.selects(in.Tags) {
+				ip.Policies = append(ip.Policies, refOf(TypeTrafficPermission, tp.Name, tp.Origin))
+				for _, r := range tp.Rules {
+					for _, src := range r.Sources {
+						svc := src[TagService]
+						if svc == "" {
+							svc = "*"
+						}
+						ip.Clients = append(ip.Clients, ClientVerdict{Client: svc, Action: string(ActionAllow), By: tp.Name})
+					}
+				}
+			}
+		}
+		out.Inbounds = append(out.Inbounds, ip)
+	}
+	for _, o := range dp.Outbound {
+		out.Outbounds = append(out.Outbounds, OutboundPolicies{Outbound: o.HostPort(), Service: o.Service})
+	}
+	return out
+}
+
+// selects reports whether a destination selector of the permission matches
+// tags.
+func (tp *TrafficPermission) selects(tags map[string]string) bool {
+	for _, r := range tp.Rules {
+		for _, d := range r.Destinations {
+			if d.Matches(tags) {
+				return true
+			}
+		}
+	}
+	return false
+}
