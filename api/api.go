@@ -105,6 +105,8 @@ func New(cfg Config) http.Handler {
 	route("/meshes/{mesh}/dataplanes/{name}", readMethods, s.served(getDataplane))
 	route("/meshes/{mesh}/traffic-permissions", readMethods, s.served(listPermissions))
 	route("/meshes/{mesh}/traffic-permissions/{name}", readMethods, s.served(getPermission))
+	route("/meshes/{mesh}/meshtrafficpermissions", readMethods, s.served(listMeshTrafficPermissions))
+	route("/meshes/{mesh}/meshtrafficpermissions/{name}", readMethods, s.served(getMeshTrafficPermission))
 
 	open("/hooks/github", postMethods, s.hook(cfg.GitHubSecret, s.github))
 	open("/hooks/gitlab", postMethods, s.hook(cfg.GitLabToken, s.gitlab))

@@ -246,3 +246,82 @@ func toPermission(tp *schema.TrafficPermission) permissionJSON {
 	}
 	return out
 }
+
+// targetRefJSON is a targetRef as Kuma writes it.
+type targetRefJSON struct {
+	Kind        string            `json:"kind"`
+	Name        string            `json:"name,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	SectionName string            `json:"sectionName,omitempty"`
+}
+
+func toTargetRef(t schema.TargetRef) targetRefJSON {
+	return targetRefJSON{Kind: string(t.Kind), Name: t.Name, Tags: t.Tags, Labels: t.Labels, SectionName: t.SectionName}
+}
+
+// meshTrafficPermissionJSON is Kuma 2.x's REST shape of the policy: the
+// metadata at the top, the policy under spec.
+type meshTrafficPermissionJSON struct {
+	Type   string            `json:"type"`
+	Mesh   string            `json:"mesh"`
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Spec   mtpSpecJSON       `json:"spec"`
+	Origin *origin           `json:"origin,omitempty"`
+}
+
+type mtpSpecJSON struct {
+	TargetRef targetRefJSON `json:"targetRef"`
+	From      []mtpFromJSON `json:"from,omitempty"`
+	Rules     []mtpRuleJSON `json:"rules,omitempty"`
+}
+
+type mtpFromJSON struct {
+	TargetRef targetRefJSON `json:"targetRef"`
+	Default   struct {
+		Action string `json:"action"`
+	} `json:"default"`
+}
+
+type mtpRuleJSON struct {
+	Default struct {
+		Allow               []matchJSON `json:"allow,omitempty"`
+		Deny                []matchJSON `json:"deny,omitempty"`
+		AllowWithShadowDeny []matchJSON `json:"allowWithShadowDeny,omitempty"`
+	} `json:"default"`
+}
+
+type matchJSON struct {
+	SpiffeID struct {
+		Type  string `json:"type"`
+		Value string `json:"value"`
+	} `json:"spiffeID"`
+}
+
+func matches(ms []schema.SpiffeMatch) []matchJSON {
+	out := make([]matchJSON, len(ms))
+	for i, m := range ms {
+		out[i].SpiffeID.Type, out[i].SpiffeID.Value = "Exact", m.Value
+		if m.Prefix {
+			out[i].SpiffeID.Type = "Prefix"
+		}
+	}
+	return out
+}
+
+func toMeshTrafficPermission(p *schema.MeshTrafficPermission) meshTrafficPermissionJSON {
+	out := meshTrafficPermissionJSON{Type: schema.TypeMeshTrafficPermission, Mesh: p.Mesh, Name: p.Name, Labels: p.Labels,
+		Spec: mtpSpecJSON{TargetRef: toTargetRef(p.TargetRef)}, Origin: originOf(p.Origin)}
+	for _, f := range p.From {
+		var j mtpFromJSON
+		j.TargetRef, j.Default.Action = toTargetRef(f.TargetRef), string(f.Action)
+		out.Spec.From = append(out.Spec.From, j)
+	}
+	for _, r := range p.Rules {
+		var j mtpRuleJSON
+		j.Default.Allow, j.Default.Deny, j.Default.AllowWithShadowDeny = matches(r.Allow), matches(r.Deny), matches(r.AllowWithShadowDeny)
+		out.Spec.Rules = append(out.Spec.Rules, j)
+	}
+	return out
+}

@@ -135,6 +135,27 @@ destinations:
   - match:
       service: backend
 `)},
+	"permissions/mtp.yaml": {Data: []byte(`type: MeshTrafficPermission
+mesh: default
+name: backend-from-web
+labels:
+  team: payments
+spec:
+  targetRef: {kind: MeshService, name: backend}
+  from:
+    - targetRef: {kind: MeshService, name: web}
+      default: {action: Allow}
+---
+type: MeshTrafficPermission
+mesh: default
+name: redis-rules
+spec:
+  targetRef: {kind: MeshService, name: redis}
+  rules:
+    - default:
+        allow:
+          - spiffeID: {type: Prefix, value: spiffe://default/back}
+`)},
 	"permissions/to-redis.yaml": {Data: []byte(`# Kuma 0.2 form with two rules
 type: TrafficPermission
 mesh: default
@@ -176,6 +197,8 @@ func TestResourcesGolden(t *testing.T) {
 		{"/meshes/default/traffic-permissions", "traffic-permissions-default.json"},
 		{"/meshes/default/traffic-permissions/web-to-backend", "traffic-permission-web-to-backend.json"},
 		{"/meshes/payments/traffic-permissions", "traffic-permissions-payments.json"},
+		{"/meshes/default/meshtrafficpermissions", "meshtrafficpermissions-default.json"},
+		{"/meshes/default/meshtrafficpermissions/redis-rules", "meshtrafficpermission-redis-rules.json"},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			r := get(t, base+tc.path)
