@@ -2,6 +2,7 @@ package schema
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -202,6 +203,7 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 			checkMeshTrafficPermission(e, m, services[mesh], warnAt, unknownService)
 		}
 	})
+	kumaDiffers(set, dps, warnAt)
 	return set, findings
 }
 
@@ -257,4 +259,168 @@ func byMesh(es []*entry, f func(mesh string, run []*entry)) {
 		f(es[0].mesh, es[:n])
 		es = es[n:]
 	}
+}
+
+// kumaDiffers warns on each inbound where Kuma would allow fewer clients
+// than gitmesh: Kuma applies one legacy TrafficPermission per inbound (the
+// most specific match, else the newest, which git cannot tell), while
+// gitmesh allows the sources of every matching permission. Inbounds a
+// MeshTrafficPermission selects follow it, in Kuma as in gitmesh.
+func kumaDiffers(set *Set, dps []*entry, warnAt func(*entry, string, Code, string, string)) {
+	type candidate struct {
+		tp      *TrafficPermission
+		exact   int // best matching destination selector: values other than '*'
+		wild    int // and '*' values
+		sources map[string]bool
+	}
+	memo := map[string]string{} // mesh + tags -> message ("" = no difference)
+	// Per mesh, the permissions with a destination pinned to each service,
+	// and those with one that is not: the only ones an inbound can match.
+	type meshPerms struct {
+		byService map[string][]*TrafficPermission
+		any       []*TrafficPermission
+	}
+	index := map[string]*meshPerms{}
+	permsOf := func(mesh string) *meshPerms {
+		if mp, ok := index[mesh]; ok {
+			return mp
+		}
+		mp := &meshPerms{byService: map[string][]*TrafficPermission{}}
+		for _, tp := range set.PermissionsIn(mesh) {
+			pinned, anyDest := map[string]bool{}, false
+			for _, r := range tp.Rules {
+				for _, d := range r.Destinations {
+					if svc, ok := d[TagService]; ok && svc != "*" {
+						pinned[svc] = true
+					} else {
+						anyDest = true
+					}
+				}
+			}
+			if anyDest {
+				mp.any = append(mp.any, tp)
+				continue
+			}
+			for svc := range pinned {
+				mp.byService[svc] = append(mp.byService[svc], tp)
+			}
+		}
+		index[mesh] = mp
+		return mp
+	}
+	for _, e := range dps {
+		dp := e.dp
+		m := set.Mesh(dp.Mesh)
+		if m == nil || !m.MTLS.Enabled || len(set.PermissionsIn(dp.Mesh)) < 2 {
+			continue
+		}
+		mp := permsOf(dp.Mesh)
+		mtps := set.MeshTrafficPermissionsIn(dp.Mesh)
+		for i, in := range dp.Inbound {
+			if len(SelectingInbound(mtps, dp, i)) > 0 {
+				continue
+			}
+			key := dp.Mesh + "\x00" + formatTags(in.Tags)
+			msg, seen := memo[key]
+			if !seen {
+				var cands []candidate
+				for _, tp := range slices.Concat(mp.byService[in.Service()], mp.any) {
+					c := candidate{tp: tp, exact: -1, sources: map[string]bool{}}
+					for _, r := range tp.Rules {
+						matched := false
+						for _, d := range r.Destinations {
+							if !d.Matches(in.Tags) {
+								continue
+							}
+							matched = true
+							ex, wi := 0, 0
+							for _, v := range d {
+								if v == "*" {
+									wi++
+								} else {
+									ex++
+								}
+							}
+							if ex > c.exact || (ex == c.exact && wi > c.wild) {
+								c.exact, c.wild = ex, wi
+							}
+						}
+						if matched {
+							for _, s := range r.Sources {
+								svc, ok := s[TagService]
+								if !ok {
+									svc = "*"
+								}
+								c.sources[svc] = true
+							}
+						}
+					}
+					if c.exact >= 0 {
+						cands = append(cands, c)
+					}
+				}
+				msg = kumaDifference(cands, func(c candidate) (string, int, int, map[string]bool) {
+					return c.tp.Name, c.exact, c.wild, c.sources
+				})
+				memo[key] = msg
+			}
+			if msg != "" {
+				warnAt(e, fmt.Sprintf("/networking/inbound/%d", i), CodeKumaDiffers, msg,
+					"merge these permissions into one, or move to MeshTrafficPermission, which Kuma and gitmesh merge alike")
+			}
+		}
+	}
+}
+
+// kumaDifference describes how Kuma's single pick among the matching
+// permissions allows fewer sources than all of them do; "" when it cannot.
+func kumaDifference[C any](cands []C, of func(C) (name string, exact, wild int, sources map[string]bool)) string {
+	if len(cands) < 2 {
+		return ""
+	}
+	union := map[string]bool{}
+	bestEx, bestWi := -1, -1
+	for _, c := range cands {
+		_, ex, wi, src := of(c)
+		for s := range src {
+			union[s] = true
+		}
+		if ex > bestEx || (ex == bestEx && wi > bestWi) {
+			bestEx, bestWi = ex, wi
+		}
+	}
+	covers := func(src map[string]bool) bool {
+		if src["*"] {
+			return true
+		}
+		for s := range union {
+			if !src[s] {
+				return false
+			}
+		}
+		return true
+	}
+	var names, narrower []string
+	for _, c := range cands {
+		name, ex, wi, src := of(c)
+		names = append(names, name)
+		if ex == bestEx && wi == bestWi && !covers(src) {
+			narrower = append(narrower, fmt.Sprintf("%s (sources %s)", name, strings.Join(sortedKeys(src), ", ")))
+		}
+	}
+	if len(narrower) == 0 {
+		return ""
+	}
+	sort.Strings(names)
+	return fmt.Sprintf("Kuma applies only one of the TrafficPermissions matching this inbound (%s) and may pick %s; gitmesh allows the sources of all of them: %s",
+		strings.Join(names, ", "), strings.Join(narrower, " or "), strings.Join(sortedKeys(union), ", "))
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
