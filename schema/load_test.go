@@ -75,12 +75,12 @@ func TestInvalidCases(t *testing.T) {
 }
 
 // TestValidCases loads each folder under testdata/valid (and the bundled
-// policies) and compares its warnings and its normalised set with the
+// policies and Kuma 2.x example, which must have no finding) and compares its warnings and its normalised set with the
 // folder's findings.txt and set.json.
 func TestValidCases(t *testing.T) {
 	l := newTestLoader(t, Options{})
 	dirs, _ := filepath.Glob("testdata/valid/*")
-	dirs = append(dirs, "../policies")
+	dirs = append(dirs, "../policies", "../examples/kuma2")
 	for _, dir := range dirs {
 		name := filepath.Base(dir)
 		t.Run(name, func(t *testing.T) {
@@ -91,7 +91,7 @@ func TestValidCases(t *testing.T) {
 			if res.Resources != res.Set.Len() {
 				t.Errorf("Resources = %d, set has %d", res.Resources, res.Set.Len())
 			}
-			if name == "policies" {
+			if name == "policies" || name == "kuma2" {
 				if len(res.Findings) != 0 {
 					t.Errorf("bundled policies have findings:\n%s", formatFindings(res.Findings))
 				}
