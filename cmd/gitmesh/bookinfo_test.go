@@ -174,6 +174,34 @@ func TestBookinfoEndToEnd(t *testing.T) {
 		t.Fatalf("resume: %d\n%s%s", code, out, errOut)
 	}
 	waitDenied("reviews denied again after resume")
+
+	// A MeshTrafficPermission decides on the inbounds it selects, whatever
+	// the legacy permissions say (as in Kuma): one commit lets productpage
+	// reach reviews again, the next denies it although the legacy
+	// permission, back in the tree, allows it.
+	meshPermission := func(action string) map[string]string {
+		return map[string]string{
+			"policies/permissions/productpage-to-details.yaml": policies["policies/permissions/productpage-to-details.yaml"],
+			"policies/permissions/reviews.yaml": `type: MeshTrafficPermission
+mesh: bookinfo
+name: reviews
+spec:
+  targetRef: {kind: MeshService, name: reviews}
+  from:
+    - targetRef: {kind: MeshService, name: productpage}
+      default: {action: ` + action + `}
+`}
+	}
+	r.push(t, "reviews: a MeshTrafficPermission allows productpage", meshPermission("Allow"))
+	s.hook(t, webhookSecret)
+	pollPage(t, httpAddr, "reviews allowed by the MeshTrafficPermission", func(p *app.Reply) bool { return p.Calls[0].OK && p.Calls[1].OK })
+	deny := r.push(t, "reviews: the MeshTrafficPermission denies productpage", meshPermission("Deny"))
+	s.hook(t, webhookSecret)
+	waitDenied("reviews denied by the MeshTrafficPermission")
+	s.waitStatus(t, "every proxy ACKing the MeshTrafficPermission, none NACKing", func(st reconcile.Status) bool {
+		return st.Published != nil && string(st.Published.Hash) == deny &&
+			st.Convergence.Acked == len(dataplanes) && st.Convergence.Nacked == 0
+	})
 }
 
 // startDataplane runs one bookinfo dataplane as gitmesh runs one: with mTLS,
