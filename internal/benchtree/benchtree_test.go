@@ -26,9 +26,18 @@ func TestTreeIsValid(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(res.Findings) > 0 || res.Resources != s.Resources() || res.Files != files {
+		// Services are the destination of several permissions with other
+		// sources, as in a large tree written for gitmesh: the only
+		// findings are the warnings that Kuma would apply one of them.
+		var other []schema.Finding
+		for _, f := range res.Findings {
+			if f.Code != schema.CodeKumaDiffers || f.IsError() {
+				other = append(other, f)
+			}
+		}
+		if len(other) > 0 || res.Resources != s.Resources() || res.Files != files {
 			t.Errorf("single=%v: %d resources in %d files (want %d in %d), findings %v", single, res.Resources, res.Files,
-				s.Resources(), files, res.Findings)
+				s.Resources(), files, other)
 		}
 		if len(res.Set.Dataplanes) != 80 || len(res.Set.TrafficPermissions) != 19 {
 			t.Errorf("single=%v: %d dataplanes, %d permissions", single, len(res.Set.Dataplanes), len(res.Set.TrafficPermissions))
