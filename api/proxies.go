@@ -21,8 +21,11 @@ type proxyJSON struct {
 	// served.
 	Flavor          string `json:"flavor,omitempty"`
 	PublishedFlavor string `json:"publishedFlavor,omitempty"`
-	Published       bool   `json:"published"`        // it has a snapshot of the served commit
-	Commit          string `json:"commit,omitempty"` // the commit of that snapshot
+	// Unsupported lists what the published flavour drops of the node's
+	// policies.
+	Unsupported []string `json:"unsupported,omitempty"`
+	Published   bool     `json:"published"`        // it has a snapshot of the served commit
+	Commit      string   `json:"commit,omitempty"` // the commit of that snapshot
 	// Unknown is set for a node that has a stream open but no dataplane of
 	// the served commit: a typo in a bootstrap, or a dataplane removed from
 	// git. It is served nothing.
@@ -58,7 +61,7 @@ type nackJSON struct {
 }
 
 func toProxy(p ads.ProxyStatus) proxyJSON {
-	out := proxyJSON{NodeID: p.NodeID, Flavor: string(p.Flavor), PublishedFlavor: string(p.PublishedFlavor),
+	out := proxyJSON{NodeID: p.NodeID, Flavor: string(p.Flavor), PublishedFlavor: string(p.PublishedFlavor), Unsupported: p.Unsupported,
 		Published: p.Published, Commit: p.Commit, Unknown: !p.Published && p.Streams > 0, InSync: p.InSync(),
 		Streams: p.Streams, ConnectedSince: p.ConnectedSince, Types: []typeJSON{}}
 	if id, err := schema.ParseNodeID(p.NodeID); err == nil {

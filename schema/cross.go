@@ -204,6 +204,7 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 		}
 	})
 	kumaDiffers(set, dps, warnAt)
+	flavorSupport(set, mtps, warnAt)
 	return set, findings
 }
 
@@ -423,4 +424,49 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// FlavorLabel is the Dataplane label that tells validate which data plane a
+// node runs (envoy or grpc), so it can say what that data plane would drop.
+const FlavorLabel = "gitmesh.io/flavor"
+
+// flavorSupport warns (unsupported-by-flavor) at each policy field a
+// dataplane's labelled data plane cannot honour: proxyless gRPC has no RBAC
+// shadow rules, so AllowWithShadowDeny only allows there.
+func flavorSupport(set *Set, mtps []*entry, warnAt func(*entry, string, Code, string, string)) {
+	for _, e := range mtps {
+		p := e.mtp
+		var ptr string
+		for _, f := range p.From {
+			if f.Action == ActionAllowWithShadowDeny && ptr == "" {
+				ptr = f.Pointer + "/default/action"
+			}
+		}
+		for _, r := range p.Rules {
+			if len(r.AllowWithShadowDeny) > 0 && ptr == "" {
+				ptr = r.Pointer + "/allowWithShadowDeny"
+			}
+		}
+		if ptr == "" {
+			continue
+		}
+		var grpc []string
+		for _, dp := range set.DataplanesIn(p.Mesh) {
+			if dp.Labels[FlavorLabel] == "grpc" && p.TargetRef.SelectsDataplane(dp) {
+				grpc = append(grpc, dp.Name)
+			}
+		}
+		if len(grpc) == 0 {
+			continue
+		}
+		more := ""
+		if len(grpc) > 5 {
+			more = fmt.Sprintf(" and %d more", len(grpc)-5)
+			grpc = grpc[:5]
+		}
+		warnAt(e, ptr, CodeUnsupportedByFlavor,
+			fmt.Sprintf("AllowWithShadowDeny only allows on proxyless gRPC, which has no shadow rules: dataplanes %s%s are labelled %s: grpc",
+				strings.Join(grpc, ", "), more, FlavorLabel),
+			"the deny is logged only by Envoy; on gRPC nodes, test a deny with Deny on one service first")
+	}
 }

@@ -75,11 +75,12 @@ const (
 	CodeDuplicate           Code = "duplicate-resource"
 	CodePortConflict        Code = "port-conflict"
 	CodeEndpointConflict    Code = "endpoint-conflict"
-	CodeNoEffect            Code = "no-effect"            // warning
-	CodeUnknownService      Code = "unknown-service"      // warning
-	CodeUnenforceableSource Code = "unenforceable-source" // warning
-	CodeKumaDiffers         Code = "kuma-differs"         // warning
-	CodeTranslationFailed   Code = "translation-error"    // a translator or proto rule rejects the set
+	CodeNoEffect            Code = "no-effect"             // warning
+	CodeUnknownService      Code = "unknown-service"       // warning
+	CodeUnenforceableSource Code = "unenforceable-source"  // warning
+	CodeKumaDiffers         Code = "kuma-differs"          // warning
+	CodeUnsupportedByFlavor Code = "unsupported-by-flavor" // warning
+	CodeTranslationFailed   Code = "translation-error"     // a translator or proto rule rejects the set
 )
 
 // Finding is one problem found in a tree, modelled on fs.PathError: what,

@@ -126,6 +126,12 @@ func (rs *resourceSet) grpcServerListener(mi *meshIndex, dp *schema.Dataplane, i
 	if err != nil {
 		return nil, err
 	}
+	if mi.mesh.MTLS.Enabled {
+		if rf, err := mi.rbacFor(dp, i); err == nil && rf.shadow != nil {
+			rs.unsupported = append(rs.unsupported, fmt.Sprintf(
+				"inbound %s: AllowWithShadowDeny of MeshTrafficPermission only allows: gRPC has no RBAC shadow rules, nothing is logged", in.HostPort()))
+		}
+	}
 	filters = append(filters, routerFilter)
 	hcm, err := rs.filter(wellknown.HTTPConnectionManager, &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix(name),

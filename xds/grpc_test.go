@@ -368,6 +368,13 @@ spec:
 	d.waitFor(ctx, web, codes.OK)
 	d.waitFor(ctx, batch, codes.PermissionDenied)
 	d.noNACKs(ctx)
+	// gRPC has no shadow rules: the proxy says what it drops.
+	if got := d.proxies["secure.backend-1"].Unsupported; len(got) != 1 || !strings.Contains(got[0], "AllowWithShadowDeny") {
+		t.Errorf("backend-1 unsupported = %q, want the shadow deny named", got)
+	}
+	if got := d.proxies["secure.web-1"].Unsupported; len(got) != 0 {
+		t.Errorf("web-1 unsupported = %q, want none", got)
+	}
 }
 
 // dataPlane is one translated mesh published by a real ADS server on

@@ -61,6 +61,10 @@ type Proxy struct {
 	// reference the certificate provider CertProviderInstance instead,
 	// whose files an agent writes from those secrets, fetched over SDS.
 	MTLS bool
+	// Unsupported says, one line each, what of the dataplane's policies
+	// this flavour cannot do and drops (gRPC: no RBAC shadow rules). The
+	// resources are still correct for what the flavour supports.
+	Unsupported []string
 	// Hash is the hex SHA-256 of the deterministic encoding of Resources:
 	// for each type in a fixed order, its URL and, for each resource, its
 	// name and the SHA-256 of its deterministic proto encoding. Equal

@@ -113,7 +113,7 @@ func (b *builder) proxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy,
 			return nil, fmt.Errorf("translate %s: %w", node, err)
 		}
 	}
-	p.Resources, p.typed = rs.sorted(), rs.typed
+	p.Resources, p.typed, p.Unsupported = rs.sorted(), rs.typed, rs.unsupported
 	if p.MTLS {
 		p.Identities = identities(dp)
 	}
@@ -139,7 +139,9 @@ type named struct {
 // resourceSet collects one proxy's resources, rejecting two different
 // resources of one type under one name.
 type resourceSet struct {
-	byType [numTypes][]named
+	// unsupported is what the proxy's flavour drops (Proxy.Unsupported).
+	unsupported []string
+	byType      [numTypes][]named
 	// typed holds the message packed in each typed config of the proxy's
 	// own (not shared) resources, so that Check reads it without
 	// unpacking.

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -40,6 +41,7 @@ type PublishResult struct {
 // published is what the server holds for one proxy.
 type published struct {
 	flavor        xds.Flavor // of the translation: its snapshot's key is snapshotKey(node, flavor)
+	unsupported   []string   // what the flavour drops of the node's policies (xds.Proxy.Unsupported)
 	hash          string
 	commit        string            // the commit at which hash was first published
 	versions      map[string]string // of each non-secret type
@@ -363,7 +365,11 @@ func (s *Server) prepare(checker *xds.Checker, commit string, p *xds.Proxy, secr
 		}
 	}
 	prev := s.published[p.NodeID]
-	pub := &published{flavor: flavor, hash: p.Hash, commit: commit, secretVersion: secretVersion}
+	pub := &published{flavor: flavor, hash: p.Hash, commit: commit, secretVersion: secretVersion, unsupported: p.Unsupported}
+	if len(p.Unsupported) > 0 && (prev == nil || prev.flavor != flavor || !slices.Equal(prev.unsupported, p.Unsupported)) {
+		s.cfg.Logger.Warn("node is served a data plane that drops part of its policies", "node", p.NodeID, "flavor", flavor,
+			"dropped", strings.Join(p.Unsupported, "; "))
+	}
 	if prev != nil && prev.hash == p.Hash {
 		if prev.secretVersion == secretVersion && prev.flavor == flavor {
 			return prev, nil, nil

@@ -67,6 +67,9 @@ type ProxyStatus struct {
 	// it: when Flavor differs, the node's latest stream waits for a
 	// translation of its own flavour.
 	PublishedFlavor xds.Flavor
+	// Unsupported lists what the published flavour drops of the node's
+	// policies (xds.Proxy.Unsupported).
+	Unsupported []string
 	// Hash is the xds.Proxy Hash of the published translation ("" when not
 	// published): which translation the node is served.
 	Hash string
@@ -199,6 +202,7 @@ func (s *Server) StatusOf(node string) (ProxyStatus, bool) {
 // withPublished adds what was published for the node.
 func (ps *ProxyStatus) withPublished(pub *published) {
 	ps.Published, ps.Commit, ps.Hash, ps.PublishedFlavor = true, pub.commit, pub.hash, pub.flavor
+	ps.Unsupported = pub.unsupported
 	for _, typ := range pub.types {
 		i := slices.IndexFunc(ps.Types, func(t TypeStatus) bool { return t.TypeURL == typ })
 		if i < 0 {
