@@ -186,6 +186,10 @@ func specOf(set *Set, k Key) any {
 		if dp := set.Dataplane(k.Mesh, k.Name); dp != nil {
 			return dataplaneSpec(dp)
 		}
+	case TypeMeshTrafficPermission:
+		if p := set.MeshTrafficPermission(k.Mesh, k.Name); p != nil {
+			return meshTrafficPermissionSpec(p)
+		}
 	case TypeTrafficPermission:
 		for _, tp := range set.PermissionsIn(k.Mesh) {
 			if tp.Name == k.Name {
@@ -345,4 +349,42 @@ func tagsSpec(tags map[string]string) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+func stringMap(m map[string]string) map[string]any {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func targetRefSpec(t TargetRef) map[string]any {
+	return obj("kind", string(t.Kind), "name", t.Name, "tags", stringMap(t.Tags), "labels", stringMap(t.Labels), "sectionName", t.SectionName)
+}
+
+func meshTrafficPermissionSpec(p *MeshTrafficPermission) any {
+	var from, rules []any
+	for _, f := range p.From {
+		from = append(from, obj("targetRef", targetRefSpec(f.TargetRef), "default", obj("action", string(f.Action))))
+	}
+	matches := func(ms []SpiffeMatch) []any {
+		var out []any
+		for _, m := range ms {
+			typ := "Exact"
+			if m.Prefix {
+				typ = "Prefix"
+			}
+			out = append(out, obj("spiffeID", obj("type", typ, "value", m.Value)))
+		}
+		return out
+	}
+	for _, r := range p.Rules {
+		rules = append(rules, obj("default", obj("allow", matches(r.Allow), "deny", matches(r.Deny),
+			"allowWithShadowDeny", matches(r.AllowWithShadowDeny))))
+	}
+	return obj("labels", stringMap(p.Labels), "spec", obj("targetRef", targetRefSpec(p.TargetRef), "from", from, "rules", rules))
 }

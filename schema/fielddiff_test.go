@@ -170,3 +170,18 @@ tracing:
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+func TestResourceChangesMeshTrafficPermission(t *testing.T) {
+	mk := func(action Action, labels map[string]string) *Set {
+		return &Set{MeshTrafficPermissions: []*MeshTrafficPermission{{
+			PolicyMeta: PolicyMeta{Mesh: "default", Name: "p", Labels: labels, TargetRef: TargetRef{Kind: KindMeshService, Name: "backend"}},
+			From:       []PermissionFrom{{TargetRef: TargetRef{Kind: KindMesh}, Action: action}},
+		}}}
+	}
+	got := ResourceChanges(mk(ActionAllow, nil), mk(ActionDeny, map[string]string{"team": "a"}),
+		Key{Type: TypeMeshTrafficPermission, Mesh: "default", Name: "p"})
+	want := []FieldChange{{Path: "labels", New: map[string]any{"team": "a"}}, {Path: "spec.from[0].default.action", Old: "Allow", New: "Deny"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
