@@ -29,6 +29,9 @@ type Options struct {
 	MaxDepth     int   // nesting within a document; default 64
 	MaxNodes     int   // YAML nodes per document, aliases expanded; default 100,000
 	Workers      int   // files parsed at once; default GOMAXPROCS
+	// Deprecations reports each legacy form that has a Kuma 2.x successor
+	// as a warning (CodeDeprecated).
+	Deprecations bool
 }
 
 func (o Options) withDefaults() Options {
@@ -542,7 +545,13 @@ func (l *Loader) loadDocument(file string, doc *document) (*entry, []Finding) {
 		e.mtp.Origin = e.origin()
 		e.name, e.mesh = e.mtp.Name, e.mtp.Mesh
 	}
-	return e, toFindings(append(schemaIssues, withoutOverlap(issues, schemaIssues)...))
+	out := toFindings(append(schemaIssues, withoutOverlap(issues, schemaIssues)...))
+	if l.opts.Deprecations {
+		for _, is := range deprecations(typ, doc.value) {
+			out = append(out, e.finding(SeverityWarning, is.pointer, is.code, is.message, is.hint))
+		}
+	}
+	return e, out
 }
 
 // withoutOverlap drops rule issues about a value the schema already reported

@@ -19,6 +19,8 @@ type validateOptions struct {
 	source     treeFlags
 	limits     limitFlags
 	allowEmpty bool
+	// deprecations warns on each legacy form with its Kuma 2.x successor.
+	deprecations bool
 }
 
 func newValidateCmd() *cobra.Command {
@@ -42,6 +44,9 @@ them), as gitmesh serve --verify-commits requires before publishing; an
 unsigned commit, one signed by another key or a bad signature exits 1 with
 the reason, before the tree is read.
 
+With --deprecations, each legacy form (TrafficPermission, interface strings,
+the 0.x tag and mTLS spellings) is a warning naming its Kuma 2.x successor.
+
 A tree without any policy file is an error (exit 2), as a wrong path more
 often than not; --allow-empty accepts it.
 
@@ -61,6 +66,7 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 		"with --repo: require the commit's OpenPGP signature to verify against the public keys in this keyring file")
 	o.limits.bind(f)
 	f.BoolVar(&o.allowEmpty, "allow-empty", false, "accept a tree without any policy file")
+	f.BoolVar(&o.deprecations, "deprecations", false, "warn on each legacy (Kuma 0.x) form, naming its Kuma 2.x successor")
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(reportFormats, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
@@ -111,7 +117,9 @@ func runValidate(ctx context.Context, stdout io.Writer, o validateOptions, args 
 
 	defer oneShotGC()()
 
-	p, err := pipeline.New(pipeline.Options{Limits: o.limits.options(), VerdictOnly: true})
+	limits := o.limits.options()
+	limits.Deprecations = o.deprecations
+	p, err := pipeline.New(pipeline.Options{Limits: limits, VerdictOnly: true})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,51 @@
+package schema
+
+import "fmt"
+
+// CodeDeprecated marks a legacy form that has a Kuma 2.x successor; it is
+// reported only when Options.Deprecations is set (validate --deprecations).
+const CodeDeprecated Code = "deprecated"
+
+// deprecations lists the legacy forms of one document, each at the field the
+// author wrote, with its Kuma 2.x successor as the hint. It reads the raw
+// document, so it sees the form, not the normalised model.
+func deprecations(typ string, m map[string]any) []issue {
+	var out []issue
+	add := func(ptr, msg, hint string) {
+		out = append(out, issue{pointer: ptr, code: CodeDeprecated, message: msg, hint: hint})
+	}
+	tagsOf := func(ptr string, tags map[string]any) {
+		for _, short := range []string{TagService, TagProtocol} {
+			if _, ok := tags[short]; ok {
+				add(ptr+"/"+short, fmt.Sprintf("tag %q is the Kuma 0.x spelling", short),
+					fmt.Sprintf("write `kuma.io/%s`, as Kuma 2.x does", short))
+			}
+		}
+	}
+	switch typ {
+	case TypeTrafficPermission:
+		add("/type", "TrafficPermission is a legacy kind, being removed from Kuma",
+			"write a MeshTrafficPermission: `spec: {targetRef: <destination>, from: [{targetRef: <source>, default: {action: Allow}}]}`")
+		for i := range listOf(m, "rules") {
+			add(fmt.Sprintf("/rules/%d", i), "rules[] is the Kuma 0.2 form of TrafficPermission", "in a MeshTrafficPermission, each source is a from[] item")
+		}
+	case TypeDataplane:
+		nw := mapOf(m, "networking")
+		for i, raw := range listOf(nw, "inbound") {
+			in, _ := raw.(map[string]any)
+			ptr := fmt.Sprintf("/networking/inbound/%d", i)
+			if _, ok := in["interface"]; ok {
+				add(ptr+"/interface", "inbound `interface` is the Kuma 0.2 form", "write `port` and `servicePort` (and `networking.address`)")
+			}
+			tagsOf(ptr+"/tags", mapOf(in, "tags"))
+		}
+		for i, raw := range listOf(nw, "outbound") {
+			out, _ := raw.(map[string]any)
+			ptr := fmt.Sprintf("/networking/outbound/%d", i)
+			if _, ok := out["interface"]; ok {
+				add(ptr+"/interface", "outbound `interface` is the Kuma 0.2 form", "write `port` (and `address`)")
+			}
+		}
+	}
+	return out
+}

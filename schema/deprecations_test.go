@@ -1,0 +1,50 @@
+package schema
+
+import (
+	"strings"
+	"testing"
+	"testing/fstest"
+)
+
+// With Deprecations, every legacy form is a warning at the field written,
+// naming its successor; the tree stays valid. Without, nothing is said.
+func TestDeprecations(t *testing.T) {
+	tree := fstest.MapFS{"p.yaml": {Data: []byte(`type: Dataplane
+name: web-1
+networking:
+  inbound:
+    - interface: 10.0.0.1:10001:8080
+      tags: {service: web, kuma.io/protocol: http}
+  outbound:
+    - interface: :20001
+      service: web
+---
+type: TrafficPermission
+name: legacy
+rules:
+  - sources: [{match: {service: web}}]
+    destinations: [{match: {service: web}}]
+`)}}
+	for _, on := range []bool{false, true} {
+		res, err := newTestLoader(t, Options{Deprecations: on}).Load(tree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Valid() {
+			t.Fatalf("deprecations=%v: invalid:\n%s", on, formatFindings(res.Findings))
+		}
+		var got []string
+		for _, f := range res.Findings {
+			if f.Code == CodeDeprecated {
+				got = append(got, f.Pointer)
+			}
+		}
+		want := "/networking/inbound/0/interface /networking/inbound/0/tags/service /networking/outbound/0/interface /type /rules/0"
+		if !on {
+			want = ""
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("deprecations=%v: at %q, want %q", on, got, want)
+		}
+	}
+}
