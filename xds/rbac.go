@@ -90,79 +90,80 @@ func httpRBAC(rules, shadow *rbacv3.RBAC) (*hcmv3.HttpFilter, error) {
 	}, nil
 }
 
-// meshPermissionPolicy names the RBAC policy of merged
-// MeshTrafficPermissions, as Kuma does.
-const meshPermissionPolicy = "MeshTrafficPermission"
-
 // meshPermissionRBAC is the RBAC of an inbound that MeshTrafficPermissions
-// select: an ALLOW policy for the clients they allow (AllowWithShadowDeny
-// included), and, when some are AllowWithShadowDeny, shadow rules denying
-// those, which Envoy logs and counts without enforcing.
+// select: an ALLOW policy per deciding MeshTrafficPermission, named like it,
+// for the clients it allows (AllowWithShadowDeny included), and, when some
+// are AllowWithShadowDeny, shadow rules denying those, which Envoy logs and
+// counts (with the policy's name as the effective policy id) without
+// enforcing. A policy that decides nothing allowed has no RBAC policy.
 func meshPermissionRBAC(mesh string, ip schema.InboundPermissions) (rules, shadow *rbacv3.RBAC) {
-	var allow, shadowed []*rbacv3.Principal
+	allow, shadowed := map[string][]*rbacv3.Principal{}, map[string][]*rbacv3.Principal{}
 	if ip.RulesForm {
-		var allows, denies, shadows []*rbacv3.Principal
+		var denies []*rbacv3.Principal
 		for _, m := range ip.Matches {
-			p := spiffePrincipal(m.Match)
-			switch m.Action {
-			case schema.ActionDeny:
-				denies = append(denies, p)
-			case schema.ActionAllowWithShadowDeny:
-				shadows = append(shadows, p)
-				allows = append(allows, p)
-			default:
-				allows = append(allows, p)
+			if m.Action == schema.ActionDeny {
+				denies = append(denies, spiffePrincipal(m.Match))
 			}
 		}
-		for _, a := range allows {
+		for _, m := range ip.Matches {
+			if !m.Action.Allows() {
+				continue
+			}
+			p := spiffePrincipal(m.Match)
+			if m.Action == schema.ActionAllowWithShadowDeny {
+				shadowed[m.By.Name] = append(shadowed[m.By.Name], p)
+			}
 			if len(denies) > 0 {
-				a = &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{
-					Ids: []*rbacv3.Principal{a, notAny(denies)},
+				p = &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{
+					Ids: []*rbacv3.Principal{p, notAny(denies)},
 				}}}
 			}
-			allow = append(allow, a)
+			allow[m.By.Name] = append(allow[m.By.Name], p)
 		}
-		shadowed = shadows
 	} else {
-		allow = verdictPrincipals(mesh, ip, schema.Action.Allows)
-		shadowed = verdictPrincipals(mesh, ip, func(a schema.Action) bool { return a == schema.ActionAllowWithShadowDeny })
+		verdictPrincipals(mesh, ip, schema.Action.Allows, allow)
+		verdictPrincipals(mesh, ip, func(a schema.Action) bool { return a == schema.ActionAllowWithShadowDeny }, shadowed)
 	}
-	rules = &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
-	if len(allow) > 0 {
-		rules.Policies[meshPermissionPolicy] = &rbacv3.Policy{
-			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
-			Principals:  allow,
-		}
-	}
+	rules = &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: rbacPolicies(allow)}
 	if len(shadowed) > 0 {
-		shadow = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{meshPermissionPolicy: {
-			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
-			Principals:  shadowed,
-		}}}
+		shadow = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: rbacPolicies(shadowed)}
 	}
 	return rules, shadow
 }
 
-// verdictPrincipals are the principals of the clients whose merged from[]
-// action satisfies want: each named service's SPIFFE id, and for every
-// other client any peer but the named services whose action does not.
-func verdictPrincipals(mesh string, ip schema.InboundPermissions, want func(schema.Action) bool) []*rbacv3.Principal {
-	var out, excluded []*rbacv3.Principal
+func rbacPolicies(byName map[string][]*rbacv3.Principal) map[string]*rbacv3.Policy {
+	out := make(map[string]*rbacv3.Policy, len(byName))
+	for name, ps := range byName {
+		out[name] = &rbacv3.Policy{
+			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+			Principals:  ps,
+		}
+	}
+	return out
+}
+
+// verdictPrincipals adds to out, under the name of the deciding policy, the
+// principals of the clients whose merged from[] action satisfies want: each
+// named service's SPIFFE id, and for every other client any peer but the
+// named services whose action does not.
+func verdictPrincipals(mesh string, ip schema.InboundPermissions, want func(schema.Action) bool, out map[string][]*rbacv3.Principal) {
+	var excluded []*rbacv3.Principal
 	for _, sv := range ip.Services {
 		p := exactPrincipal(SpiffeID(mesh, sv.Service))
 		if want(sv.Action) {
-			out = append(out, p)
+			out[sv.By.Name] = append(out[sv.By.Name], p)
 		} else {
 			excluded = append(excluded, p)
 		}
 	}
 	if want(ip.Others.Action) {
+		by := ip.Others.By.Name
 		if len(excluded) == 0 {
-			return []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}
+			out[by] = append(out[by], &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}})
+			return
 		}
-		out = append(out, notAny(excluded))
+		out[by] = append(out[by], notAny(excluded))
 	}
-	return out
 }
 
 // notAny is a principal matching a peer none of ps matches.
