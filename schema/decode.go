@@ -17,14 +17,28 @@ import (
 // of the wrong type reads as absent.
 
 var (
-	nameRE     = regexp.MustCompile(`^[a-z0-9_-]+$`)
-	tagKeyRE   = regexp.MustCompile(`^[a-zA-Z0-9._:/-]+$`)
-	tagValueRE = regexp.MustCompile(`^[a-zA-Z0-9._:/-]+$`)
+	sectionNameRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	labelNameRE    = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$`)
+	labelPrefixRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	labelValueRE   = regexp.MustCompile(`^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$`)
+	nameRE         = regexp.MustCompile(`^[a-z0-9_-]+$`)
+	resourceNameRE = regexp.MustCompile(`^[a-z0-9._-]+$`)
+	tagKeyRE       = regexp.MustCompile(`^[a-zA-Z0-9._:/-]+$`)
+	// A tag value is Kuma's: letters, digits, '.', '-', '_' and ':'; a
+	// selector's value may hold '/' too, or be '*'.
+	tagValueRE      = regexp.MustCompile(`^[a-zA-Z0-9._:-]+$`)
+	selectorValueRE = regexp.MustCompile(`^[a-zA-Z0-9._:/-]+$`)
 )
 
-// ValidName reports whether s is a valid resource or mesh name: lower-case
-// letters, digits, '-' and '_', at most 253 characters.
+// ValidName reports whether s is a valid mesh name: lower-case letters,
+// digits, '-' and '_', at most 253 characters. A mesh name has no '.', so a
+// node id <mesh>.<name> splits at its first dot.
 func ValidName(s string) bool { return len(s) <= 253 && nameRE.MatchString(s) }
+
+// ValidResourceName reports whether s is a valid name of a resource in a
+// mesh (a Dataplane, a policy): as a mesh name, and '.' too, as Kuma allows
+// (billing.1).
+func ValidResourceName(s string) bool { return len(s) <= 253 && resourceNameRE.MatchString(s) }
 
 // kumaTagAliases are the Kuma 1.x spellings of well-known tags.
 var kumaTagAliases = map[string]string{
@@ -68,6 +82,7 @@ func listOf(m map[string]any, k string) []any {
 	return v
 }
 
+// name checks a mesh name (the `mesh` field, a Mesh's `name`).
 func (d *decoder) name(m map[string]any, k string) string {
 	v := str(m, k)
 	if v != "" && !nameRE.MatchString(v) {
@@ -76,6 +91,15 @@ func (d *decoder) name(m map[string]any, k string) string {
 			hint = "a '.' is not allowed: node ids are <mesh>.<name>; " + hint
 		}
 		d.add("/"+k, CodeInvalidName, hint, "%s %q has characters that are not allowed", k, v)
+	}
+	return v
+}
+
+// resourceName checks the name of a resource in a mesh, which may hold dots.
+func (d *decoder) resourceName(m map[string]any) string {
+	v := str(m, "name")
+	if v != "" && !resourceNameRE.MatchString(v) {
+		d.add("/name", CodeInvalidName, "use lower-case letters, digits, '-', '_' and '.'", "name %q has characters that are not allowed", v)
 	}
 	return v
 }
@@ -107,8 +131,12 @@ func (d *decoder) tags(ptr string, raw map[string]any, allowWildcard bool) map[s
 			d.add(kptr, CodeInvalidTag, "tag names use letters, digits, '.', '-', '_', ':' and '/'", "tag name %q has characters that are not allowed", k)
 			continue
 		}
-		if !(allowWildcard && val == "*") && !tagValueRE.MatchString(val) {
-			hint := "tag values use letters, digits, '.', '-', '_', ':' and '/'"
+		valueRE := tagValueRE
+		if allowWildcard {
+			valueRE = selectorValueRE
+		}
+		if !(allowWildcard && val == "*") && !valueRE.MatchString(val) {
+			hint := "tag values use letters, digits, '.', '-', '_' and ':', as in Kuma"
 			if val == "*" {
 				hint = "'*' is allowed only in TrafficPermission selectors"
 			}
@@ -177,8 +205,18 @@ func protocolKey(raw map[string]any) string {
 
 func decodeMesh(m map[string]any) (*Mesh, []issue) {
 	d := &decoder{}
-	mesh := &Mesh{Name: d.name(m, "name")}
-	if mt := mapOf(m, "mtls"); mt != nil {
+	mesh := &Mesh{Name: d.name(m, "name"), Labels: d.labels(m)}
+	_, hasEnabled := mapOf(m, "mtls")["enabled"]
+	_, hasCA := mapOf(m, "mtls")["ca"]
+	_, hasBackend := mapOf(m, "mtls")["enabledBackend"]
+	_, hasBackends := mapOf(m, "mtls")["backends"]
+	if mt := mapOf(m, "mtls"); mt != nil && (hasBackend || hasBackends) {
+		if hasEnabled || hasCA {
+			d.add("/mtls", CodeMixedForms, "use either `enabled`/`ca` (Kuma 0.x) or `enabledBackend`/`backends` (Kuma 2.x), not both",
+				"mtls mixes the Kuma 0.x and 2.x forms")
+		}
+		mesh.MTLS = d.mtlsBackends(mt)
+	} else if mt != nil {
 		mesh.MTLS.Enabled, _ = mt["enabled"].(bool)
 		mesh.MTLS.CA.Kind = CABuiltin
 		if ca := mapOf(mt, "ca"); ca != nil {
@@ -300,7 +338,7 @@ func validPort(s string) bool {
 
 func decodeDataplane(m map[string]any) (*Dataplane, []issue) {
 	d := &decoder{}
-	dp := &Dataplane{Name: d.name(m, "name"), Mesh: meshOf(d, m)}
+	dp := &Dataplane{Name: d.resourceName(m), Mesh: meshOf(d, m), Labels: d.labels(m)}
 	nw := mapOf(m, "networking")
 	if a := str(nw, "address"); a != "" {
 		dp.Address = d.ip("/networking/address", "networking.address", a)
@@ -328,7 +366,11 @@ func (d *decoder) mixed(ptr string, m map[string]any, fields ...string) {
 }
 
 func (d *decoder) inbound(ptr string, m map[string]any, dpAddress string) Inbound {
-	in := Inbound{Tags: d.tags(ptr+"/tags", mapOf(m, "tags"), false)}
+	in := Inbound{Name: str(m, "name"), Tags: d.tags(ptr+"/tags", mapOf(m, "tags"), false)}
+	if in.Name != "" && !sectionNameRE.MatchString(in.Name) {
+		d.add(ptr+"/name", CodeInvalidName, "use lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit",
+			"inbound name %q is not a valid section name", in.Name)
+	}
 	if _, ok := in.Tags[TagService]; !ok {
 		d.add(ptr+"/tags", CodeMissingService, "add `service: NAME` to the inbound's tags", "%s has no `service` tag", fieldName(ptr))
 	}
@@ -366,8 +408,22 @@ func (d *decoder) inbound(ptr string, m map[string]any, dpAddress string) Inboun
 
 func (d *decoder) outbound(ptr string, m map[string]any) Outbound {
 	out := Outbound{Service: str(m, "service"), Address: "127.0.0.1"}
-	if !tagValueRE.MatchString(out.Service) {
-		d.add(ptr+"/service", CodeInvalidTag, "service names use letters, digits, '.', '-', '_', ':' and '/'", "service %q has characters that are not allowed", out.Service)
+	if raw := mapOf(m, "tags"); raw != nil { // Kuma 2.x: tags: {kuma.io/service: NAME}
+		tags := d.tags(ptr+"/tags", raw, false)
+		switch svc, ok := tags[TagService]; {
+		case !ok:
+			d.add(ptr+"/tags", CodeMissingService, "add `kuma.io/service: NAME` to the outbound's tags", "%s has tags but no `kuma.io/service`", fieldName(ptr))
+		case out.Service != "" && svc != out.Service:
+			d.add(ptr+"/service", CodeConflictingTag, "keep one of `service` and the `kuma.io/service` tag",
+				"%s names service %q and tag kuma.io/service %q", fieldName(ptr), out.Service, svc)
+		default:
+			out.Service = svc
+		}
+	} else if _, ok := m["service"]; !ok && m != nil {
+		d.add(ptr, CodeMissingService, "add `tags: {kuma.io/service: NAME}` (or the Kuma 0.x `service: NAME`)", "%s names no service", fieldName(ptr))
+	}
+	if out.Service != "" && !tagValueRE.MatchString(out.Service) {
+		d.add(ptr+"/service", CodeInvalidTag, "service names use letters, digits, '.', '-', '_' and ':', as in Kuma", "service %q has characters that are not allowed", out.Service)
 	}
 	if iface, ok := m["interface"].(string); ok {
 		d.mixed(ptr, m, "address", "port")
@@ -453,7 +509,7 @@ func (d *decoder) portConflicts(dp *Dataplane) {
 // later checks can point at the form the author wrote.
 func decodeTrafficPermission(m map[string]any) (*TrafficPermission, []string, []issue) {
 	d := &decoder{}
-	tp := &TrafficPermission{Name: d.name(m, "name"), Mesh: meshOf(d, m)}
+	tp := &TrafficPermission{Name: d.resourceName(m), Mesh: meshOf(d, m), Labels: d.labels(m)}
 	_, hasSources := m["sources"]
 	_, hasDest := m["destinations"]
 	_, hasRules := m["rules"]
@@ -500,4 +556,94 @@ func (d *decoder) rule(base string, m map[string]any) PermissionRule {
 		}
 	}
 	return r
+}
+
+// labels decodes a resource's `labels`, checked as Kuma checks them: a key
+// is an optional DNS-subdomain prefix and '/', then a name of at most 63
+// letters, digits, '-', '_' and '.', starting and ending with a letter or
+// digit; a value is empty or such a name.
+func (d *decoder) labels(m map[string]any) map[string]string {
+	raw := mapOf(m, "labels")
+	if raw == nil {
+		return nil
+	}
+	out := make(map[string]string, len(raw))
+	for _, k := range tagOrder(raw) {
+		v, _ := raw[k].(string)
+		ptr := "/labels/" + escapePointer(k)
+		prefix, name, hasPrefix := strings.Cut(k, "/")
+		if !hasPrefix {
+			prefix, name = "", k
+		}
+		if (hasPrefix && (len(prefix) > 253 || !labelPrefixRE.MatchString(prefix))) || !labelNameRE.MatchString(name) {
+			d.add(ptr, CodeInvalidLabel, "a label key is [PREFIX/]NAME: NAME at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit; PREFIX a DNS subdomain",
+				"label key %q is not valid", k)
+			continue
+		}
+		if !labelValueRE.MatchString(v) {
+			d.add(ptr, CodeInvalidLabel, "a label value is empty, or at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+				"label %q has value %q, which is not valid", k, v)
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// mtlsBackends decodes Kuma 2.x's mTLS form: the enabled backend's CA
+// becomes the mesh's, as the 0.x form's does. CA material comes from files
+// on the control-plane host only: a key inline in git is an error.
+func (d *decoder) mtlsBackends(mt map[string]any) MTLS {
+	out := MTLS{CA: CA{Kind: CABuiltin}, Backend: str(mt, "enabledBackend")}
+	backends := listOf(mt, "backends")
+	if len(backends) > 1 {
+		d.add("/mtls/backends", CodeInvalidBackend, "declare one backend, as Kuma allows", "mtls cannot have more than 1 backend")
+	}
+	var names []string
+	for i, raw := range backends {
+		b, _ := raw.(map[string]any)
+		name := str(b, "name")
+		names = append(names, name)
+		enabled := name == out.Backend && out.Backend != ""
+		out.Enabled = out.Enabled || enabled
+		if str(b, "type") != string(CAProvided) {
+			continue
+		}
+		conf := mapOf(b, "conf")
+		ptr := fmt.Sprintf("/mtls/backends/%d/conf", i)
+		prov := &ProvidedCA{}
+		for _, part := range []struct {
+			key  string
+			into *string
+		}{{"cert", &prov.CertFile}, {"key", &prov.KeyFile}} {
+			src := mapOf(conf, part.key)
+			pptr := ptr + "/" + part.key
+			switch {
+			case src == nil:
+				d.add(ptr, CodeMissingField, "add `"+part.key+": {file: PATH}`, a file on the control-plane host", "provided CA has no `%s`", part.key)
+			case src["inline"] != nil || src["inlineString"] != nil:
+				d.add(pptr, CodeSecretInGit, "never commit CA material: put it in a file on the control-plane host and write `"+part.key+": {file: PATH}`",
+					"provided CA %s is inline in the repository", part.key)
+			case src["secret"] != nil:
+				d.add(pptr+"/secret", CodeUnsupported, "gitmesh has no secret store: write `"+part.key+": {file: PATH}`, a file on the control-plane host",
+					"provided CA %s from a Kuma secret is not supported", part.key)
+			case str(src, "file") == "":
+				d.add(pptr, CodeMissingField, "write `"+part.key+": {file: PATH}`", "provided CA %s has no `file`", part.key)
+			default:
+				*part.into = str(src, "file")
+			}
+		}
+		if enabled {
+			out.CA = CA{Kind: CAProvided, Provided: prov}
+		}
+	}
+	d.backendNames("/mtls", names, "")
+	if out.Backend != "" && !slices.Contains(names, out.Backend) {
+		hint := "declare a backend with that name, or name an existing one"
+		if s := suggest(out.Backend, names); s != "" {
+			hint = fmt.Sprintf("did you mean %q?", s)
+		}
+		d.add("/mtls/enabledBackend", CodeUnknownBackend, hint, "enabledBackend %q is not one of the declared backends", out.Backend)
+	}
+	return out
 }

@@ -29,6 +29,15 @@ func deprecations(typ string, m map[string]any) []issue {
 		for i := range listOf(m, "rules") {
 			add(fmt.Sprintf("/rules/%d", i), "rules[] is the Kuma 0.2 form of TrafficPermission", "in a MeshTrafficPermission, each source is a from[] item")
 		}
+	case TypeMesh:
+		if mt := mapOf(m, "mtls"); mt != nil {
+			for _, f := range []string{"enabled", "ca"} {
+				if _, ok := mt[f]; ok {
+					add("/mtls/"+f, fmt.Sprintf("mtls.%s is the Kuma 0.x form of mTLS", f),
+						"write `mtls: {enabledBackend: ca-1, backends: [{name: ca-1, type: builtin}]}`")
+				}
+			}
+		}
 	case TypeDataplane:
 		nw := mapOf(m, "networking")
 		for i, raw := range listOf(nw, "inbound") {
@@ -44,6 +53,9 @@ func deprecations(typ string, m map[string]any) []issue {
 			ptr := fmt.Sprintf("/networking/outbound/%d", i)
 			if _, ok := out["interface"]; ok {
 				add(ptr+"/interface", "outbound `interface` is the Kuma 0.2 form", "write `port` (and `address`)")
+			}
+			if _, ok := out["service"]; ok {
+				add(ptr+"/service", "outbound `service` is the Kuma 0.x form", "write `tags: {kuma.io/service: NAME}`, as Kuma 2.x does")
 			}
 		}
 	}

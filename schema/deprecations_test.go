@@ -39,7 +39,7 @@ rules:
 				got = append(got, f.Pointer)
 			}
 		}
-		want := "/networking/inbound/0/interface /networking/inbound/0/tags/service /networking/outbound/0/interface /type /rules/0"
+		want := "/networking/inbound/0/interface /networking/inbound/0/tags/service /networking/outbound/0/interface /networking/outbound/0/service /type /rules/0"
 		if !on {
 			want = ""
 		}

@@ -69,6 +69,8 @@ const (
 	CodeMissingRules     Code = "missing-rules"
 	CodeInvalidTargetRef Code = "invalid-target-ref"
 	CodeUnsupported      Code = "unsupported"
+	CodeInvalidLabel     Code = "invalid-label"
+	CodeSecretInGit      Code = "secret-in-git"
 
 	// Rules across resources.
 	CodeUnknownMesh         Code = "unknown-mesh"

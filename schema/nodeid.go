@@ -43,8 +43,8 @@ func checkNodeID(n NodeID, s string) (NodeID, error) {
 	if !ValidName(n.Mesh) {
 		return NodeID{}, fmt.Errorf("%q: mesh %q: use lower-case letters, digits, '-' and '_'", s, n.Mesh)
 	}
-	if !ValidName(n.Name) {
-		return NodeID{}, fmt.Errorf("%q: name %q: use lower-case letters, digits, '-' and '_'", s, n.Name)
+	if !ValidResourceName(n.Name) {
+		return NodeID{}, fmt.Errorf("%q: name %q: use lower-case letters, digits, '-', '_' and '.'", s, n.Name)
 	}
 	return n, nil
 }

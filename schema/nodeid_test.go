@@ -9,7 +9,7 @@ func TestNodeID(t *testing.T) {
 		ok   bool
 	}{
 		{"default.web-01", NodeID{"default", "web-01"}, true},
-		{"prod.billing.1", NodeID{"prod", "billing.1"}, false}, // a dot in a name is a Kuma 2.x form this version refuses
+		{"prod.billing.1", NodeID{"prod", "billing.1"}, true}, // split at the first dot: mesh names have none
 		{"web-01", NodeID{}, false},
 		{".web", NodeID{}, false},
 		{"Prod.web", NodeID{}, false},

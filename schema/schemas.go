@@ -197,14 +197,12 @@ func (c *compiled) propertiesAt(loc string) map[string]any {
 
 // knownAlternatives explains fields users bring from other Kuma versions.
 var knownAlternatives = map[string]string{
-	"enabledBackend": "gitmesh reads the Kuma 0.3 form of mTLS: `mtls: {enabled: true, ca: {builtin: {}}}`",
-	"backends":       "gitmesh reads the Kuma 0.3 form of mTLS: `mtls: {enabled: true, ca: {builtin: {}}}`",
-	"gateway":        "gateway dataplanes are not supported; declare inbound interfaces",
-	"spec":           "resources are written in Kuma's universal form: the fields go at the top level, not under `spec`",
-	"metadata":       "resources are written in Kuma's universal form: `name` and `mesh` go at the top level",
-	"kind":           "the resource type is given by `type`, not `kind`",
-	"apiVersion":     "universal-mode resources have no `apiVersion`",
-	"<<":             "YAML merge keys are not supported; write the fields out",
+	"gateway":    "gateway dataplanes are not supported; declare inbound interfaces",
+	"spec":       "resources are written in Kuma's universal form: the fields go at the top level, not under `spec`",
+	"metadata":   "resources are written in Kuma's universal form: `name` and `mesh` go at the top level",
+	"kind":       "the resource type is given by `type`, not `kind`",
+	"apiVersion": "universal-mode resources have no `apiVersion`",
+	"<<":         "YAML merge keys are not supported; write the fields out",
 }
 
 func unknownFieldHint(k string, allowed []string) string {

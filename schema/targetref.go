@@ -280,7 +280,7 @@ func (d *decoder) targetRef(ptr string, m map[string]any, rules targetRefRules) 
 // serviceName checks a service name given in a targetRef.
 func (d *decoder) serviceName(ptr, name string) {
 	if name != "" && !tagValueRE.MatchString(name) {
-		d.add(ptr, CodeInvalidTag, "service names use letters, digits, '.', '-' and '_'", "service %q has characters that are not allowed", name)
+		d.add(ptr, CodeInvalidTag, "service names use letters, digits, '.', '-', '_' and ':', as in Kuma", "service %q has characters that are not allowed", name)
 	}
 }
 
@@ -288,10 +288,7 @@ func (d *decoder) serviceName(ptr, name string) {
 // `spec` mapping.
 func (d *decoder) policyMeta(m map[string]any, rules targetRefRules) PolicyMeta {
 	spec := mapOf(m, "spec")
-	p := PolicyMeta{Name: d.name(m, "name"), Mesh: meshOf(d, m)}
-	if l := mapOf(m, "labels"); l != nil {
-		p.Labels = d.tags("/labels", l, false)
-	}
+	p := PolicyMeta{Name: d.resourceName(m), Mesh: meshOf(d, m), Labels: d.labels(m)}
 	p.TargetRef = d.targetRef("/spec/targetRef", mapOf(spec, "targetRef"), rules)
 	return p
 }

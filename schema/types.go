@@ -69,6 +69,9 @@ type Mesh struct {
 type MTLS struct {
 	Enabled bool
 	CA      CA
+	// Backend is the enabled backend's name in the Kuma 2.x form; empty in
+	// the 0.x form.
+	Backend string
 }
 
 // CA is a mesh's certificate authority. Provided is set when Kind is

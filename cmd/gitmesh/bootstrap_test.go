@@ -125,7 +125,7 @@ func TestBootstrapUsageErrors(t *testing.T) {
 	}{
 		{[]string{"--dataplane", "demo", "--xds-address", "h:1"}, "not MESH/NAME"},
 		{[]string{"--dataplane", "Demo/web", "--xds-address", "h:1"}, `mesh "Demo"`},
-		{[]string{"--dataplane", "demo/web.1", "--xds-address", "h:1"}, `name "web.1"`},
+		{[]string{"--dataplane", "demo/Web.1", "--xds-address", "h:1"}, `name "Web.1"`},
 		{[]string{"--dataplane", "demo/web", "--xds-address", "h"}, "--xds-address"},
 		{[]string{"--dataplane", "demo/web", "--xds-address", "h:70000"}, "port must be 1 to 65535"},
 		{[]string{"--dataplane", "demo/web", "--xds-address", "h:1", "--admin-address", "0.0.0.0:9901"}, "not a loopback"},

@@ -38,7 +38,9 @@ func newMigrateCmd() *cobra.Command {
 TrafficPermission becomes a MeshTrafficPermission, each Dataplane inbound
 and outbound ` + "`interface`" + ` string becomes address and port fields, and the
 inbound tags service and protocol are spelt kuma.io/service and
-kuma.io/protocol. Other documents are written back as they are.
+kuma.io/protocol, each outbound's service a kuma.io/service tag, and a
+Mesh's 0.x mTLS (enabled, ca) one backend named ca-1. Other documents are
+written back as they are.
 
 It proves itself before writing anything: the migrated tree must translate
 to byte-identical Envoy and proxyless gRPC resources for every proxy. When
@@ -303,6 +305,8 @@ func migrateDocument(doc *yaml.Node) ([]*yaml.Node, bool, error) {
 		return []*yaml.Node{doc}, false, nil
 	case t.Value == schema.TypeDataplane:
 		return []*yaml.Node{doc}, migrateDataplane(m), nil
+	case t.Value == schema.TypeMesh:
+		return []*yaml.Node{doc}, migrateMesh(m), nil
 	case t.Value == schema.TypeTrafficPermission:
 		out, err := migratePermission(m, doc)
 		return out, err == nil, err
@@ -339,6 +343,16 @@ func migrateDataplane(m *yaml.Node) bool {
 	}
 	if out := field(nw, "outbound"); out != nil {
 		for _, item := range out.Content {
+			if svc := field(item, "service"); svc != nil && field(item, "tags") == nil {
+				for i := 0; i+1 < len(item.Content); i += 2 {
+					if item.Content[i].Value == "service" {
+						item.Content[i].Value = "tags"
+						item.Content[i+1] = &yaml.Node{Kind: yaml.MappingNode, Style: yaml.FlowStyle,
+							Content: []*yaml.Node{scalar("kuma.io/service"), svc}}
+					}
+				}
+				did = true
+			}
 			iface := field(item, "interface")
 			if iface == nil {
 				continue
@@ -491,4 +505,26 @@ func targetRefYAML(sel map[string]string) string {
 	default:
 		return fmt.Sprintf("{kind: MeshServiceSubset, name: %q, tags: %s}", svc, tagYAML())
 	}
+}
+
+// migrateMesh turns the 0.x mTLS form into one backend named ca-1.
+func migrateMesh(m *yaml.Node) bool {
+	mt := field(m, "mtls")
+	if mt == nil || mt.Kind != yaml.MappingNode || field(mt, "enabledBackend") != nil || field(mt, "backends") != nil {
+		return false
+	}
+	enabled := field(mt, "enabled")
+	backend := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{scalar("name"), scalar("ca-1"), scalar("type"), scalar("builtin")}}
+	if prov := field(field(mt, "ca"), "provided"); prov != nil {
+		backend.Content[3] = scalar("provided")
+		backend.Content = append(backend.Content, scalar("conf"), prov)
+	}
+	on := enabled != nil && enabled.Value == "true"
+	var content []*yaml.Node
+	if on {
+		content = append(content, scalar("enabledBackend"), scalar("ca-1"))
+	}
+	content = append(content, scalar("backends"), &yaml.Node{Kind: yaml.SequenceNode, Content: []*yaml.Node{backend}})
+	mt.Content = content
+	return true
 }

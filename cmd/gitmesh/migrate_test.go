@@ -27,7 +27,7 @@ func TestMigrateEquivalent(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("validate %s: %d\n%s%s", out, code, stdout, stderr)
 		}
-		for _, legacy := range []string{"TrafficPermission is a legacy kind", "`interface`", `tag \"service\"`} {
+		for _, legacy := range []string{"TrafficPermission is a legacy kind", "`interface`", `tag \"service\"`, "outbound `service`", "mtls.enabled"} {
 			if strings.Contains(stdout, legacy) {
 				t.Errorf("%s: still has %s:\n%s", dir, legacy, stdout)
 			}
