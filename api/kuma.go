@@ -23,13 +23,14 @@ func originOf(o schema.Origin) *origin {
 }
 
 type meshJSON struct {
-	Type    string       `json:"type"`
-	Name    string       `json:"name"`
-	MTLS    *mtlsJSON    `json:"mtls,omitempty"`
-	Logging *loggingJSON `json:"logging,omitempty"`
-	Tracing *tracingJSON `json:"tracing,omitempty"`
-	Metrics *metricsJSON `json:"metrics,omitempty"`
-	Origin  *origin      `json:"origin,omitempty"`
+	Type    string            `json:"type"`
+	Name    string            `json:"name"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	MTLS    *mtlsJSON         `json:"mtls,omitempty"`
+	Logging *loggingJSON      `json:"logging,omitempty"`
+	Tracing *tracingJSON      `json:"tracing,omitempty"`
+	Metrics *metricsJSON      `json:"metrics,omitempty"`
+	Origin  *origin           `json:"origin,omitempty"`
 }
 
 type mtlsJSON struct {
@@ -99,7 +100,7 @@ type prometheusJSON struct {
 }
 
 func toMesh(m *schema.Mesh) meshJSON {
-	out := meshJSON{Type: schema.TypeMesh, Name: m.Name, Origin: originOf(m.Origin)}
+	out := meshJSON{Type: schema.TypeMesh, Name: m.Name, Labels: m.Labels, Origin: originOf(m.Origin)}
 	// The loader gives every mesh a builtin CA; a disabled mTLS with it is
 	// what Kuma leaves out.
 	if m.MTLS.Enabled || m.MTLS.CA.Kind == schema.CAProvided {
@@ -143,11 +144,12 @@ func toMesh(m *schema.Mesh) meshJSON {
 }
 
 type dataplaneJSON struct {
-	Type       string         `json:"type"`
-	Mesh       string         `json:"mesh"`
-	Name       string         `json:"name"`
-	Networking networkingJSON `json:"networking"`
-	Origin     *origin        `json:"origin,omitempty"`
+	Type       string            `json:"type"`
+	Mesh       string            `json:"mesh"`
+	Name       string            `json:"name"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Networking networkingJSON    `json:"networking"`
+	Origin     *origin           `json:"origin,omitempty"`
 }
 
 type networkingJSON struct {
@@ -198,13 +200,14 @@ func toDataplane(dp *schema.Dataplane) dataplaneJSON {
 		}
 		nw.Outbound = append(nw.Outbound, oj)
 	}
-	return dataplaneJSON{Type: schema.TypeDataplane, Mesh: dp.Mesh, Name: dp.Name, Networking: nw, Origin: originOf(dp.Origin)}
+	return dataplaneJSON{Type: schema.TypeDataplane, Mesh: dp.Mesh, Name: dp.Name, Labels: dp.Labels, Networking: nw, Origin: originOf(dp.Origin)}
 }
 
 type permissionJSON struct {
-	Type string `json:"type"`
-	Mesh string `json:"mesh"`
-	Name string `json:"name"`
+	Type   string            `json:"type"`
+	Mesh   string            `json:"mesh"`
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
 	// Sources and Destinations hold a permission of one rule (the Kuma 0.3+
 	// form); Rules one of several, which only the 0.2 form can say.
 	Sources      []selectorJSON `json:"sources,omitempty"`
@@ -235,7 +238,7 @@ func selectors(ss []schema.Selector) []selectorJSON {
 }
 
 func toPermission(tp *schema.TrafficPermission) permissionJSON {
-	out := permissionJSON{Type: schema.TypeTrafficPermission, Mesh: tp.Mesh, Name: tp.Name, Origin: originOf(tp.Origin)}
+	out := permissionJSON{Type: schema.TypeTrafficPermission, Mesh: tp.Mesh, Name: tp.Name, Labels: tp.Labels, Origin: originOf(tp.Origin)}
 	if len(tp.Rules) == 1 {
 		out.Sources = selectors(tp.Rules[0].Sources)
 		out.Destinations = selectors(tp.Rules[0].Destinations)

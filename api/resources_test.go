@@ -106,6 +106,8 @@ networking:
 	"dataplanes/web.yaml": {Data: []byte(`type: Dataplane
 mesh: default
 name: web-01
+labels:
+  app: web
 networking:
   address: 10.0.0.10
   inbound:

@@ -231,8 +231,8 @@ func meshSpec(m *Mesh) any {
 	if p := m.MTLS.CA.Provided; m.MTLS.CA.Kind == CAProvided && p != nil {
 		ca = obj("provided", obj("cert", obj("file", p.CertFile), "key", obj("file", p.KeyFile)))
 	}
-	return obj(
-		"mtls", obj("enabled", m.MTLS.Enabled, "ca", ca),
+	return obj("labels", stringMap(m.Labels),
+		"mtls", obj("enabled", m.MTLS.Enabled, "ca", ca, "backend", m.MTLS.Backend),
 		"logging", loggingSpec(m.Logging),
 		"tracing", tracingSpec(m.Tracing),
 		"metrics", metricsSpec(m.Metrics))
@@ -317,7 +317,7 @@ func dataplaneSpec(dp *Dataplane) any {
 		}
 		outbound = append(outbound, obj("port", o.Port, "address", own, "service", o.Service))
 	}
-	return obj("networking", obj("address", address, "inbound", inbound, "outbound", outbound))
+	return obj("labels", stringMap(dp.Labels), "networking", obj("address", address, "inbound", inbound, "outbound", outbound))
 }
 
 func permissionSpec(tp *TrafficPermission) any {
@@ -328,7 +328,7 @@ func permissionSpec(tp *TrafficPermission) any {
 	for _, r := range tp.Rules {
 		rules = append(rules, ruleSpec(r))
 	}
-	return obj("rules", rules)
+	return obj("labels", stringMap(tp.Labels), "rules", rules)
 }
 
 func ruleSpec(r PermissionRule) map[string]any {
