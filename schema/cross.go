@@ -2,6 +2,7 @@ package schema
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -406,7 +407,7 @@ func kumaDifference[C any](cands []C, of func(C) (name string, exact, wild int, 
 		name, ex, wi, src := of(c)
 		names = append(names, name)
 		if ex == bestEx && wi == bestWi && !covers(src) {
-			narrower = append(narrower, fmt.Sprintf("%s (sources %s)", name, strings.Join(sortedKeys(src), ", ")))
+			narrower = append(narrower, fmt.Sprintf("%s (sources %s)", name, strings.Join(slices.Sorted(maps.Keys(src)), ", ")))
 		}
 	}
 	if len(narrower) == 0 {
@@ -414,16 +415,7 @@ func kumaDifference[C any](cands []C, of func(C) (name string, exact, wild int, 
 	}
 	sort.Strings(names)
 	return fmt.Sprintf("Kuma applies only one of the TrafficPermissions matching this inbound (%s) and may pick %s; gitmesh allows the sources of all of them: %s",
-		strings.Join(names, ", "), strings.Join(narrower, " or "), strings.Join(sortedKeys(union), ", "))
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+		strings.Join(names, ", "), strings.Join(narrower, " or "), strings.Join(slices.Sorted(maps.Keys(union)), ", "))
 }
 
 // FlavorLabel is the Dataplane label that tells validate which data plane a

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing/fstest"
@@ -156,7 +158,7 @@ func differingProxies(a, b *xds.Translation) []string {
 	for _, n := range b.Nodes() {
 		ids[n.Dataplane.NodeID().String()] = true
 	}
-	for _, id := range sortedKeys(ids) {
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
 		for _, f := range xds.Flavors {
 			pa, pb := a.Proxy(id, f), b.Proxy(id, f)
 			switch {
@@ -168,15 +170,6 @@ func differingProxies(a, b *xds.Translation) []string {
 			}
 		}
 	}
-	return out
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }
 
