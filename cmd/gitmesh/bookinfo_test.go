@@ -202,6 +202,25 @@ spec:
 		return st.Published != nil && string(st.Published.Hash) == deny &&
 			st.Convergence.Acked == len(dataplanes) && st.Convergence.Nacked == 0
 	})
+
+	// AllowWithShadowDeny allows; gRPC has no shadow rules, and the
+	// reviews proxies say so in /proxies.
+	r.push(t, "reviews: shadow-deny productpage", meshPermission("AllowWithShadowDeny"))
+	s.hook(t, webhookSecret)
+	pollPage(t, httpAddr, "reviews allowed with a shadow deny", func(p *app.Reply) bool { return p.Calls[0].OK && p.Calls[1].OK })
+	var shadowed struct {
+		Items []struct {
+			NodeID      string
+			Unsupported []string
+		}
+	}
+	getJSON(t, s.api("/proxies"), &shadowed)
+	for _, p := range shadowed.Items {
+		reviews := strings.HasPrefix(p.NodeID, "bookinfo.reviews-")
+		if got := len(p.Unsupported) > 0 && strings.Contains(p.Unsupported[0], "AllowWithShadowDeny"); got != reviews {
+			t.Errorf("%s: unsupported %q", p.NodeID, p.Unsupported)
+		}
+	}
 }
 
 // startDataplane runs one bookinfo dataplane as gitmesh runs one: with mTLS,
