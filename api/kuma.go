@@ -78,9 +78,17 @@ type tracingJSON struct {
 }
 
 type tracingBackendJSON struct {
-	Name     string     `json:"name"`
-	Sampling *float64   `json:"sampling,omitempty"`
-	Zipkin   zipkinJSON `json:"zipkin"`
+	Name     string      `json:"name"`
+	Sampling *float64    `json:"sampling,omitempty"`
+	Zipkin   *zipkinJSON `json:"zipkin,omitempty"`
+	// Datadog is a Kuma 2.x datadog backend, in place of Zipkin.
+	Datadog *datadogJSON `json:"datadog,omitempty"`
+}
+
+type datadogJSON struct {
+	Address      string `json:"address"`
+	Port         uint32 `json:"port"`
+	SplitService bool   `json:"splitService,omitempty"`
 }
 
 type zipkinJSON struct {
@@ -129,8 +137,13 @@ func toMesh(m *schema.Mesh) meshJSON {
 	if tr := m.Tracing; tr != nil {
 		t := &tracingJSON{DefaultBackend: tr.DefaultBackend, Backends: []tracingBackendJSON{}}
 		for _, b := range tr.Backends {
-			t.Backends = append(t.Backends, tracingBackendJSON{Name: b.Name, Sampling: b.Sampling,
-				Zipkin: zipkinJSON{URL: b.Zipkin.URL, TraceID128Bit: b.Zipkin.TraceID128Bit, APIVersion: b.Zipkin.APIVersion}})
+			j := tracingBackendJSON{Name: b.Name, Sampling: b.Sampling}
+			if dd := b.Datadog; dd != nil {
+				j.Datadog = &datadogJSON{Address: dd.Address, Port: dd.Port, SplitService: dd.SplitService}
+			} else {
+				j.Zipkin = &zipkinJSON{URL: b.Zipkin.URL, TraceID128Bit: b.Zipkin.TraceID128Bit, APIVersion: b.Zipkin.APIVersion}
+			}
+			t.Backends = append(t.Backends, j)
 		}
 		out.Tracing = t
 	}

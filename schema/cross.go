@@ -459,6 +459,6 @@ func flavorSupport(set *Set, mtps []*entry, warnAt func(*entry, string, Code, st
 		warnAt(e, ptr, CodeUnsupportedByFlavor,
 			fmt.Sprintf("AllowWithShadowDeny only allows on proxyless gRPC, which has no shadow rules: dataplanes %s%s are labelled %s: grpc",
 				strings.Join(grpc, ", "), more, FlavorLabel),
-			"the deny is logged only by Envoy; on gRPC nodes, test a deny with Deny on one service first")
+			"only Envoy logs a shadow deny: on gRPC nodes the clients are simply allowed")
 	}
 }

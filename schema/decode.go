@@ -241,7 +241,30 @@ func decodeMesh(m map[string]any) (*Mesh, []issue) {
 	}
 	if mx := mapOf(m, "metrics"); mx != nil {
 		mesh.Metrics = &Metrics{}
-		if p := mapOf(mx, "prometheus"); p != nil {
+		p, tagsPtr := mapOf(mx, "prometheus"), "/metrics/prometheus/tags"
+		if _, ok := mx["backends"]; ok { // Kuma 2.x: the enabled backend's conf
+			if p != nil {
+				d.add("/metrics", CodeMixedForms, "use either `prometheus` (Kuma 0.x) or `enabledBackend`/`backends` (Kuma 2.x)", "metrics mixes the Kuma 0.x and 2.x forms")
+			}
+			p = nil
+			enabled := str(mx, "enabledBackend")
+			var names []string
+			for i, raw := range listOf(mx, "backends") {
+				b, _ := raw.(map[string]any)
+				names = append(names, str(b, "name"))
+				if enabled != "" && str(b, "name") == enabled {
+					p, tagsPtr = mapOf(b, "conf"), fmt.Sprintf("/metrics/backends/%d/conf/tags", i)
+					if p == nil {
+						p = map[string]any{}
+					}
+				}
+			}
+			d.backendNames("/metrics", names, "")
+			if enabled != "" && !slices.Contains(names, enabled) {
+				d.add("/metrics/enabledBackend", CodeUnknownBackend, "name one of the declared backends", "enabledBackend %q is not one of the declared backends", enabled)
+			}
+		}
+		if p != nil {
 			prom := &Prometheus{Port: uint32Of(p, "port"), Path: str(p, "path")}
 			if prom.Port == 0 {
 				prom.Port = 5670 // Kuma's default
@@ -250,7 +273,7 @@ func decodeMesh(m map[string]any) (*Mesh, []issue) {
 				prom.Path = "/metrics"
 			}
 			if t := mapOf(p, "tags"); t != nil {
-				prom.Tags = d.tags("/metrics/prometheus/tags", t, false)
+				prom.Tags = d.tags(tagsPtr, t, false)
 			}
 			mesh.Metrics.Prometheus = prom
 		}
@@ -285,6 +308,23 @@ func (d *decoder) logging(lg map[string]any) *Logging {
 		ptr := fmt.Sprintf("/logging/backends/%d", i)
 		be := LoggingBackend{Name: str(bm, "name"), Format: str(bm, "format"),
 			FilePath: str(mapOf(bm, "file"), "path"), TCPAddress: str(mapOf(bm, "tcp"), "address")}
+		addrPtr := ptr + "/tcp/address"
+		if typ, ok := bm["type"].(string); ok { // Kuma 2.x: {type: file|tcp, conf: {...}}
+			d.oneShape(ptr, bm, "file", "tcp")
+			conf := mapOf(bm, "conf")
+			if typ == "file" {
+				be.FilePath = str(conf, "path")
+			} else {
+				be.TCPAddress, addrPtr = str(conf, "address"), ptr+"/conf/address"
+			}
+			if be.FilePath == "" && be.TCPAddress == "" {
+				d.add(ptr, CodeInvalidBackend, "add `conf: {path: ...}` for type file, `conf: {address: HOST:PORT}` for type tcp",
+					"logging backend %q of type %s has no destination", be.Name, typ)
+				names = append(names, be.Name)
+				out.Backends = append(out.Backends, be)
+				continue
+			}
+		}
 		switch {
 		case be.FilePath == "" && be.TCPAddress == "":
 			d.add(ptr, CodeInvalidBackend, "add `file: {path: ...}` or `tcp: {address: HOST:PORT}`", "logging backend %q has neither file nor tcp", be.Name)
@@ -292,7 +332,7 @@ func (d *decoder) logging(lg map[string]any) *Logging {
 			d.add(ptr, CodeInvalidBackend, "keep one of `file` and `tcp`", "logging backend %q has both file and tcp", be.Name)
 		case be.TCPAddress != "":
 			if _, port, err := net.SplitHostPort(be.TCPAddress); err != nil || !validPort(port) {
-				d.add(ptr+"/tcp/address", CodeInvalidAddress, "write HOST:PORT, e.g. 127.0.0.1:5000", "tcp address %q is not HOST:PORT", be.TCPAddress)
+				d.add(addrPtr, CodeInvalidAddress, "write HOST:PORT, e.g. 127.0.0.1:5000", "tcp address %q is not HOST:PORT", be.TCPAddress)
 			}
 		}
 		names = append(names, be.Name)
@@ -307,7 +347,15 @@ func (d *decoder) tracing(tr map[string]any) *Tracing {
 	var names []string
 	for i, b := range listOf(tr, "backends") {
 		bm, _ := b.(map[string]any)
-		z := mapOf(bm, "zipkin")
+		z, urlPtr := mapOf(bm, "zipkin"), fmt.Sprintf("/tracing/backends/%d/zipkin/url", i)
+		typ, typed := bm["type"].(string) // Kuma 2.x: {type: zipkin|datadog, conf: {...}}
+		if typed {
+			d.oneShape(fmt.Sprintf("/tracing/backends/%d", i), bm, "zipkin")
+			z, urlPtr = mapOf(bm, "conf"), fmt.Sprintf("/tracing/backends/%d/conf/url", i)
+		} else if z == nil {
+			d.add(fmt.Sprintf("/tracing/backends/%d", i), CodeInvalidBackend, "add `type: zipkin` and `conf: {url: ...}` (or the Kuma 0.x `zipkin: {url: ...}`)",
+				"tracing backend %q has no collector", str(bm, "name"))
+		}
 		be := TracingBackend{Name: str(bm, "name"), Zipkin: Zipkin{URL: str(z, "url"), APIVersion: str(z, "apiVersion")}}
 		be.Zipkin.TraceID128Bit, _ = z["traceId128bit"].(bool)
 		if be.Zipkin.APIVersion == "" {
@@ -320,8 +368,16 @@ func (d *decoder) tracing(tr map[string]any) *Tracing {
 		case float64:
 			be.Sampling = &s
 		}
-		if u, err := url.Parse(be.Zipkin.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			d.add(fmt.Sprintf("/tracing/backends/%d/zipkin/url", i), CodeInvalidValue, "write an http(s) URL such as http://zipkin:9411/api/v2/spans",
+		if typ == "datadog" {
+			be.Zipkin = Zipkin{}
+			be.Datadog = &Datadog{Address: str(z, "address"), Port: uint32Of(z, "port")}
+			be.Datadog.SplitService, _ = z["splitService"].(bool)
+			if be.Datadog.Address == "" || be.Datadog.Port == 0 {
+				d.add(fmt.Sprintf("/tracing/backends/%d/conf", i), CodeInvalidBackend, "write `conf: {address: HOST, port: PORT}`",
+					"datadog backend %q needs an address and a port", be.Name)
+			}
+		} else if u, err := url.Parse(be.Zipkin.URL); (z != nil || typed) && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+			d.add(urlPtr, CodeInvalidValue, "write an http(s) URL such as http://zipkin:9411/api/v2/spans",
 				"zipkin url %q is not an http(s) URL", be.Zipkin.URL)
 		}
 		names = append(names, be.Name)
@@ -646,4 +702,15 @@ func (d *decoder) mtlsBackends(mt map[string]any) MTLS {
 		d.add("/mtls/enabledBackend", CodeUnknownBackend, hint, "enabledBackend %q is not one of the declared backends", out.Backend)
 	}
 	return out
+}
+
+// oneShape reports the Kuma 0.x shape of a backend (its kind as a key) used
+// next to the 2.x `type`.
+func (d *decoder) oneShape(ptr string, b map[string]any, legacy ...string) {
+	for _, k := range legacy {
+		if _, ok := b[k]; ok {
+			d.add(ptr+"/"+k, CodeMixedForms, "use either `type` and `conf` (Kuma 2.x) or `"+k+":` (Kuma 0.x), not both",
+				"backend mixes the Kuma 2.x `type` with the 0.x `%s`", k)
+		}
+	}
 }

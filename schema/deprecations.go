@@ -38,6 +38,21 @@ func deprecations(typ string, m map[string]any) []issue {
 				}
 			}
 		}
+		for _, section := range []string{"logging", "tracing"} {
+			for i, raw := range listOf(mapOf(m, section), "backends") {
+				bk, _ := raw.(map[string]any)
+				for _, f := range []string{"file", "tcp", "zipkin"} {
+					if _, ok := bk[f]; ok {
+						add(fmt.Sprintf("/%s/backends/%d/%s", section, i, f), fmt.Sprintf("%s backend `%s:` is the Kuma 0.x shape", section, f),
+							fmt.Sprintf("write `type: %s` and the settings under `conf:`", f))
+					}
+				}
+			}
+		}
+		if _, ok := mapOf(m, "metrics")["prometheus"]; ok {
+			add("/metrics/prometheus", "metrics.prometheus is the Kuma 0.x shape",
+				"write `metrics: {enabledBackend: prometheus-1, backends: [{name: prometheus-1, type: prometheus, conf: {...}}]}`")
+		}
 	case TypeDataplane:
 		nw := mapOf(m, "networking")
 		for i, raw := range listOf(nw, "inbound") {

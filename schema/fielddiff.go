@@ -269,6 +269,11 @@ func tracingSpec(tr *Tracing) map[string]any {
 		if b.Zipkin.TraceID128Bit {
 			traceID128 = true
 		}
+		if dd := b.Datadog; dd != nil {
+			backends = append(backends, obj("name", b.Name, "sampling", sampling,
+				"datadog", obj("address", dd.Address, "port", int(dd.Port), "splitService", dd.SplitService)))
+			continue
+		}
 		zipkin := obj("url", b.Zipkin.URL, "apiVersion", b.Zipkin.APIVersion, "traceId128bit", traceID128)
 		backends = append(backends, obj("name", b.Name, "sampling", sampling, "zipkin", zipkin))
 	}

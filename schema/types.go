@@ -115,6 +115,16 @@ type TracingBackend struct {
 	// Sampling is a percentage in [0, 100]; nil means Kuma's default (100).
 	Sampling *float64
 	Zipkin   Zipkin
+	// Datadog is set for a Kuma 2.x `type: datadog` backend (Zipkin is
+	// then empty).
+	Datadog *Datadog
+}
+
+// Datadog describes a Datadog agent.
+type Datadog struct {
+	Address      string
+	Port         uint32
+	SplitService bool
 }
 
 // Zipkin describes a Zipkin collector.
