@@ -432,7 +432,7 @@ func (d *decoder) inbound(ptr string, m map[string]any, dpAddress string) Inboun
 	}
 	if iface, ok := m["interface"].(string); ok {
 		d.mixed(ptr, m, "address", "port", "servicePort")
-		host, ports, ok := splitInterface(iface, 2)
+		host, ports, ok := SplitInterface(iface, 2)
 		if !ok {
 			d.add(ptr+"/interface", CodeInvalidInterface, `write "IP:DATAPLANE_PORT:SERVICE_PORT", e.g. "10.0.0.1:10001:8080"`,
 				"inbound interface %q is not IP:DATAPLANE_PORT:SERVICE_PORT", iface)
@@ -483,7 +483,7 @@ func (d *decoder) outbound(ptr string, m map[string]any) Outbound {
 	}
 	if iface, ok := m["interface"].(string); ok {
 		d.mixed(ptr, m, "address", "port")
-		host, ports, ok := splitInterface(iface, 1)
+		host, ports, ok := SplitInterface(iface, 1)
 		if !ok {
 			d.add(ptr+"/interface", CodeInvalidInterface, `write "[IP]:PORT", e.g. ":10001" or "127.0.0.1:10001"`,
 				"outbound interface %q is not [IP]:PORT", iface)
@@ -505,9 +505,10 @@ func (d *decoder) outbound(ptr string, m map[string]any) Outbound {
 	return out
 }
 
-// splitInterface parses "HOST:P1[:P2]" with nports ports; HOST may be an IPv6
+// SplitInterface parses a legacy Dataplane interface "HOST:P1[:P2]" with
+// nports ports, each a valid port without leading zeros; HOST may be an IPv6
 // literal in brackets, or empty.
-func splitInterface(s string, nports int) (host string, ports []uint32, ok bool) {
+func SplitInterface(s string, nports int) (host string, ports []uint32, ok bool) {
 	rest := s
 	if strings.HasPrefix(s, "[") {
 		end := strings.IndexByte(s, ']')

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing/fstest"
 
@@ -365,24 +366,15 @@ func migrateDataplane(m *yaml.Node) bool {
 	return did
 }
 
-// splitLegacyInterface splits "HOST:P1[:P2]" (HOST may be [IPv6] or empty).
+// splitLegacyInterface splits an interface string as the loader does,
+// the ports as written.
 func splitLegacyInterface(s string, nports int) (string, []string, bool) {
-	host, rest := "", s
-	if strings.HasPrefix(s, "[") {
-		end := strings.IndexByte(s, ']')
-		if end < 0 || end+1 >= len(s) || s[end+1] != ':' {
-			return "", nil, false
-		}
-		host, rest = s[1:end], s[end+2:]
-	} else {
-		var ok bool
-		host, rest, ok = strings.Cut(s, ":")
-		if !ok {
-			return "", nil, false
-		}
+	host, ports, ok := schema.SplitInterface(s, nports)
+	out := make([]string, len(ports))
+	for i, p := range ports {
+		out[i] = strconv.FormatUint(uint64(p), 10)
 	}
-	ports := strings.Split(rest, ":")
-	return host, ports, len(ports) == nports
+	return host, out, ok
 }
 
 // migratePermission turns a TrafficPermission into MeshTrafficPermissions:
