@@ -20,7 +20,7 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 		findings = append(findings, e.finding(SeverityWarning, ptr, code, msg, hint))
 	}
 
-	var meshes, dps, tps, mtps []*entry
+	var meshes, dps, tps, mtps, hrs, trs []*entry
 	for _, e := range entries {
 		switch {
 		case e.m != nil:
@@ -31,6 +31,10 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 			tps = append(tps, e)
 		case e.mtp != nil:
 			mtps = append(mtps, e)
+		case e.hr != nil:
+			hrs = append(hrs, e)
+		case e.tr != nil:
+			trs = append(trs, e)
 		}
 	}
 	dedupe := func(es []*entry, what func(*entry) string) []*entry {
@@ -51,6 +55,8 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 	dps = dedupe(dps, func(e *entry) string { return fmt.Sprintf("Dataplane %q in mesh %q", e.name, e.mesh) })
 	tps = dedupe(tps, func(e *entry) string { return fmt.Sprintf("TrafficPermission %q in mesh %q", e.name, e.mesh) })
 	mtps = dedupe(mtps, func(e *entry) string { return fmt.Sprintf("MeshTrafficPermission %q in mesh %q", e.name, e.mesh) })
+	hrs = dedupe(hrs, func(e *entry) string { return fmt.Sprintf("MeshHTTPRoute %q in mesh %q", e.name, e.mesh) })
+	trs = dedupe(trs, func(e *entry) string { return fmt.Sprintf("MeshTCPRoute %q in mesh %q", e.name, e.mesh) })
 
 	set := &Set{Meshes: make([]*Mesh, 0, len(meshes)+1)}
 	if len(dps) > 0 { // an empty list stays nil, as the Set's JSON shows it
@@ -204,6 +210,28 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 			checkMeshTrafficPermission(e, m, services[mesh], warnAt, unknownService)
 		}
 	})
+	rc := &routeChecker{set: set, protocols: serviceProtocols(set), warnAt: warnAt, unknownService: unknownService}
+	for _, run := range []struct {
+		es    []*entry
+		check func(*entry)
+	}{{hrs, rc.httpRoute}, {trs, rc.tcpRoute}} {
+		byMesh(run.es, func(mesh string, es []*entry) {
+			if meshByName[mesh] == nil {
+				for _, e := range es {
+					knownMesh(e)
+				}
+				return
+			}
+			for _, e := range es {
+				if e.hr != nil {
+					set.MeshHTTPRoutes = append(set.MeshHTTPRoutes, e.hr)
+				} else {
+					set.MeshTCPRoutes = append(set.MeshTCPRoutes, e.tr)
+				}
+				run.check(e)
+			}
+		})
+	}
 	kumaDiffers(set, dps, warnAt)
 	flavorSupport(set, mtps, warnAt)
 	return set, findings

@@ -44,6 +44,14 @@ func DiffSets(prev, next *Set) SetDiff {
 		func(dp *Dataplane) Key { return Key{Type: TypeDataplane, Mesh: dp.Mesh, Name: dp.Name} },
 		func(*Dataplane) bool { return false }, sameDataplane)
 	mergeDiff(&d, prev.Meshes, next.Meshes, meshKey, func(m *Mesh) bool { return m.Implicit }, sameMesh)
+	mergeDiff(&d, prev.MeshHTTPRoutes, next.MeshHTTPRoutes,
+		func(p *MeshHTTPRoute) Key { return Key{Type: TypeMeshHTTPRoute, Mesh: p.Mesh, Name: p.Name} },
+		func(*MeshHTTPRoute) bool { return false },
+		func(a, b *MeshHTTPRoute) bool { return sameBut(a, b, func(p *MeshHTTPRoute) { p.Origin = Origin{} }) })
+	mergeDiff(&d, prev.MeshTCPRoutes, next.MeshTCPRoutes,
+		func(p *MeshTCPRoute) Key { return Key{Type: TypeMeshTCPRoute, Mesh: p.Mesh, Name: p.Name} },
+		func(*MeshTCPRoute) bool { return false },
+		func(a, b *MeshTCPRoute) bool { return sameBut(a, b, func(p *MeshTCPRoute) { p.Origin = Origin{} }) })
 	mergeDiff(&d, prev.MeshTrafficPermissions, next.MeshTrafficPermissions,
 		func(p *MeshTrafficPermission) Key {
 			return Key{Type: TypeMeshTrafficPermission, Mesh: p.Mesh, Name: p.Name}

@@ -99,6 +99,8 @@ type entry struct {
 	dp              *Dataplane
 	tp              *TrafficPermission
 	mtp             *MeshTrafficPermission
+	hr              *MeshHTTPRoute
+	tr              *MeshTCPRoute
 	ruleBases       []string // per TrafficPermission rule: pointer prefix
 	services        []string // per Dataplane inbound: its service tag
 }
@@ -544,6 +546,14 @@ func (l *Loader) loadDocument(file string, doc *document) (*entry, []Finding) {
 		e.mtp, issues = decodeMeshTrafficPermission(doc.value)
 		e.mtp.Origin = e.origin()
 		e.name, e.mesh = e.mtp.Name, e.mtp.Mesh
+	case TypeMeshHTTPRoute:
+		e.hr, issues = decodeMeshHTTPRoute(doc.value)
+		e.hr.Origin = e.origin()
+		e.name, e.mesh = e.hr.Name, e.hr.Mesh
+	case TypeMeshTCPRoute:
+		e.tr, issues = decodeMeshTCPRoute(doc.value)
+		e.tr.Origin = e.origin()
+		e.name, e.mesh = e.tr.Name, e.tr.Mesh
 	}
 	out := toFindings(append(schemaIssues, withoutOverlap(issues, schemaIssues)...))
 	if l.opts.Deprecations {

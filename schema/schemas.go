@@ -27,10 +27,12 @@ var schemaFileOf = map[string]string{
 	TypeDataplane:             "dataplane.json",
 	TypeTrafficPermission:     "trafficpermission.json",
 	TypeMeshTrafficPermission: "meshtrafficpermission.json",
+	TypeMeshHTTPRoute:         "meshhttproute.json",
+	TypeMeshTCPRoute:          "meshtcproute.json",
 }
 
 // resourceTypes lists the accepted `type` values, sorted.
-var resourceTypes = []string{TypeDataplane, TypeMesh, TypeMeshTrafficPermission, TypeTrafficPermission}
+var resourceTypes = []string{TypeDataplane, TypeMesh, TypeMeshHTTPRoute, TypeMeshTCPRoute, TypeMeshTrafficPermission, TypeTrafficPermission}
 
 // SchemaFiles returns the embedded JSON Schemas (draft 2020-12), keyed by file
 // name, for tools that validate with another implementation.

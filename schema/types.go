@@ -249,6 +249,10 @@ type Set struct {
 	// MeshTrafficPermissions are the Kuma 2.x permissions, sorted by (mesh,
 	// name).
 	MeshTrafficPermissions []*MeshTrafficPermission
+	// MeshHTTPRoutes and MeshTCPRoutes are the Kuma 2.x routes, sorted by
+	// (mesh, name).
+	MeshHTTPRoutes []*MeshHTTPRoute `json:",omitempty"`
+	MeshTCPRoutes  []*MeshTCPRoute  `json:",omitempty"`
 }
 
 // Mesh returns the mesh with the given name, or nil.
@@ -290,7 +294,7 @@ func (s *Set) PermissionsIn(mesh string) []*TrafficPermission {
 // Len is the number of declared resources (the implicit default mesh is not
 // counted).
 func (s *Set) Len() int {
-	n := len(s.Dataplanes) + len(s.TrafficPermissions) + len(s.MeshTrafficPermissions)
+	n := len(s.Dataplanes) + len(s.TrafficPermissions) + len(s.MeshTrafficPermissions) + len(s.MeshHTTPRoutes) + len(s.MeshTCPRoutes)
 	for _, m := range s.Meshes {
 		if !m.Implicit {
 			n++

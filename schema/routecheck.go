@@ -1,0 +1,177 @@
+package schema
+
+import (
+	"fmt"
+	"strings"
+)
+
+// routeChecker warns where a MeshHTTPRoute or MeshTCPRoute does less than
+// it says: on services nobody provides, on subsets no inbound has, on data
+// planes that cannot take a part of it.
+type routeChecker struct {
+	set            *Set
+	protocols      map[string]map[string]string // mesh -> service -> protocol of its inbounds ("" mixed)
+	warnAt         func(*entry, string, Code, string, string)
+	unknownService func(*entry, string, string, string)
+}
+
+// serviceProtocols are, per mesh, the protocol every inbound of a service
+// has ("mixed" when they differ), for the set's dataplanes.
+func serviceProtocols(set *Set) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for _, dp := range set.Dataplanes {
+		m := out[dp.Mesh]
+		if m == nil {
+			m = map[string]string{}
+			out[dp.Mesh] = m
+		}
+		for _, in := range dp.Inbound {
+			p, seen := m[in.Service()]
+			switch {
+			case !seen:
+				m[in.Service()] = in.Protocol()
+			case p != in.Protocol():
+				m[in.Service()] = "mixed"
+			}
+		}
+	}
+	return out
+}
+
+// backend checks one backendRef (or mirror) of a route.
+func (c *routeChecker) backend(e *entry, b BackendRef, what string) {
+	if b.Name == "" {
+		return
+	}
+	protocols := c.protocols[e.mesh]
+	if _, ok := protocols[b.Name]; !ok {
+		c.unknownService(e, b.Pointer+"/name", b.Name, what)
+		return
+	}
+	if b.Kind != KindMeshServiceSubset || len(b.Tags) == 0 {
+		return
+	}
+	sel := b.Selector()
+	for _, dp := range c.set.DataplanesIn(e.mesh) {
+		for _, in := range dp.Inbound {
+			if sel.Matches(in.Tags) {
+				return
+			}
+		}
+	}
+	c.warnAt(e, b.Pointer+"/tags", CodeNoEffect,
+		fmt.Sprintf("%s matches no inbound of service %q: the requests sent to it fail", TargetRef{Kind: b.Kind, Name: b.Name, Tags: b.Tags}, b.Name),
+		"check the tags against the service's Dataplanes")
+}
+
+// clients are the names of the dataplanes labelled with flavor that the
+// policy selects and that call service.
+func (c *routeChecker) clients(meta PolicyMeta, service, flavor string) []string {
+	var out []string
+	for _, dp := range c.set.DataplanesIn(meta.Mesh) {
+		if dp.Labels[FlavorLabel] != flavor || !meta.TargetRef.SelectsClient(dp) {
+			continue
+		}
+		for _, o := range dp.Outbound {
+			if o.Service == service {
+				out = append(out, dp.Name)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func listNames(names []string) string {
+	more := ""
+	if len(names) > 5 {
+		more = fmt.Sprintf(" and %d more", len(names)-5)
+		names = names[:5]
+	}
+	return strings.Join(names, ", ") + more
+}
+
+func (c *routeChecker) httpRoute(e *entry) {
+	p := e.hr
+	protocols := c.protocols[e.mesh]
+	c.serviceRef(e, p.TargetRef)
+	for _, to := range p.To {
+		svc := to.TargetRef.Name
+		if svc == "" {
+			continue
+		}
+		proto, known := protocols[svc]
+		if !known {
+			c.unknownService(e, to.TargetRef.Pointer+"/name", svc, "to targetRef")
+		}
+		if known && proto != ProtocolHTTP {
+			if envoy := c.clients(p.PolicyMeta, svc, "envoy"); len(envoy) > 0 {
+				c.warnAt(e, to.Pointer, CodeUnsupportedByFlavor,
+					fmt.Sprintf("service %q speaks %s, not http: Envoy proxies reach it over TCP and ignore this MeshHTTPRoute; dataplanes %s are labelled %s: envoy",
+						svc, proto, listNames(envoy), FlavorLabel),
+					"tag the service's inbounds `protocol: http`, or route its connections with a MeshTCPRoute; proxyless gRPC clients apply the route")
+			}
+		}
+		var grpc []string
+		grpcKnown := false
+		for _, r := range to.Rules {
+			for _, b := range r.BackendRefs {
+				c.backend(e, b, "backendRef")
+			}
+			for _, f := range r.Filters {
+				if f.Mirror != nil {
+					c.backend(e, f.Mirror.BackendRef, "requestMirror backendRef")
+				}
+				if !grpcKnown {
+					grpc, grpcKnown = c.clients(p.PolicyMeta, svc, "grpc"), true
+				}
+				if len(grpc) > 0 {
+					c.warnAt(e, f.Pointer+"/type", CodeUnsupportedByFlavor,
+						fmt.Sprintf("proxyless gRPC %s: dataplanes %s are labelled %s: grpc", GRPCDrops(f.Type), listNames(grpc), FlavorLabel),
+						"only Envoy applies this filter")
+				}
+			}
+		}
+	}
+}
+
+// GRPCDrops says what a proxyless gRPC client does with a filter of type
+// typ, which it cannot apply.
+func GRPCDrops(typ string) string {
+	if typ == FilterRequestRedirect {
+		return "fails the calls a RequestRedirect matches (UNAVAILABLE): gRPC follows no redirects"
+	}
+	return "ignores " + typ + " filters"
+}
+
+func (c *routeChecker) tcpRoute(e *entry) {
+	p := e.tr
+	c.serviceRef(e, p.TargetRef)
+	for _, to := range p.To {
+		if svc := to.TargetRef.Name; svc != "" {
+			if _, ok := c.protocols[e.mesh][svc]; !ok {
+				c.unknownService(e, to.TargetRef.Pointer+"/name", svc, "to targetRef")
+			}
+		}
+		for _, ptr := range to.Ignored {
+			c.warnAt(e, ptr, CodeNoEffect, "only the first rule of a MeshTCPRoute to[] item applies, as in Kuma",
+				"keep one rule per to[] item")
+		}
+		if to.Rule == "" {
+			continue
+		}
+		for _, b := range to.BackendRefs {
+			c.backend(e, b, "backendRef")
+		}
+	}
+}
+
+// serviceRef warns on a top-level targetRef naming a service nobody
+// provides.
+func (c *routeChecker) serviceRef(e *entry, t TargetRef) {
+	if (t.Kind == KindMeshService || t.Kind == KindMeshServiceSubset) && t.Name != "" {
+		if _, ok := c.protocols[e.mesh][t.Name]; !ok {
+			c.unknownService(e, t.Pointer+"/name", t.Name, "targetRef")
+		}
+	}
+}
