@@ -6,7 +6,9 @@
 // certificates from the files `gitmesh certs` keeps.
 //
 // The services speak one method, /bookinfo.Service/Get, with JSON messages,
-// so that no generated code is needed.
+// so that no generated code is needed. As in Istio's sample, the end user a
+// page is for travels with the calls it makes, as the gRPC metadata header
+// end-user, so that routes can match on it.
 package app
 
 import (
@@ -27,12 +29,35 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 )
 
 // Method is the one RPC every service answers.
 const Method = "/bookinfo.Service/Get"
+
+// EndUserHeader is the gRPC metadata header (and the HTTP header of the
+// product page) that names the end user a call is made for.
+const EndUserHeader = "end-user"
+
+// WithEndUser returns ctx with user as the end-user header of the calls
+// made with it; an empty user adds nothing.
+func WithEndUser(ctx context.Context, user string) context.Context {
+	if user == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, EndUserHeader, user)
+}
+
+// EndUser is the end user a call a server got was made for: its end-user
+// header, or "".
+func EndUser(ctx context.Context) string {
+	if v := metadata.ValueFromIncomingContext(ctx, EndUserHeader); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
 
 // Request asks a service for its part of a page.
 type Request struct {
@@ -44,6 +69,8 @@ type Reply struct {
 	Service string `json:"service"`
 	Version string `json:"version"`
 	Body    string `json:"body"`
+	// User is the end user the reply is for, when the request named one.
+	User string `json:"user,omitempty"`
 	// Stars are the ratings reviews v2 and v3 got from ratings.
 	Stars int `json:"stars,omitempty"`
 	// Calls are what the service's own calls gave, in order.
@@ -173,7 +200,8 @@ func Dial(services ...string) (*Client, error) {
 	return c, nil
 }
 
-// Call calls service's Get, within a second.
+// Call calls service's Get, within a second. The end user of ctx
+// (WithEndUser) goes with the call.
 func (c *Client) Call(ctx context.Context, service string, req *Request) Call {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()

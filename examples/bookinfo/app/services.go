@@ -56,7 +56,7 @@ func Ratings(ctx context.Context, log *slog.Logger, o Options) error {
 
 // Reviews serves a book's reviews: v1 without ratings, v2 and v3 with the
 // stars they get from ratings (black in v2, red in v3, as in the
-// original).
+// original). The end user of a request goes on to ratings.
 func Reviews(ctx context.Context, log *slog.Logger, o Options) error {
 	var ratings *Client
 	if o.Version != "v1" {
@@ -73,7 +73,7 @@ func Reviews(ctx context.Context, log *slog.Logger, o Options) error {
 		if ratings == nil {
 			return r, nil
 		}
-		call := ratings.Call(ctx, "ratings", req)
+		call := ratings.Call(WithEndUser(ctx, EndUser(ctx)), "ratings", req)
 		r.Calls = append(r.Calls, call)
 		if call.OK {
 			r.Stars = call.Reply.Stars
@@ -86,26 +86,36 @@ func Reviews(ctx context.Context, log *slog.Logger, o Options) error {
 
 // Productpage serves the page over plain HTTP (GET / for people, GET
 // /api/page as JSON), calling details and reviews through the mesh for
-// each request, and is itself a gRPC server in the mesh.
+// each request, and is itself a gRPC server in the mesh. The end user of a
+// page, from the query (?user=jason) or the end-user header over HTTP and
+// from the end-user metadata over gRPC, goes with both calls as their
+// end-user header.
 func Productpage(ctx context.Context, log *slog.Logger, o Options) error {
 	c, err := Dial("details", "reviews")
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	page := func(ctx context.Context) *Reply {
+	page := func(ctx context.Context, user string) *Reply {
 		req := &Request{Product: "The Comedy of Errors"}
-		return &Reply{Service: "productpage", Version: o.Version, Body: req.Product,
+		ctx = WithEndUser(ctx, user)
+		return &Reply{Service: "productpage", Version: o.Version, Body: req.Product, User: user,
 			Calls: []Call{c.Call(ctx, "details", req), c.Call(ctx, "reviews", req)}}
+	}
+	user := func(r *http.Request) string {
+		if u := r.URL.Query().Get("user"); u != "" {
+			return u
+		}
+		return r.Header.Get(EndUserHeader)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/page", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(page(r.Context()))
+		_ = json.NewEncoder(w).Encode(page(r.Context(), user(r)))
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, Summary(page(r.Context())))
+		fmt.Fprintln(w, Summary(page(r.Context(), user(r))))
 	})
 	lis, err := net.Listen("tcp", o.HTTP)
 	if err != nil {
@@ -115,10 +125,11 @@ func Productpage(ctx context.Context, log *slog.Logger, o Options) error {
 	go func() { _ = hs.Serve(lis) }()
 	defer hs.Close()
 	log.Info("serving", "listen", o.Listen, "http", lis.Addr().String())
-	return Serve(ctx, log, o.Listen, func(ctx context.Context, _ *Request) (*Reply, error) { return page(ctx), nil })
+	return Serve(ctx, log, o.Listen, func(ctx context.Context, _ *Request) (*Reply, error) { return page(ctx, EndUser(ctx)), nil })
 }
 
-// Summary is a page in one line: each call and who answered it.
+// Summary is a page in one line: the end user it is for, if any, then each
+// call and who answered it.
 func Summary(page *Reply) string {
 	var parts []string
 	for _, c := range page.Calls {
@@ -132,6 +143,9 @@ func Summary(page *Reply) string {
 		default:
 			parts = append(parts, fmt.Sprintf("%s %s", c.Reply.Service, c.Reply.Version))
 		}
+	}
+	if page.User != "" {
+		return page.User + ": " + strings.Join(parts, " | ")
 	}
 	return strings.Join(parts, " | ")
 }
