@@ -1,11 +1,19 @@
 // Command demo shows bookinfo following commits: it makes a git repository
-// of examples/bookinfo/policies, runs `gitmesh serve` on it, starts the six
-// bookinfo processes as proxyless gRPC applications (each with `gitmesh
-// certs` and a `gitmesh bootstrap --grpc` bootstrap), and prints a line per
-// page productpage serves while it commits a change, an invalid commit, a
-// rollback and a resume. `make demo` builds the binaries and runs it.
+// of examples/bookinfo/policies, runs `gitmesh serve` on it, and starts the
+// six bookinfo processes as proxyless gRPC applications (each with `gitmesh
+// certs` and a `gitmesh bootstrap --grpc` bootstrap). Then two acts:
 //
-// Usage: demo [-bin DIR] [-dir DIR] [-pause DURATION]
+//   - Routing: it commits the MeshHTTPRoutes of examples/bookinfo/routes one
+//     after the other (reviews v1 90% and v2 10%, then half and half, then v3
+//     only, then the end user jason to v3 and everyone else 90/10), and
+//     after each prints which reviews version answered how many of the
+//     pages productpage served.
+//   - Permissions: it prints a line per page while it commits a change, an
+//     invalid commit, a rollback and a resume.
+//
+// `make demo` builds the binaries and runs it. It stops by itself.
+//
+// Usage: demo [-bin DIR] [-dir DIR] [-pause DURATION] [-pages N]
 package main
 
 import (
@@ -15,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -24,6 +33,7 @@ import (
 	"time"
 
 	"github.com/gitmesh/gitmesh/examples/bookinfo/app"
+	"github.com/gitmesh/gitmesh/reconcile"
 )
 
 // Ports of the demo: the control plane's, and productpage's page.
@@ -36,6 +46,7 @@ const (
 type demo struct {
 	bin, dir, repo string
 	pause          time.Duration
+	pages          int
 	procs          []*exec.Cmd
 	logs           *os.File
 }
@@ -44,7 +55,8 @@ func main() {
 	d := &demo{}
 	flag.StringVar(&d.bin, "bin", "bin", "directory of gitmesh and the four bookinfo binaries")
 	flag.StringVar(&d.dir, "dir", ".run/bookinfo", "working directory of the demo (repository, state, certificates, logs)")
-	flag.DurationVar(&d.pause, "pause", 6*time.Second, "how long to watch after each step")
+	flag.DurationVar(&d.pause, "pause", 6*time.Second, "how long to watch after each step of the permissions act")
+	flag.IntVar(&d.pages, "pages", 200, "how many pages to load after each step of the routing act")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := d.run(ctx)
@@ -111,8 +123,15 @@ func (d *demo) run(ctx context.Context) error {
 			return err
 		}
 	}
-	d.say("Six proxyless gRPC processes up. Every line below is one page of productpage (http://%s/)", pageAddress)
+	d.say("Six proxyless gRPC processes up; productpage on http://%s/", pageAddress)
+	if err := d.waitVersions(ctx); err != nil {
+		return err
+	}
+	if err := d.routing(ctx); err != nil {
+		return err
+	}
 
+	d.say("Permissions. Every line below is one page of productpage (http://%s/)", pageAddress)
 	watch, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go d.watch(watch)
@@ -159,17 +178,158 @@ func (d *demo) run(ctx context.Context) error {
 	return d.cli("history")
 }
 
+// routeSteps are the routing act: each commits a MeshHTTPRoute of
+// examples/bookinfo/routes as policies/routes/reviews.yaml, then loads
+// pages as each of users (the end user, "" for none).
+var routeSteps = []struct {
+	say, file string
+	users     []string
+}{
+	{"Commit a MeshHTTPRoute: productpage's calls to reviews go 90% to v1, 10% to v2", "split-90-10.yaml", []string{""}},
+	{"Commit: half to v1, half to v2", "split-50-50.yaml", []string{""}},
+	{"Commit: all to v3 (weights 0, 0 and 100)", "v3-only.yaml", []string{""}},
+	{"Commit: the end user jason's calls to v3, everyone else's 90% to v1, 10% to v2", "jason-to-v3.yaml", []string{"jason", ""}},
+}
+
+// routing runs the routing act: the share of each reviews version without
+// a route, then after each of routeSteps.
+func (d *demo) routing(ctx context.Context) error {
+	d.say("Routing. No route yet: productpage's calls to reviews go round the three versions")
+	if err := d.shares(ctx, ""); err != nil {
+		return err
+	}
+	for _, s := range routeSteps {
+		d.say("%s", s.say)
+		b, err := os.ReadFile(filepath.Join("examples/bookinfo/routes", s.file))
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(d.repo, "policies/routes/reviews.yaml")
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			return err
+		}
+		if err := d.commit("Route reviews: "+strings.TrimSuffix(s.file, ".yaml"), "add", "-A"); err != nil {
+			return err
+		}
+		head, err := d.head()
+		if err != nil {
+			return err
+		}
+		if err := d.waitApplied(ctx, head); err != nil {
+			return err
+		}
+		for _, u := range s.users {
+			if err := d.shares(ctx, u); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// waitApplied waits until commit is published and every proxy has ACKed
+// it, then a moment more: an ACK does not mean that the calls have
+// switched yet.
+func (d *demo) waitApplied(ctx context.Context, commit string) error {
+	client := &http.Client{Timeout: 3 * time.Second}
+	var st reconcile.Status
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		st = reconcile.Status{}
+		if resp, err := client.Get("http://" + apiAddress + "/status"); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		if st.Head != nil && string(st.Head.Hash) == commit && st.HeadVerdict == reconcile.VerdictInvalid {
+			return fmt.Errorf("commit %s is invalid: `%s validate` says why", commit[:12], d.gitmesh())
+		}
+		c := st.Convergence
+		if st.Published != nil && string(st.Published.Hash) == commit && c.Acked == c.Proxies && c.Nacked == 0 {
+			fmt.Printf("  published %s, ACKed by all %d proxies\n", commit[:12], c.Acked)
+			return sleep(ctx, 300*time.Millisecond)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("commit %s not taken by every proxy within 30s: %+v", commit[:12], st.Convergence)
+}
+
+// waitVersions waits until productpage has reached every version of
+// reviews (each needs its xDS configuration and certificates first).
+func (d *demo) waitVersions(ctx context.Context) error {
+	seen := map[string]bool{}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
+		if p, err := page(""); err == nil && len(p.Calls) == 2 && p.Calls[0].OK && p.Calls[1].OK {
+			seen[p.Calls[1].Reply.Version] = true
+			if len(seen) == 3 {
+				return nil
+			}
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("productpage did not reach all three reviews versions within 60s (logs in %s)", d.logs.Name())
+}
+
+// shares loads d.pages pages as user and prints the share of each reviews
+// version in one line.
+func (d *demo) shares(ctx context.Context, user string) error {
+	count := map[string]int{}
+	for range d.pages {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p, err := page(user)
+		switch {
+		case err != nil:
+			count["no page"]++
+		case len(p.Calls) < 2 || !p.Calls[1].OK:
+			count["failed"]++
+		default:
+			count[p.Calls[1].Reply.Version]++
+		}
+	}
+	who := "everyone"
+	if user != "" {
+		who = "user " + user
+	}
+	line := fmt.Sprintf("  %d pages for %-12s", d.pages, who+":")
+	for _, v := range []string{"v1", "v2", "v3", "failed", "no page"} {
+		if n, ok := count[v]; ok || strings.HasPrefix(v, "v") {
+			line += fmt.Sprintf("  %s %3d%%", v, (n*100+d.pages/2)/d.pages)
+		}
+	}
+	fmt.Println(line)
+	return nil
+}
+
+// page loads productpage's page as user ("" for none).
+func page(user string) (*app.Reply, error) {
+	u := "http://" + pageAddress + "/api/page"
+	if user != "" {
+		u += "?user=" + url.QueryEscape(user)
+	}
+	resp, err := pageClient.Get(u)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var p app.Reply
+	return &p, json.NewDecoder(resp.Body).Decode(&p)
+}
+
+var pageClient = &http.Client{Timeout: 3 * time.Second}
+
 // watch prints a line per page until ctx ends.
 func (d *demo) watch(ctx context.Context) {
-	client := &http.Client{Timeout: 3 * time.Second}
 	for ctx.Err() == nil {
-		line := "productpage: not answering yet"
-		if resp, err := client.Get("http://" + pageAddress + "/api/page"); err == nil {
-			var p app.Reply
-			if json.NewDecoder(resp.Body).Decode(&p) == nil {
-				line = app.Summary(&p)
-			}
-			resp.Body.Close()
+		line := "productpage: not answering"
+		if p, err := page(""); err == nil {
+			line = app.Summary(p)
 		}
 		fmt.Printf("  %s  %s\n", time.Now().Format("15:04:05.0"), line)
 		_ = sleep(ctx, 500*time.Millisecond)
