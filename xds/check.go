@@ -330,7 +330,13 @@ func (k *Checker) check(p *Proxy) error {
 			c.route(rc)
 		}
 	}
-	for _, typ := range []resource.Type{resource.RouteType, resource.EndpointType} {
+	unreferenced := []resource.Type{resource.RouteType, resource.EndpointType}
+	if p.Flavor == FlavorGRPC {
+		// gRPC asks for clusters by name: an ADS cache holding one it never
+		// asks for answers no cluster request at all.
+		unreferenced = append(unreferenced, resource.ClusterType)
+	}
+	for _, typ := range unreferenced {
 		for _, r := range p.Resources[typ] {
 			if name := cache.GetResourceName(r); name != "" && !c.refs[typ][name] {
 				c.fail(typ, name, errors.New("is referenced by nothing"))
@@ -492,6 +498,9 @@ func (c *checker) routeClusters(typ resource.Type, owner string, rc *routev3.Rou
 			}
 			for _, wc := range a.GetWeightedClusters().GetClusters() {
 				c.need(typ, owner, resource.ClusterType, wc.GetName())
+			}
+			for _, mp := range a.GetRequestMirrorPolicies() {
+				c.need(typ, owner, resource.ClusterType, mp.GetCluster())
 			}
 		}
 	}
