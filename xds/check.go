@@ -330,13 +330,7 @@ func (k *Checker) check(p *Proxy) error {
 			c.route(rc)
 		}
 	}
-	unreferenced := []resource.Type{resource.RouteType, resource.EndpointType}
-	if p.Flavor == FlavorGRPC {
-		// gRPC asks for clusters by name: an ADS cache holding one it never
-		// asks for answers no cluster request at all.
-		unreferenced = append(unreferenced, resource.ClusterType)
-	}
-	for _, typ := range unreferenced {
+	for _, typ := range []resource.Type{resource.RouteType, resource.EndpointType} {
 		for _, r := range p.Resources[typ] {
 			if name := cache.GetResourceName(r); name != "" && !c.refs[typ][name] {
 				c.fail(typ, name, errors.New("is referenced by nothing"))
