@@ -254,10 +254,8 @@ func (d *decoder) backendRefs(ptr string, list []any) []BackendRef {
 func (d *decoder) backendRef(ptr string, m map[string]any) BackendRef {
 	t := d.routeRef(ptr, m, backendRules)
 	b := BackendRef{Kind: t.Kind, Name: t.Name, Tags: t.Tags, Weight: 1, Pointer: ptr}
-	if w, ok := m["weight"]; ok {
-		if f, ok := w.(float64); ok && f >= 0 && f <= 1<<32-1 && f == float64(uint32(f)) {
-			b.Weight = uint32(f)
-		}
+	if _, ok := m["weight"]; ok {
+		b.Weight = uint32Of(m, "weight") // the schema bounds it
 	}
 	if _, ok := m["port"]; ok {
 		d.add(ptr+"/port", CodeUnsupported, "remove it: a backend is a service's inbounds, whatever their ports",
@@ -420,7 +418,7 @@ func (d *decoder) httpFilter(ptr string, m map[string]any, matches []HTTPMatch) 
 		if v := need("requestRedirect"); v != nil {
 			r := &Redirect{Scheme: str(v, "scheme"), Hostname: str(v, "hostname"), Port: uint32Of(v, "port"), StatusCode: 302,
 				Path: d.pathRewrite(ptr+"/requestRedirect/path", mapOf(v, "path"))}
-			if c, ok := v["statusCode"].(float64); ok {
+			if c := uint32Of(v, "statusCode"); c != 0 {
 				r.StatusCode = int(c)
 			}
 			d.hostname(ptr+"/requestRedirect/hostname", r.Hostname)
@@ -442,6 +440,8 @@ func (d *decoder) httpFilter(ptr string, m map[string]any, matches []HTTPMatch) 
 		if v := need("requestMirror"); v != nil {
 			mr := &Mirror{Percentage: 100, BackendRef: d.backendRef(ptr+"/requestMirror/backendRef", mapOf(v, "backendRef"))}
 			switch p := v["percentage"].(type) {
+			case int64:
+				mr.Percentage = float64(p)
 			case float64:
 				mr.Percentage = p
 			case string:

@@ -112,11 +112,19 @@ func (c *routeChecker) httpRoute(e *entry) {
 					"tag the service's inbounds `protocol: http`, or route its connections with a MeshTCPRoute; proxyless gRPC clients apply the route")
 			}
 		}
+		c.shadowed(e, to)
 		var grpc []string
 		grpcKnown := false
 		for _, r := range to.Rules {
+			weight := uint64(0)
 			for _, b := range r.BackendRefs {
 				c.backend(e, b, "backendRef")
+				weight += uint64(b.Weight)
+			}
+			if r.HasBackendRefs && len(r.BackendRefs) > 0 && weight == 0 {
+				c.warnAt(e, r.Pointer+"/default/backendRefs", CodeNoEffect,
+					"every backend has weight 0: the rule's routes are left out, as in Kuma, and its requests go to the next route that matches",
+					"give a backend a weight above 0, or remove the rule")
 			}
 			for _, f := range r.Filters {
 				if f.Mirror != nil {
@@ -130,6 +138,33 @@ func (c *routeChecker) httpRoute(e *entry) {
 						fmt.Sprintf("proxyless gRPC %s: dataplanes %s are labelled %s: grpc", GRPCDrops(f.Type), listNames(grpc), FlavorLabel),
 						"only Envoy applies this filter")
 				}
+			}
+		}
+	}
+}
+
+// shadowed warns on each match without a path in a to[] item that also
+// has a catch-all rule (PathPrefix /): Kuma sorts the matches without a
+// path after every match with one, so the catch-all route comes first and
+// such a match never applies.
+func (c *routeChecker) shadowed(e *entry, to HTTPRouteTo) {
+	catchAll := ""
+	for _, r := range to.Rules {
+		for k, m := range r.Matches {
+			if m.Path != nil && m.Path.Type == PathPrefix && m.Path.Value == "/" && m.Method == "" && len(m.Headers) == 0 && len(m.QueryParams) == 0 {
+				catchAll = fmt.Sprintf("%s/matches/%d", r.Pointer, k)
+			}
+		}
+	}
+	if catchAll == "" {
+		return
+	}
+	for _, r := range to.Rules {
+		for k, m := range r.Matches {
+			if m.Path == nil {
+				c.warnAt(e, fmt.Sprintf("%s/matches/%d", r.Pointer, k), CodeNoEffect,
+					fmt.Sprintf("this match never applies: Kuma orders matches without a path after those with one, so the catch-all rule at %s comes first", catchAll),
+					"add `path: {type: PathPrefix, value: /}` to this match: of two equal paths, the one with more headers wins")
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/gitmesh/gitmesh/schema"
@@ -30,6 +31,10 @@ type Change struct {
 	// every dataplane with an inbound the policy's targetRef selects is
 	// affected.
 	MeshPermissions []Ref
+	// HTTPRoutes and TCPRoutes are MeshHTTPRoutes and MeshTCPRoutes added,
+	// removed or edited: every dataplane the policy's targetRef selects
+	// that calls one of its services is affected.
+	HTTPRoutes, TCPRoutes []Ref
 }
 
 // Affected returns the node ids, sorted and distinct, of the dataplanes of
@@ -70,6 +75,7 @@ func (idx *Index) affected(c Change, skip map[string]map[string]bool) []string {
 					add(consumer)
 				}
 			}
+			mi.backendUsers(in.Service(), add)
 		}
 	}
 	for _, r := range c.Services {
@@ -78,6 +84,21 @@ func (idx *Index) affected(c Change, skip map[string]map[string]bool) []string {
 				for _, consumer := range s.consumers {
 					add(consumer)
 				}
+			}
+			mi.backendUsers(r.Name, add)
+		}
+	}
+	for _, r := range c.HTTPRoutes {
+		if mi := idx.meshes[r.Mesh]; mi != nil {
+			if p := idx.set.MeshHTTPRoute(r.Mesh, r.Name); p != nil {
+				mi.routeClients(p.TargetRef, p.Services(), add)
+			}
+		}
+	}
+	for _, r := range c.TCPRoutes {
+		if mi := idx.meshes[r.Mesh]; mi != nil {
+			if p := idx.set.MeshTCPRoute(r.Mesh, r.Name); p != nil {
+				mi.routeClients(p.TargetRef, p.Services(), add)
 			}
 		}
 	}
@@ -171,8 +192,44 @@ func ChangeOf(d schema.SetDiff) Change {
 				c.Permissions = append(c.Permissions, Ref{Mesh: k.Mesh, Name: k.Name})
 			case schema.TypeMeshTrafficPermission:
 				c.MeshPermissions = append(c.MeshPermissions, Ref{Mesh: k.Mesh, Name: k.Name})
+			case schema.TypeMeshHTTPRoute:
+				c.HTTPRoutes = append(c.HTTPRoutes, Ref{Mesh: k.Mesh, Name: k.Name})
+			case schema.TypeMeshTCPRoute:
+				c.TCPRoutes = append(c.TCPRoutes, Ref{Mesh: k.Mesh, Name: k.Name})
 			}
 		}
 	}
 	return c
+}
+
+// routeClients calls add for each dataplane that t selects as a client and
+// that calls one of services.
+func (mi *meshIndex) routeClients(t schema.TargetRef, services []string, add func(*schema.Dataplane)) {
+	for _, name := range services {
+		s := mi.services[name]
+		if s == nil {
+			continue
+		}
+		for _, dp := range s.consumers {
+			if t.SelectsClient(dp) {
+				add(dp)
+			}
+		}
+	}
+}
+
+// backendUsers calls add for each dataplane a route policy may send to
+// service as a backend (or mirror) of another service: they hold its
+// clusters and endpoints without being its consumers.
+func (mi *meshIndex) backendUsers(service string, add func(*schema.Dataplane)) {
+	for _, p := range mi.routing.https {
+		if slices.Contains(p.Backends(), service) {
+			mi.routeClients(p.TargetRef, p.Services(), add)
+		}
+	}
+	for _, p := range mi.routing.tcps {
+		if slices.Contains(p.Backends(), service) {
+			mi.routeClients(p.TargetRef, p.Services(), add)
+		}
+	}
 }

@@ -493,6 +493,9 @@ func (c *checker) routeClusters(typ resource.Type, owner string, rc *routev3.Rou
 			for _, wc := range a.GetWeightedClusters().GetClusters() {
 				c.need(typ, owner, resource.ClusterType, wc.GetName())
 			}
+			for _, mp := range a.GetRequestMirrorPolicies() {
+				c.need(typ, owner, resource.ClusterType, mp.GetCluster())
+			}
 		}
 	}
 }

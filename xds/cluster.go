@@ -24,8 +24,14 @@ func locality() *corev3.Locality { return &corev3.Locality{Zone: "default"} }
 // mTLS it presents the proxy's identity and checks the peer's SPIFFE id,
 // over SDS for Envoy and through CertProviderInstance for gRPC.
 func edsCluster(m *schema.Mesh, service string, flavor Flavor) (*clusterv3.Cluster, error) {
+	return edsClusterNamed(m, service, service, flavor)
+}
+
+// edsClusterNamed is edsCluster under another name: a subset of service's
+// instances, which present the service's identity.
+func edsClusterNamed(m *schema.Mesh, name, service string, flavor Flavor) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
-		Name:                 service,
+		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,

@@ -110,6 +110,12 @@ func shuffleSet(set *schema.Set, rng *rand.Rand) *schema.Set {
 		mtps := slices.Clone(set.MeshTrafficPermissionsIn(m.Name))
 		rng.Shuffle(len(mtps), func(i, j int) { mtps[i], mtps[j] = mtps[j], mtps[i] })
 		out.MeshTrafficPermissions = append(out.MeshTrafficPermissions, mtps...)
+		hrs := slices.Clone(set.MeshHTTPRoutesIn(m.Name))
+		rng.Shuffle(len(hrs), func(i, j int) { hrs[i], hrs[j] = hrs[j], hrs[i] })
+		out.MeshHTTPRoutes = append(out.MeshHTTPRoutes, hrs...)
+		trs := slices.Clone(set.MeshTCPRoutesIn(m.Name))
+		rng.Shuffle(len(trs), func(i, j int) { trs[i], trs[j] = trs[j], trs[i] })
+		out.MeshTCPRoutes = append(out.MeshTCPRoutes, trs...)
 	}
 	return out
 }

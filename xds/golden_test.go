@@ -119,6 +119,8 @@ type proxyMeta struct {
 	MTLS       bool     `yaml:"mtls"`
 	Identities []string `yaml:"identities,omitempty"`
 	Secrets    []string `yaml:"secrets,omitempty"`
+	// Unsupported is what the flavour drops of the policies.
+	Unsupported []string `yaml:"unsupported,omitempty"`
 }
 
 // goldenOutput renders proxies into golden files by slash path relative to
@@ -131,7 +133,7 @@ func goldenOutput(t *testing.T, proxies []*Proxy) map[string][]byte {
 		enc := yaml.NewEncoder(&meta)
 		enc.SetIndent(2)
 		if err := enc.Encode(proxyMeta{Mesh: p.Mesh, Dataplane: p.Dataplane, Flavor: p.Flavor, MTLS: p.MTLS, Identities: p.Identities,
-			Secrets: p.SecretNames()}); err != nil {
+			Secrets: p.SecretNames(), Unsupported: p.Unsupported}); err != nil {
 			t.Fatal(err)
 		}
 		out[p.NodeID+"/proxy.yaml"] = meta.Bytes()

@@ -67,11 +67,37 @@ func (rs *resourceSet) addGRPC(mi *meshIndex, dp *schema.Dataplane) error {
 		if rs.has(listenerIdx, s.name) {
 			continue // a second outbound to the same service
 		}
+		rt, err := mi.routesFor(dp, s)
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", s.name, err)
+		}
+		if rt != nil && rt.grpc.route != nil {
+			if err := rs.addGRPCRouted(s, &rt.grpc); err != nil {
+				return fmt.Errorf("listener %s: %w", s.name, err)
+			}
+			continue
+		}
 		if err := rs.addGRPCClient(s); err != nil {
 			return fmt.Errorf("listener %s: %w", s.name, err)
 		}
 	}
 	return nil
+}
+
+// addGRPCRouted adds what a gRPC client needs to reach service s when
+// route policies decide: its API listener, the routed configuration and
+// the clusters it names (no other: gRPC asks for clusters by name).
+func (rs *resourceSet) addGRPCRouted(s *service, fr *flavorRoutes) error {
+	if s.grpcListener.res == nil {
+		return fmt.Errorf("service %q has no gRPC client resources", s.name)
+	}
+	if err := rs.addShared(listenerIdx, s.name, &s.grpcListener); err != nil {
+		return err
+	}
+	if err := rs.addShared(routeIdx, s.name, fr.route); err != nil {
+		return err
+	}
+	return rs.addRouted(fr, FlavorGRPC)
 }
 
 // addGRPCClient adds what a gRPC client needs to reach service s. The

@@ -410,13 +410,15 @@ func newDataPlane(ctx context.Context, t *testing.T, policies string) *dataPlane
 	for _, m := range set.Meshes {
 		d.meshes[m.Name] = m
 	}
-	secrets := func(p *xds.Proxy) ([]types.Resource, string, error) {
-		return d.authority.Secrets(p, d.meshes[p.Mesh].MTLS.CA)
-	}
-	if _, err := server.Publish(ctx, "0123456789abcdef", proxies, secrets); err != nil {
+	if _, err := server.Publish(ctx, "0123456789abcdef", proxies, d.secrets); err != nil {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// secrets are the SDS secrets of p, from the plane's authority.
+func (d *dataPlane) secrets(p *xds.Proxy) ([]types.Resource, string, error) {
+	return d.authority.Secrets(p, d.meshes[p.Mesh].MTLS.CA)
 }
 
 // bootstrap is the gRPC xDS bootstrap of a node, as gitmesh generates it,

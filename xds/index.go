@@ -82,6 +82,8 @@ type meshIndex struct {
 	rbacShared *sync.Map // the rules, filters and typed configs of rbac -> true
 	// locals is the Index's.
 	locals map[uint32]*localPort
+	// routing is the mesh's route policies and what they make.
+	routing routeIndex
 }
 
 // rbacFilters are the RBAC rules of a set of permission rules (with the
@@ -253,13 +255,20 @@ func (idx *Index) isShared(mesh string, x any) bool {
 			return true
 		}
 		if mi := idx.meshes[mesh]; mi != nil {
-			_, ok := mi.rbacShared.Load(x)
-			return ok
+			if _, ok := mi.rbacShared.Load(x); ok {
+				return true
+			}
+			return mi.routedShared(x)
 		}
 		return false
 	case *clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, *routev3.RouteConfiguration, *listenerv3.Listener,
 		*listenerv3.Filter, *corev3.TransportSocket:
-		return idx.shared[x]
+		if idx.shared[x] {
+			return true
+		}
+		if mi := idx.meshes[mesh]; mi != nil {
+			return mi.routedShared(x)
+		}
 	}
 	return false
 }
@@ -327,7 +336,7 @@ func (idx *Index) WithDataplanes(set *schema.Set, diff schema.SetDiff) (*Index, 
 		mi := &meshIndex{mesh: m, dataplanes: set.DataplanesIn(m.Name), services: pmi.services, rules: pmi.rules,
 			byPermission: pmi.byPermission, byDestination: pmi.byDestination, anyDestination: pmi.anyDestination, mtps: pmi.mtps,
 			downstreamTLS: pmi.downstreamTLS, grpcDownstreamTLS: pmi.grpcDownstreamTLS,
-			rbac: pmi.rbac, rbacShared: pmi.rbacShared, locals: out.locals}
+			rbac: pmi.rbac, rbacShared: pmi.rbacShared, locals: out.locals, routing: newRouteIndex(set, m.Name)}
 		out.meshes[m.Name] = mi
 		names := touched[m.Name]
 		if len(names) == 0 {
@@ -420,6 +429,11 @@ func (idx *Index) settleService(m *schema.Mesh, s, old *service, buf []byte) ([]
 		if buf, err = s.reuseButEndpoints(old, buf); err != nil {
 			return buf, fmt.Errorf("index mesh %s service %s: %w", m.Name, s.name, err)
 		}
+		if mi := idx.meshes[m.Name]; mi != nil && !mi.routing.none() {
+			// Routes make subsets of services, with endpoints of their own
+			// that a patch would not replace: the consumers are translated.
+			break
+		}
 		if idx.moved == nil {
 			idx.moved = map[string]map[string]bool{}
 		}
@@ -449,6 +463,7 @@ func newMeshIndex(set *schema.Set, m *schema.Mesh, from *meshIndex) (*meshIndex,
 		byDestination: make(map[string][]int32),
 		rbac:          new(sync.Map),
 		rbacShared:    new(sync.Map),
+		routing:       newRouteIndex(set, m.Name),
 	}
 	if from != nil {
 		mi.services, mi.downstreamTLS, mi.grpcDownstreamTLS = from.services, from.downstreamTLS, from.grpcDownstreamTLS
@@ -502,6 +517,19 @@ func (mi *meshIndex) indexDataplane(dp *schema.Dataplane) {
 
 // settle sorts and dedupes a service's endpoints and settles its protocol.
 func (s *service) settle() {
+	s.settleEndpoints()
+	s.http = len(s.providers) > 0
+	for _, dp := range s.providers {
+		for _, in := range dp.Inbound {
+			if in.Service() == s.name && in.Protocol() != schema.ProtocolHTTP {
+				s.http = false
+			}
+		}
+	}
+}
+
+// settleEndpoints sorts and dedupes a service's endpoints.
+func (s *service) settleEndpoints() {
 	slices.SortFunc(s.endpoints, func(a, b endpoint) int {
 		return cmp.Or(cmp.Compare(a.address, b.address), cmp.Compare(a.port, b.port))
 	})
@@ -512,14 +540,6 @@ func (s *service) settle() {
 		}
 	}
 	s.endpoints = eps
-	s.http = len(s.providers) > 0
-	for _, dp := range s.providers {
-		for _, in := range dp.Inbound {
-			if in.Service() == s.name && in.Protocol() != schema.ProtocolHTTP {
-				s.http = false
-			}
-		}
-	}
 }
 
 // reuse takes the shared resources of old, the same service with the same

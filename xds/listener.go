@@ -119,8 +119,24 @@ func (rs *resourceSet) addOutbounds(mi *meshIndex, dp *schema.Dataplane) error {
 		if err := rs.addShared(endpointIdx, s.name, &s.endpoint); err != nil {
 			return err
 		}
-		if s.http {
-			if err := rs.addShared(routeIdx, OutboundRouteName(s.name), &s.route); err != nil {
+		rt, err := mi.routesFor(dp, s)
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", name, err)
+		}
+		route, filter := &s.route, s.outboundFilter
+		if rt != nil {
+			if err := rs.addRouted(&rt.envoy, FlavorEnvoy); err != nil {
+				return err
+			}
+			if rt.envoy.route != nil {
+				route = rt.envoy.route
+			}
+			if rt.envoy.filter != nil {
+				filter = rt.envoy.filter
+			}
+		}
+		if s.http && filter == s.outboundFilter {
+			if err := rs.addShared(routeIdx, OutboundRouteName(s.name), route); err != nil {
 				return err
 			}
 		}
@@ -128,7 +144,7 @@ func (rs *resourceSet) addOutbounds(mi *meshIndex, dp *schema.Dataplane) error {
 			Name:             name,
 			Address:          socketAddress(out.Address, out.Port),
 			TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-			FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{s.outboundFilter}}},
+			FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
 		}
 		if err := rs.add(listenerIdx, name, l, nil); err != nil {
 			return err
