@@ -230,6 +230,20 @@ spec:
 // httpAddr too). It returns what the service logs.
 func startDataplane(t *testing.T, ctx context.Context, dp app.Dataplane, xdsAddr, httpAddr string, mtls bool) *logtest.Buffer {
 	t.Helper()
+	boot := dataplaneBootstrap(t, ctx, dp, xdsAddr, mtls)
+	args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", dp.Port), "--version", dp.Version}
+	if dp.Service == "productpage" {
+		args = append(args, "--http", httpAddr)
+	}
+	return startBookinfo(t, dp, boot, args)
+}
+
+// dataplaneBootstrap writes what a proxyless gRPC dataplane needs and
+// returns the path of its gRPC bootstrap (from `gitmesh bootstrap --grpc`);
+// with mTLS, its certificates are kept by `gitmesh certs`, in this
+// process, until ctx ends.
+func dataplaneBootstrap(t *testing.T, ctx context.Context, dp app.Dataplane, xdsAddr string, mtls bool) string {
+	t.Helper()
 	dir := t.TempDir()
 	if mtls {
 		agentLog := &logtest.Buffer{}
@@ -255,11 +269,7 @@ func startDataplane(t *testing.T, ctx context.Context, dp app.Dataplane, xdsAddr
 	if err := os.WriteFile(boot, []byte(out), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", dp.Port), "--version", dp.Version}
-	if dp.Service == "productpage" {
-		args = append(args, "--http", httpAddr)
-	}
-	return startBookinfo(t, dp, boot, args)
+	return boot
 }
 
 // startBookinfo starts one bookinfo service as a child process reading the

@@ -157,10 +157,17 @@ func (s *served) waitStatus(t *testing.T, what string, cond func(reconcile.Statu
 // status code.
 func (s *served) hook(t testing.TB, secret string) int {
 	t.Helper()
+	return postHook(t, s.app.apiLis.Addr().String(), secret)
+}
+
+// postHook posts a push of main to the generic webhook of the API at api,
+// signed with secret, and returns the status code.
+func postHook(t testing.TB, api, secret string) int {
+	t.Helper()
 	body := []byte(`{"ref":"refs/heads/main"}`)
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write(body)
-	req, _ := http.NewRequest(http.MethodPost, s.api("/hooks/generic"), bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+api+"/hooks/generic", bytes.NewReader(body))
 	req.Header.Set("X-Gitmesh-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
