@@ -26,13 +26,17 @@ import (
 const envRunBookinfo = "GITMESH_TEST_RUN_BOOKINFO"
 
 // runBookinfoService runs the service named by envRunBookinfo, when set,
-// and reports whether it did.
+// and reports whether it did: a bookinfo service, or one of testServices.
 func runBookinfoService() bool {
 	svc := os.Getenv(envRunBookinfo)
 	if svc == "" {
 		return false
 	}
-	app.Main(svc, app.Services[svc])
+	run := app.Services[svc]
+	if run == nil {
+		run = testServices[svc]
+	}
+	app.Main(svc, run)
 	return true
 }
 
