@@ -300,7 +300,7 @@ func (d *demo) shares(ctx context.Context, user string) error {
 	line := fmt.Sprintf("  %d pages for %-12s", d.pages, who+":")
 	for _, v := range []string{"v1", "v2", "v3", "failed", "no page"} {
 		if n, ok := count[v]; ok || strings.HasPrefix(v, "v") {
-			line += fmt.Sprintf("  %s %3d%%", v, (n*100+d.pages/2)/d.pages)
+			line += fmt.Sprintf("  %s %5.1f%%", v, float64(n)*100/float64(d.pages))
 		}
 	}
 	fmt.Println(line)
