@@ -19,9 +19,11 @@ run: build
 	$(BIN) validate policies/
 	examples/quickstart.sh $(BIN) .run
 
-# Bookinfo on proxyless gRPC, following commits: a line per page while a
-# commit takes a permission away, an invalid commit changes nothing, and a
-# rollback and a resume put it back and away again. Ctrl-C stops it.
+# Bookinfo on proxyless gRPC, following commits: MeshHTTPRoutes splitting
+# productpage's calls to reviews, with each version's share of 200 pages
+# after each commit; then a line per page while a commit takes a permission
+# away, an invalid commit changes nothing, and a rollback and a resume put
+# it back and away again. It stops by itself; Ctrl-C stops it sooner.
 demo: build
 	$(GO) build -o bin/ ./examples/bookinfo/productpage ./examples/bookinfo/details ./examples/bookinfo/reviews ./examples/bookinfo/ratings
 	$(GO) run ./examples/bookinfo/demo -bin bin -dir .run/bookinfo
