@@ -107,6 +107,10 @@ func New(cfg Config) http.Handler {
 	route("/meshes/{mesh}/traffic-permissions/{name}", readMethods, s.served(getPermission))
 	route("/meshes/{mesh}/meshtrafficpermissions", readMethods, s.served(listMeshTrafficPermissions))
 	route("/meshes/{mesh}/meshtrafficpermissions/{name}", readMethods, s.served(getMeshTrafficPermission))
+	route("/meshes/{mesh}/meshhttproutes", readMethods, s.served(listMeshHTTPRoutes))
+	route("/meshes/{mesh}/meshhttproutes/{name}", readMethods, s.served(getMeshHTTPRoute))
+	route("/meshes/{mesh}/meshtcproutes", readMethods, s.served(listMeshTCPRoutes))
+	route("/meshes/{mesh}/meshtcproutes/{name}", readMethods, s.served(getMeshTCPRoute))
 
 	open("/hooks/github", postMethods, s.hook(cfg.GitHubSecret, s.github))
 	open("/hooks/gitlab", postMethods, s.hook(cfg.GitLabToken, s.gitlab))

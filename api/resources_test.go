@@ -158,6 +158,38 @@ spec:
         allow:
           - spiffeID: {type: Prefix, value: spiffe://default/back}
 `)},
+	"routes/backend.yaml": {Data: []byte(`type: MeshHTTPRoute
+mesh: default
+name: backend-canary
+labels: {team: payments}
+spec:
+  targetRef: {kind: MeshService, name: web}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      rules:
+        - matches:
+            - path: {type: PathPrefix, value: /api}
+              headers: [{type: Exact, name: x-canary, value: "yes"}]
+          default:
+            filters:
+              - type: RequestHeaderModifier
+                requestHeaderModifier: {set: [{name: x-route, value: canary}]}
+              - type: RequestMirror
+                requestMirror: {percentage: 5, backendRef: {kind: MeshService, name: redis}}
+            backendRefs:
+              - {kind: MeshServiceSubset, name: backend, tags: {version: v2}, weight: 10}
+              - {kind: MeshService, name: backend, weight: 90}
+---
+type: MeshTCPRoute
+mesh: default
+name: redis-split
+spec:
+  to:
+    - targetRef: {kind: MeshService, name: redis}
+      rules:
+        - default:
+            backendRefs: [{kind: MeshServiceSubset, name: redis, tags: {role: primary}}]
+`)},
 	"permissions/to-redis.yaml": {Data: []byte(`# Kuma 0.2 form with two rules
 type: TrafficPermission
 mesh: default
@@ -201,6 +233,10 @@ func TestResourcesGolden(t *testing.T) {
 		{"/meshes/payments/traffic-permissions", "traffic-permissions-payments.json"},
 		{"/meshes/default/meshtrafficpermissions", "meshtrafficpermissions-default.json"},
 		{"/meshes/default/meshtrafficpermissions/redis-rules", "meshtrafficpermission-redis-rules.json"},
+		{"/meshes/default/meshhttproutes", "meshhttproutes-default.json"},
+		{"/meshes/default/meshhttproutes/backend-canary", "meshhttproute-backend-canary.json"},
+		{"/meshes/default/meshtcproutes", "meshtcproutes-default.json"},
+		{"/meshes/payments/meshhttproutes", "meshhttproutes-payments.json"},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			r := get(t, base+tc.path)

@@ -47,11 +47,11 @@ func DiffSets(prev, next *Set) SetDiff {
 	mergeDiff(&d, prev.MeshHTTPRoutes, next.MeshHTTPRoutes,
 		func(p *MeshHTTPRoute) Key { return Key{Type: TypeMeshHTTPRoute, Mesh: p.Mesh, Name: p.Name} },
 		func(*MeshHTTPRoute) bool { return false },
-		func(a, b *MeshHTTPRoute) bool { return sameBut(a, b, func(p *MeshHTTPRoute) { p.Origin = Origin{} }) })
+		func(a, b *MeshHTTPRoute) bool { return sameBut(a, b, (*MeshHTTPRoute).clearPositions) })
 	mergeDiff(&d, prev.MeshTCPRoutes, next.MeshTCPRoutes,
 		func(p *MeshTCPRoute) Key { return Key{Type: TypeMeshTCPRoute, Mesh: p.Mesh, Name: p.Name} },
 		func(*MeshTCPRoute) bool { return false },
-		func(a, b *MeshTCPRoute) bool { return sameBut(a, b, func(p *MeshTCPRoute) { p.Origin = Origin{} }) })
+		func(a, b *MeshTCPRoute) bool { return sameBut(a, b, (*MeshTCPRoute).clearPositions) })
 	mergeDiff(&d, prev.MeshTrafficPermissions, next.MeshTrafficPermissions,
 		func(p *MeshTrafficPermission) Key {
 			return Key{Type: TypeMeshTrafficPermission, Mesh: p.Mesh, Name: p.Name}

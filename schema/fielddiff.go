@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -189,6 +190,14 @@ func specOf(set *Set, k Key) any {
 	case TypeMeshTrafficPermission:
 		if p := set.MeshTrafficPermission(k.Mesh, k.Name); p != nil {
 			return meshTrafficPermissionSpec(p)
+		}
+	case TypeMeshHTTPRoute:
+		if p := set.MeshHTTPRoute(k.Mesh, k.Name); p != nil {
+			return meshHTTPRouteSpec(p)
+		}
+	case TypeMeshTCPRoute:
+		if p := set.MeshTCPRoute(k.Mesh, k.Name); p != nil {
+			return meshTCPRouteSpec(p)
 		}
 	case TypeTrafficPermission:
 		for _, tp := range set.PermissionsIn(k.Mesh) {
@@ -392,4 +401,98 @@ func meshTrafficPermissionSpec(p *MeshTrafficPermission) any {
 			"allowWithShadowDeny", matches(r.AllowWithShadowDeny))))
 	}
 	return obj("labels", stringMap(p.Labels), "spec", obj("targetRef", targetRefSpec(p.TargetRef), "from", from, "rules", rules))
+}
+
+func backendRefsSpec(bs []BackendRef) []any {
+	out := make([]any, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, obj("kind", string(b.Kind), "name", b.Name, "tags", stringMap(b.Tags), "weight", fmt.Sprint(b.Weight)))
+	}
+	return out
+}
+
+// jsonTree is v as encoding/json sees it: maps, lists and scalars.
+func jsonTree(v any) any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	var out any
+	if json.Unmarshal(b, &out) != nil {
+		return nil
+	}
+	return out
+}
+
+func headerModifierSpec(hm *HeaderModifier) any {
+	if hm == nil {
+		return nil
+	}
+	kv := func(hs []HeaderValue) []any {
+		var out []any
+		for _, h := range hs {
+			out = append(out, obj("name", h.Name, "value", h.Value))
+		}
+		return out
+	}
+	var remove []any
+	for _, r := range hm.Remove {
+		remove = append(remove, r)
+	}
+	return obj("set", kv(hm.Set), "add", kv(hm.Add), "remove", remove)
+}
+
+func pathRewriteSpec(p *PathRewrite) any {
+	if p == nil {
+		return nil
+	}
+	return obj("type", p.Type, "replaceFullPath", p.ReplaceFullPath, "replacePrefixMatch", p.ReplacePrefixMatch)
+}
+
+func filterSpec(f HTTPFilter) any {
+	out := obj("type", f.Type, "requestHeaderModifier", headerModifierSpec(f.RequestHeader),
+		"responseHeaderModifier", headerModifierSpec(f.ResponseHeader))
+	if r := f.Redirect; r != nil {
+		port := ""
+		if r.Port != 0 {
+			port = fmt.Sprint(r.Port)
+		}
+		out["requestRedirect"] = obj("scheme", r.Scheme, "hostname", r.Hostname, "path", pathRewriteSpec(r.Path), "port", port,
+			"statusCode", fmt.Sprint(r.StatusCode))
+	}
+	if r := f.Rewrite; r != nil {
+		out["urlRewrite"] = obj("hostname", r.Hostname, "path", pathRewriteSpec(r.Path))
+	}
+	if m := f.Mirror; m != nil {
+		out["requestMirror"] = obj("percentage", fmt.Sprint(m.Percentage), "backendRef", backendRefsSpec([]BackendRef{m.BackendRef})[0])
+	}
+	return out
+}
+
+func meshHTTPRouteSpec(p *MeshHTTPRoute) any {
+	var to []any
+	for _, t := range p.To {
+		var rules []any
+		for _, r := range t.Rules {
+			var filters []any
+			for _, f := range r.Filters {
+				filters = append(filters, filterSpec(f))
+			}
+			def := obj("filters", filters)
+			if r.HasBackendRefs {
+				def["backendRefs"] = backendRefsSpec(r.BackendRefs)
+			}
+			rules = append(rules, obj("matches", jsonTree(r.Matches), "default", def))
+		}
+		to = append(to, obj("targetRef", targetRefSpec(t.TargetRef), "rules", rules))
+	}
+	return obj("labels", stringMap(p.Labels), "spec", obj("targetRef", targetRefSpec(p.TargetRef), "to", to))
+}
+
+func meshTCPRouteSpec(p *MeshTCPRoute) any {
+	var to []any
+	for _, t := range p.To {
+		to = append(to, obj("targetRef", targetRefSpec(t.TargetRef), "rules", []any{obj("default", obj("backendRefs", backendRefsSpec(t.BackendRefs)))}))
+	}
+	return obj("labels", stringMap(p.Labels), "spec", obj("targetRef", targetRefSpec(p.TargetRef), "to", to))
 }

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -183,5 +184,48 @@ func TestResourceChangesMeshTrafficPermission(t *testing.T) {
 	want := []FieldChange{{Path: "labels", New: map[string]any{"team": "a"}}, {Path: "spec.from[0].default.action", Old: "Allow", New: "Deny"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestResourceChangesRoutes(t *testing.T) {
+	route := func(w1, w2 int, header string) map[string]string {
+		return map[string]string{"r.yaml": fmt.Sprintf(`type: MeshHTTPRoute
+name: split
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: MeshService, name: api}
+      rules:
+        - matches: [{path: {type: PathPrefix, value: /}, headers: [{name: x-user, value: %s}]}]
+          default: {filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [x-debug]}}]}
+        - matches: [{path: {type: PathPrefix, value: /}}]
+          default:
+            backendRefs:
+              - {kind: MeshServiceSubset, name: api, tags: {version: v1}, weight: %d}
+              - {kind: MeshServiceSubset, name: api, tags: {version: v2}, weight: %d}
+---
+type: MeshTCPRoute
+name: tcp
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: MeshService, name: db}
+      rules: [{default: {backendRefs: [{kind: MeshService, name: db, weight: %d}]}}]
+`, header, w1, w2, w1)}
+	}
+	prev, next := loadMap(t, route(90, 10, "ann")), loadMap(t, route(50, 50, "bob"))
+	got := ResourceChanges(prev, next, Key{Type: TypeMeshHTTPRoute, Mesh: "default", Name: "split"})
+	want := []FieldChange{
+		{Path: "spec.to[0].rules[0].matches[0].headers[0].value", Old: "ann", New: "bob"},
+		{Path: "spec.to[0].rules[1].default.backendRefs[0].weight", Old: "90", New: "50"},
+		{Path: "spec.to[0].rules[1].default.backendRefs[1].weight", Old: "10", New: "50"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("MeshHTTPRoute (-want +got):\n%s", diff)
+	}
+	got = ResourceChanges(prev, next, Key{Type: TypeMeshTCPRoute, Mesh: "default", Name: "tcp"})
+	want = []FieldChange{{Path: "spec.to[0].rules[0].default.backendRefs[0].weight", Old: "90", New: "50"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("MeshTCPRoute (-want +got):\n%s", diff)
 	}
 }

@@ -550,10 +550,24 @@ func (l *Loader) loadDocument(file string, doc *document) (*entry, []Finding) {
 		e.hr, issues = decodeMeshHTTPRoute(doc.value)
 		e.hr.Origin = e.origin()
 		e.name, e.mesh = e.hr.Name, e.hr.Mesh
+		for i := range e.hr.To {
+			for j := range e.hr.To[i].Rules {
+				r := &e.hr.To[i].Rules[j]
+				r.Line, _ = doc.positionOf(r.Pointer)
+			}
+		}
 	case TypeMeshTCPRoute:
 		e.tr, issues = decodeMeshTCPRoute(doc.value)
 		e.tr.Origin = e.origin()
 		e.name, e.mesh = e.tr.Name, e.tr.Mesh
+		for i := range e.tr.To {
+			to := &e.tr.To[i]
+			ptr := to.Rule
+			if ptr == "" {
+				ptr = to.Pointer
+			}
+			to.Line, _ = doc.positionOf(ptr)
+		}
 	}
 	out := toFindings(append(schemaIssues, withoutOverlap(issues, schemaIssues)...))
 	if l.opts.Deprecations {

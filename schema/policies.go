@@ -1,6 +1,9 @@
 package schema
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // DataplanePolicies lists the policies that apply to one dataplane, per
 // inbound and outbound, and what they decide: Kuma's "policies affecting a
@@ -26,9 +29,40 @@ type InboundPolicies struct {
 
 // OutboundPolicies is what configures one outbound.
 type OutboundPolicies struct {
-	Outbound string      `json:"outbound"` // address:port
-	Service  string      `json:"service"`
+	Outbound string `json:"outbound"` // address:port
+	Service  string `json:"service"`
+	// Policies are the route policies that select the dataplane for the
+	// service, in merge order.
 	Policies []PolicyRef `json:"policies,omitempty"`
+	// Routes are the merged HTTP routes, in the order they match; TCP the
+	// backends of the deciding MeshTCPRoute.
+	Routes []RouteSummary `json:"routes,omitempty"`
+	TCP    *RouteSummary  `json:"tcp,omitempty"`
+}
+
+// RouteSummary is one route as the data plane gets it.
+type RouteSummary struct {
+	Name     string   `json:"name"`
+	Match    string   `json:"match,omitempty"`
+	Backends []string `json:"backends"`
+	Filters  []string `json:"filters,omitempty"`
+	// By is the policy and rule that set the backends, with where it is
+	// written; empty for the catch-all route gitmesh adds.
+	By   string `json:"by,omitempty"`
+	File string `json:"file,omitempty"`
+	Line int    `json:"line,omitempty"`
+	// Unused is set when no backend has a weight: the data plane does not
+	// get the route, as in Kuma.
+	Unused bool `json:"unused,omitempty"`
+}
+
+// backendList renders backends as "name weight".
+func backendList(bs []BackendRef) []string {
+	out := make([]string, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, b.String())
+	}
+	return out
 }
 
 // PolicyRef names a policy and where it is written.
@@ -113,8 +147,38 @@ func (s *Set) PoliciesOf(dp *Dataplane) DataplanePolicies {
 		}
 		out.Inbounds = append(out.Inbounds, ip)
 	}
+	https, tcps := s.MeshHTTPRoutesIn(dp.Mesh), s.MeshTCPRoutesIn(dp.Mesh)
 	for _, o := range dp.Outbound {
-		out.Outbounds = append(out.Outbounds, OutboundPolicies{Outbound: o.HostPort(), Service: o.Service})
+		op := OutboundPolicies{Outbound: o.HostPort(), Service: o.Service}
+		hs, ts := SelectingClient(https, tcps, dp, o.Service)
+		for _, p := range hs {
+			op.Policies = append(op.Policies, refOf(TypeMeshHTTPRoute, p.Name, p.Origin))
+		}
+		for _, p := range ts {
+			op.Policies = append(op.Policies, refOf(TypeMeshTCPRoute, p.Name, p.Origin))
+		}
+		if len(hs)+len(ts) > 0 {
+			table := MergeRoutes(o.Service, hs, ts)
+			for _, r := range table.HTTP {
+				rs := RouteSummary{Name: r.Name(), Match: r.Match.String(), Backends: backendList(r.Backends)}
+				for _, f := range r.Filters {
+					rs.Filters = append(rs.Filters, f.Type)
+				}
+				if r.By != nil {
+					rs.By, rs.File, rs.Line = r.By.Name+" "+r.Rule, r.By.Origin.File, r.Line
+				}
+				rs.Unused = true
+				for _, b := range r.Backends {
+					rs.Unused = rs.Unused && b.Weight == 0
+				}
+				op.Routes = append(op.Routes, rs)
+			}
+			if table.TCPBy != nil {
+				op.TCP = &RouteSummary{Name: table.TCPBy.Name + strings.TrimPrefix(table.TCPRule, "/spec"), Backends: backendList(table.TCP),
+					By: table.TCPBy.Name + " " + table.TCPRule, File: table.TCPBy.Origin.File, Line: table.TCPLine}
+			}
+		}
+		out.Outbounds = append(out.Outbounds, op)
 	}
 	return out
 }

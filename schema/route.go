@@ -43,6 +43,8 @@ type HTTPRouteRule struct {
 	// empty list included).
 	HasFilters, HasBackendRefs bool
 	Pointer                    string
+	// Line is the rule's line in its file.
+	Line int
 }
 
 // PathMatchType is how a match compares the request path.
@@ -214,6 +216,8 @@ type TCPRouteTo struct {
 	Rule    string
 	Ignored []string
 	Pointer string
+	// Line is the line of Rule (of the to[] item without rules).
+	Line int
 }
 
 var (
@@ -550,6 +554,27 @@ func decodeMeshTCPRoute(m map[string]any) (*MeshTCPRoute, []issue) {
 	return r, d.issues
 }
 
+// clearPositions forgets where p is written (on a copy: the lists are
+// copied before their lines are cleared).
+func (p *MeshHTTPRoute) clearPositions() {
+	p.Origin = Origin{}
+	p.To = slices.Clone(p.To)
+	for i := range p.To {
+		p.To[i].Rules = slices.Clone(p.To[i].Rules)
+		for j := range p.To[i].Rules {
+			p.To[i].Rules[j].Line = 0
+		}
+	}
+}
+
+func (p *MeshTCPRoute) clearPositions() {
+	p.Origin = Origin{}
+	p.To = slices.Clone(p.To)
+	for i := range p.To {
+		p.To[i].Line = 0
+	}
+}
+
 // MeshHTTPRoutesIn returns the MeshHTTPRoutes of a mesh, sorted by name.
 // The slice shares the Set's storage.
 func (s *Set) MeshHTTPRoutesIn(mesh string) []*MeshHTTPRoute {
@@ -623,10 +648,12 @@ type RouteTable struct {
 	HTTPPolicies []*MeshHTTPRoute
 	TCPPolicies  []*MeshTCPRoute
 	// TCP is the backends of the deciding MeshTCPRoute (the last in merge
-	// order); TCPBy is that policy, TCPRule its rule's pointer.
+	// order); TCPBy is that policy, TCPRule its rule's pointer and TCPLine
+	// its line.
 	TCP     []BackendRef
 	TCPBy   *MeshTCPRoute
 	TCPRule string
+	TCPLine int
 }
 
 // Routed reports whether a route policy applies.
@@ -642,6 +669,7 @@ type Route struct {
 	Backends []BackendRef
 	By       *MeshHTTPRoute
 	Rule     string
+	Line     int // of Rule
 }
 
 // Name is the route's name in Envoy and gRPC resources:
@@ -769,7 +797,7 @@ func MergeRoutes(service string, https []*MeshHTTPRoute, tcps []*MeshTCPRoute) *
 	for _, p := range tcps {
 		for _, to := range p.To {
 			if to.TargetRef.Name == service {
-				t.TCP, t.TCPBy, t.TCPRule = to.BackendRefs, p, to.Rule
+				t.TCP, t.TCPBy, t.TCPRule, t.TCPLine = to.BackendRefs, p, to.Rule, to.Line
 			}
 		}
 	}
@@ -782,6 +810,7 @@ func MergeRoutes(service string, https []*MeshHTTPRoute, tcps []*MeshTCPRoute) *
 		by       *MeshHTTPRoute
 		backends *MeshHTTPRoute // who set BackendRefs
 		bRule    string
+		bLine    int
 	}
 	var order []*merged // most specific policy first
 	byKey := map[string]*merged{}
@@ -799,11 +828,11 @@ func MergeRoutes(service string, https []*MeshHTTPRoute, tcps []*MeshTCPRoute) *
 						m.rule.Filters, m.rule.HasFilters = r.Filters, true
 					}
 					if !m.rule.HasBackendRefs && r.HasBackendRefs {
-						m.rule.BackendRefs, m.rule.HasBackendRefs, m.backends, m.bRule = r.BackendRefs, true, p, r.Pointer
+						m.rule.BackendRefs, m.rule.HasBackendRefs, m.backends, m.bRule, m.bLine = r.BackendRefs, true, p, r.Pointer, r.Line
 					}
 					continue
 				}
-				m := &merged{key: k, rule: r, by: p, backends: p, bRule: r.Pointer}
+				m := &merged{key: k, rule: r, by: p, backends: p, bRule: r.Pointer, bLine: r.Line}
 				byKey[k] = m
 				order = append(order, m)
 			}
@@ -813,12 +842,12 @@ func MergeRoutes(service string, https []*MeshHTTPRoute, tcps []*MeshTCPRoute) *
 	var routes []Route
 	for _, m := range order {
 		backends := m.rule.BackendRefs
-		by, rule := m.backends, m.bRule
+		by, rule, line := m.backends, m.bRule, m.bLine
 		if !m.rule.HasBackendRefs {
-			backends, by, rule = self, m.by, m.rule.Pointer
+			backends, by, rule, line = self, m.by, m.rule.Pointer, m.rule.Line
 		}
 		for _, match := range m.rule.Matches {
-			routes = append(routes, Route{Match: match, Filters: m.rule.Filters, Backends: backends, By: by, Rule: rule})
+			routes = append(routes, Route{Match: match, Filters: m.rule.Filters, Backends: backends, By: by, Rule: rule, Line: line})
 		}
 	}
 	slices.SortStableFunc(routes, func(a, b Route) int { return CompareMatches(a.Match, b.Match) })

@@ -104,10 +104,10 @@ func (c *routeChecker) httpRoute(e *entry) {
 		if !known {
 			c.unknownService(e, to.TargetRef.Pointer+"/name", svc, "to targetRef")
 		}
-		if known && proto != ProtocolHTTP {
+		if known && proto != ProtocolHTTP && proto != ProtocolGRPC {
 			if envoy := c.clients(p.PolicyMeta, svc, "envoy"); len(envoy) > 0 {
 				c.warnAt(e, to.Pointer, CodeUnsupportedByFlavor,
-					fmt.Sprintf("service %q speaks %s, not http: Envoy proxies reach it over TCP and ignore this MeshHTTPRoute; dataplanes %s are labelled %s: envoy",
+					fmt.Sprintf("service %q speaks %s, neither http nor grpc: Envoy proxies reach it over TCP and ignore this MeshHTTPRoute; dataplanes %s are labelled %s: envoy",
 						svc, proto, listNames(envoy), FlavorLabel),
 					"tag the service's inbounds `protocol: http`, or route its connections with a MeshTCPRoute; proxyless gRPC clients apply the route")
 			}

@@ -6,10 +6,15 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/gitmesh/gitmesh/schema"
 )
+
+// httpProtocolOptions is the key of a cluster's HTTP protocol options.
+const httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 // localhost is where an inbound's application listens, on its service port.
 const localhost = "127.0.0.1"
@@ -23,18 +28,32 @@ func locality() *corev3.Locality { return &corev3.Locality{Zone: "default"} }
 // endpoints come over EDS on the ADS stream, balanced round robin; with
 // mTLS it presents the proxy's identity and checks the peer's SPIFFE id,
 // over SDS for Envoy and through CertProviderInstance for gRPC.
-func edsCluster(m *schema.Mesh, service string, flavor Flavor) (*clusterv3.Cluster, error) {
-	return edsClusterNamed(m, service, service, flavor)
+//
+// h2 says that the service speaks gRPC: Envoy then speaks HTTP/2 to it
+// when it routes requests (a tcp_proxy ignores the option).
+func edsCluster(m *schema.Mesh, service string, flavor Flavor, h2 bool) (*clusterv3.Cluster, error) {
+	return edsClusterNamed(m, service, service, flavor, h2)
 }
 
 // edsClusterNamed is edsCluster under another name: a subset of service's
 // instances, which present the service's identity.
-func edsClusterNamed(m *schema.Mesh, name, service string, flavor Flavor) (*clusterv3.Cluster, error) {
+func edsClusterNamed(m *schema.Mesh, name, service string, flavor Flavor, h2 bool) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+	if h2 && flavor == FlavorEnvoy {
+		opts, err := toAny(&upstreamhttpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			}},
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptions: opts}
 	}
 	if !m.MTLS.Enabled {
 		return c, nil

@@ -107,13 +107,14 @@ type service struct {
 	name      string
 	endpoints []endpoint // sorted by address then port, distinct
 	// http is true when the service has inbounds and all of them speak
-	// HTTP: outbounds to it then use an HTTP connection manager.
-	http      bool
-	providers []*schema.Dataplane // with an inbound of the service
-	consumers []*schema.Dataplane // with an outbound to the service
-	cluster   shared
-	endpoint  shared // the ClusterLoadAssignment
-	route     shared // set when http
+	// HTTP: outbounds to it then use an HTTP connection manager. grpc is
+	// true when all of them speak gRPC.
+	http, grpc bool
+	providers  []*schema.Dataplane // with an inbound of the service
+	consumers  []*schema.Dataplane // with an outbound to the service
+	cluster    shared
+	endpoint   shared // the ClusterLoadAssignment
+	route      shared // set when http
 	// outboundFilter is the network filter of every outbound listener to
 	// the service: tcp_proxy, or an HTTP connection manager using route.
 	outboundFilter *listenerv3.Filter
@@ -421,7 +422,7 @@ func callsOrProvides(dp *schema.Dataplane, names map[string]bool) bool {
 func (idx *Index) settleService(m *schema.Mesh, s, old *service, buf []byte) ([]byte, error) {
 	var err error
 	// The same shape: what every shared value but the endpoints depends on.
-	sameShape := old != nil && old.http == s.http && (len(old.consumers) > 0) == (len(s.consumers) > 0)
+	sameShape := old != nil && old.http == s.http && old.grpc == s.grpc && (len(old.consumers) > 0) == (len(s.consumers) > 0)
 	switch {
 	case sameShape && slices.Equal(old.endpoints, s.endpoints):
 		s.reuse(old)
@@ -518,12 +519,14 @@ func (mi *meshIndex) indexDataplane(dp *schema.Dataplane) {
 // settle sorts and dedupes a service's endpoints and settles its protocol.
 func (s *service) settle() {
 	s.settleEndpoints()
-	s.http = len(s.providers) > 0
+	s.http, s.grpc = len(s.providers) > 0, len(s.providers) > 0
 	for _, dp := range s.providers {
 		for _, in := range dp.Inbound {
-			if in.Service() == s.name && in.Protocol() != schema.ProtocolHTTP {
-				s.http = false
+			if in.Service() != s.name {
+				continue
 			}
+			s.http = s.http && in.Protocol() == schema.ProtocolHTTP
+			s.grpc = s.grpc && in.Protocol() == schema.ProtocolGRPC
 		}
 	}
 }
@@ -572,7 +575,7 @@ func (s *service) reuseButEndpoints(old *service, buf []byte) ([]byte, error) {
 
 // build builds the resources the consumers of a settled service share.
 func (s *service) build(m *schema.Mesh, buf []byte) ([]byte, error) {
-	c, err := edsCluster(m, s.name, FlavorEnvoy)
+	c, err := edsCluster(m, s.name, FlavorEnvoy, s.grpc)
 	if err != nil {
 		return buf, err
 	}
@@ -608,7 +611,7 @@ func (s *service) build(m *schema.Mesh, buf []byte) ([]byte, error) {
 	if err != nil {
 		return buf, err
 	}
-	gc, err := edsCluster(m, s.name, FlavorGRPC)
+	gc, err := edsCluster(m, s.name, FlavorGRPC, false)
 	if err != nil {
 		return buf, err
 	}

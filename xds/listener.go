@@ -123,19 +123,23 @@ func (rs *resourceSet) addOutbounds(mi *meshIndex, dp *schema.Dataplane) error {
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", name, err)
 		}
-		route, filter := &s.route, s.outboundFilter
+		var route *shared
+		filter := s.outboundFilter
+		if s.http {
+			route = &s.route
+		}
 		if rt != nil {
 			if err := rs.addRouted(&rt.envoy, FlavorEnvoy); err != nil {
 				return err
 			}
+			if rt.envoy.filter != nil {
+				filter, route = rt.envoy.filter, nil
+			}
 			if rt.envoy.route != nil {
 				route = rt.envoy.route
 			}
-			if rt.envoy.filter != nil {
-				filter = rt.envoy.filter
-			}
 		}
-		if s.http && filter == s.outboundFilter {
+		if route != nil {
 			if err := rs.addShared(routeIdx, OutboundRouteName(s.name), route); err != nil {
 				return err
 			}

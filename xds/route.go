@@ -89,7 +89,9 @@ type backendCluster struct {
 	name        string
 	envoy, grpc *shared
 	endpoints   *shared
-	http        bool // every inbound of the backend's service speaks HTTP
+	// http and h2 say that every inbound of the backend's service speaks
+	// HTTP, or gRPC (the Envoy cluster then speaks HTTP/2).
+	http, h2 bool
 }
 
 // routesFor is what the route policies decide for dp's calls to s; nil
@@ -185,8 +187,8 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 			if err != nil {
 				return nil, err
 			}
-			if http && flavor == FlavorEnvoy && !bc.http {
-				fr.unsupported = append(fr.unsupported, fmt.Sprintf("%s: backend %s does not speak HTTP and is left out of the route, as in Kuma", out, b))
+			if http && flavor == FlavorEnvoy && !bc.http && !bc.h2 {
+				fr.unsupported = append(fr.unsupported, fmt.Sprintf("%s: backend %s speaks neither HTTP nor gRPC and is left out of the route, as in Kuma", out, b))
 				continue
 			}
 			if _, err := cluster(b); err != nil {
@@ -196,7 +198,7 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 		}
 		return ws, nil
 	}
-	httpApplies := table.HTTP != nil && (flavor == FlavorGRPC || s.http)
+	httpApplies := table.HTTP != nil && (flavor == FlavorGRPC || s.http || s.grpc)
 	switch {
 	case httpApplies:
 		var routes []*routev3.Route
@@ -219,6 +221,15 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 		name := OutboundRouteName(s.name)
 		if flavor == FlavorGRPC {
 			name = s.name
+		} else if !s.http {
+			// A gRPC service, which Envoy otherwise proxies as TCP: an
+			// HTTP connection manager (HTTP/2 negotiated, as gRPC speaks
+			// it) routes its calls.
+			f, err := httpConnectionManager(statPrefix(s.name), name, nil)
+			if err != nil {
+				return fr, err
+			}
+			fr.filter = f
 		}
 		fr.route = &shared{}
 		if _, err := fr.route.set(&routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{{
@@ -271,9 +282,9 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 		}
 		fr.filter = f
 	default:
-		// An HTTP route on Envoy for a service that does not speak HTTP.
+		// An HTTP route on Envoy for a service that speaks TCP.
 		fr.unsupported = append(fr.unsupported, fmt.Sprintf(
-			"%s: service %s does not speak HTTP: Envoy proxies it as TCP and ignores MeshHTTPRoute %s", out, s.name, table.HTTPPolicies[len(table.HTTPPolicies)-1].Name))
+			"%s: service %s speaks neither HTTP nor gRPC: Envoy proxies it as TCP and ignores MeshHTTPRoute %s", out, s.name, table.HTTPPolicies[len(table.HTTPPolicies)-1].Name))
 		return fr, nil
 	}
 	sort.SliceStable(clusters, func(i, j int) bool { return clusters[i].name < clusters[j].name })
@@ -512,7 +523,7 @@ func (mi *meshIndex) backendCluster(service string, tags map[string]string) (*ba
 	s := mi.services[service]
 	bc := &backendCluster{name: name}
 	if s != nil {
-		bc.http = s.http
+		bc.http, bc.h2 = s.http, s.grpc
 	}
 	var eps []endpoint
 	if s != nil {
@@ -529,7 +540,7 @@ func (mi *meshIndex) backendCluster(service string, tags map[string]string) (*ba
 	if s != nil && len(tags) == 0 && s.cluster.res != nil {
 		bc.envoy, bc.endpoints = &s.cluster, &s.endpoint
 	} else {
-		c, err := edsClusterNamed(mi.mesh, name, service, FlavorEnvoy)
+		c, err := edsClusterNamed(mi.mesh, name, service, FlavorEnvoy, bc.h2)
 		if err != nil {
 			return nil, err
 		}
@@ -544,7 +555,7 @@ func (mi *meshIndex) backendCluster(service string, tags map[string]string) (*ba
 	if s != nil && len(tags) == 0 && s.grpcCluster.res != nil {
 		bc.grpc = &s.grpcCluster
 	} else {
-		c, err := edsClusterNamed(mi.mesh, name, service, FlavorGRPC)
+		c, err := edsClusterNamed(mi.mesh, name, service, FlavorGRPC, false)
 		if err != nil {
 			return nil, err
 		}

@@ -152,6 +152,30 @@ func writePolicies(w io.Writer, dp schema.DataplanePolicies, format xds.Format) 
 		for _, p := range out.Policies {
 			fmt.Fprintf(&b, "      %s %s  %s:%d\n", p.Type, p.Name, p.File, p.Line)
 		}
+		route := func(kind string, r schema.RouteSummary) {
+			line := fmt.Sprintf("      %s %s -> %s", kind, r.Name, strings.Join(r.Backends, ", "))
+			if r.Match != "" {
+				line = fmt.Sprintf("      %s %q -> %s", kind, r.Match, strings.Join(r.Backends, ", "))
+			}
+			if len(r.Filters) > 0 {
+				line += "  filters " + strings.Join(r.Filters, ", ")
+			}
+			if r.Unused {
+				line += "  (left out: no backend has a weight)"
+			}
+			if r.By != "" {
+				line += fmt.Sprintf("  by %s  %s:%d", r.By, r.File, r.Line)
+			} else {
+				line += "  (catch-all: the service itself)"
+			}
+			b.WriteString(line + "\n")
+		}
+		for _, r := range out.Routes {
+			route("route", r)
+		}
+		if out.TCP != nil {
+			route("tcp", *out.TCP)
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/gitmesh/gitmesh/schema"
 )
 
 const renderPolicies = `type: Mesh
@@ -160,5 +162,48 @@ func TestRenderUsageErrors(t *testing.T) {
 		if errs == "" {
 			t.Errorf("%v: nothing on stderr", args)
 		}
+	}
+}
+
+// --policies lists, per inbound and outbound, what decides and where it is
+// written: the permissions of each inbound, the merged routes of each
+// outbound with the rule (file:line) that set their backends.
+func TestRenderPolicies(t *testing.T) {
+	dir := policyDir(t, map[string]string{"mesh.yaml": renderPolicies, "routes.yaml": `type: MeshHTTPRoute
+name: api-split
+mesh: prod
+spec:
+  targetRef: {kind: MeshService, name: web}
+  to:
+    - targetRef: {kind: MeshService, name: api}
+      rules:
+        - matches: [{path: {type: PathPrefix, value: /v2}}]
+          default:
+            backendRefs: [{kind: MeshServiceSubset, name: api, tags: {version: v2}, weight: 3}]
+`})
+	code, out, errs := runRenderCmd(t, "--dataplane", "prod/web-1", "--policies", dir)
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr:\n%s", code, errs)
+	}
+	for _, want := range []string{
+		"outbound 127.0.0.1:20001 -> api",
+		"MeshHTTPRoute api-split  routes.yaml:1",
+		`route "PathPrefix /v2" -> MeshServiceSubset(api){version=v2} weight 3  by api-split /spec/to/0/rules/0  routes.yaml:9`,
+		`route "PathPrefix /" -> MeshService(api) weight 1  (catch-all: the service itself)`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, errs = runRenderCmd(t, "--dataplane", "prod/web-1", "--policies", "--format", "json", dir)
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr:\n%s", code, errs)
+	}
+	var doc schema.DataplanePolicies
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(doc.Outbounds) != 1 || len(doc.Outbounds[0].Routes) != 2 || doc.Outbounds[0].Routes[0].Line != 9 {
+		t.Errorf("outbounds = %+v", doc.Outbounds)
 	}
 }

@@ -1,0 +1,239 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// The route policies in Kuma 2.x's REST shape: metadata at the top, the
+// policy under spec, as a user writes it (defaults filled in: a backend's
+// weight, a redirect's status code).
+
+type meshHTTPRouteJSON struct {
+	Type   string            `json:"type"`
+	Mesh   string            `json:"mesh"`
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Spec   struct {
+		TargetRef targetRefJSON `json:"targetRef"`
+		To        []httpToJSON  `json:"to"`
+	} `json:"spec"`
+	Origin *origin `json:"origin,omitempty"`
+}
+
+type httpToJSON struct {
+	TargetRef targetRefJSON  `json:"targetRef"`
+	Rules     []httpRuleJSON `json:"rules"`
+}
+
+type httpRuleJSON struct {
+	Matches []schema.HTTPMatch `json:"matches"`
+	Default struct {
+		Filters     []filterJSON     `json:"filters,omitempty"`
+		BackendRefs []backendRefJSON `json:"backendRefs,omitempty"`
+	} `json:"default"`
+}
+
+type backendRefJSON struct {
+	Kind   string            `json:"kind"`
+	Name   string            `json:"name,omitempty"`
+	Tags   map[string]string `json:"tags,omitempty"`
+	Weight uint32            `json:"weight"`
+}
+
+type headerModifierJSON struct {
+	Set    []headerValueJSON `json:"set,omitempty"`
+	Add    []headerValueJSON `json:"add,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
+}
+
+type headerValueJSON struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+type pathRewriteJSON struct {
+	Type               string `json:"type"`
+	ReplaceFullPath    string `json:"replaceFullPath,omitempty"`
+	ReplacePrefixMatch string `json:"replacePrefixMatch,omitempty"`
+}
+
+type filterJSON struct {
+	Type                   string              `json:"type"`
+	RequestHeaderModifier  *headerModifierJSON `json:"requestHeaderModifier,omitempty"`
+	ResponseHeaderModifier *headerModifierJSON `json:"responseHeaderModifier,omitempty"`
+	RequestRedirect        *struct {
+		Scheme     string           `json:"scheme,omitempty"`
+		Hostname   string           `json:"hostname,omitempty"`
+		Path       *pathRewriteJSON `json:"path,omitempty"`
+		Port       uint32           `json:"port,omitempty"`
+		StatusCode int              `json:"statusCode"`
+	} `json:"requestRedirect,omitempty"`
+	URLRewrite *struct {
+		Hostname string           `json:"hostname,omitempty"`
+		Path     *pathRewriteJSON `json:"path,omitempty"`
+	} `json:"urlRewrite,omitempty"`
+	RequestMirror *struct {
+		Percentage string         `json:"percentage"`
+		BackendRef backendRefJSON `json:"backendRef"`
+	} `json:"requestMirror,omitempty"`
+}
+
+func toBackendRefs(bs []schema.BackendRef) []backendRefJSON {
+	out := make([]backendRefJSON, len(bs))
+	for i, b := range bs {
+		out[i] = toBackendRef(b)
+	}
+	return out
+}
+
+func toBackendRef(b schema.BackendRef) backendRefJSON {
+	return backendRefJSON{Kind: string(b.Kind), Name: b.Name, Tags: b.Tags, Weight: b.Weight}
+}
+
+func toHeaderModifier(hm *schema.HeaderModifier) *headerModifierJSON {
+	if hm == nil {
+		return nil
+	}
+	out := &headerModifierJSON{Remove: hm.Remove}
+	for _, h := range hm.Set {
+		out.Set = append(out.Set, headerValueJSON(h))
+	}
+	for _, h := range hm.Add {
+		out.Add = append(out.Add, headerValueJSON(h))
+	}
+	return out
+}
+
+func toPathRewrite(p *schema.PathRewrite) *pathRewriteJSON {
+	if p == nil {
+		return nil
+	}
+	return &pathRewriteJSON{Type: p.Type, ReplaceFullPath: p.ReplaceFullPath, ReplacePrefixMatch: p.ReplacePrefixMatch}
+}
+
+func toFilter(f schema.HTTPFilter) filterJSON {
+	out := filterJSON{Type: f.Type, RequestHeaderModifier: toHeaderModifier(f.RequestHeader), ResponseHeaderModifier: toHeaderModifier(f.ResponseHeader)}
+	if r := f.Redirect; r != nil {
+		out.RequestRedirect = &struct {
+			Scheme     string           `json:"scheme,omitempty"`
+			Hostname   string           `json:"hostname,omitempty"`
+			Path       *pathRewriteJSON `json:"path,omitempty"`
+			Port       uint32           `json:"port,omitempty"`
+			StatusCode int              `json:"statusCode"`
+		}{r.Scheme, r.Hostname, toPathRewrite(r.Path), r.Port, r.StatusCode}
+	}
+	if r := f.Rewrite; r != nil {
+		out.URLRewrite = &struct {
+			Hostname string           `json:"hostname,omitempty"`
+			Path     *pathRewriteJSON `json:"path,omitempty"`
+		}{r.Hostname, toPathRewrite(r.Path)}
+	}
+	if m := f.Mirror; m != nil {
+		out.RequestMirror = &struct {
+			Percentage string         `json:"percentage"`
+			BackendRef backendRefJSON `json:"backendRef"`
+		}{strconv.FormatFloat(m.Percentage, 'f', -1, 64), toBackendRef(m.BackendRef)}
+	}
+	return out
+}
+
+func toMeshHTTPRoute(p *schema.MeshHTTPRoute) meshHTTPRouteJSON {
+	out := meshHTTPRouteJSON{Type: schema.TypeMeshHTTPRoute, Mesh: p.Mesh, Name: p.Name, Labels: p.Labels, Origin: originOf(p.Origin)}
+	out.Spec.TargetRef = toTargetRef(p.TargetRef)
+	out.Spec.To = []httpToJSON{}
+	for _, to := range p.To {
+		j := httpToJSON{TargetRef: toTargetRef(to.TargetRef), Rules: []httpRuleJSON{}}
+		for _, r := range to.Rules {
+			var rj httpRuleJSON
+			rj.Matches = r.Matches
+			for _, f := range r.Filters {
+				rj.Default.Filters = append(rj.Default.Filters, toFilter(f))
+			}
+			if r.HasBackendRefs {
+				rj.Default.BackendRefs = toBackendRefs(r.BackendRefs)
+			}
+			j.Rules = append(j.Rules, rj)
+		}
+		out.Spec.To = append(out.Spec.To, j)
+	}
+	return out
+}
+
+type meshTCPRouteJSON struct {
+	Type   string            `json:"type"`
+	Mesh   string            `json:"mesh"`
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Spec   struct {
+		TargetRef targetRefJSON `json:"targetRef"`
+		To        []tcpToJSON   `json:"to"`
+	} `json:"spec"`
+	Origin *origin `json:"origin,omitempty"`
+}
+
+type tcpToJSON struct {
+	TargetRef targetRefJSON `json:"targetRef"`
+	Rules     []struct {
+		Default struct {
+			BackendRefs []backendRefJSON `json:"backendRefs"`
+		} `json:"default"`
+	} `json:"rules"`
+}
+
+func toMeshTCPRoute(p *schema.MeshTCPRoute) meshTCPRouteJSON {
+	out := meshTCPRouteJSON{Type: schema.TypeMeshTCPRoute, Mesh: p.Mesh, Name: p.Name, Labels: p.Labels, Origin: originOf(p.Origin)}
+	out.Spec.TargetRef = toTargetRef(p.TargetRef)
+	out.Spec.To = []tcpToJSON{}
+	for _, to := range p.To {
+		j := tcpToJSON{TargetRef: toTargetRef(to.TargetRef)}
+		j.Rules = make([]struct {
+			Default struct {
+				BackendRefs []backendRefJSON `json:"backendRefs"`
+			} `json:"default"`
+		}, 1)
+		j.Rules[0].Default.BackendRefs = toBackendRefs(to.BackendRefs)
+		out.Spec.To = append(out.Spec.To, j)
+	}
+	return out
+}
+
+func listMeshHTTPRoutes(set *schema.Set, r *http.Request) answer {
+	mesh := r.PathValue("mesh")
+	if set.Mesh(mesh) == nil {
+		return notFound("mesh %q not found", mesh)
+	}
+	return paged(r, set.MeshHTTPRoutesIn(mesh), toMeshHTTPRoute)
+}
+
+func getMeshHTTPRoute(set *schema.Set, r *http.Request) answer {
+	mesh, name := r.PathValue("mesh"), r.PathValue("name")
+	if set.Mesh(mesh) == nil {
+		return notFound("mesh %q not found", mesh)
+	}
+	if p := set.MeshHTTPRoute(mesh, name); p != nil {
+		return found(toMeshHTTPRoute(p))
+	}
+	return notFound("mesh http route %q not found in mesh %q", name, mesh)
+}
+
+func listMeshTCPRoutes(set *schema.Set, r *http.Request) answer {
+	mesh := r.PathValue("mesh")
+	if set.Mesh(mesh) == nil {
+		return notFound("mesh %q not found", mesh)
+	}
+	return paged(r, set.MeshTCPRoutesIn(mesh), toMeshTCPRoute)
+}
+
+func getMeshTCPRoute(set *schema.Set, r *http.Request) answer {
+	mesh, name := r.PathValue("mesh"), r.PathValue("name")
+	if set.Mesh(mesh) == nil {
+		return notFound("mesh %q not found", mesh)
+	}
+	if p := set.MeshTCPRoute(mesh, name); p != nil {
+		return found(toMeshTCPRoute(p))
+	}
+	return notFound("mesh tcp route %q not found in mesh %q", name, mesh)
+}
