@@ -51,8 +51,10 @@ type routeIndex struct {
 	https []*schema.MeshHTTPRoute
 	tcps  []*schema.MeshTCPRoute
 	// httpFor and tcpFor are, per service, the positions in https and tcps
-	// of the policies with a to[] item for it, ascending.
+	// of the policies with a to[] item for it, ascending; backendOf the
+	// services a backend or mirror names.
 	httpFor, tcpFor map[string][]int32
+	backendOf       map[string]bool
 	// memo holds, by service and the positions of the policies that select
 	// a proxy for it, the routed values of every such proxy; backends the
 	// clusters of each backend by cluster name; shared registers every
@@ -66,18 +68,30 @@ func newRouteIndex(set *schema.Set, mesh string) routeIndex {
 	if ri.none() {
 		return ri
 	}
-	ri.httpFor, ri.tcpFor = map[string][]int32{}, map[string][]int32{}
+	ri.httpFor, ri.tcpFor, ri.backendOf = map[string][]int32{}, map[string][]int32{}, map[string]bool{}
 	for pos, p := range ri.https {
 		for _, svc := range p.Services() {
 			ri.httpFor[svc] = append(ri.httpFor[svc], int32(pos))
+		}
+		for _, svc := range p.Backends() {
+			ri.backendOf[svc] = true
 		}
 	}
 	for pos, p := range ri.tcps {
 		for _, svc := range p.Services() {
 			ri.tcpFor[svc] = append(ri.tcpFor[svc], int32(pos))
 		}
+		for _, svc := range p.Backends() {
+			ri.backendOf[svc] = true
+		}
 	}
 	return ri
+}
+
+// names reports whether a route policy of the mesh names service, as a
+// destination or a backend.
+func (ri *routeIndex) names(service string) bool {
+	return len(ri.httpFor[service]) > 0 || len(ri.tcpFor[service]) > 0 || ri.backendOf[service]
 }
 
 // none reports whether the mesh has no route policy.
