@@ -143,10 +143,11 @@ func (c *routeChecker) httpRoute(e *entry) {
 	}
 }
 
-// shadowed warns on each match without a path in a to[] item that also
-// has a catch-all rule (PathPrefix /): Kuma sorts the matches without a
-// path after every match with one, so the catch-all route comes first and
-// such a match never applies.
+// shadowed warns on each match in a to[] item that also has a catch-all
+// rule (PathPrefix /) that Kuma's order puts after it: a match without a
+// path (sorted after every match with one) and a RegularExpression path
+// (sorted after every prefix). The catch-all route comes first and such a
+// match never applies.
 func (c *routeChecker) shadowed(e *entry, to HTTPRouteTo) {
 	catchAll := ""
 	for _, r := range to.Rules {
@@ -161,10 +162,16 @@ func (c *routeChecker) shadowed(e *entry, to HTTPRouteTo) {
 	}
 	for _, r := range to.Rules {
 		for k, m := range r.Matches {
-			if m.Path == nil {
-				c.warnAt(e, fmt.Sprintf("%s/matches/%d", r.Pointer, k), CodeNoEffect,
+			ptr := fmt.Sprintf("%s/matches/%d", r.Pointer, k)
+			switch {
+			case m.Path == nil:
+				c.warnAt(e, ptr, CodeNoEffect,
 					fmt.Sprintf("this match never applies: Kuma orders matches without a path after those with one, so the catch-all rule at %s comes first", catchAll),
 					"add `path: {type: PathPrefix, value: /}` to this match: of two equal paths, the one with more headers wins")
+			case m.Path.Type == PathRegularExp:
+				c.warnAt(e, ptr+"/path", CodeNoEffect,
+					fmt.Sprintf("this match never applies: Kuma orders RegularExpression paths after every PathPrefix, so the catch-all rule at %s comes first", catchAll),
+					"match a prefix or an exact path instead: Kuma tries an expression only where no prefix matches")
 			}
 		}
 	}

@@ -215,3 +215,43 @@ func BenchmarkBuild(b *testing.B) {
 		b.ReportMetric(float64(stats.Translated), "dataplanes/op")
 	})
 }
+
+// BenchmarkTranslateAllRouted is BenchmarkTranslateAll with a tenth of the
+// services split between two versions by a mesh-wide MeshHTTPRoute (HTTP
+// services) or MeshTCPRoute (the others), for every caller.
+func BenchmarkTranslateAllRouted(b *testing.B) {
+	set := benchSet()
+	for k := range benchServices / 10 {
+		svc := fmt.Sprintf("svc-%04d", k*10)
+		meta := schema.PolicyMeta{Mesh: "bench", Name: fmt.Sprintf("split-%04d", k), TargetRef: schema.TargetRef{Kind: schema.KindMesh}}
+		to := schema.TargetRef{Kind: schema.KindMeshService, Name: svc}
+		backends := []schema.BackendRef{
+			{Kind: schema.KindMeshServiceSubset, Name: svc, Tags: map[string]string{"version": "v0"}, Weight: 90},
+			{Kind: schema.KindMeshServiceSubset, Name: svc, Tags: map[string]string{"version": "v1"}, Weight: 10},
+		}
+		if k%2 == 0 {
+			set.MeshHTTPRoutes = append(set.MeshHTTPRoutes, &schema.MeshHTTPRoute{PolicyMeta: meta, To: []schema.HTTPRouteTo{{TargetRef: to,
+				Rules: []schema.HTTPRouteRule{{Matches: []schema.HTTPMatch{{Path: &schema.PathMatch{Type: schema.PathPrefix, Value: "/"}}},
+					BackendRefs: backends, HasBackendRefs: true}}}}})
+		} else {
+			set.MeshTCPRoutes = append(set.MeshTCPRoutes, &schema.MeshTCPRoute{PolicyMeta: meta, To: []schema.TCPRouteTo{{TargetRef: to,
+				BackendRefs: backends, Rule: "/spec/to/0/rules/0"}}})
+		}
+	}
+	runtime.GC()
+	b.ReportAllocs()
+	peak := startHeapPeak()
+	b.ResetTimer()
+	var proxies []*Proxy
+	for range b.N {
+		var err error
+		if proxies, err = Translate(set, Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	peak.report(b)
+	if len(proxies) != benchDataplanes {
+		b.Fatalf("%d proxies", len(proxies))
+	}
+}

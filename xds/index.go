@@ -108,13 +108,16 @@ type service struct {
 	endpoints []endpoint // sorted by address then port, distinct
 	// http is true when the service has inbounds and all of them speak
 	// HTTP: outbounds to it then use an HTTP connection manager. grpc is
-	// true when all of them speak gRPC.
-	http, grpc bool
-	providers  []*schema.Dataplane // with an inbound of the service
-	consumers  []*schema.Dataplane // with an outbound to the service
-	cluster    shared
-	endpoint   shared // the ClusterLoadAssignment
-	route      shared // set when http
+	// true when all of them speak gRPC; h2 when, in addition, a route
+	// names the service, whose Envoy cluster then speaks HTTP/2 (a
+	// tcp_proxy ignores it: a mesh without routes keeps its clusters as
+	// they were).
+	http, grpc, h2 bool
+	providers      []*schema.Dataplane // with an inbound of the service
+	consumers      []*schema.Dataplane // with an outbound to the service
+	cluster        shared
+	endpoint       shared // the ClusterLoadAssignment
+	route          shared // set when http
 	// outboundFilter is the network filter of every outbound listener to
 	// the service: tcp_proxy, or an HTTP connection manager using route.
 	outboundFilter *listenerv3.Filter
@@ -422,7 +425,10 @@ func callsOrProvides(dp *schema.Dataplane, names map[string]bool) bool {
 func (idx *Index) settleService(m *schema.Mesh, s, old *service, buf []byte) ([]byte, error) {
 	var err error
 	// The same shape: what every shared value but the endpoints depends on.
-	sameShape := old != nil && old.http == s.http && old.grpc == s.grpc && (len(old.consumers) > 0) == (len(s.consumers) > 0)
+	if mi := idx.meshes[m.Name]; mi != nil {
+		s.h2 = s.grpc && mi.routing.names(s.name)
+	}
+	sameShape := old != nil && old.http == s.http && old.grpc == s.grpc && old.h2 == s.h2 && (len(old.consumers) > 0) == (len(s.consumers) > 0)
 	switch {
 	case sameShape && slices.Equal(old.endpoints, s.endpoints):
 		s.reuse(old)
@@ -575,7 +581,7 @@ func (s *service) reuseButEndpoints(old *service, buf []byte) ([]byte, error) {
 
 // build builds the resources the consumers of a settled service share.
 func (s *service) build(m *schema.Mesh, buf []byte) ([]byte, error) {
-	c, err := edsCluster(m, s.name, FlavorEnvoy, s.grpc)
+	c, err := edsCluster(m, s.name, FlavorEnvoy, s.h2)
 	if err != nil {
 		return buf, err
 	}

@@ -50,6 +50,11 @@ func SubsetClusterName(service string, tags map[string]string) string {
 type routeIndex struct {
 	https []*schema.MeshHTTPRoute
 	tcps  []*schema.MeshTCPRoute
+	// httpFor and tcpFor are, per service, the positions in https and tcps
+	// of the policies with a to[] item for it, ascending; backendOf the
+	// services a backend or mirror names.
+	httpFor, tcpFor map[string][]int32
+	backendOf       map[string]bool
 	// memo holds, by service and the positions of the policies that select
 	// a proxy for it, the routed values of every such proxy; backends the
 	// clusters of each backend by cluster name; shared registers every
@@ -58,8 +63,35 @@ type routeIndex struct {
 }
 
 func newRouteIndex(set *schema.Set, mesh string) routeIndex {
-	return routeIndex{https: set.MeshHTTPRoutesIn(mesh), tcps: set.MeshTCPRoutesIn(mesh),
+	ri := routeIndex{https: set.MeshHTTPRoutesIn(mesh), tcps: set.MeshTCPRoutesIn(mesh),
 		memo: new(sync.Map), backends: new(sync.Map), shared: new(sync.Map)}
+	if ri.none() {
+		return ri
+	}
+	ri.httpFor, ri.tcpFor, ri.backendOf = map[string][]int32{}, map[string][]int32{}, map[string]bool{}
+	for pos, p := range ri.https {
+		for _, svc := range p.Services() {
+			ri.httpFor[svc] = append(ri.httpFor[svc], int32(pos))
+		}
+		for _, svc := range p.Backends() {
+			ri.backendOf[svc] = true
+		}
+	}
+	for pos, p := range ri.tcps {
+		for _, svc := range p.Services() {
+			ri.tcpFor[svc] = append(ri.tcpFor[svc], int32(pos))
+		}
+		for _, svc := range p.Backends() {
+			ri.backendOf[svc] = true
+		}
+	}
+	return ri
+}
+
+// names reports whether a route policy of the mesh names service, as a
+// destination or a backend.
+func (ri *routeIndex) names(service string) bool {
+	return len(ri.httpFor[service]) > 0 || len(ri.tcpFor[service]) > 0 || ri.backendOf[service]
 }
 
 // none reports whether the mesh has no route policy.
@@ -101,17 +133,21 @@ func (mi *meshIndex) routesFor(dp *schema.Dataplane, s *service) (*routed, error
 	if ri.none() {
 		return nil, nil
 	}
+	hpos, tpos := ri.httpFor[s.name], ri.tcpFor[s.name]
+	if len(hpos)+len(tpos) == 0 {
+		return nil, nil
+	}
 	key := append(make([]byte, 0, 64), s.name...)
 	key = append(key, 0)
 	found := false
-	for pos, p := range ri.https {
-		if p.TargetRef.SelectsClient(dp) && slices.Contains(p.Services(), s.name) {
+	for _, pos := range hpos {
+		if ri.https[pos].TargetRef.SelectsClient(dp) {
 			key, found = binary.BigEndian.AppendUint32(key, uint32(pos)), true
 		}
 	}
 	key = append(key, 0xff)
-	for pos, p := range ri.tcps {
-		if p.TargetRef.SelectsClient(dp) && slices.Contains(p.Services(), s.name) {
+	for _, pos := range tpos {
+		if ri.tcps[pos].TargetRef.SelectsClient(dp) {
 			key, found = binary.BigEndian.AppendUint32(key, uint32(pos)), true
 		}
 	}

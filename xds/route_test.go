@@ -25,7 +25,7 @@ func TestBuildFollowsRouteEdits(t *testing.T) {
 	backend := func(i int) string {
 		svc, proto := "backend", "http"
 		if i%3 == 2 {
-			svc, proto = "db", "tcp"
+			svc, proto = "db", "grpc"
 		}
 		return fmt.Sprintf("type: Dataplane\nmesh: prod\nname: %s-%d\nnetworking:\n  address: 10.1.%d.%d\n  inbound:\n"+
 			"    - port: 8080\n      tags: {kuma.io/service: %s, kuma.io/protocol: %s, version: %s}\n", svc, i, i, 1+rnd.IntN(200), svc, proto, version())
@@ -95,7 +95,7 @@ spec:
 		case 0, 1:
 			n := rnd.IntN(2)
 			name := fmt.Sprintf("route-%d.yaml", n)
-			if files[name] != nil && rnd.IntN(3) == 0 {
+			if files[name] != nil && rnd.IntN(2) == 0 {
 				delete(files, name)
 			} else {
 				files[name] = &fstest.MapFile{Data: []byte(route(n))}
