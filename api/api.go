@@ -15,6 +15,7 @@ import (
 
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
+	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds/ads"
 )
 
@@ -111,6 +112,10 @@ func New(cfg Config) http.Handler {
 	route("/meshes/{mesh}/meshhttproutes/{name}", readMethods, s.served(getMeshHTTPRoute))
 	route("/meshes/{mesh}/meshtcproutes", readMethods, s.served(listMeshTCPRoutes))
 	route("/meshes/{mesh}/meshtcproutes/{name}", readMethods, s.served(getMeshTCPRoute))
+	for _, typ := range schema.ConfKinds() {
+		route("/meshes/{mesh}/"+schema.ConfPlural(typ), readMethods, s.served(confPolicies(typ, false)))
+		route("/meshes/{mesh}/"+schema.ConfPlural(typ)+"/{name}", readMethods, s.served(confPolicies(typ, true)))
+	}
 
 	open("/hooks/github", postMethods, s.hook(cfg.GitHubSecret, s.github))
 	open("/hooks/gitlab", postMethods, s.hook(cfg.GitLabToken, s.gitlab))

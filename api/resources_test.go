@@ -190,6 +190,23 @@ spec:
         - default:
             backendRefs: [{kind: MeshServiceSubset, name: redis, tags: {role: primary}}]
 `)},
+	"policies/timeouts.yaml": {Data: []byte(`type: MeshTimeout
+mesh: default
+name: web-timeouts
+spec:
+  targetRef: {kind: MeshService, name: web}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      default: {connectionTimeout: 2s, http: {requestTimeout: 1s}}
+---
+type: MeshTimeout
+mesh: default
+name: redis-inbound
+spec:
+  targetRef: {kind: MeshService, name: redis}
+  rules:
+    - default: {idleTimeout: 30m}
+`)},
 	"permissions/to-redis.yaml": {Data: []byte(`# Kuma 0.2 form with two rules
 type: TrafficPermission
 mesh: default
@@ -237,6 +254,8 @@ func TestResourcesGolden(t *testing.T) {
 		{"/meshes/default/meshhttproutes/backend-canary", "meshhttproute-backend-canary.json"},
 		{"/meshes/default/meshtcproutes", "meshtcproutes-default.json"},
 		{"/meshes/payments/meshhttproutes", "meshhttproutes-payments.json"},
+		{"/meshes/default/meshtimeouts", "meshtimeouts-default.json"},
+		{"/meshes/default/meshtimeouts/web-timeouts", "meshtimeout-web-timeouts.json"},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			r := get(t, base+tc.path)

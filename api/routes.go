@@ -237,3 +237,67 @@ func getMeshTCPRoute(set *schema.Set, r *http.Request) answer {
 	}
 	return notFound("mesh tcp route %q not found in mesh %q", name, mesh)
 }
+
+// confPolicyJSON is a conf policy (MeshTimeout, ...) in Kuma 2.x's REST
+// shape; its confs are shown as written.
+type confPolicyJSON struct {
+	Type   string            `json:"type"`
+	Mesh   string            `json:"mesh"`
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Spec   struct {
+		TargetRef targetRefJSON  `json:"targetRef"`
+		To        []confItemJSON `json:"to,omitempty"`
+		From      []confItemJSON `json:"from,omitempty"`
+		Rules     []confRuleJSON `json:"rules,omitempty"`
+		Default   map[string]any `json:"default,omitempty"`
+	} `json:"spec"`
+	Origin *origin `json:"origin,omitempty"`
+}
+
+type confItemJSON struct {
+	TargetRef targetRefJSON  `json:"targetRef"`
+	Default   map[string]any `json:"default,omitempty"`
+}
+
+type confRuleJSON struct {
+	Matches []matchJSON    `json:"matches,omitempty"`
+	Default map[string]any `json:"default,omitempty"`
+}
+
+func toConfPolicy(p *schema.ConfPolicy) confPolicyJSON {
+	out := confPolicyJSON{Type: p.Type, Mesh: p.Mesh, Name: p.Name, Labels: p.Labels, Origin: originOf(p.Origin)}
+	out.Spec.TargetRef, out.Spec.Default = toTargetRef(p.TargetRef), p.Default
+	for _, it := range p.To {
+		out.Spec.To = append(out.Spec.To, confItemJSON{TargetRef: toTargetRef(it.TargetRef), Default: it.Default})
+	}
+	for _, it := range p.From {
+		out.Spec.From = append(out.Spec.From, confItemJSON{TargetRef: toTargetRef(it.TargetRef), Default: it.Default})
+	}
+	for _, it := range p.Rules {
+		var ms []matchJSON
+		if len(it.Matches) > 0 {
+			ms = matches(it.Matches)
+		}
+		out.Spec.Rules = append(out.Spec.Rules, confRuleJSON{Matches: ms, Default: it.Default})
+	}
+	return out
+}
+
+// confPolicies serves the policies of one conf type: the list, or one.
+func confPolicies(typ string, one bool) func(*schema.Set, *http.Request) answer {
+	return func(set *schema.Set, r *http.Request) answer {
+		mesh := r.PathValue("mesh")
+		if set.Mesh(mesh) == nil {
+			return notFound("mesh %q not found", mesh)
+		}
+		if !one {
+			return paged(r, set.PoliciesOfType(typ, mesh), toConfPolicy)
+		}
+		name := r.PathValue("name")
+		if p := set.Policy(typ, mesh, name); p != nil {
+			return found(toConfPolicy(p))
+		}
+		return notFound("%s %q not found in mesh %q", typ, name, mesh)
+	}
+}

@@ -20,7 +20,7 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 		findings = append(findings, e.finding(SeverityWarning, ptr, code, msg, hint))
 	}
 
-	var meshes, dps, tps, mtps, hrs, trs []*entry
+	var meshes, dps, tps, mtps, hrs, trs, confs []*entry
 	for _, e := range entries {
 		switch {
 		case e.m != nil:
@@ -35,6 +35,8 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 			hrs = append(hrs, e)
 		case e.tr != nil:
 			trs = append(trs, e)
+		case e.conf != nil:
+			confs = append(confs, e)
 		}
 	}
 	dedupe := func(es []*entry, what func(*entry) string) []*entry {
@@ -57,6 +59,7 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 	mtps = dedupe(mtps, func(e *entry) string { return fmt.Sprintf("MeshTrafficPermission %q in mesh %q", e.name, e.mesh) })
 	hrs = dedupe(hrs, func(e *entry) string { return fmt.Sprintf("MeshHTTPRoute %q in mesh %q", e.name, e.mesh) })
 	trs = dedupe(trs, func(e *entry) string { return fmt.Sprintf("MeshTCPRoute %q in mesh %q", e.name, e.mesh) })
+	confs = dedupeConf(confs, dedupe)
 
 	set := &Set{Meshes: make([]*Mesh, 0, len(meshes)+1)}
 	if len(dps) > 0 { // an empty list stays nil, as the Set's JSON shows it
@@ -231,6 +234,14 @@ func crossCheck(entries []*entry) (*Set, []Finding) {
 				run.check(e)
 			}
 		})
+	}
+	for _, e := range confs {
+		if meshByName[e.mesh] == nil {
+			knownMesh(e)
+			continue
+		}
+		set.Policies = append(set.Policies, e.conf)
+		rc.confPolicy(e)
 	}
 	kumaDiffers(set, dps, warnAt)
 	flavorSupport(set, mtps, warnAt)

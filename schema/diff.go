@@ -1,6 +1,9 @@
 package schema
 
-import "reflect"
+import (
+	"reflect"
+	"slices"
+)
 
 // Key names a resource: its type, its mesh (empty for a Mesh) and its name.
 type Key struct {
@@ -63,6 +66,24 @@ func DiffSets(prev, next *Set) SetDiff {
 	mergeDiff(&d, prev.TrafficPermissions, next.TrafficPermissions,
 		func(tp *TrafficPermission) Key { return Key{Type: TypeTrafficPermission, Mesh: tp.Mesh, Name: tp.Name} },
 		func(*TrafficPermission) bool { return false }, samePermission)
+	if len(prev.Policies)+len(next.Policies) > 0 {
+		mergeDiff(&d, prev.Policies, next.Policies,
+			func(p *ConfPolicy) Key { return Key{Type: p.Type, Mesh: p.Mesh, Name: p.Name} },
+			func(*ConfPolicy) bool { return false },
+			func(a, b *ConfPolicy) bool { return sameBut(a, b, (*ConfPolicy).clearPositions) })
+		// The conf types fall between the others in name order.
+		for _, l := range []*[]Key{&d.Added, &d.Changed, &d.Removed} {
+			slices.SortFunc(*l, func(a, b Key) int {
+				if a.less(b) {
+					return -1
+				}
+				if b.less(a) {
+					return 1
+				}
+				return 0
+			})
+		}
+	}
 	return d
 }
 

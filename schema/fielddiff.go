@@ -205,6 +205,10 @@ func specOf(set *Set, k Key) any {
 				return permissionSpec(tp)
 			}
 		}
+	default:
+		if p := set.Policy(k.Type, k.Mesh, k.Name); p != nil {
+			return confPolicySpec(p)
+		}
 	}
 	return nil
 }
@@ -495,4 +499,37 @@ func meshTCPRouteSpec(p *MeshTCPRoute) any {
 		to = append(to, obj("targetRef", targetRefSpec(t.TargetRef), "rules", []any{obj("default", obj("backendRefs", backendRefsSpec(t.BackendRefs)))}))
 	}
 	return obj("labels", stringMap(p.Labels), "spec", obj("targetRef", targetRefSpec(p.TargetRef), "to", to))
+}
+
+// confPolicySpec is a conf policy as written: its confs are JSON already.
+func confPolicySpec(p *ConfPolicy) any {
+	items := func(list []ConfItem, pos ConfPosition) []any {
+		var out []any
+		for _, it := range list {
+			o := obj("default", jsonTree(it.Default))
+			if pos == PosRules {
+				var ms []any
+				for _, m := range it.Matches {
+					typ := "Exact"
+					if m.Prefix {
+						typ = "Prefix"
+					}
+					ms = append(ms, obj("spiffeID", obj("type", typ, "value", m.Value)))
+				}
+				if ms != nil {
+					o["matches"] = ms
+				}
+			} else {
+				o["targetRef"] = targetRefSpec(it.TargetRef)
+			}
+			out = append(out, o)
+		}
+		return out
+	}
+	spec := obj("targetRef", targetRefSpec(p.TargetRef), "to", items(p.To, PosTo), "from", items(p.From, PosFrom),
+		"rules", items(p.Rules, PosRules))
+	if p.Default != nil {
+		spec["default"] = jsonTree(p.Default)
+	}
+	return obj("labels", stringMap(p.Labels), "spec", spec)
 }

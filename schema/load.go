@@ -101,6 +101,7 @@ type entry struct {
 	mtp             *MeshTrafficPermission
 	hr              *MeshHTTPRoute
 	tr              *MeshTCPRoute
+	conf            *ConfPolicy
 	ruleBases       []string // per TrafficPermission rule: pointer prefix
 	services        []string // per Dataplane inbound: its service tag
 }
@@ -567,6 +568,20 @@ func (l *Loader) loadDocument(file string, doc *document) (*entry, []Finding) {
 				ptr = to.Pointer
 			}
 			to.Line, _ = doc.positionOf(ptr)
+		}
+	default:
+		if k := confKinds[typ]; k != nil {
+			e.conf, issues = decodeConfPolicy(k, doc.value)
+			e.conf.Origin = e.origin()
+			e.name, e.mesh = e.conf.Name, e.conf.Mesh
+			for _, list := range [][]ConfItem{e.conf.To, e.conf.From, e.conf.Rules} {
+				for i := range list {
+					list[i].Line, _ = doc.positionOf(list[i].Pointer)
+				}
+			}
+			if e.conf.Default != nil {
+				e.conf.DefaultLine, _ = doc.positionOf(e.conf.DefaultPointer)
+			}
 		}
 	}
 	out := toFindings(append(schemaIssues, withoutOverlap(issues, schemaIssues)...))

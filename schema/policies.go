@@ -25,6 +25,9 @@ type InboundPolicies struct {
 	// Clients are the merged verdicts: one per service a policy names, then
 	// every other client ("*"); for rules[], one per match.
 	Clients []ClientVerdict `json:"clients,omitempty"`
+	// Confs are the merged conf policies (MeshTimeout, ...) of the
+	// inbound, from the items that apply to every client.
+	Confs []ConfSummary `json:"confs,omitempty"`
 }
 
 // OutboundPolicies is what configures one outbound.
@@ -38,6 +41,33 @@ type OutboundPolicies struct {
 	// backends of the deciding MeshTCPRoute.
 	Routes []RouteSummary `json:"routes,omitempty"`
 	TCP    *RouteSummary  `json:"tcp,omitempty"`
+	// Confs are the merged conf policies (MeshTimeout, ...) of the calls
+	// to the service.
+	Confs []ConfSummary `json:"confs,omitempty"`
+}
+
+// ConfSummary is the merged conf of one conf policy type and the items it
+// is merged from, in merge order.
+type ConfSummary struct {
+	Type string         `json:"type"`
+	Conf map[string]any `json:"conf"`
+	From []PolicyRef    `json:"from"`
+}
+
+func confSummaries(c func(typ string) Conf) []ConfSummary {
+	var out []ConfSummary
+	for _, typ := range ConfKinds() {
+		conf := c(typ)
+		if conf.Empty() {
+			continue
+		}
+		cs := ConfSummary{Type: typ, Conf: jsonTree(conf.Values).(map[string]any)}
+		for _, src := range conf.From {
+			cs.From = append(cs.From, PolicyRef{Type: typ, Name: src.Policy.Name + " " + src.Item, File: src.Policy.Origin.File, Line: src.Line})
+		}
+		out = append(out, cs)
+	}
+	return out
 }
 
 // RouteSummary is one route as the data plane gets it.
@@ -94,7 +124,8 @@ func (s *Set) PoliciesOf(dp *Dataplane) DataplanePolicies {
 	m := s.Mesh(dp.Mesh)
 	mtps := s.MeshTrafficPermissionsIn(dp.Mesh)
 	for i, in := range dp.Inbound {
-		ip := InboundPolicies{Inbound: in.HostPort(), Service: in.Service()}
+		ip := InboundPolicies{Inbound: in.HostPort(), Service: in.Service(),
+			Confs: confSummaries(func(typ string) Conf { return FromConf(s.PoliciesOfType(typ, dp.Mesh), dp, i) })}
 		if m == nil || !m.MTLS.Enabled {
 			ip.Permissions = "none: mTLS is off, every client is let in"
 			out.Inbounds = append(out.Inbounds, ip)
@@ -149,7 +180,8 @@ func (s *Set) PoliciesOf(dp *Dataplane) DataplanePolicies {
 	}
 	https, tcps := s.MeshHTTPRoutesIn(dp.Mesh), s.MeshTCPRoutesIn(dp.Mesh)
 	for _, o := range dp.Outbound {
-		op := OutboundPolicies{Outbound: o.HostPort(), Service: o.Service}
+		op := OutboundPolicies{Outbound: o.HostPort(), Service: o.Service,
+			Confs: confSummaries(func(typ string) Conf { return ToConf(s.PoliciesOfType(typ, dp.Mesh), dp, o.Service) })}
 		hs, ts := SelectingClient(https, tcps, dp, o.Service)
 		for _, p := range hs {
 			op.Policies = append(op.Policies, refOf(TypeMeshHTTPRoute, p.Name, p.Origin))

@@ -253,6 +253,9 @@ type Set struct {
 	// (mesh, name).
 	MeshHTTPRoutes []*MeshHTTPRoute `json:",omitempty"`
 	MeshTCPRoutes  []*MeshTCPRoute  `json:",omitempty"`
+	// Policies are the conf policies (MeshTimeout, MeshRetry, ...), sorted
+	// by (type, mesh, name).
+	Policies []*ConfPolicy `json:",omitempty"`
 }
 
 // Mesh returns the mesh with the given name, or nil.
@@ -294,7 +297,7 @@ func (s *Set) PermissionsIn(mesh string) []*TrafficPermission {
 // Len is the number of declared resources (the implicit default mesh is not
 // counted).
 func (s *Set) Len() int {
-	n := len(s.Dataplanes) + len(s.TrafficPermissions) + len(s.MeshTrafficPermissions) + len(s.MeshHTTPRoutes) + len(s.MeshTCPRoutes)
+	n := len(s.Dataplanes) + len(s.TrafficPermissions) + len(s.MeshTrafficPermissions) + len(s.MeshHTTPRoutes) + len(s.MeshTCPRoutes) + len(s.Policies)
 	for _, m := range s.Meshes {
 		if !m.Implicit {
 			n++

@@ -35,6 +35,9 @@ type Change struct {
 	// removed or edited: every dataplane the policy's targetRef selects
 	// that calls one of its services is affected.
 	HTTPRoutes, TCPRoutes []Ref
+	// Policies are conf policies (MeshTimeout, ...) added, removed or
+	// edited: every dataplane the policy's targetRef selects is affected.
+	Policies []schema.Key
 }
 
 // Affected returns the node ids, sorted and distinct, of the dataplanes of
@@ -121,6 +124,18 @@ func (idx *Index) affected(c Change, skip map[string]map[string]bool) []string {
 			}
 		}
 	}
+	for _, k := range c.Policies {
+		mi := idx.meshes[k.Mesh]
+		p := idx.set.Policy(k.Type, k.Mesh, k.Name)
+		if mi == nil || p == nil {
+			continue
+		}
+		for _, dp := range mi.dataplanes {
+			if p.TargetRef.SelectsClient(dp) {
+				add(dp)
+			}
+		}
+	}
 	ids := make([]string, 0, len(seen))
 	for dp := range seen {
 		ids = append(ids, dp.NodeID().String())
@@ -196,6 +211,10 @@ func ChangeOf(d schema.SetDiff) Change {
 				c.HTTPRoutes = append(c.HTTPRoutes, Ref{Mesh: k.Mesh, Name: k.Name})
 			case schema.TypeMeshTCPRoute:
 				c.TCPRoutes = append(c.TCPRoutes, Ref{Mesh: k.Mesh, Name: k.Name})
+			default:
+				if schema.IsConfKind(k.Type) {
+					c.Policies = append(c.Policies, k)
+				}
 			}
 		}
 	}

@@ -117,6 +117,13 @@ func shuffleSet(set *schema.Set, rng *rand.Rand) *schema.Set {
 		rng.Shuffle(len(trs), func(i, j int) { trs[i], trs[j] = trs[j], trs[i] })
 		out.MeshTCPRoutes = append(out.MeshTCPRoutes, trs...)
 	}
+	for _, typ := range schema.ConfKinds() {
+		for _, m := range set.Meshes {
+			ps := slices.Clone(set.PoliciesOfType(typ, m.Name))
+			rng.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+			out.Policies = append(out.Policies, ps...)
+		}
+	}
 	return out
 }
 

@@ -72,12 +72,12 @@ func (rs *resourceSet) addGRPC(mi *meshIndex, dp *schema.Dataplane) error {
 			return fmt.Errorf("listener %s: %w", s.name, err)
 		}
 		if rt != nil && rt.grpc.route != nil {
-			if err := rs.addGRPCRouted(s, &rt.grpc); err != nil {
+			if err := rs.addGRPCRouted(mi, dp, s, &rt.grpc); err != nil {
 				return fmt.Errorf("listener %s: %w", s.name, err)
 			}
 			continue
 		}
-		if err := rs.addGRPCClient(s); err != nil {
+		if err := rs.addGRPCClient(mi, dp, s); err != nil {
 			return fmt.Errorf("listener %s: %w", s.name, err)
 		}
 	}
@@ -87,7 +87,7 @@ func (rs *resourceSet) addGRPC(mi *meshIndex, dp *schema.Dataplane) error {
 // addGRPCRouted adds what a gRPC client needs to reach service s when
 // route policies decide: its API listener, the routed configuration and
 // the clusters it names (no other: gRPC asks for clusters by name).
-func (rs *resourceSet) addGRPCRouted(s *service, fr *flavorRoutes) error {
+func (rs *resourceSet) addGRPCRouted(mi *meshIndex, dp *schema.Dataplane, s *service, fr *flavorRoutes) error {
 	if s.grpcListener.res == nil {
 		return fmt.Errorf("service %q has no gRPC client resources", s.name)
 	}
@@ -97,26 +97,26 @@ func (rs *resourceSet) addGRPCRouted(s *service, fr *flavorRoutes) error {
 	if err := rs.addShared(routeIdx, s.name, fr.route); err != nil {
 		return err
 	}
-	return rs.addRouted(fr, FlavorGRPC)
+	return rs.addRouted(mi, dp, fr, FlavorGRPC)
 }
 
 // addGRPCClient adds what a gRPC client needs to reach service s. The
 // endpoints are the ones Envoy proxies get, shared through the Index: one
 // locality with a positive weight (gRPC drops a locality without one),
 // distinct addresses (gRPC rejects duplicates).
-func (rs *resourceSet) addGRPCClient(s *service) error {
+func (rs *resourceSet) addGRPCClient(mi *meshIndex, dp *schema.Dataplane, s *service) error {
 	if s.grpcListener.res == nil {
 		return fmt.Errorf("service %q has no gRPC client resources", s.name)
 	}
 	for _, r := range []struct {
 		typ int
 		sh  *shared
-	}{{listenerIdx, &s.grpcListener}, {routeIdx, &s.grpcRoute}, {clusterIdx, &s.grpcCluster}, {endpointIdx, &s.endpoint}} {
+	}{{listenerIdx, &s.grpcListener}, {routeIdx, &s.grpcRoute}} {
 		if err := rs.addShared(r.typ, s.name, r.sh); err != nil {
 			return err
 		}
 	}
-	return nil
+	return rs.addCluster(mi, dp, s.name, s.name, &s.grpcCluster, &s.endpoint, FlavorGRPC, s.http)
 }
 
 // grpcClientListener is the API listener of a service: an HTTP connection
@@ -151,6 +151,11 @@ func (rs *resourceSet) grpcServerListener(mi *meshIndex, dp *schema.Dataplane, i
 	filters, err := inboundRBAC(mi, dp, i)
 	if err != nil {
 		return nil, err
+	}
+	if t, err := mi.confs.inboundTimeouts(dp, i); err != nil {
+		return nil, err
+	} else if t != nil {
+		rs.unsupported = append(rs.unsupported, fmt.Sprintf("inbound %s: proxyless gRPC servers ignore MeshTimeout from[] and rules[]: set the timeout on the callers (to[])", in.HostPort()))
 	}
 	if mi.mesh.MTLS.Enabled {
 		if rf, err := mi.rbacFor(dp, i); err == nil && rf.shadow != nil {

@@ -477,6 +477,12 @@ func (d *dataPlane) bootstrap(node string) []byte {
 // service, and waits until it serves: it has accepted its listener.
 func (d *dataPlane) serve(ctx context.Context, node string, lis net.Listener) {
 	d.t.Helper()
+	d.serveWith(ctx, node, lis, health.NewServer())
+}
+
+// serveWith is serve with h as the health service.
+func (d *dataPlane) serveWith(ctx context.Context, node string, lis net.Listener, h healthpb.HealthServer) {
+	d.t.Helper()
 	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
 		d.t.Fatal(err)
@@ -495,7 +501,7 @@ func (d *dataPlane) serve(ctx context.Context, node string, lis net.Listener) {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	healthpb.RegisterHealthServer(gs, health.NewServer())
+	healthpb.RegisterHealthServer(gs, h)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(lis) }()
 	d.t.Cleanup(func() {

@@ -82,8 +82,10 @@ type meshIndex struct {
 	rbacShared *sync.Map // the rules, filters and typed configs of rbac -> true
 	// locals is the Index's.
 	locals map[uint32]*localPort
-	// routing is the mesh's route policies and what they make.
+	// routing is the mesh's route policies and what they make; confs its
+	// conf policies.
 	routing routeIndex
+	confs   confIndex
 }
 
 // rbacFilters are the RBAC rules of a set of permission rules (with the
@@ -340,7 +342,8 @@ func (idx *Index) WithDataplanes(set *schema.Set, diff schema.SetDiff) (*Index, 
 		mi := &meshIndex{mesh: m, dataplanes: set.DataplanesIn(m.Name), services: pmi.services, rules: pmi.rules,
 			byPermission: pmi.byPermission, byDestination: pmi.byDestination, anyDestination: pmi.anyDestination, mtps: pmi.mtps,
 			downstreamTLS: pmi.downstreamTLS, grpcDownstreamTLS: pmi.grpcDownstreamTLS,
-			rbac: pmi.rbac, rbacShared: pmi.rbacShared, locals: out.locals, routing: newRouteIndex(set, m.Name)}
+			rbac: pmi.rbac, rbacShared: pmi.rbacShared, locals: out.locals, routing: newRouteIndex(set, m.Name),
+			confs: newConfIndex(set, m.Name)}
 		out.meshes[m.Name] = mi
 		names := touched[m.Name]
 		if len(names) == 0 {
@@ -471,6 +474,7 @@ func newMeshIndex(set *schema.Set, m *schema.Mesh, from *meshIndex) (*meshIndex,
 		rbac:          new(sync.Map),
 		rbacShared:    new(sync.Map),
 		routing:       newRouteIndex(set, m.Name),
+		confs:         newConfIndex(set, m.Name),
 	}
 	if from != nil {
 		mi.services, mi.downstreamTLS, mi.grpcDownstreamTLS = from.services, from.downstreamTLS, from.grpcDownstreamTLS

@@ -11,6 +11,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gitmesh/gitmesh/schema"
 )
@@ -32,13 +33,21 @@ func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
 		}
 		var filters []*listenerv3.Filter
 		var err error
+		timeouts, err := mi.confs.inboundTimeouts(dp, i)
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", name, err)
+		}
 		if in.Protocol() == schema.ProtocolHTTP {
-			if err := rs.add(routeIdx, name, routeConfig(name, in.Service(), local), nil); err != nil {
+			rc := routeConfig(name, in.Service(), local)
+			if timeouts != nil {
+				routeTimeouts(rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute(), timeouts)
+			}
+			if err := rs.add(routeIdx, name, rc, nil); err != nil {
 				return err
 			}
-			filters, err = rs.inboundHTTPFilters(mi, dp, i, name)
+			filters, err = rs.inboundHTTPFilters(mi, dp, i, name, timeouts)
 		} else {
-			filters, err = rs.inboundTCPFilters(mi, dp, i, name, lp)
+			filters, err = rs.inboundTCPFilters(mi, dp, i, name, lp, timeouts)
 		}
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", name, err)
@@ -60,9 +69,22 @@ func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
 }
 
 // inboundTCPFilters are [RBAC (with mTLS), tcp_proxy to the local cluster].
-func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string, lp *localPort) ([]*listenerv3.Filter, error) {
+func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string, lp *localPort, timeouts *schema.Timeouts) ([]*listenerv3.Filter, error) {
+	tcp := lp.tcpFilter
+	if timeouts != nil {
+		local := LocalClusterName(dp.Inbound[i].ServicePort)
+		f, err := rs.filter(wellknown.TCPProxy, &tcpproxyv3.TcpProxy{
+			StatPrefix:       statPrefix(local),
+			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: local},
+			IdleTimeout:      durationpb.New(timeouts.IdleTimeout.Or(schema.DefaultIdleTimeout)),
+		})
+		if err != nil {
+			return nil, err
+		}
+		tcp = f
+	}
 	if !mi.mesh.MTLS.Enabled {
-		return []*listenerv3.Filter{lp.tcpFilter}, nil
+		return []*listenerv3.Filter{tcp}, nil
 	}
 	rf, err := mi.rbacFor(dp, i)
 	if err != nil {
@@ -72,17 +94,21 @@ func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, dp *schema.Dataplane, i 
 	if err != nil {
 		return nil, err
 	}
-	return []*listenerv3.Filter{f, lp.tcpFilter}, nil
+	return []*listenerv3.Filter{f, tcp}, nil
 }
 
 // inboundHTTPFilters is an HTTP connection manager with [RBAC (with mTLS),
 // router] using the inbound's route configuration, named like the listener.
-func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string) ([]*listenerv3.Filter, error) {
+func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string, timeouts *schema.Timeouts) ([]*listenerv3.Filter, error) {
 	httpFilters, err := inboundRBAC(mi, dp, i)
 	if err != nil {
 		return nil, err
 	}
-	f, err := rs.filter(wellknown.HTTPConnectionManager, hcmConfig(statPrefix(name), name, httpFilters))
+	hcm := hcmConfig(statPrefix(name), name, httpFilters)
+	if timeouts != nil {
+		hcmTimeouts(hcm, timeouts)
+	}
+	f, err := rs.filter(wellknown.HTTPConnectionManager, hcm)
 	if err != nil {
 		return nil, err
 	}
@@ -113,10 +139,7 @@ func (rs *resourceSet) addOutbounds(mi *meshIndex, dp *schema.Dataplane) error {
 		if s == nil {
 			return fmt.Errorf("listener %s: service %q is not indexed", name, out.Service)
 		}
-		if err := rs.addShared(clusterIdx, s.name, &s.cluster); err != nil {
-			return err
-		}
-		if err := rs.addShared(endpointIdx, s.name, &s.endpoint); err != nil {
+		if err := rs.addCluster(mi, dp, s.name, s.name, &s.cluster, &s.endpoint, FlavorEnvoy, s.http); err != nil {
 			return err
 		}
 		rt, err := mi.routesFor(dp, s)
@@ -129,7 +152,7 @@ func (rs *resourceSet) addOutbounds(mi *meshIndex, dp *schema.Dataplane) error {
 			route = &s.route
 		}
 		if rt != nil {
-			if err := rs.addRouted(&rt.envoy, FlavorEnvoy); err != nil {
+			if err := rs.addRouted(mi, dp, &rt.envoy, FlavorEnvoy); err != nil {
 				return err
 			}
 			if rt.envoy.filter != nil {

@@ -26,6 +26,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/gitmesh/gitmesh/schema"
@@ -118,9 +119,9 @@ type flavorRoutes struct {
 // backendCluster is the cluster of a backend and its endpoints, per
 // flavour (the endpoints are the same).
 type backendCluster struct {
-	name        string
-	envoy, grpc *shared
-	endpoints   *shared
+	name, service string
+	envoy, grpc   *shared
+	endpoints     *shared
 	// http and h2 say that every inbound of the backend's service speaks
 	// HTTP, or gRPC (the Envoy cluster then speaks HTTP/2).
 	http, h2 bool
@@ -129,42 +130,53 @@ type backendCluster struct {
 // routesFor is what the route policies decide for dp's calls to s; nil
 // when none selects dp for s.
 func (mi *meshIndex) routesFor(dp *schema.Dataplane, s *service) (*routed, error) {
-	ri := &mi.routing
-	if ri.none() {
-		return nil, nil
-	}
-	hpos, tpos := ri.httpFor[s.name], ri.tcpFor[s.name]
-	if len(hpos)+len(tpos) == 0 {
+	ri, ci := &mi.routing, &mi.confs
+	if ri.none() && ci.none() {
 		return nil, nil
 	}
 	key := append(make([]byte, 0, 64), s.name...)
 	key = append(key, 0)
 	found := false
-	for _, pos := range hpos {
+	for _, pos := range ri.httpFor[s.name] {
 		if ri.https[pos].TargetRef.SelectsClient(dp) {
 			key, found = binary.BigEndian.AppendUint32(key, uint32(pos)), true
 		}
 	}
 	key = append(key, 0xff)
-	for _, pos := range tpos {
+	for _, pos := range ri.tcpFor[s.name] {
 		if ri.tcps[pos].TargetRef.SelectsClient(dp) {
 			key, found = binary.BigEndian.AppendUint32(key, uint32(pos)), true
 		}
 	}
-	if !found {
+	confFound := false
+	if !ci.none() {
+		key, confFound = ci.toKey(key, dp, s.name, outboundTypes...)
+	}
+	if !found && !confFound {
 		return nil, nil
 	}
 	if v, ok := ri.memo.Load(string(key)); ok {
 		return v.(*routed), nil
 	}
-	hs, ts := schema.SelectingClient(ri.https, ri.tcps, dp, s.name)
-	r, err := mi.buildRouted(s, schema.MergeRoutes(s.name, hs, ts))
+	table := &schema.RouteTable{Service: s.name}
+	if found {
+		hs, ts := schema.SelectingClient(ri.https, ri.tcps, dp, s.name)
+		table = schema.MergeRoutes(s.name, hs, ts)
+	}
+	oc, err := ci.outbound(dp, s.name)
+	if err != nil {
+		return nil, fmt.Errorf("outbound %s: %w", s.name, err)
+	}
+	r, err := mi.buildRouted(s, table, oc)
 	if err != nil {
 		return nil, fmt.Errorf("routes of service %s: %w", s.name, err)
 	}
 	v, _ := ri.memo.LoadOrStore(string(key), r)
 	return v.(*routed), nil
 }
+
+// outboundTypes are the conf types that configure an outbound's calls.
+var outboundTypes = []string{schema.TypeMeshTimeout}
 
 // RoutesOf is what the route policies decide for the calls dp makes to
 // service, as translation reads it; nil when none applies.
@@ -181,10 +193,10 @@ func (idx *Index) RoutesOf(dp *schema.Dataplane, service string) *schema.RouteTa
 }
 
 // buildRouted makes the routed values of table for both flavours.
-func (mi *meshIndex) buildRouted(s *service, table *schema.RouteTable) (*routed, error) {
+func (mi *meshIndex) buildRouted(s *service, table *schema.RouteTable, oc outboundConf) (*routed, error) {
 	r := &routed{table: table}
 	for _, f := range []Flavor{FlavorEnvoy, FlavorGRPC} {
-		fr, err := mi.flavorRoutes(s, table, f)
+		fr, err := mi.flavorRoutes(s, table, f, oc)
 		if err != nil {
 			return nil, err
 		}
@@ -197,9 +209,38 @@ func (mi *meshIndex) buildRouted(s *service, table *schema.RouteTable) (*routed,
 	return r, nil
 }
 
-func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor Flavor) (flavorRoutes, error) {
+func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor Flavor, oc outboundConf) (flavorRoutes, error) {
 	var fr flavorRoutes
 	out := fmt.Sprintf("outbound %s", s.name)
+	self := []schema.BackendRef{{Kind: schema.KindMeshService, Name: s.name, Weight: 1}}
+	tcpSelf := false
+	if !table.Routed() {
+		// No route, but conf policies: the service itself, with them.
+		t := *table
+		if flavor == FlavorGRPC || s.http {
+			t.HTTP = []schema.Route{{Match: schema.HTTPMatch{Path: &schema.PathMatch{Type: schema.PathPrefix, Value: "/"}}, Backends: self}}
+		} else {
+			t.TCP, tcpSelf = self, true
+		}
+		table = &t
+	}
+	timeouts := oc.timeouts
+	if timeouts != nil && flavor == FlavorGRPC {
+		fr.unsupported = append(fr.unsupported, grpcTimeoutNotes(out, timeouts)...)
+	}
+	// withTimeouts sets a MeshTimeout's route fields on a route's action.
+	withTimeouts := func(a *routev3.RouteAction) {
+		if a == nil || timeouts == nil {
+			return
+		}
+		if flavor == FlavorGRPC {
+			if d := grpcDeadline(timeouts); d != nil {
+				a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: d}
+			}
+			return
+		}
+		routeTimeouts(a, timeouts)
+	}
 	var clusters []*backendCluster
 	cluster := func(b schema.BackendRef) (*backendCluster, error) {
 		bc, err := mi.backendCluster(b.Name, b.Tags)
@@ -251,17 +292,22 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 				fr.unsupported = append(fr.unsupported, fmt.Sprintf("%s: route %s (%s): %s", out, rt.Name(), rt.Match, n))
 			}
 			if er != nil {
+				withTimeouts(er.GetRoute())
 				routes = append(routes, er)
 			}
 		}
 		name := OutboundRouteName(s.name)
 		if flavor == FlavorGRPC {
 			name = s.name
-		} else if !s.http {
-			// A gRPC service, which Envoy otherwise proxies as TCP: an
-			// HTTP connection manager (HTTP/2 negotiated, as gRPC speaks
-			// it) routes its calls.
-			f, err := httpConnectionManager(statPrefix(s.name), name, nil)
+		} else if !s.http || timeouts != nil {
+			// A gRPC service, which Envoy otherwise proxies as TCP, or an
+			// HTTP connection manager with a MeshTimeout's fields (HTTP/2
+			// negotiated, as gRPC speaks it).
+			hcm := hcmConfig(statPrefix(s.name), name, nil)
+			if timeouts != nil {
+				hcmTimeouts(hcm, timeouts)
+			}
+			f, err := networkFilter(wellknown.HTTPConnectionManager, hcm)
 			if err != nil {
 				return fr, err
 			}
@@ -273,7 +319,7 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 		}}}, nil); err != nil {
 			return fr, err
 		}
-	case table.TCPBy != nil:
+	case table.TCPBy != nil || tcpSelf:
 		ws, err := weights(table.TCP, false)
 		if err != nil {
 			return fr, err
@@ -282,9 +328,11 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 			// gRPC has no TCP: the same split, per call.
 			var routes []*routev3.Route
 			if len(ws) > 0 {
+				action := routeAction(ws)
+				withTimeouts(action)
 				routes = []*routev3.Route{{Name: table.TCPBy.Name + strings.TrimPrefix(table.TCPRule, "/spec"),
 					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: routeAction(ws)}}}
+					Action: &routev3.Route_Route{Route: action}}}
 			}
 			fr.route = &shared{}
 			if _, err := fr.route.set(&routev3.RouteConfiguration{Name: s.name, VirtualHosts: []*routev3.VirtualHost{{
@@ -295,6 +343,9 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 			break
 		}
 		tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix(s.name)}
+		if timeouts != nil {
+			tp.IdleTimeout = durationpb.New(timeouts.IdleTimeout.Or(schema.DefaultIdleTimeout))
+		}
 		switch len(ws) {
 		case 0:
 			// Nothing to send to: the connections are refused.
@@ -302,7 +353,9 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 			if _, err := cluster(schema.BackendRef{Name: s.name}); err != nil {
 				return fr, err
 			}
-			fr.unsupported = append(fr.unsupported, fmt.Sprintf("%s: MeshTCPRoute %s has no backend with a weight: the service itself is reached", out, table.TCPBy.Name))
+			if table.TCPBy != nil {
+				fr.unsupported = append(fr.unsupported, fmt.Sprintf("%s: MeshTCPRoute %s has no backend with a weight: the service itself is reached", out, table.TCPBy.Name))
+			}
 		case 1:
 			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: ws[0].GetName()}
 		default:
@@ -557,7 +610,7 @@ func (mi *meshIndex) backendCluster(service string, tags map[string]string) (*ba
 		return v.(*backendCluster), nil
 	}
 	s := mi.services[service]
-	bc := &backendCluster{name: name}
+	bc := &backendCluster{name: name, service: service}
 	if s != nil {
 		bc.http, bc.h2 = s.http, s.grpc
 	}
@@ -618,17 +671,14 @@ func sortedEndpoints(eps []endpoint) []endpoint {
 	return s.endpoints
 }
 
-// addRouted adds the routed clusters and endpoints of one flavour.
-func (rs *resourceSet) addRouted(fr *flavorRoutes, flavor Flavor) error {
+// addRouted adds the routed clusters and endpoints of one flavour, for dp.
+func (rs *resourceSet) addRouted(mi *meshIndex, dp *schema.Dataplane, fr *flavorRoutes, flavor Flavor) error {
 	for _, bc := range fr.clusters {
 		c := bc.envoy
 		if flavor == FlavorGRPC {
 			c = bc.grpc
 		}
-		if err := rs.addShared(clusterIdx, bc.name, c); err != nil {
-			return err
-		}
-		if err := rs.addShared(endpointIdx, bc.name, bc.endpoints); err != nil {
+		if err := rs.addCluster(mi, dp, bc.service, bc.name, c, bc.endpoints, flavor, bc.http); err != nil {
 			return err
 		}
 	}

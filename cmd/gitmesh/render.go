@@ -130,6 +130,15 @@ func writePolicies(w io.Writer, dp schema.DataplanePolicies, format xds.Format) 
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "dataplane %s\n", dp.Dataplane)
+	confs := func(cs []schema.ConfSummary) {
+		for _, c := range cs {
+			conf, _ := json.Marshal(c.Conf)
+			fmt.Fprintf(&b, "      %s %s\n", c.Type, conf)
+			for _, f := range c.From {
+				fmt.Fprintf(&b, "        from %s  %s:%d\n", f.Name, f.File, f.Line)
+			}
+		}
+	}
 	for _, in := range dp.Inbounds {
 		fmt.Fprintf(&b, "  inbound %s (service %s)\n", in.Inbound, in.Service)
 		fmt.Fprintf(&b, "    permissions: %s\n", in.Permissions)
@@ -146,9 +155,11 @@ func writePolicies(w io.Writer, dp schema.DataplanePolicies, format xds.Format) 
 			}
 			b.WriteString(line + "\n")
 		}
+		confs(in.Confs)
 	}
 	for _, out := range dp.Outbounds {
 		fmt.Fprintf(&b, "  outbound %s -> %s\n", out.Outbound, out.Service)
+		confs(out.Confs)
 		for _, p := range out.Policies {
 			fmt.Fprintf(&b, "      %s %s  %s:%d\n", p.Type, p.Name, p.File, p.Line)
 		}

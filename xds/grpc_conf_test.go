@@ -1,0 +1,114 @@
+package xds_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/gitmesh/gitmesh/schema/schematest"
+	"github.com/gitmesh/gitmesh/xds"
+)
+
+// slowHealth answers Check after a delay, or not at all if the call ends
+// first.
+type slowHealth struct {
+	*health.Server
+	delay time.Duration
+}
+
+func (s slowHealth) Check(ctx context.Context, r *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	select {
+	case <-time.After(s.delay):
+		return s.Server.Check(ctx, r)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func timeoutMesh(backend int, requestTimeout string) string {
+	return fmt.Sprintf(`
+type: Dataplane
+mesh: default
+name: backend-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: %d
+      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
+---
+type: Dataplane
+mesh: default
+name: web-1
+labels: {gitmesh.io/flavor: grpc}
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: 1
+      tags: {kuma.io/service: web}
+  outbound:
+    - port: 10001
+      tags: {kuma.io/service: backend}
+---
+type: MeshTimeout
+name: web-to-backend
+mesh: default
+spec:
+  targetRef: {kind: MeshService, name: web}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      default:
+        http: {requestTimeout: %s}
+`, backend, requestTimeout)
+}
+
+// A MeshTimeout's request timeout is the deadline of each call a gRPC-Go
+// client makes (gRPC reads it as the route's max_stream_duration): a call
+// the server answers after 2 s fails with DEADLINE_EXCEEDED at 1 s, within
+// 20 %, and succeeds once the timeout is 5 s.
+func TestGRPCDataPlaneMeshTimeout(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lis := listen(t)
+	d := newDataPlane(ctx, t, timeoutMesh(port(lis), "1s"))
+	d.serveWith(ctx, "default.backend-1", lis, slowHealth{Server: health.NewServer(), delay: 2 * time.Second})
+	web := d.dial("default.web-1", "backend")
+	client := healthpb.NewHealthClient(web)
+	call := func() (time.Duration, error) {
+		start := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_, err := client.Check(cctx, &healthpb.HealthCheckRequest{})
+		return time.Since(start), err
+	}
+	took, err := call()
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("call to a server that answers after 2s: %v, want DEADLINE_EXCEEDED", err)
+	}
+	if took < 800*time.Millisecond || took > 1200*time.Millisecond {
+		t.Errorf("the call failed after %v, want 1s ± 20%%", took)
+	}
+	set := schematest.Load(t, fstest.MapFS{"policies.yaml": {Data: []byte(timeoutMesh(port(lis), "5s"))}})
+	proxies, err := xds.Translate(set, xds.Options{Flavor: xds.FlavorGRPC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.server.Publish(ctx, "1123456789abcdef", proxies, d.secrets); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := call(); err == nil {
+			break
+		} else if status.Code(err) != codes.DeadlineExceeded || ctx.Err() != nil {
+			t.Fatalf("after the timeout went to 5s: %v", err)
+		}
+	}
+	d.noNACKs(ctx)
+}
