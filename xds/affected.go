@@ -95,6 +95,7 @@ func (idx *Index) affected(c Change, skip map[string]map[string]bool) []string {
 		if mi := idx.meshes[r.Mesh]; mi != nil {
 			if p := idx.set.MeshHTTPRoute(r.Mesh, r.Name); p != nil {
 				mi.routeClients(p.TargetRef, p.Services(), add)
+				mi.h2Users(slices.Concat(p.Services(), p.Backends()), add)
 			}
 		}
 	}
@@ -102,6 +103,7 @@ func (idx *Index) affected(c Change, skip map[string]map[string]bool) []string {
 		if mi := idx.meshes[r.Mesh]; mi != nil {
 			if p := idx.set.MeshTCPRoute(r.Mesh, r.Name); p != nil {
 				mi.routeClients(p.TargetRef, p.Services(), add)
+				mi.h2Users(slices.Concat(p.Services(), p.Backends()), add)
 			}
 		}
 	}
@@ -250,5 +252,21 @@ func (mi *meshIndex) backendUsers(service string, add func(*schema.Dataplane)) {
 		if slices.Contains(p.Backends(), service) {
 			mi.routeClients(p.TargetRef, p.Services(), add)
 		}
+	}
+}
+
+// h2Users calls add for each dataplane holding the cluster of one of the
+// gRPC services: whether a route names such a service decides whether its
+// Envoy cluster speaks HTTP/2, in every proxy that holds it.
+func (mi *meshIndex) h2Users(services []string, add func(*schema.Dataplane)) {
+	for _, name := range services {
+		s := mi.services[name]
+		if s == nil || !s.grpc {
+			continue
+		}
+		for _, dp := range s.consumers {
+			add(dp)
+		}
+		mi.backendUsers(name, add)
 	}
 }

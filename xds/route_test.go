@@ -2,7 +2,9 @@ package xds
 
 import (
 	"context"
+
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -62,6 +64,22 @@ spec:
 		if rnd.IntN(2) == 0 {
 			tcp = ""
 		}
+		if rnd.IntN(2) == 0 {
+			to := []string{"{kind: Mesh}", "{kind: MeshService, name: backend}", "{kind: MeshService, name: db}"}[rnd.IntN(3)]
+			tcp += fmt.Sprintf(`---
+type: MeshTimeout
+name: timeout-%d
+mesh: prod
+spec:
+  targetRef: %s
+  to:
+    - targetRef: %s
+      default: {connectionTimeout: %ds, http: {requestTimeout: %ds}}
+  from:
+    - targetRef: {kind: Mesh}
+      default: {idleTimeout: %dm}
+`, n, top, to, 1+rnd.IntN(3), 1+rnd.IntN(3), 1+rnd.IntN(3))
+		}
 		return fmt.Sprintf(`type: MeshHTTPRoute
 name: split-%d
 mesh: prod
@@ -118,6 +136,9 @@ spec:
 		for _, n := range fresh.Nodes() {
 			got := tr.Node(n.ID().String())
 			if got == nil || !slices.Equal(got.hashes, n.hashes) {
+				if got != nil {
+					logDifferences(t, got, n)
+				}
 				t.Fatalf("step %d: %s hashes differ from a fresh build", step, n.ID())
 			}
 			for _, f := range Flavors {
@@ -154,6 +175,9 @@ func keepUnchanged(prev, next *schema.Set) *schema.Set {
 	out.MeshTCPRoutes = keep(prev.MeshTCPRoutes, next.MeshTCPRoutes, func(p *schema.MeshTCPRoute) schema.Key {
 		return schema.Key{Type: schema.TypeMeshTCPRoute, Mesh: p.Mesh, Name: p.Name}
 	}, changed)
+	out.Policies = keep(prev.Policies, next.Policies, func(p *schema.ConfPolicy) schema.Key {
+		return schema.Key{Type: p.Type, Mesh: p.Mesh, Name: p.Name}
+	}, changed)
 	return &out
 }
 
@@ -169,4 +193,23 @@ func keep[T any](prev, next []T, key func(T) schema.Key, changed map[schema.Key]
 		}
 	}
 	return out
+}
+
+// logDifferences logs the resources of got's proxies that differ from
+// want's.
+func logDifferences(t *testing.T, got, want *Node) {
+	t.Helper()
+	for _, f := range Flavors {
+		a, b := got.Proxy(f), want.Proxy(f)
+		if a == nil || b == nil {
+			continue
+		}
+		for typ, rs := range b.Resources {
+			for i, r := range rs {
+				if i >= len(a.Resources[typ]) || !proto.Equal(r.(proto.Message), a.Resources[typ][i].(proto.Message)) {
+					t.Logf("%s %s: %s %d is\n%v\nwant\n%v", got.ID(), f, typeName(typ), i, a.Resources[typ], r)
+				}
+			}
+		}
+	}
 }
