@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"maps"
 	"slices"
 	"sort"
 
@@ -137,6 +138,18 @@ func (idx *Index) affected(c Change, skip map[string]map[string]bool) []string {
 				add(dp)
 			}
 		}
+		// Whether it names a gRPC service decides whether Envoy routes that
+		// service's calls over HTTP/2, in every proxy that calls it.
+		var named []string
+		for _, it := range p.To {
+			switch it.TargetRef.Kind {
+			case schema.KindMesh:
+				named = slices.Collect(maps.Keys(mi.services))
+			case schema.KindMeshService:
+				named = append(named, it.TargetRef.Name)
+			}
+		}
+		mi.h2Users(named, add)
 	}
 	ids := make([]string, 0, len(seen))
 	for dp := range seen {

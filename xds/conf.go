@@ -48,6 +48,21 @@ func newConfIndex(set *schema.Set, mesh string) confIndex {
 
 func (ci *confIndex) none() bool { return len(ci.byType) == 0 }
 
+// names reports whether a conf policy that configures calls (an
+// outbound type) has a to[] item for service, or for every service.
+func (ci *confIndex) names(service string) bool {
+	for _, typ := range outboundTypes {
+		for _, p := range ci.byType[typ] {
+			for _, it := range p.To {
+				if it.TargetRef.Kind == schema.KindMesh || (it.TargetRef.Kind == schema.KindMeshService && it.TargetRef.Name == service) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // toKey appends to key, for each of types, the positions of its policies
 // that select dp and have a to[] item for service (or every service).
 func (ci *confIndex) toKey(key []byte, dp *schema.Dataplane, service string, types ...string) ([]byte, bool) {
@@ -72,6 +87,7 @@ func (ci *confIndex) toKey(key []byte, dp *schema.Dataplane, service string, typ
 // outboundConf is what the conf policies set on the calls of one outbound.
 type outboundConf struct {
 	timeouts *schema.Timeouts // nil when no MeshTimeout applies
+	retries  *schema.Retries  // nil when no MeshRetry applies
 }
 
 func (ci *confIndex) outbound(dp *schema.Dataplane, service string) (outboundConf, error) {
@@ -82,10 +98,14 @@ func (ci *confIndex) outbound(dp *schema.Dataplane, service string) (outboundCon
 			return oc, fmt.Errorf("MeshTimeout: %w", err)
 		}
 	}
+	if c := schema.ToConf(ci.byType[schema.TypeMeshRetry], dp, service); !c.Empty() {
+		oc.retries = &schema.Retries{}
+		if err := c.Decode(oc.retries); err != nil {
+			return oc, fmt.Errorf("MeshRetry: %w", err)
+		}
+	}
 	return oc, nil
 }
-
-func (oc outboundConf) empty() bool { return oc.timeouts == nil }
 
 // clusterTypes are the conf types that configure a destination's clusters.
 var clusterTypes = []string{schema.TypeMeshTimeout}

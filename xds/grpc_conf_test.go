@@ -3,6 +3,7 @@ package xds_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -109,6 +110,76 @@ func TestGRPCDataPlaneMeshTimeout(t *testing.T) {
 		} else if status.Code(err) != codes.DeadlineExceeded || ctx.Err() != nil {
 			t.Fatalf("after the timeout went to 5s: %v", err)
 		}
+	}
+	d.noNACKs(ctx)
+}
+
+// flakyHealth fails the first `failures` Check calls with UNAVAILABLE and
+// counts every call it sees.
+type flakyHealth struct {
+	*health.Server
+	failures int32
+	calls    *atomic.Int32
+}
+
+func (f flakyHealth) Check(ctx context.Context, r *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if n := f.calls.Add(1); n <= f.failures {
+		return nil, status.Error(codes.Unavailable, "not yet")
+	}
+	return f.Server.Check(ctx, r)
+}
+
+// A MeshRetry's grpc section is gRPC-Go's retry policy (gRFC A44): a server
+// that fails its first two calls with UNAVAILABLE answers the third, and
+// the caller sees one successful call.
+func TestGRPCDataPlaneMeshRetry(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lis := listen(t)
+	d := newDataPlane(ctx, t, fmt.Sprintf(`
+type: Dataplane
+mesh: default
+name: backend-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: %d
+      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
+---
+type: Dataplane
+mesh: default
+name: web-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: 1
+      tags: {kuma.io/service: web}
+  outbound:
+    - port: 10001
+      tags: {kuma.io/service: backend}
+---
+type: MeshRetry
+name: web-to-backend
+mesh: default
+spec:
+  targetRef: {kind: MeshService, name: web}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      default:
+        grpc: {numRetries: 3, retryOn: [Unavailable], backOff: {baseInterval: 10ms}}
+`, port(lis)))
+	calls := new(atomic.Int32)
+	server := flakyHealth{Server: health.NewServer(), failures: 2, calls: calls}
+	d.serveWith(ctx, "default.backend-1", lis, server)
+	web := d.dial("default.web-1", "backend")
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	if _, err := healthpb.NewHealthClient(web).Check(cctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("call: %v, want the retries to absorb two failures", err)
+	}
+	if got := calls.Load(); got != 3 {
+		t.Errorf("the server saw %d attempts, want 3 (2 failures + 1)", got)
 	}
 	d.noNACKs(ctx)
 }

@@ -110,10 +110,10 @@ type service struct {
 	endpoints []endpoint // sorted by address then port, distinct
 	// http is true when the service has inbounds and all of them speak
 	// HTTP: outbounds to it then use an HTTP connection manager. grpc is
-	// true when all of them speak gRPC; h2 when, in addition, a route
-	// names the service, whose Envoy cluster then speaks HTTP/2 (a
-	// tcp_proxy ignores it: a mesh without routes keeps its clusters as
-	// they were).
+	// true when all of them speak gRPC; h2 when, in addition, a route or a
+	// policy that configures calls names the service: Envoy then routes its
+	// calls over HTTP/2 (without either, it proxies them as TCP and its
+	// clusters stay as they were).
 	http, grpc, h2 bool
 	providers      []*schema.Dataplane // with an inbound of the service
 	consumers      []*schema.Dataplane // with an outbound to the service
@@ -429,7 +429,7 @@ func (idx *Index) settleService(m *schema.Mesh, s, old *service, buf []byte) ([]
 	var err error
 	// The same shape: what every shared value but the endpoints depends on.
 	if mi := idx.meshes[m.Name]; mi != nil {
-		s.h2 = s.grpc && mi.routing.names(s.name)
+		s.h2 = s.grpc && (mi.routing.names(s.name) || mi.confs.names(s.name))
 	}
 	sameShape := old != nil && old.http == s.http && old.grpc == s.grpc && old.h2 == s.h2 && (len(old.consumers) > 0) == (len(s.consumers) > 0)
 	switch {

@@ -176,7 +176,7 @@ func (mi *meshIndex) routesFor(dp *schema.Dataplane, s *service) (*routed, error
 }
 
 // outboundTypes are the conf types that configure an outbound's calls.
-var outboundTypes = []string{schema.TypeMeshTimeout}
+var outboundTypes = []string{schema.TypeMeshTimeout, schema.TypeMeshRetry}
 
 // RoutesOf is what the route policies decide for the calls dp makes to
 // service, as translation reads it; nil when none applies.
@@ -217,7 +217,7 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 	if !table.Routed() {
 		// No route, but conf policies: the service itself, with them.
 		t := *table
-		if flavor == FlavorGRPC || s.http {
+		if flavor == FlavorGRPC || s.http || s.h2 {
 			t.HTTP = []schema.Route{{Match: schema.HTTPMatch{Path: &schema.PathMatch{Type: schema.PathPrefix, Value: "/"}}, Backends: self}}
 		} else {
 			t.TCP, tcpSelf = self, true
@@ -228,9 +228,27 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 	if timeouts != nil && flavor == FlavorGRPC {
 		fr.unsupported = append(fr.unsupported, grpcTimeoutNotes(out, timeouts)...)
 	}
-	// withTimeouts sets a MeshTimeout's route fields on a route's action.
+	retries := oc.retries
+	var retry *routev3.RetryPolicy
+	if retries != nil {
+		if flavor == FlavorGRPC {
+			var notes []string
+			retry, notes = grpcClientRetryPolicy(out, retries)
+			fr.unsupported = append(fr.unsupported, notes...)
+		} else {
+			retry = envoyRetryPolicy(retries, !s.http)
+		}
+	}
+	// withTimeouts sets a MeshTimeout's and a MeshRetry's route fields on a
+	// route's action.
 	withTimeouts := func(a *routev3.RouteAction) {
-		if a == nil || timeouts == nil {
+		if a == nil {
+			return
+		}
+		if retry != nil {
+			a.RetryPolicy = retry
+		}
+		if timeouts == nil {
 			return
 		}
 		if flavor == FlavorGRPC {
@@ -345,6 +363,9 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 		tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix(s.name)}
 		if timeouts != nil {
 			tp.IdleTimeout = durationpb.New(timeouts.IdleTimeout.Or(schema.DefaultIdleTimeout))
+		}
+		if retries != nil && retries.TCP != nil && retries.TCP.MaxConnectAttempt != nil {
+			tp.MaxConnectAttempts = wrapperspb.UInt32(*retries.TCP.MaxConnectAttempt)
 		}
 		switch len(ws) {
 		case 0:
@@ -466,26 +487,7 @@ func (mi *meshIndex) route(rt schema.Route, ws []*routev3.WeightedCluster_Cluste
 			continue
 		}
 		seen[h.Name] = true
-		hm := &routev3.HeaderMatcher{Name: h.Name}
-		str := func(p *matcherv3.StringMatcher) {
-			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: p}
-		}
-		switch h.Type {
-		case "Present":
-			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
-		case "Absent":
-			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: false}
-		case "RegularExpression":
-			str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: full(h.Value)}}})
-		case "Prefix":
-			if h.Value == "" {
-				hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
-			} else {
-				str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: h.Value}})
-			}
-		default:
-			str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: h.Value}})
-		}
+		hm := headerMatcher(h, grpc)
 		match.Headers = append(match.Headers, hm)
 	}
 	if len(m.QueryParams) > 0 {
@@ -561,6 +563,36 @@ func (mi *meshIndex) route(rt schema.Route, ws []*routev3.WeightedCluster_Cluste
 	}
 	r.Action = &routev3.Route_Route{Route: action}
 	return r, notes, nil
+}
+
+// headerMatcher matches a header as h says; for gRPC, expressions are
+// anchored (gRPC matches them anywhere, Envoy whole).
+func headerMatcher(h schema.HeaderMatch, grpc bool) *routev3.HeaderMatcher {
+	hm := &routev3.HeaderMatcher{Name: h.Name}
+	str := func(p *matcherv3.StringMatcher) {
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: p}
+	}
+	switch h.Type {
+	case "Present":
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+	case "Absent":
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: false}
+	case "RegularExpression":
+		re := h.Value
+		if grpc {
+			re = "^(?:" + re + ")$"
+		}
+		str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}})
+	case "Prefix":
+		if h.Value == "" {
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+		} else {
+			str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: h.Value}})
+		}
+	default:
+		str(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: h.Value}})
+	}
+	return hm
 }
 
 // headerOptions are a modifier's set (overwriting) and add (appending)
