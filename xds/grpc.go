@@ -91,7 +91,11 @@ func (rs *resourceSet) addGRPCRouted(mi *meshIndex, dp *schema.Dataplane, s *ser
 	if s.grpcListener.res == nil {
 		return fmt.Errorf("service %q has no gRPC client resources", s.name)
 	}
-	if err := rs.addShared(listenerIdx, s.name, &s.grpcListener); err != nil {
+	listener := &s.grpcListener
+	if fr.listener != nil {
+		listener = fr.listener
+	}
+	if err := rs.addShared(listenerIdx, s.name, listener); err != nil {
 		return err
 	}
 	if err := rs.addShared(routeIdx, s.name, fr.route); err != nil {
@@ -124,7 +128,13 @@ func (rs *resourceSet) addGRPCClient(mi *meshIndex, dp *schema.Dataplane, s *ser
 // ADS, with the router as its only filter (gRPC rejects RBAC on the client
 // side, and a filter list that does not end with the router).
 func grpcClientListener(service string) (*listenerv3.Listener, error) {
-	f, err := httpConnectionManager(statPrefix(service), service, nil)
+	return grpcClientListenerWith(service, nil)
+}
+
+// grpcClientListenerWith is grpcClientListener with filters before the
+// router (a client-side fault filter, say).
+func grpcClientListenerWith(service string, filters []*hcmv3.HttpFilter) (*listenerv3.Listener, error) {
+	f, err := httpConnectionManager(statPrefix(service), service, filters)
 	if err != nil {
 		return nil, err
 	}
@@ -152,10 +162,12 @@ func (rs *resourceSet) grpcServerListener(mi *meshIndex, dp *schema.Dataplane, i
 	if err != nil {
 		return nil, err
 	}
-	if t, err := mi.confs.inboundTimeouts(dp, i); err != nil {
-		return nil, err
-	} else if t != nil {
-		rs.unsupported = append(rs.unsupported, fmt.Sprintf("inbound %s: proxyless gRPC servers ignore MeshTimeout from[] and rules[]: set the timeout on the callers (to[])", in.HostPort()))
+	if !mi.confs.none() {
+		e := &inboundEdit{flavor: FlavorGRPC, dp: dp, in: in}
+		if _, err := mi.confs.applyInbound(e, i); err != nil {
+			return nil, err
+		}
+		rs.unsupported = addNotes(rs.unsupported, e.notes...)
 	}
 	if mi.mesh.MTLS.Enabled {
 		if rf, err := mi.rbacFor(dp, i); err == nil && rf.shadow != nil {

@@ -11,7 +11,6 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gitmesh/gitmesh/schema"
 )
@@ -33,24 +32,28 @@ func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
 		}
 		var filters []*listenerv3.Filter
 		var err error
-		timeouts, err := mi.confs.inboundTimeouts(dp, i)
-		if err != nil {
-			return fmt.Errorf("listener %s: %w", name, err)
+		// The conf policies' edits, when any applies to the inbound.
+		var edit *inboundEdit
+		if mi.confs.inboundApplies(dp, i) {
+			edit = &inboundEdit{flavor: FlavorEnvoy, dp: dp, in: in}
 		}
 		if in.Protocol() == schema.ProtocolHTTP {
 			rc := routeConfig(name, in.Service(), local)
-			if timeouts != nil {
-				routeTimeouts(rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute(), timeouts)
+			if edit != nil {
+				edit.action = rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute()
 			}
-			if err := rs.add(routeIdx, name, rc, nil); err != nil {
-				return err
+			filters, err = rs.inboundHTTPFilters(mi, dp, i, name, edit)
+			if err == nil {
+				err = rs.add(routeIdx, name, rc, nil)
 			}
-			filters, err = rs.inboundHTTPFilters(mi, dp, i, name, timeouts)
 		} else {
-			filters, err = rs.inboundTCPFilters(mi, dp, i, name, lp, timeouts)
+			filters, err = rs.inboundTCPFilters(mi, dp, i, name, lp, edit)
 		}
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", name, err)
+		}
+		if edit != nil {
+			rs.unsupported = addNotes(rs.unsupported, edit.notes...)
 		}
 		l := &listenerv3.Listener{
 			Name:             name,
@@ -68,45 +71,56 @@ func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
 	return nil
 }
 
-// inboundTCPFilters are [RBAC (with mTLS), tcp_proxy to the local cluster].
-func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string, lp *localPort, timeouts *schema.Timeouts) ([]*listenerv3.Filter, error) {
-	tcp := lp.tcpFilter
-	if timeouts != nil {
-		local := LocalClusterName(dp.Inbound[i].ServicePort)
-		f, err := rs.filter(wellknown.TCPProxy, &tcpproxyv3.TcpProxy{
-			StatPrefix:       statPrefix(local),
-			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: local},
-			IdleTimeout:      durationpb.New(timeouts.IdleTimeout.Or(schema.DefaultIdleTimeout)),
-		})
+// inboundTCPFilters are [RBAC (with mTLS), the conf policies' network
+// filters, tcp_proxy to the local cluster]; the tcp_proxy is the port's
+// shared one unless a conf policy edits it.
+func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string, lp *localPort, edit *inboundEdit) ([]*listenerv3.Filter, error) {
+	var filters []*listenerv3.Filter
+	if mi.mesh.MTLS.Enabled {
+		rf, err := mi.rbacFor(dp, i)
 		if err != nil {
 			return nil, err
 		}
-		tcp = f
+		f, err := rs.filter(wellknown.RoleBasedAccessControl, networkRBAC(statPrefix(name), rf.rules, rf.shadow))
+		if err != nil {
+			return nil, err
+		}
+		filters = append(filters, f)
 	}
-	if !mi.mesh.MTLS.Enabled {
-		return []*listenerv3.Filter{tcp}, nil
+	if edit == nil {
+		return append(filters, lp.tcpFilter), nil
 	}
-	rf, err := mi.rbacFor(dp, i)
+	local := LocalClusterName(dp.Inbound[i].ServicePort)
+	edit.tcp = &tcpproxyv3.TcpProxy{StatPrefix: statPrefix(local), ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: local}}
+	if _, err := mi.confs.applyInbound(edit, i); err != nil {
+		return nil, err
+	}
+	tcp, err := rs.filter(wellknown.TCPProxy, edit.tcp)
 	if err != nil {
 		return nil, err
 	}
-	f, err := rs.filter(wellknown.RoleBasedAccessControl, networkRBAC(statPrefix(name), rf.rules, rf.shadow))
-	if err != nil {
-		return nil, err
-	}
-	return []*listenerv3.Filter{f, tcp}, nil
+	filters = append(filters, edit.networkFilters...)
+	return append(filters, tcp), nil
 }
 
 // inboundHTTPFilters is an HTTP connection manager with [RBAC (with mTLS),
-// router] using the inbound's route configuration, named like the listener.
-func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string, timeouts *schema.Timeouts) ([]*listenerv3.Filter, error) {
+// the conf policies' HTTP filters, router] using the inbound's route
+// configuration, named like the listener.
+func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string, edit *inboundEdit) ([]*listenerv3.Filter, error) {
 	httpFilters, err := inboundRBAC(mi, dp, i)
 	if err != nil {
 		return nil, err
 	}
 	hcm := hcmConfig(statPrefix(name), name, httpFilters)
-	if timeouts != nil {
-		hcmTimeouts(hcm, timeouts)
+	if edit != nil {
+		edit.hcm = hcm
+		if _, err := mi.confs.applyInbound(edit, i); err != nil {
+			return nil, err
+		}
+		if len(edit.httpFilters) > 0 {
+			router := hcm.HttpFilters[len(hcm.HttpFilters)-1]
+			hcm.HttpFilters = append(append(hcm.HttpFilters[:len(hcm.HttpFilters)-1:len(hcm.HttpFilters)-1], edit.httpFilters...), router)
+		}
 	}
 	f, err := rs.filter(wellknown.HTTPConnectionManager, hcm)
 	if err != nil {

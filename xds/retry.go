@@ -12,6 +12,37 @@ import (
 	"github.com/gitmesh/gitmesh/schema"
 )
 
+func init() {
+	registerApplier(&confApplier{typ: schema.TypeMeshRetry, outbound: retryOutbound})
+}
+
+// retryOutbound sets a MeshRetry's retry policy on the outbound's routes
+// (the grpc section for a gRPC service or client, the http one for an HTTP
+// service) and its tcp section on an Envoy tcp_proxy.
+func retryOutbound(e *outboundEdit, c schema.Conf) error {
+	r := &schema.Retries{}
+	if err := c.Decode(r); err != nil {
+		return err
+	}
+	var p *routev3.RetryPolicy
+	if e.flavor == FlavorGRPC {
+		var notes []string
+		p, notes = grpcClientRetryPolicy(e.out, r)
+		e.notes = append(e.notes, notes...)
+	} else {
+		p = envoyRetryPolicy(r, !e.service.http)
+	}
+	if p != nil {
+		for _, a := range e.actions {
+			a.RetryPolicy = p
+		}
+	}
+	if e.tcp != nil && r.TCP != nil && r.TCP.MaxConnectAttempt != nil {
+		e.tcp.MaxConnectAttempts = wrapperspb.UInt32(*r.TCP.MaxConnectAttempt)
+	}
+	return nil
+}
+
 // Kuma's retry conditions when a MeshRetry leaves retryOn unset.
 const (
 	httpRetryOnDefault = "gateway-error,connect-failure,refused-stream"

@@ -26,7 +26,6 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/gitmesh/gitmesh/schema"
@@ -112,6 +111,7 @@ type routed struct {
 type flavorRoutes struct {
 	route       *shared
 	filter      *listenerv3.Filter
+	listener    *shared // a gRPC client listener of its own; nil for the service's
 	clusters    []*backendCluster
 	unsupported []string
 }
@@ -150,7 +150,7 @@ func (mi *meshIndex) routesFor(dp *schema.Dataplane, s *service) (*routed, error
 	}
 	confFound := false
 	if !ci.none() {
-		key, confFound = ci.toKey(key, dp, s.name, outboundTypes...)
+		key, confFound = ci.toKey(key, dp, s.name, outboundTypes()...)
 	}
 	if !found && !confFound {
 		return nil, nil
@@ -163,20 +163,13 @@ func (mi *meshIndex) routesFor(dp *schema.Dataplane, s *service) (*routed, error
 		hs, ts := schema.SelectingClient(ri.https, ri.tcps, dp, s.name)
 		table = schema.MergeRoutes(s.name, hs, ts)
 	}
-	oc, err := ci.outbound(dp, s.name)
-	if err != nil {
-		return nil, fmt.Errorf("outbound %s: %w", s.name, err)
-	}
-	r, err := mi.buildRouted(s, table, oc)
+	r, err := mi.buildRouted(s, table, ci.outbound(dp, s.name))
 	if err != nil {
 		return nil, fmt.Errorf("routes of service %s: %w", s.name, err)
 	}
 	v, _ := ri.memo.LoadOrStore(string(key), r)
 	return v.(*routed), nil
 }
-
-// outboundTypes are the conf types that configure an outbound's calls.
-var outboundTypes = []string{schema.TypeMeshTimeout, schema.TypeMeshRetry}
 
 // RoutesOf is what the route policies decide for the calls dp makes to
 // service, as translation reads it; nil when none applies.
@@ -224,41 +217,7 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 		}
 		table = &t
 	}
-	timeouts := oc.timeouts
-	if timeouts != nil && flavor == FlavorGRPC {
-		fr.unsupported = append(fr.unsupported, grpcTimeoutNotes(out, timeouts)...)
-	}
-	retries := oc.retries
-	var retry *routev3.RetryPolicy
-	if retries != nil {
-		if flavor == FlavorGRPC {
-			var notes []string
-			retry, notes = grpcClientRetryPolicy(out, retries)
-			fr.unsupported = append(fr.unsupported, notes...)
-		} else {
-			retry = envoyRetryPolicy(retries, !s.http)
-		}
-	}
-	// withTimeouts sets a MeshTimeout's and a MeshRetry's route fields on a
-	// route's action.
-	withTimeouts := func(a *routev3.RouteAction) {
-		if a == nil {
-			return
-		}
-		if retry != nil {
-			a.RetryPolicy = retry
-		}
-		if timeouts == nil {
-			return
-		}
-		if flavor == FlavorGRPC {
-			if d := grpcDeadline(timeouts); d != nil {
-				a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: d}
-			}
-			return
-		}
-		routeTimeouts(a, timeouts)
-	}
+	edit := &outboundEdit{flavor: flavor, out: out, service: s}
 	var clusters []*backendCluster
 	cluster := func(b schema.BackendRef) (*backendCluster, error) {
 		bc, err := mi.backendCluster(b.Name, b.Tags)
@@ -310,26 +269,40 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 				fr.unsupported = append(fr.unsupported, fmt.Sprintf("%s: route %s (%s): %s", out, rt.Name(), rt.Match, n))
 			}
 			if er != nil {
-				withTimeouts(er.GetRoute())
+				if a := er.GetRoute(); a != nil {
+					edit.actions = append(edit.actions, a)
+				}
 				routes = append(routes, er)
 			}
 		}
 		name := OutboundRouteName(s.name)
 		if flavor == FlavorGRPC {
 			name = s.name
-		} else if !s.http || timeouts != nil {
-			// A gRPC service, which Envoy otherwise proxies as TCP, or an
-			// HTTP connection manager with a MeshTimeout's fields (HTTP/2
-			// negotiated, as gRPC speaks it).
-			hcm := hcmConfig(statPrefix(s.name), name, nil)
-			if timeouts != nil {
-				hcmTimeouts(hcm, timeouts)
-			}
-			f, err := networkFilter(wellknown.HTTPConnectionManager, hcm)
+		} else if !s.http || len(oc) > 0 {
+			// A gRPC service, which Envoy otherwise proxies as TCP (HTTP/2
+			// negotiated, as gRPC speaks it), or the conf policies' fields.
+			edit.hcm = hcmConfig(statPrefix(s.name), name, nil)
+		}
+		if err := edit.apply(oc); err != nil {
+			return fr, err
+		}
+		fr.unsupported = append(fr.unsupported, edit.notes...)
+		if edit.hcm != nil {
+			f, err := networkFilter(wellknown.HTTPConnectionManager, edit.hcm)
 			if err != nil {
 				return fr, err
 			}
 			fr.filter = f
+		}
+		if len(edit.grpcFilters) > 0 {
+			l, err := grpcClientListenerWith(s.name, edit.grpcFilters)
+			if err != nil {
+				return fr, err
+			}
+			fr.listener = &shared{}
+			if _, err := fr.listener.set(l, nil); err != nil {
+				return fr, err
+			}
 		}
 		fr.route = &shared{}
 		if _, err := fr.route.set(&routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{{
@@ -347,11 +320,15 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 			var routes []*routev3.Route
 			if len(ws) > 0 {
 				action := routeAction(ws)
-				withTimeouts(action)
+				edit.actions = append(edit.actions, action)
 				routes = []*routev3.Route{{Name: table.TCPBy.Name + strings.TrimPrefix(table.TCPRule, "/spec"),
 					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 					Action: &routev3.Route_Route{Route: action}}}
 			}
+			if err := edit.apply(oc); err != nil {
+				return fr, err
+			}
+			fr.unsupported = append(fr.unsupported, edit.notes...)
 			fr.route = &shared{}
 			if _, err := fr.route.set(&routev3.RouteConfiguration{Name: s.name, VirtualHosts: []*routev3.VirtualHost{{
 				Name: s.name, Domains: []string{"*"}, Routes: routes,
@@ -361,12 +338,11 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 			break
 		}
 		tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix(s.name)}
-		if timeouts != nil {
-			tp.IdleTimeout = durationpb.New(timeouts.IdleTimeout.Or(schema.DefaultIdleTimeout))
+		edit.tcp = tp
+		if err := edit.apply(oc); err != nil {
+			return fr, err
 		}
-		if retries != nil && retries.TCP != nil && retries.TCP.MaxConnectAttempt != nil {
-			tp.MaxConnectAttempts = wrapperspb.UInt32(*retries.TCP.MaxConnectAttempt)
-		}
+		fr.unsupported = append(fr.unsupported, edit.notes...)
 		switch len(ws) {
 		case 0:
 			// Nothing to send to: the connections are refused.
@@ -405,7 +381,7 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 
 // routedShared reports whether x is a value the route policies made.
 func (mi *meshIndex) routedShared(x any) bool {
-	if mi.routing.none() {
+	if mi.routing.none() && mi.confs.none() {
 		return false
 	}
 	_, ok := mi.routing.shared.Load(x)
@@ -421,6 +397,11 @@ func (mi *meshIndex) registerRouted(fr *flavorRoutes, flavor Flavor) {
 	if fr.filter != nil {
 		reg.Store(fr.filter, true)
 		reg.Store(fr.filter.GetTypedConfig(), true)
+	}
+	if fr.listener != nil {
+		l := fr.listener.res.(*listenerv3.Listener)
+		reg.Store(l, true)
+		reg.Store(l.GetApiListener().GetApiListener(), true)
 	}
 	for _, bc := range fr.clusters {
 		c := bc.envoy

@@ -1,0 +1,174 @@
+package xds
+
+// How each conf policy kind reaches the resources. A kind registers, in
+// its own file, what it does at each place a merged conf applies:
+//
+//   - cluster: a destination service's cluster, per flavour (its to[]
+//     items, merged for the destination);
+//   - outbound: the calls of one outbound (its to[] items): route actions,
+//     the HTTP connection manager or tcp_proxy of an Envoy outbound, the
+//     HTTP filters of a gRPC client;
+//   - inbound: one inbound's listener (its from[] and rules[] items that
+//     apply to every client).
+//
+// Each says what its flavour cannot apply in notes, which become the
+// proxy's unsupported list.
+
+import (
+	"slices"
+	"sort"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+
+	"github.com/gitmesh/gitmesh/schema"
+)
+
+// clusterEdit is a destination cluster being made.
+type clusterEdit struct {
+	cluster *clusterv3.Cluster
+	flavor  Flavor
+	// http says that the destination speaks HTTP (Kuma sets HTTP cluster
+	// options for it only).
+	http  bool
+	notes []string
+}
+
+// outboundEdit is the calls of one outbound being made.
+type outboundEdit struct {
+	flavor  Flavor
+	out     string // "outbound <service>", for notes
+	service *service
+	// actions are the route actions (HTTP, and every gRPC outbound); hcm
+	// the Envoy HTTP connection manager (HTTP), tcp the Envoy tcp_proxy
+	// (TCP); grpcFilters the HTTP filters a gRPC client runs before its
+	// router.
+	actions     []*routev3.RouteAction
+	hcm         *hcmv3.HttpConnectionManager
+	tcp         *tcpproxyv3.TcpProxy
+	grpcFilters []*hcmv3.HttpFilter
+	notes       []string
+}
+
+// inboundEdit is one inbound's listener being made.
+type inboundEdit struct {
+	flavor Flavor
+	dp     *schema.Dataplane
+	in     schema.Inbound
+	// hcm and action are an Envoy HTTP inbound's connection manager and
+	// route action; tcp an Envoy TCP inbound's tcp_proxy. httpFilters run
+	// after RBAC and before the router; networkFilters after RBAC and
+	// before the tcp_proxy.
+	hcm            *hcmv3.HttpConnectionManager
+	action         *routev3.RouteAction
+	tcp            *tcpproxyv3.TcpProxy
+	httpFilters    []*hcmv3.HttpFilter
+	networkFilters []*listenerv3.Filter
+	notes          []string
+}
+
+// confApplier is what one conf policy kind does; nil functions do nothing.
+type confApplier struct {
+	typ      string
+	cluster  func(e *clusterEdit, c schema.Conf) error
+	outbound func(e *outboundEdit, c schema.Conf) error
+	inbound  func(e *inboundEdit, c schema.Conf) error
+}
+
+// appliers are the registered kinds, sorted by type.
+var appliers []*confApplier
+
+func registerApplier(a *confApplier) {
+	appliers = append(appliers, a)
+	sort.Slice(appliers, func(i, j int) bool { return appliers[i].typ < appliers[j].typ })
+}
+
+// typesWith lists the types whose applier has the function f selects.
+func typesWith(f func(*confApplier) bool) []string {
+	var out []string
+	for _, a := range appliers {
+		if f(a) {
+			out = append(out, a.typ)
+		}
+	}
+	return out
+}
+
+func clusterTypes() []string { return typesWith(func(a *confApplier) bool { return a.cluster != nil }) }
+func outboundTypes() []string {
+	return typesWith(func(a *confApplier) bool { return a.outbound != nil })
+}
+
+// outboundConf is the merged to[] conf of one outbound, by type.
+type outboundConf map[string]schema.Conf
+
+func (ci *confIndex) outbound(dp *schema.Dataplane, service string) outboundConf {
+	var oc outboundConf
+	for _, typ := range outboundTypes() {
+		if c := schema.ToConf(ci.byType[typ], dp, service); !c.Empty() {
+			if oc == nil {
+				oc = outboundConf{}
+			}
+			oc[typ] = c
+		}
+	}
+	return oc
+}
+
+// apply runs the outbound appliers of the kinds in oc.
+func (e *outboundEdit) apply(oc outboundConf) error {
+	for _, a := range appliers {
+		if c, ok := oc[a.typ]; ok && a.outbound != nil {
+			if err := a.outbound(e, c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// inboundConf merges the from[] and rules[] items of every kind with an
+// inbound applier for inbound i of dp, and runs the appliers on e.
+func (ci *confIndex) applyInbound(e *inboundEdit, i int) (bool, error) {
+	applied := false
+	for _, a := range appliers {
+		if a.inbound == nil {
+			continue
+		}
+		c := schema.FromConf(ci.byType[a.typ], e.dp, i)
+		if c.Empty() {
+			continue
+		}
+		applied = true
+		if err := a.inbound(e, c); err != nil {
+			return false, err
+		}
+	}
+	return applied, nil
+}
+
+// inboundApplies reports whether a kind with an inbound applier has items
+// for inbound i of dp.
+func (ci *confIndex) inboundApplies(dp *schema.Dataplane, i int) bool {
+	if ci.none() {
+		return false
+	}
+	for _, a := range appliers {
+		if a.inbound != nil && !schema.FromConf(ci.byType[a.typ], dp, i).Empty() {
+			return true
+		}
+	}
+	return false
+}
+
+func addNotes(list []string, notes ...string) []string {
+	for _, n := range notes {
+		if !slices.Contains(list, n) {
+			list = append(list, n)
+		}
+	}
+	return list
+}
