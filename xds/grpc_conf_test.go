@@ -3,15 +3,18 @@ package xds_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/gitmesh/gitmesh/schema/schematest"
@@ -376,6 +379,58 @@ spec:
 	}
 	if badCalls.Load() == 0 {
 		t.Error("the failing instance saw no call: the test proves nothing")
+	}
+	d.noNACKs(ctx)
+}
+
+// A MeshLoadBalancingStrategy ring hash on a header is gRPC-Go's ring hash
+// (gRFC A42): every call with the same header value reaches the same
+// instance, and the values spread over both.
+func TestGRPCDataPlaneMeshRingHash(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	one, two := listen(t), listen(t)
+	d := newDataPlane(ctx, t, twoBackends(port(one), port(two), `
+type: MeshLoadBalancingStrategy
+name: sticky-users
+mesh: default
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      default:
+        loadBalancer:
+          type: RingHash
+          ringHash:
+            hashPolicies: [{type: Header, header: {name: x-user}}]
+`))
+	d.serve(ctx, "default.backend-1", one)
+	d.serve(ctx, "default.backend-2", two)
+	client := healthpb.NewHealthClient(d.dial("default.web-1", "backend"))
+	who := func(user string) int {
+		t.Helper()
+		var p peer.Peer
+		cctx, ccancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-user", user), 5*time.Second)
+		defer ccancel()
+		if _, err := client.Check(cctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true), grpc.Peer(&p)); err != nil {
+			t.Fatalf("call for %s: %v", user, err)
+		}
+		return p.Addr.(*net.TCPAddr).Port
+	}
+	used := map[int]bool{}
+	for u := range 20 {
+		user := fmt.Sprintf("user-%d", u)
+		first := who(user)
+		used[first] = true
+		for range 9 {
+			if got := who(user); got != first {
+				t.Fatalf("%s reached port %d, then %d: a ring hash on x-user sends a user to one instance", user, first, got)
+			}
+		}
+	}
+	if len(used) != 2 {
+		t.Errorf("20 users all reached %v: the hash does not spread them", used)
 	}
 	d.noNACKs(ctx)
 }
