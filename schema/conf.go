@@ -57,7 +57,13 @@ type confKind struct {
 	// grpcDrops names what proxyless gRPC cannot apply of a conf at pos;
 	// nil when it applies all of it.
 	grpcDrops func(conf map[string]any, pos ConfPosition) []string
+	// warn lists what of a conf has no effect in gitmesh (a no-effect
+	// warning each, at the conf's field).
+	warn func(conf map[string]any) []confWarning
 }
+
+// confWarning is a no-effect warning on a field of a conf.
+type confWarning struct{ field, message, hint string }
 
 // confKinds are the conf policy kinds by type; each kind's file registers
 // itself.
@@ -408,7 +414,19 @@ func (c *routeChecker) confPolicy(e *entry) {
 		}
 	}
 	k := confKinds[p.Type]
-	if k == nil || k.grpcDrops == nil {
+	if k == nil {
+		return
+	}
+	if k.warn != nil {
+		for _, list := range [][]ConfItem{p.To, p.From, p.Rules} {
+			for _, it := range list {
+				for _, w := range k.warn(it.Default) {
+					c.warnAt(e, it.Pointer+"/default/"+w.field, CodeNoEffect, w.message, w.hint)
+				}
+			}
+		}
+	}
+	if k.grpcDrops == nil {
 		return
 	}
 	var grpc []string
