@@ -89,8 +89,11 @@ type logBuilder struct {
 }
 
 func accessLogProxy(e *proxyEdit, policies []*schema.ConfPolicy) error {
+	if lg := e.mesh.Logging; len(policies) == 0 && (lg == nil || lg.DefaultBackend == "") {
+		return nil
+	}
 	b := &logBuilder{e: e}
-	for _, f := range e.filters {
+	for _, f := range e.listeners() {
 		logs, err := b.forFilter(f, policies)
 		if err != nil {
 			return err

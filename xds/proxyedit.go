@@ -14,16 +14,19 @@ import (
 )
 
 // proxyEdit is a whole proxy once its inbounds and outbounds are made, for
-// the proxy appliers. For Envoy, filters are the last filter of each
+// the proxy appliers. For Envoy, listeners lists the last filter of each
 // inbound and outbound listener (an HTTP connection manager or a
 // tcp_proxy); a gRPC proxy has none, and its appliers only add notes.
 type proxyEdit struct {
-	flavor  Flavor
-	dp      *schema.Dataplane
-	mesh    *schema.Mesh
+	flavor Flavor
+	dp     *schema.Dataplane
+	mesh   *schema.Mesh
+	rs     *resourceSet
+	notes  []string
+	// filters are what listeners returns, found the first time it is
+	// called: most proxies have no policy a proxy applier applies.
 	filters []*filterEdit
-	rs      *resourceSet
-	notes   []string
+	found   bool
 }
 
 // filterEdit is the filter of one inbound or outbound listener an applier
@@ -51,9 +54,6 @@ func (rs *resourceSet) applyProxy(mi *meshIndex, dp *schema.Dataplane, flavor Fl
 		}
 		if e == nil {
 			e = &proxyEdit{flavor: flavor, dp: dp, mesh: mi.mesh, rs: rs}
-			if flavor == FlavorEnvoy {
-				e.filters = rs.listenerFilters(dp)
-			}
 		}
 		if err := a.proxy(e, mi.confs.byType[a.typ]); err != nil {
 			return fmt.Errorf("%s: %w", a.typ, err)
@@ -64,6 +64,16 @@ func (rs *resourceSet) applyProxy(mi *meshIndex, dp *schema.Dataplane, flavor Fl
 	}
 	rs.unsupported = addNotes(rs.unsupported, e.notes...)
 	return e.finish()
+}
+
+// listeners is the filter of each inbound and outbound listener, inbounds
+// first, in the dataplane's order; none for gRPC.
+func (e *proxyEdit) listeners() []*filterEdit {
+	if !e.found && e.flavor == FlavorEnvoy {
+		e.filters = e.rs.listenerFilters(e.dp)
+	}
+	e.found = true
+	return e.filters
 }
 
 // listenerFilters finds the filter of each inbound and outbound listener.

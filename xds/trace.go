@@ -56,7 +56,7 @@ func traceProxy(e *proxyEdit, policies []*schema.ConfPolicy) error {
 	if err != nil || t == nil {
 		return err
 	}
-	for _, f := range e.filters {
+	for _, f := range e.listeners() {
 		hcm, err := e.hcm(f)
 		if err != nil {
 			return err
