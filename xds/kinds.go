@@ -9,7 +9,14 @@ package xds
 //     the HTTP connection manager or tcp_proxy of an Envoy outbound, the
 //     HTTP filters of a gRPC client;
 //   - inbound: one inbound's listener (its from[] and rules[] items that
-//     apply to every client).
+//     apply to every client);
+//   - proxy: the whole proxy once its inbounds and outbounds are made, given
+//     the mesh's policies of the kind (none, for what a Mesh's own sections
+//     configure): every HTTP connection manager and tcp_proxy of the proxy,
+//     each its own copy to edit, and the clusters and listeners it adds.
+//     What depends on the proxy itself (its address, its service, the
+//     collector cluster every filter names) belongs here, not in the
+//     outbound values the proxies of an Index share.
 //
 // Each says what its flavour cannot apply in notes, which become the
 // proxy's unsupported list.
@@ -76,6 +83,7 @@ type confApplier struct {
 	cluster  func(e *clusterEdit, c schema.Conf) error
 	outbound func(e *outboundEdit, c schema.Conf) error
 	inbound  func(e *inboundEdit, c schema.Conf) error
+	proxy    func(e *proxyEdit, policies []*schema.ConfPolicy) error
 }
 
 // appliers are the registered kinds, sorted by type.
