@@ -57,6 +57,15 @@ type confKind struct {
 	// grpcDrops names what proxyless gRPC cannot apply of a conf at pos;
 	// nil when it applies all of it.
 	grpcDrops func(conf map[string]any, pos ConfPosition) []string
+	// defaultRequired says that an item without `default` is checked as
+	// one with an empty default (Kuma reads it as an empty conf, which its
+	// rules then refuse).
+	defaultRequired bool
+	// checkSpec, when set, checks the rules of the whole spec (raw, as
+	// written) that its items alone cannot state.
+	checkSpec func(d *decoder, spec map[string]any, p *ConfPolicy)
+	// warn, when set, adds the kind's warnings about a policy of the set.
+	warn func(c *routeChecker, e *entry)
 }
 
 // confKinds are the conf policy kinds by type; each kind's file registers
@@ -159,6 +168,8 @@ func decodeConfPolicy(k *confKind, m map[string]any) (*ConfPolicy, []issue) {
 			it.Default = mapOf(im, "default")
 			if it.Default != nil {
 				k.check(d, ptr+"/default", it.Default, pos, p.TargetRef)
+			} else if k.defaultRequired {
+				k.check(d, ptr+"/default", map[string]any{}, pos, p.TargetRef)
 			}
 			out = append(out, it)
 		}
@@ -170,6 +181,9 @@ func decodeConfPolicy(k *confKind, m map[string]any) (*ConfPolicy, []issue) {
 		p.Rules = items(PosRules, rules, nil)
 	} else if len(rules) > 0 {
 		d.add("/spec/rules", CodeInvalidValue, k.typ+" has no `rules`", "`rules` must not be defined")
+	}
+	if k.checkSpec != nil && spec != nil {
+		k.checkSpec(d, spec, p)
 	}
 	return p, d.issues
 }
@@ -348,6 +362,9 @@ func (c *routeChecker) confPolicy(e *entry) {
 		}
 	}
 	k := confKinds[p.Type]
+	if k != nil && k.warn != nil {
+		k.warn(c, e)
+	}
 	if k == nil || k.grpcDrops == nil {
 		return
 	}

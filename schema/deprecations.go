@@ -53,6 +53,14 @@ func deprecations(typ string, m map[string]any) []issue {
 			add("/metrics/prometheus", "metrics.prometheus is the Kuma 0.x shape",
 				"write `metrics: {enabledBackend: prometheus-1, backends: [{name: prometheus-1, type: prometheus, conf: {...}}]}`")
 		}
+	case TypeMeshHealthCheck:
+		for i, raw := range listOf(mapOf(m, "spec"), "to") {
+			it, _ := raw.(map[string]any)
+			if _, ok := mapOf(it, "default")["healthyPanicThreshold"]; ok {
+				add(fmt.Sprintf("/spec/to/%d/default/healthyPanicThreshold", i), "healthyPanicThreshold of MeshHealthCheck is deprecated in Kuma 2.x",
+					"set it in a MeshCircuitBreaker, where Kuma has moved it")
+			}
+		}
 	case TypeDataplane:
 		nw := mapOf(m, "networking")
 		for i, raw := range listOf(nw, "inbound") {

@@ -48,3 +48,32 @@ rules:
 		}
 	}
 }
+
+// Kuma 2.x's own deprecations of its conf policies: MeshHealthCheck's
+// panic threshold (moved to MeshCircuitBreaker).
+func TestConfDeprecations(t *testing.T) {
+	tree := fstest.MapFS{"p.yaml": {Data: []byte(`type: MeshHealthCheck
+name: hc
+spec:
+  to:
+    - targetRef: {kind: Mesh}
+      default: {healthyPanicThreshold: 40, tcp: {}}
+`)}}
+	res, err := newTestLoader(t, Options{Deprecations: true}).Load(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Valid() {
+		t.Fatalf("invalid:\n%s", formatFindings(res.Findings))
+	}
+	var got []string
+	for _, f := range res.Findings {
+		if f.Code == CodeDeprecated {
+			got = append(got, f.Pointer)
+		}
+	}
+	want := "/spec/to/0/default/healthyPanicThreshold"
+	if strings.Join(got, " ") != want {
+		t.Errorf("deprecations at %q, want %q", got, want)
+	}
+}

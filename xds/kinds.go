@@ -32,9 +32,10 @@ type clusterEdit struct {
 	cluster *clusterv3.Cluster
 	flavor  Flavor
 	// http says that the destination speaks HTTP (Kuma sets HTTP cluster
-	// options for it only).
-	http  bool
-	notes []string
+	// options for it only); grpc that it speaks gRPC and that its Envoy
+	// cluster speaks HTTP/2.
+	http, grpc bool
+	notes      []string
 }
 
 // outboundEdit is the calls of one outbound being made.
@@ -98,6 +99,12 @@ func typesWith(f func(*confApplier) bool) []string {
 }
 
 func clusterTypes() []string { return typesWith(func(a *confApplier) bool { return a.cluster != nil }) }
+
+// destinationTypes are the types that configure what a proxy does with a
+// destination: its calls or its cluster.
+func destinationTypes() []string {
+	return typesWith(func(a *confApplier) bool { return a.outbound != nil || a.cluster != nil })
+}
 func outboundTypes() []string {
 	return typesWith(func(a *confApplier) bool { return a.outbound != nil })
 }
