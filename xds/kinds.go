@@ -62,7 +62,7 @@ type inboundEdit struct {
 	// hcm and action are an Envoy HTTP inbound's connection manager and
 	// route action; tcp an Envoy TCP inbound's tcp_proxy. httpFilters run
 	// after RBAC and before the router; networkFilters after RBAC and
-	// before the tcp_proxy.
+	// before the tcp_proxy (TCP), before the connection manager (HTTP).
 	hcm            *hcmv3.HttpConnectionManager
 	action         *routev3.RouteAction
 	tcp            *tcpproxyv3.TcpProxy
