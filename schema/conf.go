@@ -57,6 +57,9 @@ type confKind struct {
 	// grpcDrops names what proxyless gRPC cannot apply of a conf at pos;
 	// nil when it applies all of it.
 	grpcDrops func(conf map[string]any, pos ConfPosition) []string
+	// warn lists what of a conf has no effect in gitmesh (a no-effect
+	// warning each, at the conf's field).
+	warn func(conf map[string]any) []confWarning
 	// defaultRequired says that an item without `default` is checked as
 	// one with an empty default (Kuma reads it as an empty conf, which its
 	// rules then refuse).
@@ -64,9 +67,13 @@ type confKind struct {
 	// checkSpec, when set, checks the rules of the whole spec (raw, as
 	// written) that its items alone cannot state.
 	checkSpec func(d *decoder, spec map[string]any, p *ConfPolicy)
-	// warn, when set, adds the kind's warnings about a policy of the set.
-	warn func(c *routeChecker, e *entry)
+	// warnPolicy, when set, adds the kind's warnings about a policy of the
+	// set as a whole.
+	warnPolicy func(c *routeChecker, e *entry)
 }
+
+// confWarning is a no-effect warning on a field of a conf.
+type confWarning struct{ field, message, hint string }
 
 // confKinds are the conf policy kinds by type; each kind's file registers
 // itself.
@@ -362,10 +369,22 @@ func (c *routeChecker) confPolicy(e *entry) {
 		}
 	}
 	k := confKinds[p.Type]
-	if k != nil && k.warn != nil {
-		k.warn(c, e)
+	if k == nil {
+		return
 	}
-	if k == nil || k.grpcDrops == nil {
+	if k.warn != nil {
+		for _, list := range [][]ConfItem{p.To, p.From, p.Rules} {
+			for _, it := range list {
+				for _, w := range k.warn(it.Default) {
+					c.warnAt(e, it.Pointer+"/default/"+w.field, CodeNoEffect, w.message, w.hint)
+				}
+			}
+		}
+	}
+	if k.warnPolicy != nil {
+		k.warnPolicy(c, e)
+	}
+	if k.grpcDrops == nil {
 		return
 	}
 	var grpc []string

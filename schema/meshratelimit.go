@@ -22,7 +22,7 @@ func init() {
 		grpcDrops:       rateLimitGRPCDrops,
 		defaultRequired: true,
 		checkSpec:       checkRateLimitSpec,
-		warn:            warnRateLimit,
+		warnPolicy:      warnRateLimit,
 	})
 }
 

@@ -41,16 +41,20 @@ func newConfIndex(set *schema.Set, mesh string) confIndex {
 
 func (ci *confIndex) none() bool { return len(ci.byType) == 0 }
 
-// names reports whether a conf policy that configures calls or the
-// destination's cluster (a destination type) has a to[] item for service,
-// or for every service. Envoy then speaks HTTP/2 to a gRPC service, as
-// Kuma does: its routes and retries apply, and a gRPC health check, which
-// Envoy runs only over HTTP/2.
+// names reports whether a conf policy that configures calls (an outbound
+// type), or one whose item needs HTTP/2 (a gRPC health check), has a to[]
+// item for service, or for every service. Envoy then speaks HTTP/2 to a
+// gRPC service, as Kuma does: its routes and retries apply, and a gRPC
+// health check, which Envoy runs only on an HTTP/2 cluster.
 func (ci *confIndex) names(service string) bool {
-	for _, typ := range destinationTypes() {
-		for _, p := range ci.byType[typ] {
+	for _, a := range appliers {
+		if a.outbound == nil && a.h2 == nil {
+			continue
+		}
+		for _, p := range ci.byType[a.typ] {
 			for _, it := range p.To {
-				if it.TargetRef.Kind == schema.KindMesh || (it.TargetRef.Kind == schema.KindMeshService && it.TargetRef.Name == service) {
+				if (it.TargetRef.Kind == schema.KindMesh || (it.TargetRef.Kind == schema.KindMeshService && it.TargetRef.Name == service)) &&
+					(a.outbound != nil || a.h2(it.Default)) {
 					return true
 				}
 			}

@@ -3,15 +3,19 @@ package xds_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/gitmesh/gitmesh/schema/schematest"
@@ -23,14 +27,40 @@ import (
 type slowHealth struct {
 	*health.Server
 	delay time.Duration
+	// started, when set, receives a value as each call arrives.
+	started chan struct{}
 }
 
 func (s slowHealth) Check(ctx context.Context, r *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("x-fast")) > 0 {
+		return s.Server.Check(ctx, r) // a call that only checks the path
+	}
+	if s.started != nil {
+		s.started <- struct{}{}
+	}
 	select {
 	case <-time.After(s.delay):
 		return s.Server.Check(ctx, r)
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// waitReachable calls a slowHealth through client with x-fast until a call
+// succeeds: until the client has its resources, calls fail.
+func waitReachable(ctx context.Context, t *testing.T, client healthpb.HealthClient) {
+	t.Helper()
+	for {
+		fctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-fast", "1"), time.Second)
+		_, err := client.Check(fctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the backend is never reached: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -83,6 +113,7 @@ func TestGRPCDataPlaneMeshTimeout(t *testing.T) {
 	d.serveWith(ctx, "default.backend-1", lis, slowHealth{Server: health.NewServer(), delay: 2 * time.Second})
 	web := d.dial("default.web-1", "backend")
 	client := healthpb.NewHealthClient(web)
+	waitReachable(ctx, t, client)
 	call := func() (time.Duration, error) {
 		start := time.Now()
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -181,6 +212,226 @@ spec:
 	}
 	if got := calls.Load(); got != 3 {
 		t.Errorf("the server saw %d attempts, want 3 (2 failures + 1)", got)
+	}
+	d.noNACKs(ctx)
+}
+
+// twoBackends is a mesh where web calls backend, whose two instances
+// listen on the given ports, with policies appended.
+func twoBackends(p1, p2 int, policies string) string {
+	return fmt.Sprintf(`
+type: Dataplane
+mesh: default
+name: backend-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: %d
+      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
+---
+type: Dataplane
+mesh: default
+name: backend-2
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: %d
+      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
+---
+type: Dataplane
+mesh: default
+name: web-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: 1
+      tags: {kuma.io/service: web}
+  outbound:
+    - port: 10001
+      tags: {kuma.io/service: backend}
+---
+%s`, p1, p2, policies)
+}
+
+// A MeshCircuitBreaker's maxRequests is gRPC-Go's circuit breaker (gRFC
+// A32): with one call in flight, a second one fails at once with
+// UNAVAILABLE instead of waiting.
+func TestGRPCDataPlaneMeshCircuitBreaker(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lis := listen(t)
+	d := newDataPlane(ctx, t, fmt.Sprintf(`
+type: Dataplane
+mesh: default
+name: backend-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: %d
+      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
+---
+type: Dataplane
+mesh: default
+name: web-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: 1
+      tags: {kuma.io/service: web}
+  outbound:
+    - port: 10001
+      tags: {kuma.io/service: backend}
+---
+type: MeshCircuitBreaker
+name: one-at-a-time
+mesh: default
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      default:
+        connectionLimits: {maxRequests: 1}
+`, port(lis)))
+	started := make(chan struct{}, 16)
+	d.serveWith(ctx, "default.backend-1", lis, slowHealth{Server: health.NewServer(), delay: 2 * time.Second, started: started})
+	client := healthpb.NewHealthClient(d.dial("default.web-1", "backend"))
+	waitReachable(ctx, t, client)
+	first := make(chan error, 1)
+	go func() {
+		_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+		first <- err
+	}()
+	// Once the first call holds the only slot (the server has it), a
+	// second fails fast.
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the first call never reached the server")
+	}
+	start := time.Now()
+	_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+	took := time.Since(start)
+	if status.Code(err) != codes.Unavailable || took >= time.Second {
+		t.Fatalf("a second call while one is in flight: %v after %v, want UNAVAILABLE at once", err, took)
+	}
+	if err := <-first; err != nil {
+		t.Errorf("the call in flight: %v", err)
+	}
+	d.noNACKs(ctx)
+}
+
+// failing answers every Check with UNAVAILABLE and counts them.
+type failing struct {
+	*health.Server
+	calls *atomic.Int32
+}
+
+func (f failing) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	f.calls.Add(1)
+	return nil, status.Error(codes.Unavailable, "broken")
+}
+
+// A MeshCircuitBreaker's failurePercentage detector is gRPC-Go's outlier
+// detection (gRFC A50): of two instances, the one that fails every call is
+// ejected, and the calls then all go to the other.
+func TestGRPCDataPlaneMeshOutlierDetection(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	good, bad := listen(t), listen(t)
+	d := newDataPlane(ctx, t, twoBackends(port(good), port(bad), `
+type: MeshCircuitBreaker
+name: eject-failing
+mesh: default
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      default:
+        outlierDetection:
+          interval: 200ms
+          baseEjectionTime: 30s
+          maxEjectionPercent: 50
+          detectors:
+            failurePercentage: {threshold: 50, requestVolume: 5, minimumHosts: 2}
+`))
+	d.serve(ctx, "default.backend-1", good)
+	badCalls := new(atomic.Int32)
+	d.serveWith(ctx, "default.backend-2", bad, failing{Server: health.NewServer(), calls: badCalls})
+	client := healthpb.NewHealthClient(d.dial("default.web-1", "backend"))
+	// Calls go round both instances until the bad one is ejected; then
+	// 50 calls in a row succeed.
+	ok := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for ok < 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the failing instance was never ejected: %d calls reached it", badCalls.Load())
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := client.Check(cctx, &healthpb.HealthCheckRequest{})
+		ccancel()
+		if err != nil {
+			ok = 0
+			time.Sleep(5 * time.Millisecond) // the detector runs every 200ms
+			continue
+		}
+		ok++
+	}
+	if badCalls.Load() == 0 {
+		t.Error("the failing instance saw no call: the test proves nothing")
+	}
+	d.noNACKs(ctx)
+}
+
+// A MeshLoadBalancingStrategy ring hash on a header is gRPC-Go's ring hash
+// (gRFC A42): every call with the same header value reaches the same
+// instance, and the values spread over both.
+func TestGRPCDataPlaneMeshRingHash(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	one, two := listen(t), listen(t)
+	d := newDataPlane(ctx, t, twoBackends(port(one), port(two), `
+type: MeshLoadBalancingStrategy
+name: sticky-users
+mesh: default
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      default:
+        loadBalancer:
+          type: RingHash
+          ringHash:
+            hashPolicies: [{type: Header, header: {name: x-user}}]
+`))
+	d.serve(ctx, "default.backend-1", one)
+	d.serve(ctx, "default.backend-2", two)
+	client := healthpb.NewHealthClient(d.dial("default.web-1", "backend"))
+	who := func(user string) int {
+		t.Helper()
+		var p peer.Peer
+		cctx, ccancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-user", user), 5*time.Second)
+		defer ccancel()
+		if _, err := client.Check(cctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true), grpc.Peer(&p)); err != nil {
+			t.Fatalf("call for %s: %v", user, err)
+		}
+		return p.Addr.(*net.TCPAddr).Port
+	}
+	used := map[int]bool{}
+	for u := range 20 {
+		user := fmt.Sprintf("user-%d", u)
+		first := who(user)
+		used[first] = true
+		for range 9 {
+			if got := who(user); got != first {
+				t.Fatalf("%s reached port %d, then %d: a ring hash on x-user sends a user to one instance", user, first, got)
+			}
+		}
+	}
+	if len(used) != 2 {
+		t.Errorf("20 users all reached %v: the hash does not spread them", used)
 	}
 	d.noNACKs(ctx)
 }

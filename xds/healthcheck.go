@@ -18,7 +18,14 @@ import (
 // MeshHealthCheck: Envoy checks each destination's instances actively, as
 // Kuma configures it; proxyless gRPC runs no active health checks.
 func init() {
-	registerApplier(&confApplier{typ: schema.TypeMeshHealthCheck, cluster: healthCheckCluster})
+	registerApplier(&confApplier{typ: schema.TypeMeshHealthCheck, cluster: healthCheckCluster, h2: grpcHealthCheck})
+}
+
+// grpcHealthCheck reports whether a MeshHealthCheck item has a grpc
+// section, which Envoy runs only on an HTTP/2 cluster.
+func grpcHealthCheck(conf map[string]any) bool {
+	_, ok := conf["grpc"]
+	return ok
 }
 
 // healthCheckEventSink is the extension that writes health check events to

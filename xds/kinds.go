@@ -77,6 +77,10 @@ type confApplier struct {
 	cluster  func(e *clusterEdit, c schema.Conf) error
 	outbound func(e *outboundEdit, c schema.Conf) error
 	inbound  func(e *inboundEdit, c schema.Conf) error
+	// h2 says whether a to[] item (its default) needs the cluster of a
+	// gRPC service it names to speak HTTP/2 on Envoy; outbound kinds
+	// always do.
+	h2 func(conf map[string]any) bool
 }
 
 // appliers are the registered kinds, sorted by type.
@@ -99,12 +103,6 @@ func typesWith(f func(*confApplier) bool) []string {
 }
 
 func clusterTypes() []string { return typesWith(func(a *confApplier) bool { return a.cluster != nil }) }
-
-// destinationTypes are the types that configure what a proxy does with a
-// destination: its calls or its cluster.
-func destinationTypes() []string {
-	return typesWith(func(a *confApplier) bool { return a.outbound != nil || a.cluster != nil })
-}
 func outboundTypes() []string {
 	return typesWith(func(a *confApplier) bool { return a.outbound != nil })
 }
