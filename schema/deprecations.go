@@ -58,7 +58,7 @@ func deprecations(typ string, m map[string]any) []issue {
 			it, _ := raw.(map[string]any)
 			if _, ok := mapOf(it, "default")["healthyPanicThreshold"]; ok {
 				add(fmt.Sprintf("/spec/to/%d/default/healthyPanicThreshold", i), "healthyPanicThreshold of MeshHealthCheck is deprecated in Kuma 2.x",
-					"set it in a MeshCircuitBreaker, where Kuma has moved it")
+					"set `outlierDetection.healthyPanicThreshold` in a MeshCircuitBreaker, where Kuma has moved it")
 			}
 		}
 	case TypeMeshRateLimit:

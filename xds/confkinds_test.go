@@ -8,6 +8,9 @@ import (
 	"testing"
 	"testing/fstest"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/schema/schematest"
 )
@@ -131,5 +134,81 @@ spec:
 	}
 	if checked < 20 || limited < 20 {
 		t.Errorf("health checks in %d steps, rate limits in %d, of 60: the test hardly covers them", checked, limited)
+	}
+}
+
+// MeshHealthCheck and MeshCircuitBreaker both set a cluster's healthy
+// panic threshold; as in Kuma, which applies MeshCircuitBreaker after
+// MeshHealthCheck, the circuit breaker's value wins, and the health
+// check's fail-traffic-on-panic and checks stay.
+func TestCircuitBreakerPanicThresholdWins(t *testing.T) {
+	mesh := `type: Dataplane
+mesh: default
+name: web-1
+networking:
+  address: 10.0.0.1
+  inbound:
+    - port: 8080
+      tags: {kuma.io/service: web, kuma.io/protocol: http}
+  outbound:
+    - port: 10001
+      tags: {kuma.io/service: backend}
+---
+type: Dataplane
+mesh: default
+name: backend-1
+networking:
+  address: 10.0.0.2
+  inbound:
+    - port: 8080
+      tags: {kuma.io/service: backend, kuma.io/protocol: http}
+---
+type: MeshHealthCheck
+name: checks
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: Mesh}
+      default: {healthyPanicThreshold: 30, failTrafficOnPanic: true, http: {path: /health}}
+`
+	breaker := `---
+type: MeshCircuitBreaker
+name: breakers
+mesh: default
+spec:
+  to:
+    - targetRef: {kind: Mesh}
+      default: {outlierDetection: {healthyPanicThreshold: "12.5", detectors: {totalFailures: {consecutive: 5}}}}
+`
+	for _, tc := range []struct {
+		policies string
+		want     float64
+	}{{mesh, 30}, {mesh + breaker, 12.5}} {
+		set := schematest.Load(t, fstest.MapFS{"p.yaml": {Data: []byte(tc.policies)}})
+		proxies, err := Translate(set, Options{Flavor: FlavorEnvoy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cl *clusterv3.Cluster
+		for _, p := range proxies {
+			if p.NodeID != "default.web-1" {
+				continue
+			}
+			for _, r := range p.Resources[resource.ClusterType] {
+				if c := r.(*clusterv3.Cluster); c.GetName() == "backend" {
+					cl = c
+				}
+			}
+		}
+		if cl == nil {
+			t.Fatal("web-1 has no cluster backend")
+		}
+		lb := cl.GetCommonLbConfig()
+		if got := lb.GetHealthyPanicThreshold().GetValue(); got != tc.want {
+			t.Errorf("panic threshold %v, want %v", got, tc.want)
+		}
+		if !lb.GetZoneAwareLbConfig().GetFailTrafficOnPanic() || len(cl.GetHealthChecks()) != 1 {
+			t.Errorf("fail traffic on panic %v, %d health checks: want true, 1", lb.GetZoneAwareLbConfig().GetFailTrafficOnPanic(), len(cl.GetHealthChecks()))
+		}
 	}
 }

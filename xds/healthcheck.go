@@ -74,10 +74,16 @@ func panicThreshold(cl *clusterv3.Cluster, hc *schema.HealthCheck) {
 	if p := hc.HealthyPanicThreshold; p != nil {
 		cl.CommonLbConfig.HealthyPanicThreshold = &typev3.Percent{Value: p.Value}
 	}
-	if f := hc.FailTrafficOnPanic; f != nil {
-		cl.CommonLbConfig.LocalityConfigSpecifier = &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig_{
-			ZoneAwareLbConfig: &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig{FailTrafficOnPanic: *f}}
+	f := hc.FailTrafficOnPanic
+	if f == nil || cl.CommonLbConfig.GetLocalityWeightedLbConfig() != nil {
+		return // locality-weighted balancing has no such switch (Kuma leaves it too)
 	}
+	za := cl.CommonLbConfig.GetZoneAwareLbConfig()
+	if za == nil {
+		za = &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig{}
+		cl.CommonLbConfig.LocalityConfigSpecifier = &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig_{ZoneAwareLbConfig: za}
+	}
+	za.FailTrafficOnPanic = *f
 }
 
 // healthChecker picks the check as Kuma does: the one of the destination's

@@ -15,6 +15,7 @@ package xds
 // proxy's unsupported list.
 
 import (
+	"math"
 	"slices"
 	"sort"
 
@@ -83,12 +84,34 @@ type confApplier struct {
 	h2 func(conf map[string]any) bool
 }
 
-// appliers are the registered kinds, sorted by type.
+// appliers are the registered kinds in the order they run: Kuma's plugin
+// order, so that where two kinds set the same field (MeshHealthCheck's and
+// MeshCircuitBreaker's panic threshold) the one Kuma applies last wins.
 var appliers []*confApplier
+
+// kumaOrder is each kind's `+kuma:policy:order` in Kuma 2.14; a kind
+// without one runs after them, by type.
+var kumaOrder = map[string]int{
+	schema.TypeMeshLoadBalancingStrategy: 400,
+	schema.TypeMeshRateLimit:             900,
+	schema.TypeMeshTimeout:               1000,
+	schema.TypeMeshHealthCheck:           1200,
+	schema.TypeMeshCircuitBreaker:        1300,
+	schema.TypeMeshRetry:                 1400,
+}
 
 func registerApplier(a *confApplier) {
 	appliers = append(appliers, a)
-	sort.Slice(appliers, func(i, j int) bool { return appliers[i].typ < appliers[j].typ })
+	order := func(typ string) int {
+		if o, ok := kumaOrder[typ]; ok {
+			return o
+		}
+		return math.MaxInt
+	}
+	sort.Slice(appliers, func(i, j int) bool {
+		oi, oj := order(appliers[i].typ), order(appliers[j].typ)
+		return oi < oj || (oi == oj && appliers[i].typ < appliers[j].typ)
+	})
 }
 
 // typesWith lists the types whose applier has the function f selects.
