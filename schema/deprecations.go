@@ -70,7 +70,7 @@ func deprecations(typ string, m map[string]any) []issue {
 			for i, raw := range listOf(spec, pos) {
 				it, _ := raw.(map[string]any)
 				o := mapOf(mapOf(mapOf(mapOf(it, "default"), "local"), "http"), "onRateLimit")
-				if n, ok := number(o, "status"); ok && n > 0 && n < 400 {
+				if n, ok := numberOf(o, "status"); ok && n > 0 && n < 400 {
 					add(fmt.Sprintf("/spec/%s/%d/default/local/http/onRateLimit/status", pos, i), "a rate limit status below 400 is deprecated in Kuma 2.x",
 						"answer those over the limit with 400 or higher, such as 429")
 				}

@@ -1,7 +1,6 @@
 package schema
 
 import (
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -32,7 +31,7 @@ type HealthCheck struct {
 	InitialJitter                *Duration        `json:"initialJitter,omitempty"`
 	IntervalJitter               *Duration        `json:"intervalJitter,omitempty"`
 	IntervalJitterPercent        *uint32          `json:"intervalJitterPercent,omitempty"`
-	HealthyPanicThreshold        *Percent         `json:"healthyPanicThreshold,omitempty"`
+	HealthyPanicThreshold        *Number          `json:"healthyPanicThreshold,omitempty"`
 	FailTrafficOnPanic           *bool            `json:"failTrafficOnPanic,omitempty"`
 	EventLogPath                 *string          `json:"eventLogPath,omitempty"`
 	AlwaysLogHealthCheckFailures *bool            `json:"alwaysLogHealthCheckFailures,omitempty"`
@@ -79,24 +78,6 @@ type NameValue struct {
 	Value string `json:"value"`
 }
 
-// Percent is a percentage written as Kuma writes one: an integer, or a
-// decimal in a string ("62.5").
-type Percent struct{ Value float64 }
-
-// UnmarshalJSON reads an integer or a string holding a number.
-func (p *Percent) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		p.Value = v
-		return err
-	}
-	return json.Unmarshal(b, &p.Value)
-}
-
-// MarshalJSON writes the percentage as a number.
-func (p Percent) MarshalJSON() ([]byte, error) { return json.Marshal(p.Value) }
-
 // Kuma's defaults for what a MeshHealthCheck that applies leaves unset.
 const (
 	DefaultHealthCheckInterval = time.Minute
@@ -133,13 +114,13 @@ func (d *decoder) positiveDuration(ptr string, conf map[string]any, field string
 // positiveCount checks an integer field of conf that must be above zero
 // when set.
 func (d *decoder) positiveCount(ptr string, conf map[string]any, field, hint string) {
-	if n, ok := number(conf, field); ok && n <= 0 {
+	if n, ok := numberOf(conf, field); ok && n <= 0 {
 		d.add(ptr+"/"+field, CodeOutOfRange, hint, "must be greater than zero when defined")
 	}
 }
 
-// number is the numeric field of m, and whether it is one.
-func number(m map[string]any, k string) (float64, bool) {
+// numberOf is the numeric field of m, and whether it is one.
+func numberOf(m map[string]any, k string) (float64, bool) {
 	switch n := m[k].(type) {
 	case int64:
 		return float64(n), true
@@ -157,7 +138,7 @@ func checkHealthCheck(d *decoder, ptr string, conf map[string]any, _ ConfPositio
 	}
 	d.positiveCount(ptr, conf, "unhealthyThreshold", "count at least one failed check")
 	d.positiveCount(ptr, conf, "healthyThreshold", "count at least one passed check")
-	if n, ok := number(conf, "intervalJitterPercent"); ok && (n < 0 || n > 100) {
+	if n, ok := numberOf(conf, "intervalJitterPercent"); ok && (n < 0 || n > 100) {
 		d.add(ptr+"/intervalJitterPercent", CodeOutOfRange, "write a percentage from 0 to 100", "must be in inclusive range [0, 100]")
 	}
 	d.percent(ptr, conf, "healthyPanicThreshold")
@@ -197,27 +178,14 @@ func checkHealthCheck(d *decoder, ptr string, conf map[string]any, _ ConfPositio
 	}
 }
 
-// percent checks a percentage field: an integer, or a string holding a
-// decimal, from 0 to 100.
+// percent checks a percentage field written as a decimal string (the
+// schema bounds an integer and the string's form): from 0 to 100.
 func (d *decoder) percent(ptr string, conf map[string]any, field string) {
-	v, ok := conf[field]
+	s, ok := conf[field].(string)
 	if !ok {
 		return
 	}
-	var f float64
-	switch n := v.(type) {
-	case int64:
-		f = float64(n)
-	case string:
-		var err error
-		if f, err = strconv.ParseFloat(strings.TrimSpace(n), 64); err != nil {
-			d.add(ptr+"/"+field, CodeInvalidValue, "write a number such as 50 or \"62.5\"", "string must be a valid number")
-			return
-		}
-	default:
-		return // the schema reports the type
-	}
-	if f < 0 || f > 100 {
+	if f, err := strconv.ParseFloat(s, 64); err == nil && (f < 0 || f > 100) {
 		d.add(ptr+"/"+field, CodeOutOfRange, "write a percentage from 0 to 100", "must be in inclusive range [0.0, 100.0]")
 	}
 }

@@ -98,7 +98,7 @@ func checkRateLimit(d *decoder, ptr string, conf map[string]any, _ ConfPosition,
 				d.rate(hp+"/requestRate", mapOf(h, "requestRate"), "requests")
 			}
 			if o := mapOf(h, "onRateLimit"); o != nil {
-				if n, ok := number(o, "status"); ok {
+				if n, ok := numberOf(o, "status"); ok {
 					switch {
 					case n <= 0:
 						d.add(hp+"/onRateLimit/status", CodeOutOfRange, "answer with a status such as 429", "must be greater than 0")
@@ -129,7 +129,7 @@ func (d *decoder) rate(ptr string, m map[string]any, what string) {
 	if m == nil {
 		return // the schema reports the type
 	}
-	if n, ok := number(m, "num"); ok && n <= 0 {
+	if n, ok := numberOf(m, "num"); ok && n <= 0 {
 		d.add(ptr+"/num", CodeOutOfRange, "allow at least one of the "+what+" per interval", "must be greater than 0")
 	}
 	v, ok := m["interval"]

@@ -134,8 +134,21 @@ func (idx *Index) affected(c Change, skip map[string]map[string]bool) []string {
 			continue
 		}
 		for _, dp := range mi.dataplanes {
-			if p.TargetRef.SelectsClient(dp) {
-				add(dp)
+			if !p.TargetRef.SelectsClient(dp) {
+				continue
+			}
+			add(dp)
+			if len(p.From)+len(p.Rules) == 0 {
+				continue
+			}
+			// What the inbounds of a service get, their gRPC callers may
+			// run (MeshFaultInjection).
+			for _, in := range dp.Inbound {
+				if s := mi.services[in.Service()]; s != nil {
+					for _, c := range s.consumers {
+						add(c)
+					}
+				}
 			}
 		}
 		// Whether it names a gRPC service decides whether Envoy routes that

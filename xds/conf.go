@@ -22,12 +22,12 @@ import (
 type confIndex struct {
 	byType map[string][]*schema.ConfPolicy
 	// clusters memoises cluster variants by name, flavour and the policies
-	// that make them.
-	clusters *sync.Map
+	// that make them; faults the faults gRPC clients of each service run.
+	clusters, faults *sync.Map
 }
 
 func newConfIndex(set *schema.Set, mesh string) confIndex {
-	ci := confIndex{clusters: new(sync.Map)}
+	ci := confIndex{clusters: new(sync.Map), faults: new(sync.Map)}
 	for _, typ := range schema.ConfKinds() {
 		if ps := set.PoliciesOfType(typ, mesh); len(ps) > 0 {
 			if ci.byType == nil {

@@ -436,6 +436,72 @@ spec:
 	d.noNACKs(ctx)
 }
 
+// A MeshFaultInjection on a service's inbounds is, for proxyless gRPC, a
+// fault filter on its callers' client listeners (gRFC A33; a gRPC server
+// cannot run one): with an abort of 50 %, about half of 1,000 calls fail
+// with the status the HTTP 503 maps to, UNAVAILABLE, and none otherwise.
+func TestGRPCDataPlaneMeshFaultInjection(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lis := listen(t)
+	d := newDataPlane(ctx, t, fmt.Sprintf(`
+type: Dataplane
+mesh: default
+name: backend-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: %d
+      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
+---
+type: Dataplane
+mesh: default
+name: web-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: 1
+      tags: {kuma.io/service: web}
+  outbound:
+    - port: 10001
+      tags: {kuma.io/service: backend}
+---
+type: MeshFaultInjection
+name: half-fails
+mesh: default
+spec:
+  targetRef: {kind: MeshService, name: backend}
+  from:
+    - targetRef: {kind: Mesh}
+      default:
+        http:
+          - abort: {httpStatus: 503, percentage: 50}
+`, port(lis)))
+	d.serve(ctx, "default.backend-1", lis)
+	cc := d.dial("default.web-1", "backend")
+	// Until the client has its resources, calls fail for another reason.
+	d.waitFor(ctx, cc, codes.OK)
+	client := healthpb.NewHealthClient(cc)
+	failed := 0
+	for range 1000 {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := client.Check(cctx, &healthpb.HealthCheckRequest{})
+		ccancel()
+		switch status.Code(err) {
+		case codes.OK:
+		case codes.Unavailable:
+			failed++
+		default:
+			t.Fatalf("a call failed with %v, want OK or UNAVAILABLE", err)
+		}
+	}
+	if failed < 450 || failed > 550 {
+		t.Errorf("%d of 1,000 calls failed, want about half (450 to 550)", failed)
+	}
+	d.noNACKs(ctx)
+}
+
 // Proxyless gRPC has no active health checks and no rate limit filter: a
 // gRPC-Go client and server given a MeshHealthCheck and a MeshRateLimit of
 // one request per 10 s accept their resources (nothing gRPC would reject

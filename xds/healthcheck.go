@@ -72,7 +72,7 @@ func panicThreshold(cl *clusterv3.Cluster, hc *schema.HealthCheck) {
 		cl.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
 	}
 	if p := hc.HealthyPanicThreshold; p != nil {
-		cl.CommonLbConfig.HealthyPanicThreshold = &typev3.Percent{Value: p.Value}
+		cl.CommonLbConfig.HealthyPanicThreshold = &typev3.Percent{Value: float64(*p)}
 	}
 	f := hc.FailTrafficOnPanic
 	if f == nil || cl.CommonLbConfig.GetLocalityWeightedLbConfig() != nil {

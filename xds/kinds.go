@@ -89,15 +89,20 @@ type confApplier struct {
 // MeshCircuitBreaker's panic threshold) the one Kuma applies last wins.
 var appliers []*confApplier
 
-// kumaOrder is each kind's `+kuma:policy:order` in Kuma 2.14; a kind
-// without one runs after them, by type.
+// kumaOrder is each kind's `+kuma:policy:order` in Kuma 2.14 (the kinds
+// gitmesh does not have yet included); a kind without one runs after them,
+// by type.
 var kumaOrder = map[string]int{
 	schema.TypeMeshLoadBalancingStrategy: 400,
+	"MeshAccessLog":                      600,
+	"MeshTrace":                          700,
+	schema.TypeMeshFaultInjection:        800,
 	schema.TypeMeshRateLimit:             900,
 	schema.TypeMeshTimeout:               1000,
 	schema.TypeMeshHealthCheck:           1200,
 	schema.TypeMeshCircuitBreaker:        1300,
 	schema.TypeMeshRetry:                 1400,
+	"MeshMetric":                         1500,
 }
 
 func registerApplier(a *confApplier) {

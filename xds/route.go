@@ -151,6 +151,11 @@ func (mi *meshIndex) routesFor(dp *schema.Dataplane, s *service) (*routed, error
 	confFound := false
 	if !ci.none() {
 		key, confFound = ci.toKey(key, dp, s.name, outboundTypes()...)
+		if cf, err := mi.clientFaults(s); err != nil {
+			return nil, err
+		} else if cf != nil {
+			confFound = true // the same for every client: s is in the key
+		}
 	}
 	if !found && !confFound {
 		return nil, nil
@@ -285,6 +290,16 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 		}
 		if err := edit.apply(oc); err != nil {
 			return fr, err
+		}
+		if flavor == FlavorGRPC {
+			cf, err := mi.clientFaults(s)
+			if err != nil {
+				return fr, err
+			}
+			if cf != nil {
+				edit.grpcFilters = append(edit.grpcFilters, cf.filters...)
+				edit.notes = append(edit.notes, cf.notes...)
+			}
 		}
 		fr.unsupported = append(fr.unsupported, edit.notes...)
 		if edit.hcm != nil {
