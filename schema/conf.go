@@ -247,6 +247,17 @@ type confEntry struct {
 }
 
 func mergeEntries(es []confEntry) Conf {
+	sortConfEntries(es)
+	out := Conf{}
+	for _, e := range es {
+		out.Values = MergePatch(out.Values, e.item.Default)
+		out.From = append(out.From, ConfSource{Policy: e.p, Item: e.item.Pointer, Line: e.item.Line})
+	}
+	return out
+}
+
+// sortConfEntries puts es in merge order: the least specific first.
+func sortConfEntries(es []confEntry) {
 	slices.SortStableFunc(es, func(a, b confEntry) int {
 		pa, pb := a.p.PolicyMeta, b.p.PolicyMeta
 		pa.Name, pb.Name = "", ""
@@ -258,12 +269,6 @@ func mergeEntries(es []confEntry) Conf {
 		}
 		return strings.Compare(b.p.Name, a.p.Name)
 	})
-	out := Conf{}
-	for _, e := range es {
-		out.Values = MergePatch(out.Values, e.item.Default)
-		out.From = append(out.From, ConfSource{Policy: e.p, Item: e.item.Pointer, Line: e.item.Line})
-	}
-	return out
 }
 
 // ToConf merges the to[] items of the policies (a mesh's, of one type)
@@ -289,7 +294,7 @@ func ToConf(policies []*ConfPolicy, dp *Dataplane, service string) Conf {
 // mesh's, of one type) that select the inbound and apply to every client:
 // from[] items of kind Mesh and rules[] items without matches. Items for
 // some clients only are left out: an inbound's listener is one for all of
-// them (FromConfPerClient lists them).
+// them (FromItems lists them, for kinds whose items fire on their own).
 func FromConf(policies []*ConfPolicy, dp *Dataplane, i int) Conf {
 	var es []confEntry
 	for _, p := range policies {
@@ -308,6 +313,61 @@ func FromConf(policies []*ConfPolicy, dp *Dataplane, i int) Conf {
 		}
 	}
 	return mergeEntries(es)
+}
+
+// FromItem is one item that applies to an inbound, with its policy.
+type FromItem struct {
+	Policy *ConfPolicy
+	Item   *ConfItem
+	// Match is the one client match of the item this entry stands for
+	// (an item with several matches gives one entry per match); nil for
+	// an item that applies to every client.
+	Match *SpiffeMatch
+}
+
+// FromItems lists, for inbound i of dp, the from[] items of kind Mesh and
+// the rules[] items of the policies that select the inbound, each on its
+// own (not merged), for a kind whose items fire independently
+// (MeshAccessLog logs to every item's backends). They are in Kuma's
+// order: by policy as a merge orders them, then the items with an Exact
+// client match first, then those with a Prefix match, then those for
+// every client.
+func FromItems(policies []*ConfPolicy, dp *Dataplane, i int) []FromItem {
+	var es []confEntry
+	for _, p := range policies {
+		if !p.TargetRef.SelectsInbound(dp, i) {
+			continue
+		}
+		for j := range p.From {
+			if p.From[j].TargetRef.Kind == KindMesh {
+				es = append(es, confEntry{p, &p.From[j]})
+			}
+		}
+		for j := range p.Rules {
+			es = append(es, confEntry{p, &p.Rules[j]})
+		}
+	}
+	sortConfEntries(es)
+	var out []FromItem
+	for _, e := range es {
+		if len(e.item.Matches) == 0 {
+			out = append(out, FromItem{Policy: e.p, Item: e.item})
+		}
+		for k := range e.item.Matches {
+			out = append(out, FromItem{Policy: e.p, Item: e.item, Match: &e.item.Matches[k]})
+		}
+	}
+	score := func(it FromItem) int {
+		switch {
+		case it.Match == nil:
+			return 2
+		case it.Match.Prefix:
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(out, func(a, b FromItem) int { return score(a) - score(b) })
+	return out
 }
 
 // ProxyConf merges the spec.default of the policies (a mesh's, of one

@@ -12,6 +12,9 @@ type DataplanePolicies struct {
 	Dataplane string             `json:"dataplane"` // MESH/NAME
 	Inbounds  []InboundPolicies  `json:"inbounds"`
 	Outbounds []OutboundPolicies `json:"outbounds,omitempty"`
+	// Proxy are the merged conf policies of the proxy as a whole
+	// (MeshTrace, MeshMetric).
+	Proxy []ConfSummary `json:"proxy,omitempty"`
 }
 
 // InboundPolicies is what decides who may reach one inbound.
@@ -120,7 +123,8 @@ func refOf(typ string, name string, o Origin) PolicyRef {
 
 // PoliciesOf lists the policies affecting dp, a dataplane of s.
 func (s *Set) PoliciesOf(dp *Dataplane) DataplanePolicies {
-	out := DataplanePolicies{Dataplane: dp.NodeID().Ref()}
+	out := DataplanePolicies{Dataplane: dp.NodeID().Ref(),
+		Proxy: confSummaries(func(typ string) Conf { return ProxyConf(s.PoliciesOfType(typ, dp.Mesh), dp) })}
 	m := s.Mesh(dp.Mesh)
 	mtps := s.MeshTrafficPermissionsIn(dp.Mesh)
 	for i, in := range dp.Inbound {

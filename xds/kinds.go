@@ -9,7 +9,14 @@ package xds
 //     the HTTP connection manager or tcp_proxy of an Envoy outbound, the
 //     HTTP filters of a gRPC client;
 //   - inbound: one inbound's listener (its from[] and rules[] items that
-//     apply to every client).
+//     apply to every client);
+//   - proxy: the whole proxy once its inbounds and outbounds are made, given
+//     the mesh's policies of the kind (none, for what a Mesh's own sections
+//     configure): every HTTP connection manager and tcp_proxy of the proxy,
+//     each its own copy to edit, and the clusters and listeners it adds.
+//     What depends on the proxy itself (its address, its service, the
+//     collector cluster every filter names) belongs here, not in the
+//     outbound values the proxies of an Index share.
 //
 // Each says what its flavour cannot apply in notes, which become the
 // proxy's unsupported list.
@@ -78,6 +85,7 @@ type confApplier struct {
 	cluster  func(e *clusterEdit, c schema.Conf) error
 	outbound func(e *outboundEdit, c schema.Conf) error
 	inbound  func(e *inboundEdit, c schema.Conf) error
+	proxy    func(e *proxyEdit, policies []*schema.ConfPolicy) error
 	// h2 says whether a to[] item (its default) needs the cluster of a
 	// gRPC service it names to speak HTTP/2 on Envoy; outbound kinds
 	// always do.
@@ -89,20 +97,19 @@ type confApplier struct {
 // MeshCircuitBreaker's panic threshold) the one Kuma applies last wins.
 var appliers []*confApplier
 
-// kumaOrder is each kind's `+kuma:policy:order` in Kuma 2.14 (the kinds
-// gitmesh does not have yet included); a kind without one runs after them,
-// by type.
+// kumaOrder is each kind's `+kuma:policy:order` in Kuma 2.14; a kind
+// without one runs after them, by type.
 var kumaOrder = map[string]int{
 	schema.TypeMeshLoadBalancingStrategy: 400,
-	"MeshAccessLog":                      600,
-	"MeshTrace":                          700,
+	schema.TypeMeshAccessLog:             600,
+	schema.TypeMeshTrace:                 700,
 	schema.TypeMeshFaultInjection:        800,
 	schema.TypeMeshRateLimit:             900,
 	schema.TypeMeshTimeout:               1000,
 	schema.TypeMeshHealthCheck:           1200,
 	schema.TypeMeshCircuitBreaker:        1300,
 	schema.TypeMeshRetry:                 1400,
-	"MeshMetric":                         1500,
+	schema.TypeMeshMetric:                1500,
 }
 
 func registerApplier(a *confApplier) {

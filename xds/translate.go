@@ -113,6 +113,9 @@ func (b *builder) proxy(idx *Index, dp *schema.Dataplane, opts Options) (*Proxy,
 			return nil, fmt.Errorf("translate %s: %w", node, err)
 		}
 	}
+	if err := rs.applyProxy(mi, dp, flavor); err != nil {
+		return nil, fmt.Errorf("translate %s: %w", node, err)
+	}
 	p.Resources, p.typed, p.Unsupported = rs.sorted(), rs.typed, rs.unsupported
 	if p.MTLS {
 		p.Identities = identities(dp)

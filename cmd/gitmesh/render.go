@@ -139,6 +139,10 @@ func writePolicies(w io.Writer, dp schema.DataplanePolicies, format xds.Format) 
 			}
 		}
 	}
+	if len(dp.Proxy) > 0 {
+		b.WriteString("  proxy\n")
+		confs(dp.Proxy)
+	}
 	for _, in := range dp.Inbounds {
 		fmt.Fprintf(&b, "  inbound %s (service %s)\n", in.Inbound, in.Service)
 		fmt.Fprintf(&b, "    permissions: %s\n", in.Permissions)

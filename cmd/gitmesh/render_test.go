@@ -180,6 +180,21 @@ spec:
         - matches: [{path: {type: PathPrefix, value: /v2}}]
           default:
             backendRefs: [{kind: MeshServiceSubset, name: api, tags: {version: v2}, weight: 3}]
+`, "conf.yaml": `type: MeshTimeout
+name: web-timeouts
+mesh: prod
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshService, name: api}
+      default: {http: {requestTimeout: 2s}}
+---
+type: MeshTrace
+name: traces
+mesh: prod
+spec:
+  default:
+    backends: [{type: Zipkin, zipkin: {url: "http://zipkin:9411/api/v2/spans"}}]
 `})
 	code, out, errs := runRenderCmd(t, "--dataplane", "prod/web-1", "--policies", dir)
 	if code != exitOK {
@@ -190,6 +205,9 @@ spec:
 		"MeshHTTPRoute api-split  routes.yaml:1",
 		`route "PathPrefix /v2" -> MeshServiceSubset(api){version=v2} weight 3  by api-split /spec/to/0/rules/0  routes.yaml:9`,
 		`route "PathPrefix /" -> MeshService(api) weight 1  (catch-all: the service itself)`,
+		`MeshTimeout {"http":{"requestTimeout":"2s"}}`,
+		"from web-timeouts /spec/to/0  conf.yaml:7",
+		"  proxy\n      MeshTrace {",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -16,9 +16,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 
 	"github.com/gitmesh/gitmesh/examples/bookinfo/app"
@@ -45,6 +47,13 @@ func echoService(ctx context.Context, log *slog.Logger, o app.Options) error {
 		if err := stream.RecvMsg(&req); err != nil {
 			return err
 		}
+		if strings.HasSuffix(method, "/Slow") {
+			select { // a method that answers a second late
+			case <-time.After(time.Second):
+			case <-stream.Context().Done():
+				return stream.Context().Err()
+			}
+		}
 		return stream.SendMsg(&app.Reply{Service: "echo", Version: o.Version, Body: method, User: app.EndUser(stream.Context())})
 	}))
 	if err != nil {
@@ -63,6 +72,16 @@ func echoService(ctx context.Context, log *slog.Logger, o app.Options) error {
 		return err
 	}
 	return nil
+}
+
+// resiliencePolicy is a policy of examples/bookinfo/resilience.
+func resiliencePolicy(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("../../examples/bookinfo/resilience", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // bookinfoRoute is a MeshHTTPRoute of examples/bookinfo/routes.
@@ -313,6 +332,54 @@ func TestBookinfoRoutes(t *testing.T) {
 	pollPages(t, httpAddr, "every page on reviews v3", "", 30, func(v string) bool { return v == "v3" })
 	if got := countPages(t, httpAddr, "", 200); got["v3"] != 200 {
 		t.Errorf("200 pages with weights 0, 0, 100: %v, want all v3", got)
+	}
+
+	// (f) A MeshFaultInjection on ratings: about half of the pages' calls
+	// to ratings (made by reviews v3) fail with UNAVAILABLE.
+	faults := push("ratings aborts half its calls", map[string]string{
+		"policies/resilience/ratings-faults.yaml": resiliencePolicy(t, "ratings-aborts.yaml")})
+	waitApplied(faults)
+	ratings := func(n int) map[string]int {
+		got := map[string]int{}
+		for range n {
+			rep, err := pr.call("productpage", app.Method, "")
+			switch {
+			case err != nil:
+				got[err.Error()]++
+			case len(rep.Calls) < 2 || !rep.Calls[1].OK || len(rep.Calls[1].Reply.Calls) == 0:
+				got[fmt.Sprintf("reviews %+v", rep.Calls)]++
+			default:
+				got[rep.Calls[1].Reply.Calls[0].Code]++
+			}
+		}
+		return got
+	}
+	pollCall(t, "ratings failing some calls", func() bool { return ratings(20)["Unavailable"] > 0 })
+	if got := ratings(400); got["Unavailable"] < 140 || got["Unavailable"] > 260 || got["OK"]+got["Unavailable"] != 400 {
+		t.Errorf("400 pages with ratings aborting 50%%: calls to ratings ended %v, want about half Unavailable", got)
+	}
+
+	// (g) A MeshTimeout of 200ms on the probe's calls to echo: a method
+	// that answers a second late fails with DEADLINE_EXCEEDED, well before.
+	timeout := push("The probe waits 200ms for echo", map[string]string{"policies/resilience/probe-timeout.yaml": `type: MeshTimeout
+name: probe-to-echo
+mesh: bookinfo
+spec:
+  targetRef: {kind: MeshService, name: probe}
+  to:
+    - targetRef: {kind: MeshService, name: echo}
+      default:
+        http: {requestTimeout: 200ms}
+`})
+	waitApplied(timeout)
+	slow := func() (time.Duration, error) {
+		start := time.Now()
+		_, err := pr.call("echo", "/gitmesh.test.Stable/Slow", "")
+		return time.Since(start), err
+	}
+	pollCall(t, "the probe's timeout on echo", func() bool { _, err := slow(); return status.Code(err) == codes.DeadlineExceeded })
+	if took, err := slow(); status.Code(err) != codes.DeadlineExceeded || took > 700*time.Millisecond {
+		t.Errorf("a call answered after 1s with a 200ms MeshTimeout: %v after %v", err, took)
 	}
 
 	// (e) Nobody NACKed anything along the way.

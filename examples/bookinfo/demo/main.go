@@ -1,13 +1,19 @@
 // Command demo shows bookinfo following commits: it makes a git repository
 // of examples/bookinfo/policies, runs `gitmesh serve` on it, and starts the
 // six bookinfo processes as proxyless gRPC applications (each with `gitmesh
-// certs` and a `gitmesh bootstrap --grpc` bootstrap). Then two acts:
+// certs` and a `gitmesh bootstrap --grpc` bootstrap). Then three acts:
 //
 //   - Routing: it commits the MeshHTTPRoutes of examples/bookinfo/routes one
 //     after the other (reviews v1 90% and v2 10%, then half and half, then v3
 //     only, then the end user jason to v3 and everyone else 90/10), and
 //     after each prints which reviews version answered how many of the
 //     pages productpage served.
+//   - Resilience: with every page on reviews v3 (which calls ratings), it
+//     commits the policies of examples/bookinfo/resilience one after the
+//     other (ratings aborting half its calls, reviews retrying them,
+//     ratings answering 2 s late, reviews giving up after 300 ms), and after
+//     each prints how the pages' calls to ratings ended and how long a page
+//     took.
 //   - Permissions: it prints a line per page while it commits a change, an
 //     invalid commit, a rollback and a resume.
 //
@@ -130,6 +136,9 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.routing(ctx); err != nil {
 		return err
 	}
+	if err := d.resilience(ctx); err != nil {
+		return err
+	}
 
 	d.say("Permissions. Every line below is one page of productpage (http://%s/)", pageAddress)
 	watch, stopWatch := context.WithCancel(ctx)
@@ -227,6 +236,127 @@ func (d *demo) routing(ctx context.Context) error {
 			}
 		}
 	}
+	return nil
+}
+
+// resilienceSteps are the resilience act: each puts a policy of
+// examples/bookinfo/resilience in the repository (as file) and takes the
+// files of drop out.
+var resilienceSteps = []struct {
+	say, file, as string
+	drop          []string
+	// after explains what the pages show.
+	after string
+}{
+	{"Commit a MeshFaultInjection: ratings aborts half of its calls (HTTP 503, gRPC UNAVAILABLE)", "ratings-aborts.yaml", "ratings-faults.yaml", nil, ""},
+	{"Commit a MeshRetry: reviews retries a call to ratings that fails with UNAVAILABLE, up to 3 times", "reviews-retries.yaml", "reviews-retries.yaml", nil,
+		"A gRPC server cannot inject faults, so reviews' gRPC client injects them for ratings (gRFC A33), before its retries:\n" +
+			"  the retries do not absorb an injected abort here. (An Envoy sidecar injects them on ratings' inbound, where they are retried.)"},
+	{"Commit: ratings answers 2 s late instead (and reviews' retries go)", "ratings-delays.yaml", "ratings-faults.yaml", []string{"reviews-retries.yaml"},
+		"productpage gives up on reviews after 1 s."},
+	{"Commit a MeshTimeout: reviews gives up on ratings after 300 ms", "reviews-timeout.yaml", "reviews-timeout.yaml", nil,
+		"The injected delay comes before the deadline the route sets, in gRPC as for the retries: the timeout does not cut it short.\n" +
+			"  (On Envoy, the delay is ratings' and the 300 ms are reviews': the call would fail at 300 ms.)"},
+}
+
+// resilience runs the resilience act: every page on reviews v3, then each
+// of resilienceSteps, printing after each how the calls to ratings ended.
+func (d *demo) resilience(ctx context.Context) error {
+	d.say("Resilience. Every page on reviews v3, which calls ratings")
+	write := func(src, dst string) error {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o644)
+	}
+	apply := func(msg string) error {
+		if err := d.commit(msg, "add", "-A"); err != nil {
+			return err
+		}
+		head, err := d.head()
+		if err != nil {
+			return err
+		}
+		return d.waitApplied(ctx, head)
+	}
+	if err := write("examples/bookinfo/routes/v3-only.yaml", filepath.Join(d.repo, "policies/routes/reviews.yaml")); err != nil {
+		return err
+	}
+	if err := apply("Route reviews: v3 only"); err != nil {
+		return err
+	}
+	if err := d.ratings(ctx); err != nil {
+		return err
+	}
+	dir := filepath.Join(d.repo, "policies/resilience")
+	for _, s := range resilienceSteps {
+		d.say("%s", s.say)
+		for _, f := range s.drop {
+			if err := os.Remove(filepath.Join(dir, f)); err != nil {
+				return err
+			}
+		}
+		if err := write(filepath.Join("examples/bookinfo/resilience", s.file), filepath.Join(dir, s.as)); err != nil {
+			return err
+		}
+		if err := apply("Resilience: " + strings.TrimSuffix(s.file, ".yaml")); err != nil {
+			return err
+		}
+		if err := d.ratings(ctx); err != nil {
+			return err
+		}
+		if s.after != "" {
+			fmt.Println("  " + s.after)
+		}
+	}
+	// The permissions act starts from the branch without these.
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return apply("Resilience: done")
+}
+
+// ratings loads d.pages/4 pages and prints, in one line, how their calls
+// to ratings ended and how long a page took on average.
+func (d *demo) ratings(ctx context.Context) error {
+	n := max(d.pages/4, 1)
+	count := map[string]int{}
+	var total time.Duration
+	for range n {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		start := time.Now()
+		p, err := page("")
+		total += time.Since(start)
+		switch {
+		case err != nil:
+			count["no page"]++
+		case len(p.Calls) < 2 || !p.Calls[1].OK:
+			count["reviews failed"]++
+		case len(p.Calls[1].Reply.Calls) == 0:
+			count["no call to ratings"]++
+		case p.Calls[1].Reply.Calls[0].OK:
+			count["stars"]++
+		default:
+			count["ratings "+p.Calls[1].Reply.Calls[0].Code]++
+		}
+	}
+	line := fmt.Sprintf("  %d pages:", n)
+	for _, k := range []string{"stars", "ratings Unavailable", "ratings DeadlineExceeded", "no call to ratings", "reviews failed", "no page"} {
+		if c, ok := count[k]; ok || k == "stars" {
+			line += fmt.Sprintf("  %s %5.1f%%", k, float64(c)*100/float64(n))
+			delete(count, k)
+		}
+	}
+	for k, c := range count {
+		line += fmt.Sprintf("  %s %5.1f%%", k, float64(c)*100/float64(n))
+	}
+	fmt.Printf("%s   %v a page\n", line, (total / time.Duration(n)).Round(time.Millisecond))
 	return nil
 }
 
