@@ -207,6 +207,28 @@ spec:
   rules:
     - default: {idleTimeout: 30m}
 `)},
+	"policies/health.yaml": {Data: []byte(`type: MeshHealthCheck
+mesh: default
+name: web-checks
+spec:
+  targetRef: {kind: MeshService, name: web}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      default:
+        interval: 10s
+        healthyPanicThreshold: "62.5"
+        http: {path: /health, expectedStatuses: [200]}
+`)},
+	"policies/ratelimits.yaml": {Data: []byte(`type: MeshRateLimit
+mesh: default
+name: redis-limits
+spec:
+  targetRef: {kind: MeshService, name: redis}
+  rules:
+    - default:
+        local:
+          tcp: {connectionRate: {num: 50, interval: 1s}}
+`)},
 	"permissions/to-redis.yaml": {Data: []byte(`# Kuma 0.2 form with two rules
 type: TrafficPermission
 mesh: default
@@ -256,6 +278,10 @@ func TestResourcesGolden(t *testing.T) {
 		{"/meshes/payments/meshhttproutes", "meshhttproutes-payments.json"},
 		{"/meshes/default/meshtimeouts", "meshtimeouts-default.json"},
 		{"/meshes/default/meshtimeouts/web-timeouts", "meshtimeout-web-timeouts.json"},
+		{"/meshes/default/meshhealthchecks", "meshhealthchecks-default.json"},
+		{"/meshes/default/meshhealthchecks/web-checks", "meshhealthcheck-web-checks.json"},
+		{"/meshes/default/meshratelimits", "meshratelimits-default.json"},
+		{"/meshes/default/meshratelimits/redis-limits", "meshratelimit-redis-limits.json"},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			r := get(t, base+tc.path)

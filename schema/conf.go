@@ -60,6 +60,16 @@ type confKind struct {
 	// warn lists what of a conf has no effect in gitmesh (a no-effect
 	// warning each, at the conf's field).
 	warn func(conf map[string]any) []confWarning
+	// defaultRequired says that an item without `default` is checked as
+	// one with an empty default (Kuma reads it as an empty conf, which its
+	// rules then refuse).
+	defaultRequired bool
+	// checkSpec, when set, checks the rules of the whole spec (raw, as
+	// written) that its items alone cannot state.
+	checkSpec func(d *decoder, spec map[string]any, p *ConfPolicy)
+	// warnPolicy, when set, adds the kind's warnings about a policy of the
+	// set as a whole.
+	warnPolicy func(c *routeChecker, e *entry)
 }
 
 // confWarning is a no-effect warning on a field of a conf.
@@ -165,6 +175,8 @@ func decodeConfPolicy(k *confKind, m map[string]any) (*ConfPolicy, []issue) {
 			it.Default = mapOf(im, "default")
 			if it.Default != nil {
 				k.check(d, ptr+"/default", it.Default, pos, p.TargetRef)
+			} else if k.defaultRequired {
+				k.check(d, ptr+"/default", map[string]any{}, pos, p.TargetRef)
 			}
 			out = append(out, it)
 		}
@@ -176,6 +188,9 @@ func decodeConfPolicy(k *confKind, m map[string]any) (*ConfPolicy, []issue) {
 		p.Rules = items(PosRules, rules, nil)
 	} else if len(rules) > 0 {
 		d.add("/spec/rules", CodeInvalidValue, k.typ+" has no `rules`", "`rules` must not be defined")
+	}
+	if k.checkSpec != nil && spec != nil {
+		k.checkSpec(d, spec, p)
 	}
 	return p, d.issues
 }
@@ -425,6 +440,9 @@ func (c *routeChecker) confPolicy(e *entry) {
 				}
 			}
 		}
+	}
+	if k.warnPolicy != nil {
+		k.warnPolicy(c, e)
 	}
 	if k.grpcDrops == nil {
 		return

@@ -53,6 +53,29 @@ func deprecations(typ string, m map[string]any) []issue {
 			add("/metrics/prometheus", "metrics.prometheus is the Kuma 0.x shape",
 				"write `metrics: {enabledBackend: prometheus-1, backends: [{name: prometheus-1, type: prometheus, conf: {...}}]}`")
 		}
+	case TypeMeshHealthCheck:
+		for i, raw := range listOf(mapOf(m, "spec"), "to") {
+			it, _ := raw.(map[string]any)
+			if _, ok := mapOf(it, "default")["healthyPanicThreshold"]; ok {
+				add(fmt.Sprintf("/spec/to/%d/default/healthyPanicThreshold", i), "healthyPanicThreshold of MeshHealthCheck is deprecated in Kuma 2.x",
+					"set `outlierDetection.healthyPanicThreshold` in a MeshCircuitBreaker, where Kuma has moved it")
+			}
+		}
+	case TypeMeshRateLimit:
+		spec := mapOf(m, "spec")
+		if _, ok := spec["from"]; ok {
+			add("/spec/from", "from[] of MeshRateLimit is deprecated in Kuma 2.x", "write the items as `rules: [{default: ...}]`")
+		}
+		for _, pos := range []string{"from", "rules", "to"} {
+			for i, raw := range listOf(spec, pos) {
+				it, _ := raw.(map[string]any)
+				o := mapOf(mapOf(mapOf(mapOf(it, "default"), "local"), "http"), "onRateLimit")
+				if n, ok := numberOf(o, "status"); ok && n > 0 && n < 400 {
+					add(fmt.Sprintf("/spec/%s/%d/default/local/http/onRateLimit/status", pos, i), "a rate limit status below 400 is deprecated in Kuma 2.x",
+						"answer those over the limit with 400 or higher, such as 429")
+				}
+			}
+		}
 	case TypeDataplane:
 		nw := mapOf(m, "networking")
 		for i, raw := range listOf(nw, "inbound") {

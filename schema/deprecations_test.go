@@ -48,3 +48,43 @@ rules:
 		}
 	}
 }
+
+// Kuma 2.x's own deprecations of MeshHealthCheck and MeshRateLimit: the
+// panic threshold (moved to MeshCircuitBreaker), from[] (now rules[]) and
+// a rate limit status below 400.
+func TestConfDeprecations(t *testing.T) {
+	tree := fstest.MapFS{"p.yaml": {Data: []byte(`type: MeshHealthCheck
+name: hc
+spec:
+  to:
+    - targetRef: {kind: Mesh}
+      default: {healthyPanicThreshold: 40, tcp: {}}
+---
+type: MeshRateLimit
+name: rl
+spec:
+  targetRef: {kind: Mesh, proxyTypes: [Sidecar]}
+  from:
+    - targetRef: {kind: Mesh}
+      default:
+        local:
+          http: {requestRate: {num: 5, interval: 1s}, onRateLimit: {status: 302}}
+`)}}
+	res, err := newTestLoader(t, Options{Deprecations: true}).Load(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Valid() {
+		t.Fatalf("invalid:\n%s", formatFindings(res.Findings))
+	}
+	var got []string
+	for _, f := range res.Findings {
+		if f.Code == CodeDeprecated {
+			got = append(got, f.Pointer)
+		}
+	}
+	want := "/spec/to/0/default/healthyPanicThreshold /spec/from /spec/from/0/default/local/http/onRateLimit/status"
+	if strings.Join(got, " ") != want {
+		t.Errorf("deprecations at %q, want %q", got, want)
+	}
+}

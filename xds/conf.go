@@ -41,13 +41,20 @@ func newConfIndex(set *schema.Set, mesh string) confIndex {
 
 func (ci *confIndex) none() bool { return len(ci.byType) == 0 }
 
-// names reports whether a conf policy that configures calls (an
-// outbound type) has a to[] item for service, or for every service.
+// names reports whether a conf policy that configures calls (an outbound
+// type), or one whose item needs HTTP/2 (a gRPC health check), has a to[]
+// item for service, or for every service. Envoy then speaks HTTP/2 to a
+// gRPC service, as Kuma does: its routes and retries apply, and a gRPC
+// health check, which Envoy runs only on an HTTP/2 cluster.
 func (ci *confIndex) names(service string) bool {
-	for _, typ := range outboundTypes() {
-		for _, p := range ci.byType[typ] {
+	for _, a := range appliers {
+		if a.outbound == nil && a.h2 == nil {
+			continue
+		}
+		for _, p := range ci.byType[a.typ] {
 			for _, it := range p.To {
-				if it.TargetRef.Kind == schema.KindMesh || (it.TargetRef.Kind == schema.KindMeshService && it.TargetRef.Name == service) {
+				if (it.TargetRef.Kind == schema.KindMesh || (it.TargetRef.Kind == schema.KindMeshService && it.TargetRef.Name == service)) &&
+					(a.outbound != nil || a.h2(it.Default)) {
 					return true
 				}
 			}
@@ -99,6 +106,9 @@ func (mi *meshIndex) cluster(dp *schema.Dataplane, service string, c *shared, fl
 		return v.(*variant).c, v.(*variant).notes, nil
 	}
 	e := &clusterEdit{cluster: proto.Clone(c.res.(*clusterv3.Cluster)).(*clusterv3.Cluster), flavor: flavor, http: http}
+	if s := mi.services[service]; s != nil {
+		e.grpc = s.grpc && (s.h2 || flavor == FlavorGRPC)
+	}
 	for _, a := range appliers {
 		if a.cluster == nil {
 			continue

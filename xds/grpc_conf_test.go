@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
@@ -499,4 +500,79 @@ spec:
 		t.Errorf("%d of 1,000 calls failed, want about half (450 to 550)", failed)
 	}
 	d.noNACKs(ctx)
+}
+
+// Proxyless gRPC has no active health checks and no rate limit filter: a
+// gRPC-Go client and server given a MeshHealthCheck and a MeshRateLimit of
+// one request per 10 s accept their resources (nothing gRPC would reject
+// is sent), every call goes through, and each proxy says what it drops.
+func TestGRPCDataPlaneIgnoresHealthChecksAndRateLimits(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lis := listen(t)
+	d := newDataPlane(ctx, t, fmt.Sprintf(`
+type: Dataplane
+mesh: default
+name: backend-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: %d
+      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
+---
+type: Dataplane
+mesh: default
+name: web-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: 1
+      tags: {kuma.io/service: web}
+  outbound:
+    - port: 10001
+      tags: {kuma.io/service: backend}
+---
+type: MeshHealthCheck
+name: web-checks-backend
+mesh: default
+spec:
+  targetRef: {kind: MeshService, name: web}
+  to:
+    - targetRef: {kind: MeshService, name: backend}
+      default:
+        interval: 1s
+        unhealthyThreshold: 1
+        healthyPanicThreshold: 0
+        grpc: {serviceName: does-not-exist}
+---
+type: MeshRateLimit
+name: backend-limits
+mesh: default
+spec:
+  targetRef: {kind: MeshService, name: backend}
+  rules:
+    - default:
+        local:
+          http: {requestRate: {num: 1, interval: 10s}}
+          tcp: {connectionRate: {num: 1, interval: 10s}}
+`, port(lis)))
+	d.serve(ctx, "default.backend-1", lis)
+	web := d.dial("default.web-1", "backend")
+	d.waitFor(ctx, web, codes.OK)
+	client := healthpb.NewHealthClient(web)
+	for i := range 20 {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := client.Check(cctx, &healthpb.HealthCheckRequest{})
+		ccancel()
+		if err != nil {
+			t.Fatalf("call %d: %v, want every call through (gRPC applies no rate limit)", i+2, err)
+		}
+	}
+	d.noNACKs(ctx)
+	for node, want := range map[string]string{"default.web-1": "no active health checks", "default.backend-1": "no rate limit filter"} {
+		if got := d.proxies[node].Unsupported; len(got) != 1 || !strings.Contains(got[0], want) {
+			t.Errorf("%s unsupported = %q, want one note saying %q", node, got, want)
+		}
+	}
 }

@@ -22,6 +22,7 @@ package xds
 // proxy's unsupported list.
 
 import (
+	"math"
 	"slices"
 	"sort"
 
@@ -39,9 +40,10 @@ type clusterEdit struct {
 	cluster *clusterv3.Cluster
 	flavor  Flavor
 	// http says that the destination speaks HTTP (Kuma sets HTTP cluster
-	// options for it only).
-	http  bool
-	notes []string
+	// options for it only); grpc that it speaks gRPC and that its Envoy
+	// cluster speaks HTTP/2.
+	http, grpc bool
+	notes      []string
 }
 
 // outboundEdit is the calls of one outbound being made.
@@ -68,7 +70,7 @@ type inboundEdit struct {
 	// hcm and action are an Envoy HTTP inbound's connection manager and
 	// route action; tcp an Envoy TCP inbound's tcp_proxy. httpFilters run
 	// after RBAC and before the router; networkFilters after RBAC and
-	// before the tcp_proxy.
+	// before the tcp_proxy (TCP), before the connection manager (HTTP).
 	hcm            *hcmv3.HttpConnectionManager
 	action         *routev3.RouteAction
 	tcp            *tcpproxyv3.TcpProxy
@@ -84,14 +86,44 @@ type confApplier struct {
 	outbound func(e *outboundEdit, c schema.Conf) error
 	inbound  func(e *inboundEdit, c schema.Conf) error
 	proxy    func(e *proxyEdit, policies []*schema.ConfPolicy) error
+	// h2 says whether a to[] item (its default) needs the cluster of a
+	// gRPC service it names to speak HTTP/2 on Envoy; outbound kinds
+	// always do.
+	h2 func(conf map[string]any) bool
 }
 
-// appliers are the registered kinds, sorted by type.
+// appliers are the registered kinds in the order they run: Kuma's plugin
+// order, so that where two kinds set the same field (MeshHealthCheck's and
+// MeshCircuitBreaker's panic threshold) the one Kuma applies last wins.
 var appliers []*confApplier
+
+// kumaOrder is each kind's `+kuma:policy:order` in Kuma 2.14; a kind
+// without one runs after them, by type.
+var kumaOrder = map[string]int{
+	schema.TypeMeshLoadBalancingStrategy: 400,
+	schema.TypeMeshAccessLog:             600,
+	schema.TypeMeshTrace:                 700,
+	schema.TypeMeshFaultInjection:        800,
+	schema.TypeMeshRateLimit:             900,
+	schema.TypeMeshTimeout:               1000,
+	schema.TypeMeshHealthCheck:           1200,
+	schema.TypeMeshCircuitBreaker:        1300,
+	schema.TypeMeshRetry:                 1400,
+	schema.TypeMeshMetric:                1500,
+}
 
 func registerApplier(a *confApplier) {
 	appliers = append(appliers, a)
-	sort.Slice(appliers, func(i, j int) bool { return appliers[i].typ < appliers[j].typ })
+	order := func(typ string) int {
+		if o, ok := kumaOrder[typ]; ok {
+			return o
+		}
+		return math.MaxInt
+	}
+	sort.Slice(appliers, func(i, j int) bool {
+		oi, oj := order(appliers[i].typ), order(appliers[j].typ)
+		return oi < oj || (oi == oj && appliers[i].typ < appliers[j].typ)
+	})
 }
 
 // typesWith lists the types whose applier has the function f selects.

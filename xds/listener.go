@@ -105,7 +105,8 @@ func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, dp *schema.Dataplane, i 
 
 // inboundHTTPFilters is an HTTP connection manager with [RBAC (with mTLS),
 // the conf policies' HTTP filters, router] using the inbound's route
-// configuration, named like the listener.
+// configuration, named like the listener, after the conf policies' network
+// filters.
 func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, dp *schema.Dataplane, i int, name string, edit *inboundEdit) ([]*listenerv3.Filter, error) {
 	httpFilters, err := inboundRBAC(mi, dp, i)
 	if err != nil {
@@ -125,6 +126,9 @@ func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, dp *schema.Dataplane, i
 	f, err := rs.filter(wellknown.HTTPConnectionManager, hcm)
 	if err != nil {
 		return nil, err
+	}
+	if edit != nil {
+		return append(edit.networkFilters, f), nil
 	}
 	return []*listenerv3.Filter{f}, nil
 }
