@@ -13,13 +13,38 @@ func init() {
 	registerConfKind(&confKind{
 		typ: TypeMeshFaultInjection, plural: "meshfaultinjections", schema: "meshfaultinjection.json",
 		top: targetRefRules{kinds: []TargetKind{KindMesh, KindMeshSubset, KindMeshService, KindMeshServiceSubset, KindDataplane}},
-		// to[] is for MeshGateway only in Kuma: refused below.
+		// to[] configures gateways in Kuma (see checkFaultSpec).
 		to:        &targetRefRules{kinds: []TargetKind{KindMesh}},
 		from:      &targetRefRules{kinds: []TargetKind{KindMesh, KindMeshSubset, KindMeshService, KindMeshServiceSubset}},
 		rules:     true,
 		check:     checkFaultInjection,
 		grpcDrops: faultGRPCDrops,
+		checkSpec: checkFaultSpec,
+		warnPolicy: func(c *routeChecker, e *entry) {
+			if len(e.conf.To) > 0 {
+				c.warnAt(e, "/spec/to", CodeNoEffect, "MeshFaultInjection to[] configures gateways, and gitmesh serves none: it has no effect",
+					"inject faults on inbounds with `from` (or `rules`), and `proxyTypes: [Sidecar]` in a Mesh targetRef")
+			}
+		},
 	})
+}
+
+// checkFaultSpec applies Kuma's rules on where a MeshFaultInjection's
+// items may be: to[] configures gateways and from[] sidecars, so a scope
+// that includes gateways (kind Mesh or MeshSubset without `proxyTypes:
+// [Sidecar]`) takes no from[], and one that does not takes no to[].
+func checkFaultSpec(d *decoder, spec map[string]any, p *ConfPolicy) {
+	gateways := includesGateways(mapOf(spec, "targetRef"))
+	if gateways && len(listOf(spec, "from")) > 0 {
+		d.add("/spec/from", CodeInvalidValue,
+			"add `proxyTypes: [Sidecar]` to the top-level targetRef (a Mesh or MeshSubset targetRef without it includes gateways), or use `rules`",
+			"must not be defined when the scope includes a Gateway, select only proxyType Sidecar or select only gateways and use spec.to")
+	}
+	if !gateways && len(listOf(spec, "to")) > 0 {
+		d.add("/spec/to", CodeInvalidValue, "inject faults where the requests arrive: `from` (or `rules`) on the destination's inbounds",
+			"must not be defined")
+		p.To = nil
+	}
 }
 
 // Faults is a merged MeshFaultInjection conf: the faults, each applied to
@@ -58,11 +83,6 @@ func BandwidthKbps(s string) (uint64, error) {
 }
 
 func checkFaultInjection(d *decoder, ptr string, conf map[string]any, pos ConfPosition, _ TargetRef) {
-	if pos == PosTo {
-		d.add(ptr, CodeInvalidValue, "inject faults where the requests arrive: `from` (or `rules`) on the destination's inbounds",
-			"`to` must not be defined: it applies to MeshGateway only")
-		return
-	}
 	for i, raw := range listOf(conf, "http") {
 		f, _ := raw.(map[string]any)
 		p := fmt.Sprintf("%s/http/%d", ptr, i)
