@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,12 +49,24 @@ func echoService(ctx context.Context, log *slog.Logger, o app.Options) error {
 		if err := stream.RecvMsg(&req); err != nil {
 			return err
 		}
-		if strings.HasSuffix(method, "/Slow") {
+		switch {
+		case strings.HasSuffix(method, "/Slow"):
 			select { // a method that answers a second late
 			case <-time.After(time.Second):
 			case <-stream.Context().Done():
 				return stream.Context().Err()
 			}
+		case strings.HasSuffix(method, "/Flaky"):
+			// Fails the first two calls for a product, then answers with
+			// the number of calls it saw for it.
+			v, _ := flaky.LoadOrStore(req.Product, new(atomic.Int32))
+			n := v.(*atomic.Int32).Add(1)
+			if n < 3 {
+				return status.Error(codes.Unavailable, "not yet")
+			}
+			return stream.SendMsg(&app.Reply{Service: "echo", Version: o.Version, Body: strconv.Itoa(int(n))})
+		case strings.HasSuffix(method, "/Broken") && o.Version == "v2":
+			return status.Error(codes.Unavailable, "broken")
 		}
 		return stream.SendMsg(&app.Reply{Service: "echo", Version: o.Version, Body: method, User: app.EndUser(stream.Context())})
 	}))
@@ -83,6 +97,23 @@ func resiliencePolicy(t *testing.T, file string) string {
 	}
 	return string(b)
 }
+
+// echoWholeRoute sends every call of the probe to echo, both versions.
+const echoWholeRoute = `type: MeshHTTPRoute
+name: echo
+mesh: bookinfo
+spec:
+  targetRef: {kind: MeshService, name: probe}
+  to:
+    - targetRef: {kind: MeshService, name: echo}
+      rules:
+        - matches: [{path: {type: PathPrefix, value: /}}]
+          default:
+            backendRefs: [{kind: MeshService, name: echo}]
+`
+
+// flaky counts echo's Flaky calls per product.
+var flaky sync.Map
 
 // bookinfoRoute is a MeshHTTPRoute of examples/bookinfo/routes.
 func bookinfoRoute(t *testing.T, file string) string {
@@ -382,6 +413,154 @@ spec:
 		t.Errorf("a call answered after 1s with a 200ms MeshTimeout: %v after %v", err, took)
 	}
 
+	// (h) A MeshRetry on the probe's calls to echo: a method that fails the
+	// first two calls succeeds on the third, which the caller sees as one.
+	retry := push("The probe retries echo", map[string]string{"policies/resilience/probe-retry.yaml": `type: MeshRetry
+name: probe-to-echo
+mesh: bookinfo
+spec:
+  targetRef: {kind: MeshService, name: probe}
+  to:
+    - targetRef: {kind: MeshService, name: echo}
+      default:
+        grpc: {numRetries: 3, retryOn: [Unavailable], backOff: {baseInterval: 10ms}}
+`})
+	waitApplied(retry)
+	for i := range 5 {
+		product := fmt.Sprintf("retry-%d", i)
+		var rep *app.Reply
+		pollCall(t, "a retried call to Flaky", func() bool {
+			var err error
+			rep, err = pr.invoke("echo", "/gitmesh.test.Stable/Flaky", "", product)
+			if err != nil {
+				product += "+" // the retries had not arrived: a fresh count
+			}
+			return err == nil
+		})
+		if rep.Body != "3" {
+			t.Errorf("a call whose first two attempts fail: echo saw %s attempts, want 3", rep.Body)
+		}
+	}
+
+	// (i) A MeshCircuitBreaker with maxRequests 1: while a call is in
+	// flight, another fails at once with UNAVAILABLE.
+	breaker := push("One call at a time to echo", map[string]string{
+		"policies/resilience/probe-timeout.yaml": strings.Replace(`type: MeshTimeout
+name: probe-to-echo
+mesh: bookinfo
+spec:
+  targetRef: {kind: MeshService, name: probe}
+  to:
+    - targetRef: {kind: MeshService, name: echo}
+      default:
+        http: {requestTimeout: 200ms}
+`, "200ms", "5s", 1),
+		"policies/resilience/probe-breaker.yaml": `type: MeshCircuitBreaker
+name: probe-to-echo
+mesh: bookinfo
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshService, name: echo}
+      default:
+        connectionLimits: {maxRequests: 1}
+`})
+	waitApplied(breaker)
+	pollCall(t, "a call refused while another is in flight", func() bool {
+		inFlight := make(chan error, 1)
+		go func() { _, err := pr.call("echo", "/gitmesh.test.Stable/Slow", ""); inFlight <- err }()
+		time.Sleep(300 * time.Millisecond) // the slow call has reached echo
+		start := time.Now()
+		_, err := pr.call("echo", stableMethod, "")
+		fast := time.Since(start) < 500*time.Millisecond
+		<-inFlight
+		return status.Code(err) == codes.Unavailable && fast
+	})
+
+	// (j) Outlier detection, over both echo instances: echo v2 fails every
+	// Broken call; after a few, it is ejected, and the calls all reach v1.
+	outlier := push("Eject the failing echo", map[string]string{
+		"policies/routes/echo.yaml": echoWholeRoute,
+		"policies/resilience/probe-breaker.yaml": `type: MeshCircuitBreaker
+name: probe-to-echo
+mesh: bookinfo
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshService, name: echo}
+      default:
+        outlierDetection:
+          interval: 200ms
+          baseEjectionTime: 1s
+          maxEjectionPercent: 50
+          detectors:
+            failurePercentage: {threshold: 50, requestVolume: 5, minimumHosts: 2}
+`})
+	waitApplied(outlier)
+	ok := 0
+	for deadline := time.Now().Add(20 * time.Second); ok < 40; {
+		if time.Now().After(deadline) {
+			t.Fatal("the failing echo instance was never ejected")
+		}
+		if _, err := pr.call("echo", "/gitmesh.test.Stable/Broken", ""); err != nil {
+			ok = 0
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		ok++
+	}
+
+	// (k) A ring hash on the header end-user over both echo instances (the
+	// ejected one back): every call for a user reaches the same one, and
+	// users spread over both.
+	ringHash := push("echo by user", map[string]string{
+		"policies/resilience/probe-breaker.yaml": strings.Replace(`type: MeshCircuitBreaker
+name: probe-to-echo
+mesh: bookinfo
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshService, name: echo}
+      default:
+        connectionLimits: {maxRequests: 1}
+`, "maxRequests: 1", "maxRequests: 1000", 1),
+		"policies/resilience/probe-lb.yaml": `type: MeshLoadBalancingStrategy
+name: echo-by-user
+mesh: bookinfo
+spec:
+  targetRef: {kind: Mesh}
+  to:
+    - targetRef: {kind: MeshService, name: echo}
+      default:
+        loadBalancer:
+          type: RingHash
+          ringHash: {hashPolicies: [{type: Header, header: {name: end-user}}]}
+`})
+	waitApplied(ringHash)
+	pollCall(t, "both echo instances answering", func() bool {
+		seen := map[string]bool{}
+		for u := range 20 {
+			if rep, err := pr.call("echo", stableMethod, fmt.Sprintf("user-%d", u)); err == nil {
+				seen[rep.Version] = true
+			}
+		}
+		return len(seen) == 2
+	})
+	for u := range 20 {
+		user := fmt.Sprintf("user-%d", u)
+		got := map[string]int{}
+		for range 5 {
+			rep, err := pr.call("echo", stableMethod, user)
+			if err != nil {
+				t.Fatalf("call for %s: %v", user, err)
+			}
+			got[rep.Version]++
+		}
+		if len(got) != 1 {
+			t.Errorf("%s reached %v: a ring hash on end-user sends a user to one instance", user, got)
+		}
+	}
+
 	// (e) Nobody NACKed anything along the way.
 	var px struct {
 		Items []struct {
@@ -443,13 +622,18 @@ func dialProbe(t *testing.T, ctx context.Context, dp app.Dataplane, xdsAddr stri
 // call calls method on service, with user as its end-user metadata unless
 // empty, within 2 seconds.
 func (p *probe) call(service, method, user string) (*app.Reply, error) {
+	return p.invoke(service, method, user, "probe")
+}
+
+// invoke is call with the request's product.
+func (p *probe) invoke(service, method, user, product string) (*app.Reply, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if user != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, app.EndUserHeader, user)
 	}
 	var rep app.Reply
-	err := p.conns[service].Invoke(ctx, method, &app.Request{Product: "probe"}, &rep, grpc.CallContentSubtype("json"))
+	err := p.conns[service].Invoke(ctx, method, &app.Request{Product: product}, &rep, grpc.CallContentSubtype("json"))
 	return &rep, err
 }
 
