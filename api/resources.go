@@ -150,21 +150,7 @@ func scheme(r *http.Request) string {
 	return "http"
 }
 
-func listMeshTrafficPermissions(set *schema.Set, r *http.Request) answer {
-	mesh := r.PathValue("mesh")
-	if set.Mesh(mesh) == nil {
-		return notFound("mesh %q not found", mesh)
-	}
-	return paged(r, set.MeshTrafficPermissionsIn(mesh), toMeshTrafficPermission)
-}
-
-func getMeshTrafficPermission(set *schema.Set, r *http.Request) answer {
-	mesh, name := r.PathValue("mesh"), r.PathValue("name")
-	if set.Mesh(mesh) == nil {
-		return notFound("mesh %q not found", mesh)
-	}
-	if p := set.MeshTrafficPermission(mesh, name); p != nil {
-		return found(toMeshTrafficPermission(p))
-	}
-	return notFound("mesh traffic permission %q not found in mesh %q", name, mesh)
-}
+var (
+	listMeshTrafficPermissions = inMesh((*schema.Set).MeshTrafficPermissionsIn, toMeshTrafficPermission)
+	getMeshTrafficPermission   = oneInMesh((*schema.Set).MeshTrafficPermission, toMeshTrafficPermission, "mesh traffic permission")
+)

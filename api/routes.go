@@ -200,43 +200,40 @@ func toMeshTCPRoute(p *schema.MeshTCPRoute) meshTCPRouteJSON {
 	return out
 }
 
-func listMeshHTTPRoutes(set *schema.Set, r *http.Request) answer {
-	mesh := r.PathValue("mesh")
-	if set.Mesh(mesh) == nil {
-		return notFound("mesh %q not found", mesh)
+// inMesh serves the policies list gives of the mesh the path names, in
+// the shape to makes, paged.
+func inMesh[T, J any](list func(*schema.Set, string) []T, to func(T) J) func(*schema.Set, *http.Request) answer {
+	return func(set *schema.Set, r *http.Request) answer {
+		mesh := r.PathValue("mesh")
+		if set.Mesh(mesh) == nil {
+			return notFound("mesh %q not found", mesh)
+		}
+		return paged(r, list(set, mesh), to)
 	}
-	return paged(r, set.MeshHTTPRoutesIn(mesh), toMeshHTTPRoute)
 }
 
-func getMeshHTTPRoute(set *schema.Set, r *http.Request) answer {
-	mesh, name := r.PathValue("mesh"), r.PathValue("name")
-	if set.Mesh(mesh) == nil {
-		return notFound("mesh %q not found", mesh)
+// oneInMesh serves the policy get finds (nil: none) by the mesh and name
+// the path names, in the shape to makes; what names its kind for errors.
+func oneInMesh[T comparable, J any](get func(*schema.Set, string, string) T, to func(T) J, what string) func(*schema.Set, *http.Request) answer {
+	return func(set *schema.Set, r *http.Request) answer {
+		mesh, name := r.PathValue("mesh"), r.PathValue("name")
+		if set.Mesh(mesh) == nil {
+			return notFound("mesh %q not found", mesh)
+		}
+		var none T
+		if p := get(set, mesh, name); p != none {
+			return found(to(p))
+		}
+		return notFound("%s %q not found in mesh %q", what, name, mesh)
 	}
-	if p := set.MeshHTTPRoute(mesh, name); p != nil {
-		return found(toMeshHTTPRoute(p))
-	}
-	return notFound("mesh http route %q not found in mesh %q", name, mesh)
 }
 
-func listMeshTCPRoutes(set *schema.Set, r *http.Request) answer {
-	mesh := r.PathValue("mesh")
-	if set.Mesh(mesh) == nil {
-		return notFound("mesh %q not found", mesh)
-	}
-	return paged(r, set.MeshTCPRoutesIn(mesh), toMeshTCPRoute)
-}
-
-func getMeshTCPRoute(set *schema.Set, r *http.Request) answer {
-	mesh, name := r.PathValue("mesh"), r.PathValue("name")
-	if set.Mesh(mesh) == nil {
-		return notFound("mesh %q not found", mesh)
-	}
-	if p := set.MeshTCPRoute(mesh, name); p != nil {
-		return found(toMeshTCPRoute(p))
-	}
-	return notFound("mesh tcp route %q not found in mesh %q", name, mesh)
-}
+var (
+	listMeshHTTPRoutes = inMesh((*schema.Set).MeshHTTPRoutesIn, toMeshHTTPRoute)
+	getMeshHTTPRoute   = oneInMesh((*schema.Set).MeshHTTPRoute, toMeshHTTPRoute, "mesh http route")
+	listMeshTCPRoutes  = inMesh((*schema.Set).MeshTCPRoutesIn, toMeshTCPRoute)
+	getMeshTCPRoute    = oneInMesh((*schema.Set).MeshTCPRoute, toMeshTCPRoute, "mesh tcp route")
+)
 
 // confPolicyJSON is a conf policy (MeshTimeout, ...) in Kuma 2.x's REST
 // shape; its confs are shown as written.
@@ -286,18 +283,8 @@ func toConfPolicy(p *schema.ConfPolicy) confPolicyJSON {
 
 // confPolicies serves the policies of one conf type: the list, or one.
 func confPolicies(typ string, one bool) func(*schema.Set, *http.Request) answer {
-	return func(set *schema.Set, r *http.Request) answer {
-		mesh := r.PathValue("mesh")
-		if set.Mesh(mesh) == nil {
-			return notFound("mesh %q not found", mesh)
-		}
-		if !one {
-			return paged(r, set.PoliciesOfType(typ, mesh), toConfPolicy)
-		}
-		name := r.PathValue("name")
-		if p := set.Policy(typ, mesh, name); p != nil {
-			return found(toConfPolicy(p))
-		}
-		return notFound("%s %q not found in mesh %q", typ, name, mesh)
+	if one {
+		return oneInMesh(func(set *schema.Set, mesh, name string) *schema.ConfPolicy { return set.Policy(typ, mesh, name) }, toConfPolicy, typ)
 	}
+	return inMesh(func(set *schema.Set, mesh string) []*schema.ConfPolicy { return set.PoliciesOfType(typ, mesh) }, toConfPolicy)
 }

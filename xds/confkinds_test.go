@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"testing"
 	"testing/fstest"
 
@@ -107,24 +106,7 @@ spec:
 		if err != nil || len(failures) > 0 {
 			t.Fatalf("step %d: %v %v", step, failures, err)
 		}
-		fresh, _, _, err := NewBuilder(BuilderOptions{}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range fresh.Nodes() {
-			got := tr.Node(n.ID().String())
-			if got == nil || !slices.Equal(got.hashes, n.hashes) {
-				if got != nil {
-					logDifferences(t, got, n)
-				}
-				t.Fatalf("step %d: %s hashes differ from a fresh build", step, n.ID())
-			}
-			for _, f := range Flavors {
-				if p := got.Proxy(f); p != nil && p.Hash != n.Proxy(f).Hash {
-					t.Fatalf("step %d: %s %s: hash %.12s, want %.12s", step, n.ID(), f, p.Hash, n.Proxy(f).Hash)
-				}
-			}
-		}
+		sameAsFresh(t, step, tr, set)
 		if len(set.PoliciesOfType(schema.TypeMeshHealthCheck, "prod")) > 0 {
 			checked++
 		}

@@ -65,29 +65,7 @@ func waitReachable(ctx context.Context, t *testing.T, client healthpb.HealthClie
 }
 
 func timeoutMesh(backend int, requestTimeout string) string {
-	return fmt.Sprintf(`
-type: Dataplane
-mesh: default
-name: backend-1
-networking:
-  address: 127.0.0.1
-  inbound:
-    - port: %d
-      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
----
-type: Dataplane
-mesh: default
-name: web-1
-labels: {gitmesh.io/flavor: grpc}
-networking:
-  address: 127.0.0.1
-  inbound:
-    - port: 1
-      tags: {kuma.io/service: web}
-  outbound:
-    - port: 10001
-      tags: {kuma.io/service: backend}
----
+	return oneBackend(backend, fmt.Sprintf(`
 type: MeshTimeout
 name: web-to-backend
 mesh: default
@@ -97,7 +75,7 @@ spec:
     - targetRef: {kind: MeshService, name: backend}
       default:
         http: {requestTimeout: %s}
-`, backend, requestTimeout)
+`, requestTimeout))
 }
 
 // A MeshTimeout's request timeout is the deadline of each call a gRPC-Go
@@ -169,28 +147,7 @@ func TestGRPCDataPlaneMeshRetry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	lis := listen(t)
-	d := newDataPlane(ctx, t, fmt.Sprintf(`
-type: Dataplane
-mesh: default
-name: backend-1
-networking:
-  address: 127.0.0.1
-  inbound:
-    - port: %d
-      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
----
-type: Dataplane
-mesh: default
-name: web-1
-networking:
-  address: 127.0.0.1
-  inbound:
-    - port: 1
-      tags: {kuma.io/service: web}
-  outbound:
-    - port: 10001
-      tags: {kuma.io/service: backend}
----
+	d := newDataPlane(ctx, t, oneBackend(port(lis), `
 type: MeshRetry
 name: web-to-backend
 mesh: default
@@ -200,7 +157,7 @@ spec:
     - targetRef: {kind: MeshService, name: backend}
       default:
         grpc: {numRetries: 3, retryOn: [Unavailable], backOff: {baseInterval: 10ms}}
-`, port(lis)))
+`))
 	calls := new(atomic.Int32)
 	server := flakyHealth{Server: health.NewServer(), failures: 2, calls: calls}
 	d.serveWith(ctx, "default.backend-1", lis, server)
@@ -214,6 +171,35 @@ spec:
 		t.Errorf("the server saw %d attempts, want 3 (2 failures + 1)", got)
 	}
 	d.noNACKs(ctx)
+}
+
+// oneBackend is a mesh where web (a gRPC node) calls backend, whose one
+// instance listens on port p, with policies appended.
+func oneBackend(p int, policies string) string {
+	return fmt.Sprintf(`
+type: Dataplane
+mesh: default
+name: backend-1
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: %d
+      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
+---
+type: Dataplane
+mesh: default
+name: web-1
+labels: {gitmesh.io/flavor: grpc}
+networking:
+  address: 127.0.0.1
+  inbound:
+    - port: 1
+      tags: {kuma.io/service: web}
+  outbound:
+    - port: 10001
+      tags: {kuma.io/service: backend}
+---
+%s`, p, policies)
 }
 
 // twoBackends is a mesh where web calls backend, whose two instances
@@ -261,28 +247,7 @@ func TestGRPCDataPlaneMeshCircuitBreaker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	lis := listen(t)
-	d := newDataPlane(ctx, t, fmt.Sprintf(`
-type: Dataplane
-mesh: default
-name: backend-1
-networking:
-  address: 127.0.0.1
-  inbound:
-    - port: %d
-      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
----
-type: Dataplane
-mesh: default
-name: web-1
-networking:
-  address: 127.0.0.1
-  inbound:
-    - port: 1
-      tags: {kuma.io/service: web}
-  outbound:
-    - port: 10001
-      tags: {kuma.io/service: backend}
----
+	d := newDataPlane(ctx, t, oneBackend(port(lis), `
 type: MeshCircuitBreaker
 name: one-at-a-time
 mesh: default
@@ -292,7 +257,7 @@ spec:
     - targetRef: {kind: MeshService, name: backend}
       default:
         connectionLimits: {maxRequests: 1}
-`, port(lis)))
+`))
 	started := make(chan struct{}, 16)
 	d.serveWith(ctx, "default.backend-1", lis, slowHealth{Server: health.NewServer(), delay: 2 * time.Second, started: started})
 	client := healthpb.NewHealthClient(d.dial("default.web-1", "backend"))
@@ -445,28 +410,7 @@ func TestGRPCDataPlaneMeshFaultInjection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	lis := listen(t)
-	d := newDataPlane(ctx, t, fmt.Sprintf(`
-type: Dataplane
-mesh: default
-name: backend-1
-networking:
-  address: 127.0.0.1
-  inbound:
-    - port: %d
-      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
----
-type: Dataplane
-mesh: default
-name: web-1
-networking:
-  address: 127.0.0.1
-  inbound:
-    - port: 1
-      tags: {kuma.io/service: web}
-  outbound:
-    - port: 10001
-      tags: {kuma.io/service: backend}
----
+	d := newDataPlane(ctx, t, oneBackend(port(lis), `
 type: MeshFaultInjection
 name: half-fails
 mesh: default
@@ -477,7 +421,7 @@ spec:
       default:
         http:
           - abort: {httpStatus: 503, percentage: 50}
-`, port(lis)))
+`))
 	d.serve(ctx, "default.backend-1", lis)
 	cc := d.dial("default.web-1", "backend")
 	// Until the client has its resources, calls fail for another reason.
@@ -511,28 +455,7 @@ func TestGRPCDataPlaneIgnoresHealthChecksAndRateLimits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	lis := listen(t)
-	d := newDataPlane(ctx, t, fmt.Sprintf(`
-type: Dataplane
-mesh: default
-name: backend-1
-networking:
-  address: 127.0.0.1
-  inbound:
-    - port: %d
-      tags: {kuma.io/service: backend, kuma.io/protocol: grpc}
----
-type: Dataplane
-mesh: default
-name: web-1
-networking:
-  address: 127.0.0.1
-  inbound:
-    - port: 1
-      tags: {kuma.io/service: web}
-  outbound:
-    - port: 10001
-      tags: {kuma.io/service: backend}
----
+	d := newDataPlane(ctx, t, oneBackend(port(lis), `
 type: MeshHealthCheck
 name: web-checks-backend
 mesh: default
@@ -556,7 +479,7 @@ spec:
         local:
           http: {requestRate: {num: 1, interval: 10s}}
           tcp: {connectionRate: {num: 1, interval: 10s}}
-`, port(lis)))
+`))
 	d.serve(ctx, "default.backend-1", lis)
 	web := d.dial("default.web-1", "backend")
 	d.waitFor(ctx, web, codes.OK)

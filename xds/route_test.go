@@ -129,24 +129,7 @@ spec:
 		if err != nil || len(failures) > 0 {
 			t.Fatalf("step %d: %v %v", step, failures, err)
 		}
-		fresh, _, _, err := NewBuilder(BuilderOptions{}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range fresh.Nodes() {
-			got := tr.Node(n.ID().String())
-			if got == nil || !slices.Equal(got.hashes, n.hashes) {
-				if got != nil {
-					logDifferences(t, got, n)
-				}
-				t.Fatalf("step %d: %s hashes differ from a fresh build", step, n.ID())
-			}
-			for _, f := range Flavors {
-				if p := got.Proxy(f); p != nil && p.Hash != n.Proxy(f).Hash {
-					t.Fatalf("step %d: %s %s: hash %.12s, want %.12s", step, n.ID(), f, p.Hash, n.Proxy(f).Hash)
-				}
-			}
-		}
+		sameAsFresh(t, step, tr, set)
 		if web := set.Dataplane("prod", "web-1"); web != nil && tr.index.RoutesOf(web, "backend").Routed() {
 			routed++
 		}
@@ -209,6 +192,30 @@ func logDifferences(t *testing.T, got, want *Node) {
 				if i >= len(a.Resources[typ]) || !proto.Equal(r.(proto.Message), a.Resources[typ][i].(proto.Message)) {
 					t.Logf("%s %s: %s %d is\n%v\nwant\n%v", got.ID(), f, typeName(typ), i, a.Resources[typ], r)
 				}
+			}
+		}
+	}
+}
+
+// sameAsFresh fails the test unless tr, built incrementally, holds for
+// every dataplane of set the proxies a fresh build makes.
+func sameAsFresh(t *testing.T, step int, tr *Translation, set *schema.Set) {
+	t.Helper()
+	fresh, _, _, err := NewBuilder(BuilderOptions{}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range fresh.Nodes() {
+		got := tr.Node(n.ID().String())
+		if got == nil || !slices.Equal(got.hashes, n.hashes) {
+			if got != nil {
+				logDifferences(t, got, n)
+			}
+			t.Fatalf("step %d: %s hashes differ from a fresh build", step, n.ID())
+		}
+		for _, f := range Flavors {
+			if p := got.Proxy(f); p != nil && p.Hash != n.Proxy(f).Hash {
+				t.Fatalf("step %d: %s %s: hash %.12s, want %.12s", step, n.ID(), f, p.Hash, n.Proxy(f).Hash)
 			}
 		}
 	}

@@ -98,6 +98,21 @@ func resiliencePolicy(t *testing.T, file string) string {
 	return string(b)
 }
 
+// probeToEcho is a conf policy of kind named probe-to-echo, configuring
+// the calls of top (the probe, or every proxy) to echo with conf.
+func probeToEcho(kind, top, conf string) string {
+	return fmt.Sprintf(`type: %s
+name: probe-to-echo
+mesh: bookinfo
+spec:
+  targetRef: %s
+  to:
+    - targetRef: {kind: MeshService, name: echo}
+      default:
+        %s
+`, kind, top, conf)
+}
+
 // echoWholeRoute sends every call of the probe to echo, both versions.
 const echoWholeRoute = `type: MeshHTTPRoute
 name: echo
@@ -392,16 +407,7 @@ func TestBookinfoRoutes(t *testing.T) {
 
 	// (g) A MeshTimeout of 200ms on the probe's calls to echo: a method
 	// that answers a second late fails with DEADLINE_EXCEEDED, well before.
-	timeout := push("The probe waits 200ms for echo", map[string]string{"policies/resilience/probe-timeout.yaml": `type: MeshTimeout
-name: probe-to-echo
-mesh: bookinfo
-spec:
-  targetRef: {kind: MeshService, name: probe}
-  to:
-    - targetRef: {kind: MeshService, name: echo}
-      default:
-        http: {requestTimeout: 200ms}
-`})
+	timeout := push("The probe waits 200ms for echo", map[string]string{"policies/resilience/probe-timeout.yaml": probeToEcho("MeshTimeout", "{kind: MeshService, name: probe}", "http: {requestTimeout: 200ms}")})
 	waitApplied(timeout)
 	slow := func() (time.Duration, error) {
 		start := time.Now()
@@ -415,16 +421,8 @@ spec:
 
 	// (h) A MeshRetry on the probe's calls to echo: a method that fails the
 	// first two calls succeeds on the third, which the caller sees as one.
-	retry := push("The probe retries echo", map[string]string{"policies/resilience/probe-retry.yaml": `type: MeshRetry
-name: probe-to-echo
-mesh: bookinfo
-spec:
-  targetRef: {kind: MeshService, name: probe}
-  to:
-    - targetRef: {kind: MeshService, name: echo}
-      default:
-        grpc: {numRetries: 3, retryOn: [Unavailable], backOff: {baseInterval: 10ms}}
-`})
+	retry := push("The probe retries echo", map[string]string{"policies/resilience/probe-retry.yaml": probeToEcho("MeshRetry", "{kind: MeshService, name: probe}",
+		"grpc: {numRetries: 3, retryOn: [Unavailable], backOff: {baseInterval: 10ms}}")})
 	waitApplied(retry)
 	for i := range 5 {
 		product := fmt.Sprintf("retry-%d", i)
@@ -445,26 +443,8 @@ spec:
 	// (i) A MeshCircuitBreaker with maxRequests 1: while a call is in
 	// flight, another fails at once with UNAVAILABLE.
 	breaker := push("One call at a time to echo", map[string]string{
-		"policies/resilience/probe-timeout.yaml": strings.Replace(`type: MeshTimeout
-name: probe-to-echo
-mesh: bookinfo
-spec:
-  targetRef: {kind: MeshService, name: probe}
-  to:
-    - targetRef: {kind: MeshService, name: echo}
-      default:
-        http: {requestTimeout: 200ms}
-`, "200ms", "5s", 1),
-		"policies/resilience/probe-breaker.yaml": `type: MeshCircuitBreaker
-name: probe-to-echo
-mesh: bookinfo
-spec:
-  targetRef: {kind: Mesh}
-  to:
-    - targetRef: {kind: MeshService, name: echo}
-      default:
-        connectionLimits: {maxRequests: 1}
-`})
+		"policies/resilience/probe-timeout.yaml": probeToEcho("MeshTimeout", "{kind: MeshService, name: probe}", "http: {requestTimeout: 5s}"),
+		"policies/resilience/probe-breaker.yaml": probeToEcho("MeshCircuitBreaker", "{kind: Mesh}", "connectionLimits: {maxRequests: 1}")})
 	waitApplied(breaker)
 	pollCall(t, "a call refused while another is in flight", func() bool {
 		inFlight := make(chan error, 1)
@@ -514,16 +494,7 @@ spec:
 	// ejected one back): every call for a user reaches the same one, and
 	// users spread over both.
 	ringHash := push("echo by user", map[string]string{
-		"policies/resilience/probe-breaker.yaml": strings.Replace(`type: MeshCircuitBreaker
-name: probe-to-echo
-mesh: bookinfo
-spec:
-  targetRef: {kind: Mesh}
-  to:
-    - targetRef: {kind: MeshService, name: echo}
-      default:
-        connectionLimits: {maxRequests: 1}
-`, "maxRequests: 1", "maxRequests: 1000", 1),
+		"policies/resilience/probe-breaker.yaml": probeToEcho("MeshCircuitBreaker", "{kind: Mesh}", "connectionLimits: {maxRequests: 1000}"),
 		"policies/resilience/probe-lb.yaml": `type: MeshLoadBalancingStrategy
 name: echo-by-user
 mesh: bookinfo
