@@ -13,6 +13,7 @@ import (
 
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
+	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/plane"
 )
@@ -70,8 +71,15 @@ type Config struct {
 	// rolled back to. See source.Verifier.VerifyCommit.
 	Verify func(hash source.Hash) (signer string, err error)
 	Target Target
-	// StateDir holds the state file and the history.
+	// StateDir holds the state file and the history, unless Store holds
+	// them.
 	StateDir string
+	// Store keeps the state (published commit, pin) and, when it is a
+	// store.RecordStore, the history; the state directory when nil. While
+	// it cannot be reached, what is served stays served, no new commit is
+	// published, and rollback and resume are refused with an error
+	// wrapping store.ErrUnavailable.
+	Store store.Store
 	// Interval between polls of the remote (default 30s). Triggers sync at
 	// once, whatever the interval.
 	Interval time.Duration
@@ -147,11 +155,19 @@ func New(cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	st, err := LoadState(cfg.StateDir)
+	if cfg.Store == nil {
+		cfg.Store = store.Dir{Path: cfg.StateDir}
+	}
+	st, err := LoadStateFrom(context.Background(), cfg.Store)
 	if err != nil {
 		return nil, err
 	}
-	h, err := OpenHistory(cfg.StateDir, cfg.HistoryLimit)
+	var h *History
+	if db, ok := cfg.Store.(store.RecordStore); ok {
+		h, err = OpenHistoryStore(context.Background(), db, cfg.HistoryLimit)
+	} else {
+		h, err = OpenHistory(cfg.StateDir, cfg.HistoryLimit)
+	}
 	if err != nil {
 		return nil, err
 	}
