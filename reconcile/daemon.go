@@ -202,9 +202,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() { d.drainFeedback(ctx) })
 
-	if c, res := d.restore(ctx); c != nil {
-		wg.Go(func() { d.checkRestored(ctx, c, res) })
+	restored := false
+	restore := func() {
+		if c, res := d.restore(ctx); c != nil {
+			restored = true
+			wg.Go(func() { d.checkRestored(ctx, c, res) })
+		}
 	}
+	restore()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	renew := time.NewTicker(d.cfg.RenewInterval)
@@ -232,6 +237,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if !restored && d.awaitsRestore() {
+			// The published or pinned commit was not in local objects at
+			// start (a new state directory on a shared store): the fetch
+			// may have brought it.
+			restore()
+		}
 		delay := d.cfg.Interval
 		if err != nil {
 			delay = d.retryDelay(retry)
@@ -240,6 +251,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		timer.Reset(delay)
 	}
+}
+
+// awaitsRestore reports whether the state names a commit to serve while
+// nothing is served.
+func (d *Daemon) awaitsRestore() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.served == nil && (d.state.Pin != nil || d.state.Published != nil)
 }
 
 // newBackoff is the wait after failed syncs: MinBackoff doubling with each

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
@@ -68,6 +69,9 @@ func (d *Daemon) restore(ctx context.Context) (*source.Commit, *pipeline.Result)
 	d.mu.Lock()
 	d.served, d.servedInfo = res, info
 	d.status.Published, d.status.PublishedAt, d.status.Ready = &info, st.PublishedAt, true
+	if strings.HasPrefix(d.status.LastError, "restore ") {
+		d.status.LastError = "" // an earlier try, before the fetch
+	}
 	d.mu.Unlock()
 	d.cfg.Metrics.setPublished(string(c.Hash))
 	log.Info("serving the published commit from local objects", "dataplanes", len(res.Translation.Nodes()),
