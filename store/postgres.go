@@ -58,6 +58,9 @@ type PostgresOptions struct {
 	// Migrate applies the schema migrations this gitmesh knows; without
 	// it a database behind this gitmesh's schema is an error.
 	Migrate bool
+	// NoSchemaCheck skips the check of the schema version (the caller
+	// migrates it).
+	NoSchemaCheck bool
 }
 
 // OpenPostgres connects to the database and checks (or migrates) its
@@ -89,9 +92,10 @@ func OpenPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 		pool.Close()
 		return nil, fmt.Errorf("%s: %w", desc, err)
 	}
-	if o.Migrate {
+	switch {
+	case o.Migrate:
 		_, err = p.Migrate(ctx)
-	} else {
+	case !o.NoSchemaCheck:
 		err = p.checkSchema(ctx)
 	}
 	if err != nil {
