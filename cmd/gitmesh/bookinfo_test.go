@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,13 +67,25 @@ func bookinfoPolicies(t *testing.T, ports map[int]int) map[string]string {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// The kernel may hand a port it just freed out again: never give the
+	// same one twice in this process, or two dataplanes would share it.
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, taken := givenPorts.LoadOrStore(port, true); !taken {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port that was not given out before")
+	return 0
 }
+
+// givenPorts are the ports freePort gave out.
+var givenPorts sync.Map
 
 // TestBookinfoEndToEnd runs bookinfo on gRPC-Go's own xDS client and server,
 // configured and secured by gitmesh from a repository on a real git server:
