@@ -15,6 +15,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/store"
 )
 
 // Admin is the part of the backend that changes what is served.
@@ -207,6 +208,10 @@ func (s *server) operationDone(w http.ResponseWriter, op string, req OperationRe
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, reconcile.ErrNotPinned):
 		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, store.ErrUnavailable):
+		// The state store is down: nothing changed, what is served stays.
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 	default:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
+	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/plane"
 )
@@ -70,8 +71,15 @@ type Config struct {
 	// rolled back to. See source.Verifier.VerifyCommit.
 	Verify func(hash source.Hash) (signer string, err error)
 	Target Target
-	// StateDir holds the state file and the history.
+	// StateDir holds the state file and the history, unless Store holds
+	// them.
 	StateDir string
+	// Store keeps the state (published commit, pin) and, when it is a
+	// store.RecordStore, the history; the state directory when nil. While
+	// it cannot be reached, what is served stays served, no new commit is
+	// published, and rollback and resume are refused with an error
+	// wrapping store.ErrUnavailable.
+	Store store.Store
 	// Interval between polls of the remote (default 30s). Triggers sync at
 	// once, whatever the interval.
 	Interval time.Duration
@@ -147,11 +155,19 @@ func New(cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	st, err := LoadState(cfg.StateDir)
+	if cfg.Store == nil {
+		cfg.Store = store.Dir{Path: cfg.StateDir}
+	}
+	st, err := LoadStateFrom(context.Background(), cfg.Store)
 	if err != nil {
 		return nil, err
 	}
-	h, err := OpenHistory(cfg.StateDir, cfg.HistoryLimit)
+	var h *History
+	if db, ok := cfg.Store.(store.RecordStore); ok {
+		h, err = OpenHistoryStore(context.Background(), db, cfg.HistoryLimit)
+	} else {
+		h, err = OpenHistory(cfg.StateDir, cfg.HistoryLimit)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -186,9 +202,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() { d.drainFeedback(ctx) })
 
-	if c, res := d.restore(ctx); c != nil {
-		wg.Go(func() { d.checkRestored(ctx, c, res) })
+	restored := false
+	restore := func() {
+		if c, res := d.restore(ctx); c != nil {
+			restored = true
+			wg.Go(func() { d.checkRestored(ctx, c, res) })
+		}
 	}
+	restore()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	renew := time.NewTicker(d.cfg.RenewInterval)
@@ -216,6 +237,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if !restored && d.awaitsRestore() {
+			// The published or pinned commit was not in local objects at
+			// start (a new state directory on a shared store): the fetch
+			// may have brought it.
+			restore()
+		}
 		delay := d.cfg.Interval
 		if err != nil {
 			delay = d.retryDelay(retry)
@@ -224,6 +251,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		timer.Reset(delay)
 	}
+}
+
+// awaitsRestore reports whether the state names a commit to serve while
+// nothing is served.
+func (d *Daemon) awaitsRestore() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.served == nil && (d.state.Pin != nil || d.state.Published != nil)
 }
 
 // newBackoff is the wait after failed syncs: MinBackoff doubling with each

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/gitmesh/gitmesh/internal/atomicfile"
+	"github.com/gitmesh/gitmesh/store"
 )
 
 // DefaultHistoryLimit bounds the history kept in memory and on disk.
@@ -39,6 +41,37 @@ type History struct {
 	// tornLine is the start of the torn last line when the file was
 	// opened, for the log; "" when there was none.
 	tornLine string
+
+	// db, when set, keeps the records instead of the file (PostgreSQL);
+	// unsaved are the ids of records it has not taken yet (the store was
+	// unreachable), written with the next record.
+	db      store.RecordStore
+	unsaved map[int64]bool
+}
+
+// OpenHistoryStore loads the history kept in db.
+func OpenHistoryStore(ctx context.Context, db store.RecordStore, limit int) (*History, error) {
+	if limit <= 0 {
+		limit = DefaultHistoryLimit
+	}
+	rs, err := db.Records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := &History{limit: limit, db: db, unsaved: map[int64]bool{}}
+	for _, raw := range rs {
+		var r Record
+		if json.Unmarshal(raw.Data, &r) != nil || r.Commit.Hash == "" {
+			continue
+		}
+		r.ID = raw.ID
+		h.next = max(h.next, r.ID)
+		h.records = append(h.records, r)
+	}
+	if len(h.records) > limit {
+		h.records = slices.Clone(h.records[len(h.records)-limit:])
+	}
+	return h, nil
 }
 
 // OpenHistory loads the history of a state directory.
@@ -130,6 +163,9 @@ func (h *History) Update(match func(*Record) bool, change func(*Record) bool) (R
 // write appends r to the file, or rewrites the file when it has grown to
 // twice the limit. Called locked.
 func (h *History) write(r Record) error {
+	if h.db != nil {
+		return h.writeStore(r)
+	}
 	if h.torn || h.lines+1 > 2*h.limit {
 		return h.rewrite()
 	}
@@ -148,6 +184,32 @@ func (h *History) write(r Record) error {
 	h.lines++
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("write history: %w", err)
+	}
+	return nil
+}
+
+// writeStore puts r, and the records the store missed before, in the
+// store, and drops the records older than the limit from it. Called locked.
+func (h *History) writeStore(r Record) error {
+	h.unsaved[r.ID] = true
+	var batch []store.Record
+	for _, rec := range h.records {
+		if !h.unsaved[rec.ID] {
+			continue
+		}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		batch = append(batch, store.Record{ID: rec.ID, Data: data})
+	}
+	ctx := context.Background()
+	if err := h.db.PutRecords(ctx, batch...); err != nil {
+		return err
+	}
+	clear(h.unsaved)
+	if len(h.records) == h.limit {
+		return h.db.TrimRecords(ctx, h.records[0].ID)
 	}
 	return nil
 }

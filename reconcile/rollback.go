@@ -8,6 +8,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/store"
 )
 
 // Errors of Rollback and Resume. Both are refusals: nothing changed.
@@ -64,7 +65,32 @@ func isRefusal(err error) bool {
 	var invalid *InvalidCommitError
 	var unverified *UnverifiedCommitError
 	return errors.Is(err, ErrUnknownCommit) || errors.Is(err, ErrNotPinned) || errors.As(err, &invalid) ||
-		errors.As(err, &unverified)
+		errors.As(err, &unverified) || errors.As(err, new(*StoreUnavailableError))
+}
+
+// StoreUnavailableError refuses a rollback or resume while the state store
+// cannot be reached: the pin could not be kept, so nothing is tried and
+// what is served stays served. It wraps store.ErrUnavailable.
+type StoreUnavailableError struct {
+	Op  string
+	Err error
+}
+
+func (e *StoreUnavailableError) Error() string {
+	return fmt.Sprintf("%s refused: %v; what is served stays served, try again once the store is back", e.Op, e.Err)
+}
+
+func (e *StoreUnavailableError) Unwrap() error { return e.Err }
+
+// storeReachable refuses op while the store cannot be reached.
+func (d *Daemon) storeReachable(ctx context.Context, op string) error {
+	if err := d.cfg.Store.Ping(ctx); err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			return &StoreUnavailableError{Op: op, Err: err}
+		}
+		return err
+	}
+	return nil
 }
 
 // maxResumeWalk bounds how far back Resume looks from the head for a valid
@@ -95,6 +121,9 @@ func (d *Daemon) rollback(ctx context.Context, rev, by, reason string) (Record, 
 	}
 	d.op.Lock()
 	defer d.op.Unlock()
+	if err := d.storeReachable(ctx, OpRollback); err != nil {
+		return Record{}, err
+	}
 	rec := Record{Trigger: OpRollback, By: by, Reason: reason, Pinned: true}
 	res, diff, err := d.load(ctx, rev, &rec)
 	if err != nil {
@@ -182,6 +211,9 @@ func (d *Daemon) Resume(ctx context.Context, by, reason string) (Record, error) 
 func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) {
 	d.op.Lock()
 	defer d.op.Unlock()
+	if err := d.storeReachable(ctx, OpResume); err != nil {
+		return Record{}, err
+	}
 	d.mu.Lock()
 	pinned := d.state.Pin != nil
 	servedInfo := d.servedInfo
@@ -197,7 +229,7 @@ func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) 
 		next := d.state
 		d.mu.Unlock()
 		unpin(&next)
-		if err := SaveState(d.cfg.StateDir, next); err != nil {
+		if err := SaveStateTo(ctx, d.cfg.Store, next); err != nil {
 			return Record{}, fmt.Errorf("resume: %w", err)
 		}
 		o := outcome{Record: Record{Commit: servedInfo, Verdict: VerdictPublished, Trigger: OpResume, By: by, Reason: reason},

@@ -1,15 +1,14 @@
 package reconcile
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/gitmesh/gitmesh/internal/atomicfile"
+	"github.com/gitmesh/gitmesh/store"
 )
 
 // stateVersion is the format of the state file; a file of another version
@@ -17,7 +16,7 @@ import (
 const stateVersion = 1
 
 // State is what the daemon must remember across restarts: the commit it
-// serves and the pin. It lives in <state-dir>/state.json.
+// serves and the pin. It lives in the store: <state-dir>/state.json, or PostgreSQL.
 type State struct {
 	Version     int         `json:"version"`
 	Published   *CommitInfo `json:"published,omitempty"`
@@ -33,25 +32,37 @@ type Pin struct {
 	Reason string     `json:"reason,omitempty"`
 }
 
+// StateKey is the store key of the state: the file state.json of a state
+// directory.
+const StateKey = "state.json"
+
 // StateFile is the path of the state file in a state directory.
-func StateFile(dir string) string { return filepath.Join(dir, "state.json") }
+func StateFile(dir string) string { return filepath.Join(dir, StateKey) }
 
 // LoadState reads the state file of dir; a missing file is an empty State.
 func LoadState(dir string) (State, error) {
-	path := StateFile(dir)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	return LoadStateFrom(context.Background(), store.Dir{Path: dir})
+}
+
+// LoadStateFrom reads the state of a store; none is an empty State.
+func LoadStateFrom(ctx context.Context, st store.Store) (State, error) {
+	data, err := st.Get(ctx, StateKey)
+	if errors.Is(err, store.ErrNotFound) {
 		return State{Version: stateVersion}, nil
 	}
 	if err != nil {
 		return State{}, fmt.Errorf("read state: %w", err)
 	}
+	where := StateKey
+	if d, ok := st.(store.Dir); ok {
+		where = StateFile(d.Path)
+	}
 	var s State
 	if err := json.Unmarshal(data, &s); err != nil {
-		return State{}, fmt.Errorf("read state %s: %w", path, err)
+		return State{}, fmt.Errorf("read state %s: %w", where, err)
 	}
 	if s.Version != stateVersion {
-		return State{}, fmt.Errorf("read state %s: version %d, this gitmesh reads version %d", path, s.Version, stateVersion)
+		return State{}, fmt.Errorf("read state %s: version %d, this gitmesh reads version %d", where, s.Version, stateVersion)
 	}
 	return s, nil
 }
@@ -59,12 +70,17 @@ func LoadState(dir string) (State, error) {
 // SaveState replaces the state file of dir atomically: a crash leaves the
 // old or the new state, never a torn one.
 func SaveState(dir string, s State) error {
+	return SaveStateTo(context.Background(), store.Dir{Path: dir}, s)
+}
+
+// SaveStateTo replaces the state of a store.
+func SaveStateTo(ctx context.Context, st store.Store, s State) error {
 	s.Version = stateVersion
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.Write(StateFile(dir), append(data, '\n'), 0o600); err != nil {
+	if err := st.Put(ctx, StateKey, append(data, '\n'), store.Private); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
@@ -68,6 +69,9 @@ func (d *Daemon) restore(ctx context.Context) (*source.Commit, *pipeline.Result)
 	d.mu.Lock()
 	d.served, d.servedInfo = res, info
 	d.status.Published, d.status.PublishedAt, d.status.Ready = &info, st.PublishedAt, true
+	if strings.HasPrefix(d.status.LastError, "restore ") {
+		d.status.LastError = "" // an earlier try, before the fetch
+	}
 	d.mu.Unlock()
 	d.cfg.Metrics.setPublished(string(c.Hash))
 	log.Info("serving the published commit from local objects", "dataplanes", len(res.Translation.Nodes()),
@@ -222,6 +226,11 @@ func (d *Daemon) decide(ctx context.Context, sr source.SyncResult, trigger strin
 		o.Verdict, o.result, o.record = VerdictPublished, ResultUnchanged, false
 		return o
 	}
+	// What is published must be what the store says was decided: while it
+	// cannot be reached the served commit stays, and the head is retried.
+	if err := d.cfg.Store.Ping(ctx); err != nil {
+		return o.failed(fmt.Errorf("not published: %w", err))
+	}
 	pub, err := d.publish(ctx, &o.Record, res, res.Diff, nil)
 	if err != nil {
 		return o.failed(err)
@@ -328,10 +337,10 @@ func (d *Daemon) publish(ctx context.Context, rec *Record, res *pipeline.Result,
 	next.Published, next.PublishedAt = &rec.Commit, now
 	if change != nil {
 		change(&next)
-		if err := SaveState(d.cfg.StateDir, next); err != nil {
+		if err := SaveStateTo(ctx, d.cfg.Store, next); err != nil {
 			return nil, d.undo(ctx, served, fmt.Errorf("%w; nothing changed", err))
 		}
-	} else if err := SaveState(d.cfg.StateDir, next); err != nil {
+	} else if err := SaveStateTo(ctx, d.cfg.Store, next); err != nil {
 		d.cfg.Logger.Error("published, but the state file was not written; a restart may serve an older commit", "error", err)
 	}
 	published = true

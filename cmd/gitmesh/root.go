@@ -88,6 +88,7 @@ proxyless gRPC over xDS.`,
 		newRollbackCmd(),
 		newResumeCmd(),
 		newTokenCmd(),
+		newStoreCmd(),
 		newVersionCmd(),
 	)
 	return root

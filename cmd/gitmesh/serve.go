@@ -28,6 +28,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
+	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/xds/ads"
 	"github.com/gitmesh/gitmesh/xds/ca"
 	"github.com/gitmesh/gitmesh/xds/plane"
@@ -60,6 +61,7 @@ type serveOptions struct {
 	rollbackOnNACK                bool
 	verifyCommits                 string
 	security                      serveSecurity
+	store                         storeFlags
 }
 
 // Environment variables that carry secrets themselves (the *-file flags and
@@ -142,6 +144,7 @@ unverified and not published, and rollback refuses such commits.`,
 	f.BoolVar(&o.rollbackOnNACK, "rollback-on-nack", false, "put a proxy that NACKs its configuration back on the last commit it accepted")
 	f.StringVar(&o.verifyCommits, "verify-commits", "", "publish (and roll back to) only commits whose OpenPGP signature verifies against the public keys in this keyring file")
 	o.security.bind(f)
+	o.store.bind(f)
 	return cmd
 }
 
@@ -188,6 +191,9 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	}
 	fmt.Fprintf(stdout, "\n  xDS (ADS, gRPC):  %s\n  HTTP API:         %s://%s  (/status /history /proxies /meshes /metrics)\n  state directory:  %s\n",
 		app.xdsLis.Addr(), app.sec.scheme(), app.apiLis.Addr(), o.stateDir)
+	if o.store.postgres() {
+		fmt.Fprintf(stdout, "  state store:      %s  (one replica: more are not supported yet)\n", app.store.Describe())
+	}
 	app.sec.describe(stdout, stderr)
 	if o.adminTokenFile == "" && os.Getenv(envAdminToken) == "" {
 		fmt.Fprintf(stdout, "  admin token:      %s  (POST /rollback and /resume)\n", filepath.Join(o.stateDir, adminTokenFileName))
@@ -208,6 +214,7 @@ type serveApp struct {
 	xdsLis     net.Listener
 	apiLis     net.Listener
 	sec        secured
+	store      store.Store
 }
 
 func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
@@ -224,6 +231,16 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("state directory: %w", err)}
 	}
+	st, err := o.store.open(context.Background(), o.stateDir, migrateAtOpen)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			st.Close()
+		}
+	}()
 	apiCfg, err := o.apiConfig(log.With("component", "api"))
 	if err != nil {
 		return nil, err
@@ -234,11 +251,11 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sec, err := o.security.build(o.stateDir)
+	sec, err := o.security.build(o.stateDir, st)
 	if err != nil {
 		return nil, err
 	}
-	server, pl, err := o.newXDS(log.With("component", "xds"), reg, sec)
+	server, pl, err := o.newXDS(log.With("component", "xds"), reg, sec, st)
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +268,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	daemon, err := reconcile.New(reconcile.Config{
 		Source: mirror, Repo: source.RedactURL(o.repo), Branch: o.branch, Path: o.path,
 		Pipeline: pipe, AllowEmpty: o.allowEmpty, Verify: verify, Target: pl,
-		StateDir: o.stateDir, Interval: o.interval, Logger: log, Metrics: reconcile.NewMetrics(reg),
+		StateDir: o.stateDir, Store: st, Interval: o.interval, Logger: log, Metrics: reconcile.NewMetrics(reg),
 	})
 	if err != nil {
 		return nil, &exitError{code: exitUsage, err: err}
@@ -276,8 +293,9 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	ok = true
 	return &serveApp{o: o, log: log, mirror: mirror, daemon: daemon, server: server, plane: pl,
-		httpServer: httpServer, xdsLis: xdsLis, apiLis: sec.listen(apiLis), sec: sec}, nil
+		httpServer: httpServer, xdsLis: xdsLis, apiLis: sec.listen(apiLis), sec: sec, store: st}, nil
 }
 
 // apiConfig is the HTTP API's configuration from the flags: the webhooks'
@@ -346,13 +364,13 @@ func (o serveOptions) openMirror(log *slog.Logger) (*source.Mirror, func(source.
 }
 
 // newXDS makes the xDS server and the plane that feeds it.
-func (o serveOptions) newXDS(log *slog.Logger, reg *prometheus.Registry, sec secured) (*ads.Server, *plane.Plane, error) {
+func (o serveOptions) newXDS(log *slog.Logger, reg *prometheus.Registry, sec secured, st store.Store) (*ads.Server, *plane.Plane, error) {
 	server, err := ads.New(ads.Config{Logger: log, EventBuffer: 1 << 16, Authenticate: sec.auth, TLS: sec.tls})
 	if err != nil {
 		return nil, nil, err
 	}
 	pl, err := plane.New(plane.Config{
-		Server: server, Authority: &ca.Authority{StateDir: o.stateDir, Validity: o.certValidity, Log: log},
+		Server: server, Authority: &ca.Authority{StateDir: o.stateDir, Store: st, Validity: o.certValidity, Log: log},
 		Metrics: plane.NewMetrics(reg, server), Logger: log, RollbackOnNACK: o.rollbackOnNACK,
 	})
 	if err != nil {
@@ -364,6 +382,7 @@ func (o serveOptions) newXDS(log *slog.Logger, reg *prometheus.Registry, sec sec
 // Run serves until ctx ends, then stops every part and returns the first
 // error that ended one.
 func (a *serveApp) Run(ctx context.Context) error {
+	defer a.store.Close()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.server.Serve(ctx, a.xdsLis) })
 	g.Go(func() error {

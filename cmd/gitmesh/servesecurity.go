@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/xds/ads"
 	"github.com/gitmesh/gitmesh/xds/servertls"
 	"github.com/gitmesh/gitmesh/xds/token"
@@ -50,7 +51,7 @@ type secured struct {
 
 // build checks the flags and builds what they ask for; empty modes are the
 // defaults, none and off.
-func (s serveSecurity) build(stateDir string) (secured, error) {
+func (s serveSecurity) build(stateDir string, st store.Store) (secured, error) {
 	var out secured
 	switch s.xdsAuth {
 	case xdsAuthNone, "":
@@ -73,7 +74,7 @@ func (s serveSecurity) build(stateDir string) (secured, error) {
 	switch s.tls {
 	case tlsOff, "":
 	case tlsAuto:
-		out.tls, out.caFile, err = servertls.Auto(stateDir, s.tlsSANs, nil)
+		out.tls, out.caFile, err = servertls.AutoStore(st, stateDir, s.tlsSANs, nil)
 	case tlsFiles:
 		if s.tlsCertFile == "" || s.tlsKeyFile == "" {
 			return out, usageError("--tls files needs --tls-cert-file and --tls-key-file")

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/store"
 )
 
 // Defaults of an Authority whose fields are left zero.
@@ -45,6 +46,10 @@ type Authority struct {
 	// StateDir holds builtin CAs as <StateDir>/ca/<mesh>/ca.crt and ca.key.
 	// Required for meshes with a builtin CA.
 	StateDir string
+	// Store, when set, keeps the builtin CAs instead of StateDir (under
+	// the keys ca/<mesh>/ca.crt and ca.key, the key a store.Secret);
+	// issued certificates stay in StateDir.
+	Store store.Store
 	// Validity of an issued dataplane certificate; DefaultValidity when zero.
 	Validity time.Duration
 	// CAValidity of a newly created builtin CA; DefaultCAValidity when zero.
@@ -148,7 +153,7 @@ func (a *Authority) MeshCA(mesh string, spec schema.CA) (*CA, error) {
 func (a *Authority) sourceOf(mesh string, spec schema.CA) (string, error) {
 	switch spec.Kind {
 	case schema.CABuiltin, "":
-		if a.StateDir == "" {
+		if a.StateDir == "" && a.Store == nil {
 			return "", fmt.Errorf("mesh %s: builtin CA needs a state directory", mesh)
 		}
 		return "builtin\x00" + builtinDir(a.StateDir, mesh), nil

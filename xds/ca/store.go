@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,13 +11,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
+
 	"net/url"
 	"os"
 	"path/filepath"
 
-	"github.com/gitmesh/gitmesh/internal/atomicfile"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/store"
 )
 
 // File names of a builtin CA inside <state>/ca/<mesh>.
@@ -29,40 +30,50 @@ func builtinDir(stateDir, mesh string) string {
 	return filepath.Join(stateDir, "ca", mesh)
 }
 
-// loadOrCreateBuiltin reads the builtin CA of mesh from the state directory,
-// creating it when absent. The key is written before the certificate, so a
-// key without a certificate is a creation that never finished (nothing can
-// have been issued from it) and is replaced; a certificate without its key is
-// an error.
+// caStore is where builtin CAs are kept: Store, else the state directory.
+func (a *Authority) caStore() store.Store {
+	if a.Store != nil {
+		return a.Store
+	}
+	return store.Dir{Path: a.StateDir}
+}
+
+// loadOrCreateBuiltin reads the builtin CA of mesh from the store (the
+// state directory by default), creating it when absent. The key is written
+// before the certificate, so a key without a certificate is a creation that
+// never finished (nothing can have been issued from it) and is replaced; a
+// certificate without its key is an error.
 func (a *Authority) loadOrCreateBuiltin(mesh string) (*CA, error) {
-	dir := builtinDir(a.StateDir, mesh)
-	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
-	_, certErr := os.Stat(certPath)
+	st, ctx := a.caStore(), context.Background()
+	certKey, keyKey := "ca/"+mesh+"/"+caCertFile, "ca/"+mesh+"/"+caKeyFile
+	certName, keyName := certKey, keyKey
+	if d, ok := st.(store.Dir); ok {
+		dir := builtinDir(d.Path, mesh)
+		certName, keyName = filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+	}
+	certPEM, certErr := st.Get(ctx, certKey)
 	switch {
 	case certErr == nil:
-		ca, err := loadPair(mesh, schema.CABuiltin, certPath, keyPath)
+		keyPEM, err := st.Get(ctx, keyKey)
+		if err != nil {
+			return nil, fmt.Errorf("mesh %s: builtin CA: read key: %w", mesh, err)
+		}
+		ca, err := parsePair(mesh, schema.CABuiltin, certPEM, keyPEM, certName, keyName)
 		if err != nil {
 			return nil, fmt.Errorf("mesh %s: builtin CA: %w", mesh, err)
 		}
 		return ca, nil
-	case !errors.Is(certErr, fs.ErrNotExist):
+	case !errors.Is(certErr, store.ErrNotFound):
 		return nil, fmt.Errorf("mesh %s: builtin CA: %w", mesh, certErr)
 	}
 	ca, certPEM, keyPEM, err := a.generate(mesh)
 	if err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := st.Put(ctx, keyKey, keyPEM, store.Secret); err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
-	// MkdirAll leaves existing directories alone; tighten the CA's own.
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
-	}
-	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
-		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
-	}
-	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
+	if err := st.Put(ctx, certKey, certPEM, store.Public); err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
 	return ca, nil
@@ -123,21 +134,30 @@ func loadPair(mesh string, kind schema.CAKind, certFile, keyFile string) (*CA, e
 	if err != nil {
 		return nil, fmt.Errorf("read certificate: %w", err)
 	}
-	cert, certBlock, err := parseCertPEM(certPEM)
-	if err != nil {
+	if _, _, err := parseCertPEM(certPEM); err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", certFile, err)
 	}
 	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("read key: %w", err)
 	}
+	return parsePair(mesh, kind, certPEM, keyPEM, certFile, keyFile)
+}
+
+// parsePair parses a PEM CA certificate and its PEM private key, naming
+// them certName and keyName in errors.
+func parsePair(mesh string, kind schema.CAKind, certPEM, keyPEM []byte, certName, keyName string) (*CA, error) {
+	cert, certBlock, err := parseCertPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", certName, err)
+	}
 	signer, err := parseKeyPEM(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("key %s: %w", keyFile, err)
+		return nil, fmt.Errorf("key %s: %w", keyName, err)
 	}
 	ca, err := newCA(mesh, kind, cert, pem.EncodeToMemory(certBlock), signer)
 	if err != nil {
-		return nil, fmt.Errorf("%s and %s: %w", certFile, keyFile, err)
+		return nil, fmt.Errorf("%s and %s: %w", certName, keyName, err)
 	}
 	return ca, nil
 }

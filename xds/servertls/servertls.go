@@ -5,6 +5,7 @@
 package servertls
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,7 +16,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/big"
 	"net"
 	"os"
@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/gitmesh/gitmesh/internal/atomicfile"
+	"github.com/gitmesh/gitmesh/store"
 )
 
 // Files in the state directory.
@@ -48,10 +49,17 @@ const (
 // certificate is issued in memory at start and again when a third of its
 // life is left; its key never touches the disk.
 func Auto(stateDir string, sans []string, now func() time.Time) (*tls.Config, string, error) {
+	return AutoStore(store.Dir{Path: stateDir}, stateDir, sans, now)
+}
+
+// AutoStore is Auto with the control-plane CA kept in st (under the keys
+// control-plane-ca/ca.crt and ca.key, the key a store.Secret); the CA
+// certificate to trust is still written to <stateDir>/control-plane-ca.pem.
+func AutoStore(st store.Store, stateDir string, sans []string, now func() time.Time) (*tls.Config, string, error) {
 	if now == nil {
 		now = time.Now
 	}
-	ca, caCert, err := loadOrCreateCA(filepath.Join(stateDir, CADir), now())
+	ca, caCert, err := loadOrCreateCA(st, now())
 	if err != nil {
 		return nil, "", fmt.Errorf("control-plane CA: %w", err)
 	}
@@ -148,18 +156,26 @@ func (is *issuer) certificate() (*tls.Certificate, error) {
 	return is.cert, nil
 }
 
-func loadOrCreateCA(dir string, now time.Time) (crypto.Signer, *x509.Certificate, error) {
-	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
-	pair, err := tls.LoadX509KeyPair(certPath, keyPath)
-	if err == nil {
+func loadOrCreateCA(st store.Store, now time.Time) (crypto.Signer, *x509.Certificate, error) {
+	ctx := context.Background()
+	certKey, keyKey := CADir+"/ca.crt", CADir+"/ca.key"
+	certPEM, certErr := st.Get(ctx, certKey)
+	keyPEM, keyErr := st.Get(ctx, keyKey)
+	if certErr == nil && keyErr == nil {
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s and %s: %w", certKey, keyKey, err)
+		}
 		signer, ok := pair.PrivateKey.(crypto.Signer)
 		if !ok {
-			return nil, nil, fmt.Errorf("%s: not a signing key", keyPath)
+			return nil, nil, fmt.Errorf("%s: not a signing key", keyKey)
 		}
 		return signer, pair.Leaf, nil
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, err
+	for _, err := range []error{certErr, keyErr} {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, nil, err
+		}
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -191,14 +207,11 @@ func loadOrCreateCA(dir string, now time.Time) (crypto.Signer, *x509.Certificate
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, err
-	}
 	// The key first: a certificate without its key is not taken as a CA.
-	if err := atomicfile.Write(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := st.Put(ctx, keyKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), store.Secret); err != nil {
 		return nil, nil, err
 	}
-	if err := atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := st.Put(ctx, certKey, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), store.Public); err != nil {
 		return nil, nil, err
 	}
 	return key, cert, nil
