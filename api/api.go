@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
@@ -65,6 +67,11 @@ type Config struct {
 	// require either token.
 	AdminToken, ReadToken []byte
 	AuthReads             bool
+	// Differ answers GET /diff; nil answers 404.
+	Differ Differ
+	// EventsInterval is how often GET /events looks for a change; 0 means
+	// DefaultEventsInterval.
+	EventsInterval time.Duration
 	// CORSOrigins are the browser origins (scheme://host[:port]) allowed
 	// to call the API from another origin; none by default.
 	CORSOrigins []string
@@ -85,7 +92,7 @@ func New(cfg Config) http.Handler {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	s := &server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, tokens: newTokens(cfg)}
+	s := &server{cfg: cfg, b: cfg.Backend, log: cfg.Logger, tokens: newTokens(cfg), diffing: make(chan struct{}, 1)}
 	mux := http.NewServeMux()
 	open := func(pattern string, methods []string, h http.HandlerFunc) {
 		mux.Handle(pattern, allow(methods, h))
@@ -99,11 +106,17 @@ func New(cfg Config) http.Handler {
 	open("/healthz", readMethods, s.healthz)
 	open("/readyz", readMethods, s.readyz)
 	route("/metrics", readMethods, s.metrics)
+	route("/diff", readMethods, s.diff)
+	route("/events", readMethods, s.events)
+	mux.Handle("/ui/", allow(readMethods, console()))
+	mux.Handle("/ui", allow(readMethods, http.RedirectHandler("/ui/", http.StatusMovedPermanently)))
 
 	route("/meshes", readMethods, s.served(listMeshes))
 	route("/meshes/{mesh}", readMethods, s.served(getMesh))
 	route("/meshes/{mesh}/dataplanes", readMethods, s.served(listDataplanes))
 	route("/meshes/{mesh}/dataplanes/{name}", readMethods, s.served(getDataplane))
+	route("/meshes/{mesh}/dataplanes/{name}/policies", readMethods, s.served(dataplanePolicies))
+	route("/meshes/{mesh}/matrix", readMethods, s.served(matrix))
 	route("/meshes/{mesh}/traffic-permissions", readMethods, s.served(listPermissions))
 	route("/meshes/{mesh}/traffic-permissions/{name}", readMethods, s.served(getPermission))
 	route("/meshes/{mesh}/meshtrafficpermissions", readMethods, s.served(listMeshTrafficPermissions))
@@ -135,6 +148,10 @@ type server struct {
 	b      Backend
 	log    *slog.Logger
 	tokens tokens
+	// diffing holds a token while GET /diff runs: one comparison at a time.
+	diffing chan struct{}
+	// streams counts the open GET /events streams.
+	streams atomic.Int64
 }
 
 // allow answers 405 with an Allow header, as JSON, to a method not in

@@ -2,10 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"path"
-	"path/filepath"
 	"slices"
 
 	"github.com/spf13/cobra"
@@ -13,7 +12,6 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/plan"
 	"github.com/gitmesh/gitmesh/reconcile/source"
-	"github.com/gitmesh/gitmesh/schema"
 )
 
 type diffOptions struct {
@@ -74,35 +72,20 @@ func runDiff(ctx context.Context, stdout, stderr io.Writer, o diffOptions, baseR
 	if err != nil {
 		return err
 	}
-	side := func(label, rev string, prev *pipeline.Result) (plan.Side, error) {
-		c, err := source.ReadCommit(repo, rev, o.path)
-		if err != nil {
-			return plan.Side{}, &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", label, err)}
-		}
-		tree := schema.Tree{FS: c.Tree}
-		if o.path != "" {
-			tree.Prefix = path.Clean(filepath.ToSlash(o.path))
-		}
-		res, err := p.Run(ctx, []schema.Tree{tree}, prev)
-		if err != nil {
-			return plan.Side{}, &exitError{code: exitUsage, err: fmt.Errorf("%s %s: %w", label, c.Hash.Short(), err)}
-		}
-		if !res.Valid() {
-			fmt.Fprintf(stderr, "gitmesh: %s %s (%s) is invalid:\n", label, c.Hash.Short(), c.Subject)
-			_ = reportText(stderr, res)
-			return plan.Side{}, &exitError{code: exitUsage}
-		}
-		return plan.Side{Rev: rev, Commit: c.Hash, Subject: c.Subject, Result: res}, nil
-	}
-	base, err := side("BASE", baseRev, nil)
-	if err != nil {
+	read := func(rev, dir string) (*source.Commit, error) { return source.ReadCommit(repo, rev, dir) }
+	pl, err := plan.Commits(ctx, p, read, o.path, baseRev, headRev)
+	var invalid *plan.InvalidSideError
+	var unreadable *plan.RevisionError
+	switch {
+	case errors.As(err, &invalid):
+		fmt.Fprintf(stderr, "gitmesh: %s %s (%s) is invalid:\n", invalid.Label, invalid.Commit.Short(), invalid.Subject)
+		_ = reportText(stderr, invalid.Result)
+		return &exitError{code: exitUsage}
+	case errors.As(err, &unreadable):
+		return &exitError{code: exitUsage, err: err}
+	case err != nil:
 		return err
 	}
-	head, err := side("HEAD", headRev, base.Result)
-	if err != nil {
-		return err
-	}
-	pl := plan.Compare(base, head)
 	if err := plan.Write(stdout, pl, o.format); err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}

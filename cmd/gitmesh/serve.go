@@ -27,6 +27,7 @@ import (
 	"github.com/gitmesh/gitmesh/internal/atomicfile"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
+	"github.com/gitmesh/gitmesh/reconcile/plan"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/xds/ads"
@@ -274,6 +275,13 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		return nil, &exitError{code: exitUsage, err: err}
 	}
 	apiCfg.Backend = backend{daemon, server}
+	// Comparisons for GET /diff run a pipeline of their own, so that they
+	// leave the daemon's cache to the branch's commits.
+	diffPipe, err := pipeline.New(pipeline.Options{Limits: o.limits.options(), Cache: true})
+	if err != nil {
+		return nil, err
+	}
+	apiCfg.Differ = differ{mirror: mirror, pipe: diffPipe, path: o.path}
 	apiCfg.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 
 	xdsLis, err := net.Listen("tcp", o.xdsAddress)
@@ -476,3 +484,15 @@ type backend struct {
 }
 
 func (b backend) Proxies() []ads.ProxyStatus { return b.server.Status() }
+
+// differ compares two commits of the mirror for GET /diff, as `gitmesh
+// diff` compares two of a repository.
+type differ struct {
+	mirror *source.Mirror
+	pipe   *pipeline.Pipeline
+	path   string
+}
+
+func (d differ) Diff(ctx context.Context, base, head string) (*plan.Plan, error) {
+	return plan.Commits(ctx, d.pipe, d.mirror.ReadCommit, d.path, base, head)
+}
