@@ -626,7 +626,7 @@ func TestDockerBuild(t *testing.T) {
 			t.Errorf(".dockerignore lets %s into the build context", p)
 		}
 	}
-	for _, p := range []string{"go.mod", "go.sum", "cmd/gitmesh/main.go", "schema/schemas/mesh.json"} {
+	for _, p := range []string{"go.mod", "go.sum", "cmd/gitmesh/main.go", "schema/schemas/mesh.json", "api/ui/index.html"} {
 		if di.ignored(p) {
 			t.Errorf(".dockerignore keeps %s out of the build context", p)
 		}
