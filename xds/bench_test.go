@@ -104,22 +104,7 @@ func (h *heapPeak) report(b *testing.B) {
 
 func BenchmarkTranslateAll(b *testing.B) {
 	set := benchSet()
-	runtime.GC()
-	b.ReportAllocs()
-	peak := startHeapPeak()
-	b.ResetTimer()
-	var proxies []*Proxy
-	for range b.N {
-		var err error
-		if proxies, err = Translate(set, Options{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	peak.report(b)
-	if len(proxies) != benchDataplanes {
-		b.Fatalf("%d proxies", len(proxies))
-	}
+	benchTranslate(b, set)
 }
 
 func BenchmarkRetranslateOnePermission(b *testing.B) {
@@ -238,6 +223,12 @@ func BenchmarkTranslateAllRouted(b *testing.B) {
 				BackendRefs: backends, Rule: "/spec/to/0/rules/0"}}})
 		}
 	}
+	benchTranslate(b, set)
+}
+
+// benchTranslate measures Translate of set, with its allocations and peak
+// heap.
+func benchTranslate(b *testing.B, set *schema.Set) {
 	runtime.GC()
 	b.ReportAllocs()
 	peak := startHeapPeak()
