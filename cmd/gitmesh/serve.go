@@ -190,8 +190,8 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	if o.path != "" {
 		fmt.Fprintf(stdout, " path %s", o.path)
 	}
-	fmt.Fprintf(stdout, "\n  xDS (ADS, gRPC):  %s\n  HTTP API:         %s://%s  (/status /history /proxies /meshes /metrics)\n  state directory:  %s\n",
-		app.xdsLis.Addr(), app.sec.scheme(), app.apiLis.Addr(), o.stateDir)
+	fmt.Fprintf(stdout, "\n  xDS (ADS, gRPC):  %s\n  HTTP API:         %s://%s  (/status /history /proxies /meshes /metrics)\n  console:          %s://%s/ui/\n  state directory:  %s\n",
+		app.xdsLis.Addr(), app.sec.scheme(), app.apiLis.Addr(), app.sec.scheme(), app.apiLis.Addr(), o.stateDir)
 	if o.store.postgres() {
 		fmt.Fprintf(stdout, "  state store:      %s  (one replica: more are not supported yet)\n", app.store.Describe())
 	}
