@@ -116,6 +116,7 @@ func New(cfg Config) http.Handler {
 	route("/meshes/{mesh}/dataplanes", readMethods, s.served(listDataplanes))
 	route("/meshes/{mesh}/dataplanes/{name}", readMethods, s.served(getDataplane))
 	route("/meshes/{mesh}/dataplanes/{name}/policies", readMethods, s.served(dataplanePolicies))
+	route("/meshes/{mesh}/dataplanes/{name}/resources", readMethods, s.dataplaneResources)
 	route("/meshes/{mesh}/matrix", readMethods, s.served(matrix))
 	route("/meshes/{mesh}/traffic-permissions", readMethods, s.served(listPermissions))
 	route("/meshes/{mesh}/traffic-permissions/{name}", readMethods, s.served(getPermission))

@@ -113,3 +113,26 @@ func TestMatrix(t *testing.T) {
 	get(t, base+"/meshes/nope/matrix").wantError(t, http.StatusNotFound, `mesh "nope" not found`)
 	get(t, base+"/diff").wantError(t, http.StatusNotFound, "diff is not available")
 }
+
+// The resources of one dataplane, as gitmesh render --format json prints
+// them, for either flavour.
+func TestDataplaneResources(t *testing.T) {
+	base, b, _ := startAPI(t, api.Config{})
+	b.serve(schematest.Load(t, os.DirFS("../policies")), servedCommit)
+	for _, flavor := range []string{"", "envoy", "grpc"} {
+		var doc struct {
+			Node, Flavor, Hash string
+			Listeners          []map[string]any
+		}
+		get(t, base+"/meshes/default/dataplanes/web-01/resources?flavor="+flavor).wantJSON(t, http.StatusOK, &doc)
+		want := flavor
+		if want == "" {
+			want = "envoy"
+		}
+		if doc.Node != "default.web-01" || doc.Flavor != want || len(doc.Hash) != 64 || len(doc.Listeners) == 0 {
+			t.Errorf("flavor %q: %+v", flavor, doc)
+		}
+	}
+	get(t, base+"/meshes/default/dataplanes/web-01/resources?flavor=istio").wantError(t, http.StatusBadRequest, `flavor "istio"`)
+	get(t, base+"/meshes/default/dataplanes/nope/resources").wantError(t, http.StatusNotFound, `dataplane "nope" not found`)
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/ads"
 )
 
@@ -31,6 +32,7 @@ type fakeBackend struct {
 	status   reconcile.Status
 	history  []reconcile.Record
 	set      *schema.Set
+	tr       *xds.Translation // the set's, built when served
 	commit   reconcile.CommitInfo
 	proxies  []ads.ProxyStatus
 	triggers []string
@@ -86,7 +88,7 @@ func (f *fakeBackend) Served() (*pipeline.Result, reconcile.CommitInfo, bool) {
 	if f.set == nil {
 		return nil, f.commit, false
 	}
-	return &pipeline.Result{Set: f.set}, f.commit, true
+	return &pipeline.Result{Set: f.set, Translation: f.tr}, f.commit, true
 }
 
 func (f *fakeBackend) Proxies() []ads.ProxyStatus {
@@ -105,6 +107,7 @@ func (f *fakeBackend) serve(set *schema.Set, commit reconcile.CommitInfo) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.set, f.commit = set, commit
+	f.tr, _, _, _ = xds.NewBuilder(xds.BuilderOptions{}).Build(context.Background(), set, schema.DiffSets(nil, set), nil)
 	f.status.Ready = true
 	f.status.Published = &commit
 }

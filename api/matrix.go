@@ -2,11 +2,13 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/xds"
 )
 
 // The verdicts of a matrix cell.
@@ -202,4 +204,46 @@ func dataplanePolicies(set *schema.Set, r *http.Request) answer {
 		return notFound("dataplane %q not found in mesh %q", name, mesh)
 	}
 	return found(set.PoliciesOf(dp))
+}
+
+// dataplaneResources serves the resources the served commit gives one
+// dataplane for a flavour (?flavor=envoy, the default, or grpc), as
+// `gitmesh render --format json` prints them.
+func (s *server) dataplaneResources(w http.ResponseWriter, r *http.Request) {
+	res, commit, ok := s.b.Served()
+	if !ok || res == nil || res.Set == nil || res.Translation == nil {
+		writeError(w, http.StatusServiceUnavailable, "no commit is served yet")
+		return
+	}
+	w.Header().Set(CommitHeader, string(commit.Hash))
+	mesh, name := r.PathValue("mesh"), r.PathValue("name")
+	dp := res.Set.Dataplane(mesh, name)
+	if dp == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("dataplane %q not found in mesh %q", name, mesh))
+		return
+	}
+	flavor := xds.Flavor(r.URL.Query().Get("flavor"))
+	if flavor == "" {
+		flavor = xds.FlavorEnvoy
+	}
+	if flavor != xds.FlavorEnvoy && flavor != xds.FlavorGRPC {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("flavor %q: want envoy or grpc", flavor))
+		return
+	}
+	n := res.Translation.Node(dp.NodeID().String())
+	var p *xds.Proxy
+	if n != nil {
+		p = n.Proxy(flavor)
+	}
+	if p == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("the served commit has no %s proxy for %s", flavor, dp.NodeID()))
+		return
+	}
+	b, err := xds.MarshalProxy(p, xds.FormatJSON)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
 }

@@ -524,7 +524,20 @@
     if (!p) out.appendChild(h("p", { className: "muted" }, "Not published: no snapshot of the served commit for this node."));
     else out.appendChild(h("table", { id: "rendered" }, h("tr", {}, ["type", "version (commit-hash)", "sent", "ACKed"].map((k) => h("th", {}, k))),
       p.types.map((t) => h("tr", {}, h("td", {}, t.type), h("td", { className: "mono" }, t.published || "–"), h("td", { className: "mono" }, t.sent || "–"), h("td", { className: "mono" }, t.acked || "–")))));
-    out.appendChild(h("p", { className: "muted" }, "Each version is the commit where the type last changed and the hash of its resources; `gitmesh render` prints the resources themselves."));
+    out.appendChild(h("p", { className: "muted" }, "Each version is the commit where the type last changed and the hash of its resources."));
+    const shown = h("pre", { id: "resources", className: "mono" });
+    const show = (flavor) => async () => {
+      shown.textContent = "…";
+      try {
+        const doc = await read(base + "/resources?flavor=" + flavor);
+        shown.textContent = JSON.stringify(doc, null, 2);
+      } catch (e) {
+        shown.textContent = String(e.message || e);
+      }
+    };
+    out.appendChild(h("p", {}, h("button", { id: "show-envoy", onclick: show("envoy") }, "Envoy resources"), " ",
+      h("button", { id: "show-grpc", onclick: show("grpc") }, "proxyless gRPC resources")));
+    out.appendChild(shown);
     return out;
   }
   function policyRefs(ps) { return (ps || []).map((p) => h("div", {}, p.type + " ", h("b", {}, p.name), " ", h("code", {}, where(p)))); }

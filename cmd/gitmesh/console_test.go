@@ -233,6 +233,8 @@ func TestConsole(t *testing.T) {
 	b.screenshot("proxies")
 	b.run("open the dataplane", chromedp.Navigate(s.api("/ui/#/dataplane/default/backend-01")))
 	b.until("the inbound's policy", `document.querySelector("#inbounds")?.textContent.includes("web-to-backend")`)
+	b.run("show its gRPC resources", chromedp.Click(chromedp.CSS("#show-grpc")))
+	b.until("the rendered resources", `document.querySelector("#resources")?.textContent.includes('"flavor": "grpc"')`)
 
 	// Resume from the banner: the admin token is still in the page.
 	b.run("resume", chromedp.Click(chromedp.CSS("#resume")))
