@@ -64,21 +64,27 @@ type filterJSON struct {
 	Type                   string              `json:"type"`
 	RequestHeaderModifier  *headerModifierJSON `json:"requestHeaderModifier,omitempty"`
 	ResponseHeaderModifier *headerModifierJSON `json:"responseHeaderModifier,omitempty"`
-	RequestRedirect        *struct {
-		Scheme     string           `json:"scheme,omitempty"`
-		Hostname   string           `json:"hostname,omitempty"`
-		Path       *pathRewriteJSON `json:"path,omitempty"`
-		Port       uint32           `json:"port,omitempty"`
-		StatusCode int              `json:"statusCode"`
-	} `json:"requestRedirect,omitempty"`
-	URLRewrite *struct {
-		Hostname string           `json:"hostname,omitempty"`
-		Path     *pathRewriteJSON `json:"path,omitempty"`
-	} `json:"urlRewrite,omitempty"`
-	RequestMirror *struct {
-		Percentage string         `json:"percentage"`
-		BackendRef backendRefJSON `json:"backendRef"`
-	} `json:"requestMirror,omitempty"`
+	RequestRedirect        *redirectJSON       `json:"requestRedirect,omitempty"`
+	URLRewrite             *urlRewriteJSON     `json:"urlRewrite,omitempty"`
+	RequestMirror          *mirrorJSON         `json:"requestMirror,omitempty"`
+}
+
+type redirectJSON struct {
+	Scheme     string           `json:"scheme,omitempty"`
+	Hostname   string           `json:"hostname,omitempty"`
+	Path       *pathRewriteJSON `json:"path,omitempty"`
+	Port       uint32           `json:"port,omitempty"`
+	StatusCode int              `json:"statusCode"`
+}
+
+type urlRewriteJSON struct {
+	Hostname string           `json:"hostname,omitempty"`
+	Path     *pathRewriteJSON `json:"path,omitempty"`
+}
+
+type mirrorJSON struct {
+	Percentage string         `json:"percentage"`
+	BackendRef backendRefJSON `json:"backendRef"`
 }
 
 func toBackendRefs(bs []schema.BackendRef) []backendRefJSON {
@@ -117,25 +123,13 @@ func toPathRewrite(p *schema.PathRewrite) *pathRewriteJSON {
 func toFilter(f schema.HTTPFilter) filterJSON {
 	out := filterJSON{Type: f.Type, RequestHeaderModifier: toHeaderModifier(f.RequestHeader), ResponseHeaderModifier: toHeaderModifier(f.ResponseHeader)}
 	if r := f.Redirect; r != nil {
-		out.RequestRedirect = &struct {
-			Scheme     string           `json:"scheme,omitempty"`
-			Hostname   string           `json:"hostname,omitempty"`
-			Path       *pathRewriteJSON `json:"path,omitempty"`
-			Port       uint32           `json:"port,omitempty"`
-			StatusCode int              `json:"statusCode"`
-		}{r.Scheme, r.Hostname, toPathRewrite(r.Path), r.Port, r.StatusCode}
+		out.RequestRedirect = &redirectJSON{r.Scheme, r.Hostname, toPathRewrite(r.Path), r.Port, r.StatusCode}
 	}
 	if r := f.Rewrite; r != nil {
-		out.URLRewrite = &struct {
-			Hostname string           `json:"hostname,omitempty"`
-			Path     *pathRewriteJSON `json:"path,omitempty"`
-		}{r.Hostname, toPathRewrite(r.Path)}
+		out.URLRewrite = &urlRewriteJSON{r.Hostname, toPathRewrite(r.Path)}
 	}
 	if m := f.Mirror; m != nil {
-		out.RequestMirror = &struct {
-			Percentage string         `json:"percentage"`
-			BackendRef backendRefJSON `json:"backendRef"`
-		}{strconv.FormatFloat(m.Percentage, 'f', -1, 64), toBackendRef(m.BackendRef)}
+		out.RequestMirror = &mirrorJSON{strconv.FormatFloat(m.Percentage, 'f', -1, 64), toBackendRef(m.BackendRef)}
 	}
 	return out
 }
@@ -176,11 +170,13 @@ type meshTCPRouteJSON struct {
 
 type tcpToJSON struct {
 	TargetRef targetRefJSON `json:"targetRef"`
-	Rules     []struct {
-		Default struct {
-			BackendRefs []backendRefJSON `json:"backendRefs"`
-		} `json:"default"`
-	} `json:"rules"`
+	Rules     []tcpRuleJSON `json:"rules"`
+}
+
+type tcpRuleJSON struct {
+	Default struct {
+		BackendRefs []backendRefJSON `json:"backendRefs"`
+	} `json:"default"`
 }
 
 func toMeshTCPRoute(p *schema.MeshTCPRoute) meshTCPRouteJSON {
@@ -189,11 +185,7 @@ func toMeshTCPRoute(p *schema.MeshTCPRoute) meshTCPRouteJSON {
 	out.Spec.To = []tcpToJSON{}
 	for _, to := range p.To {
 		j := tcpToJSON{TargetRef: toTargetRef(to.TargetRef)}
-		j.Rules = make([]struct {
-			Default struct {
-				BackendRefs []backendRefJSON `json:"backendRefs"`
-			} `json:"default"`
-		}, 1)
+		j.Rules = make([]tcpRuleJSON, 1)
 		j.Rules[0].Default.BackendRefs = toBackendRefs(to.BackendRefs)
 		out.Spec.To = append(out.Spec.To, j)
 	}

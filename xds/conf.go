@@ -94,7 +94,7 @@ func (mi *meshIndex) cluster(dp *schema.Dataplane, service string, c *shared, fl
 	}
 	key := append(make([]byte, 0, 64), c.res.(*clusterv3.Cluster).GetName()...)
 	key = append(append(append(key, 0), flavor...), 0)
-	key, found := ci.toKey(key, dp, service, clusterTypes()...)
+	key, found := ci.toKey(key, dp, service, clusterKinds...)
 	if !found {
 		return c, nil, nil
 	}

@@ -1,9 +1,9 @@
 package xds
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 
 	faultcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
@@ -119,8 +119,8 @@ func (mi *meshIndex) clientFaults(s *service) (*clientFaults, error) {
 	if v, ok := ci.faults.Load(s.name); ok {
 		return v.(*clientFaults), nil
 	}
-	var first []byte
-	var conf schema.Conf
+	// conf is the first inbound's; same says every inbound's is equal.
+	var conf *schema.Conf
 	same, any := true, false
 	for _, dp := range s.providers {
 		for i, in := range dp.Inbound {
@@ -128,14 +128,9 @@ func (mi *meshIndex) clientFaults(s *service) (*clientFaults, error) {
 				continue
 			}
 			c := schema.FromConf(policies, dp, i)
-			b, err := json.Marshal(c.Values)
-			if err != nil {
-				return nil, err
-			}
-			switch {
-			case !any && first == nil:
-				first, conf = b, c
-			case string(b) != string(first):
+			if conf == nil {
+				conf = &c
+			} else if !reflect.DeepEqual(c.Values, conf.Values) {
 				same = false
 			}
 			any = any || !c.Empty()
@@ -147,7 +142,7 @@ func (mi *meshIndex) clientFaults(s *service) (*clientFaults, error) {
 		if !same {
 			cf.notes = []string{fmt.Sprintf("outbound %s: the instances of %s have different MeshFaultInjections, which a gRPC client cannot tell apart: none is applied", s.name, s.name)}
 		} else {
-			faults, err := decodeFaults(conf)
+			faults, err := decodeFaults(*conf)
 			if err != nil {
 				return nil, err
 			}

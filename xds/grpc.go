@@ -162,9 +162,9 @@ func (rs *resourceSet) grpcServerListener(mi *meshIndex, dp *schema.Dataplane, i
 	if err != nil {
 		return nil, err
 	}
-	if !mi.confs.none() {
-		e := &inboundEdit{flavor: FlavorGRPC, dp: dp, in: in}
-		if _, err := mi.confs.applyInbound(e, i); err != nil {
+	if ic := mi.confs.inbound(dp, i); ic != nil {
+		e := &inboundEdit{flavor: FlavorGRPC, dp: dp, in: in, conf: ic}
+		if err := e.apply(); err != nil {
 			return nil, err
 		}
 		rs.unsupported = addNotes(rs.unsupported, e.notes...)

@@ -67,6 +67,7 @@ type inboundEdit struct {
 	flavor Flavor
 	dp     *schema.Dataplane
 	in     schema.Inbound
+	conf   inboundConf // what applies
 	// hcm and action are an Envoy HTTP inbound's connection manager and
 	// route action; tcp an Envoy TCP inbound's tcp_proxy. httpFilters run
 	// after RBAC and before the router; networkFilters after RBAC and
@@ -124,30 +125,28 @@ func registerApplier(a *confApplier) {
 		oi, oj := order(appliers[i].typ), order(appliers[j].typ)
 		return oi < oj || (oi == oj && appliers[i].typ < appliers[j].typ)
 	})
-}
-
-// typesWith lists the types whose applier has the function f selects.
-func typesWith(f func(*confApplier) bool) []string {
-	var out []string
+	clusterKinds, outboundKinds = nil, nil
 	for _, a := range appliers {
-		if f(a) {
-			out = append(out, a.typ)
+		if a.cluster != nil {
+			clusterKinds = append(clusterKinds, a.typ)
+		}
+		if a.outbound != nil {
+			outboundKinds = append(outboundKinds, a.typ)
 		}
 	}
-	return out
 }
 
-func clusterTypes() []string { return typesWith(func(a *confApplier) bool { return a.cluster != nil }) }
-func outboundTypes() []string {
-	return typesWith(func(a *confApplier) bool { return a.outbound != nil })
-}
+// clusterKinds and outboundKinds are the types whose applier edits
+// clusters, and outbounds, in the order appliers run; set as kinds
+// register, read on every translation.
+var clusterKinds, outboundKinds []string
 
 // outboundConf is the merged to[] conf of one outbound, by type.
 type outboundConf map[string]schema.Conf
 
 func (ci *confIndex) outbound(dp *schema.Dataplane, service string) outboundConf {
 	var oc outboundConf
-	for _, typ := range outboundTypes() {
+	for _, typ := range outboundKinds {
 		if c := schema.ToConf(ci.byType[typ], dp, service); !c.Empty() {
 			if oc == nil {
 				oc = outboundConf{}
@@ -170,38 +169,41 @@ func (e *outboundEdit) apply(oc outboundConf) error {
 	return nil
 }
 
-// inboundConf merges the from[] and rules[] items of every kind with an
-// inbound applier for inbound i of dp, and runs the appliers on e.
-func (ci *confIndex) applyInbound(e *inboundEdit, i int) (bool, error) {
-	applied := false
+// inboundConf is the merged from[] and rules[] conf of one inbound, by
+// type.
+type inboundConf map[string]schema.Conf
+
+// inbound merges, for inbound i of dp, the items of every kind with an
+// inbound applier; nil when none has any.
+func (ci *confIndex) inbound(dp *schema.Dataplane, i int) inboundConf {
+	if ci.none() {
+		return nil
+	}
+	var ic inboundConf
 	for _, a := range appliers {
 		if a.inbound == nil {
 			continue
 		}
-		c := schema.FromConf(ci.byType[a.typ], e.dp, i)
-		if c.Empty() {
-			continue
-		}
-		applied = true
-		if err := a.inbound(e, c); err != nil {
-			return false, err
+		if c := schema.FromConf(ci.byType[a.typ], dp, i); !c.Empty() {
+			if ic == nil {
+				ic = inboundConf{}
+			}
+			ic[a.typ] = c
 		}
 	}
-	return applied, nil
+	return ic
 }
 
-// inboundApplies reports whether a kind with an inbound applier has items
-// for inbound i of dp.
-func (ci *confIndex) inboundApplies(dp *schema.Dataplane, i int) bool {
-	if ci.none() {
-		return false
-	}
+// apply runs the inbound appliers of the kinds in e.conf.
+func (e *inboundEdit) apply() error {
 	for _, a := range appliers {
-		if a.inbound != nil && !schema.FromConf(ci.byType[a.typ], dp, i).Empty() {
-			return true
+		if c, ok := e.conf[a.typ]; ok && a.inbound != nil {
+			if err := a.inbound(e, c); err != nil {
+				return err
+			}
 		}
 	}
-	return false
+	return nil
 }
 
 func addNotes(list []string, notes ...string) []string {

@@ -34,8 +34,8 @@ func (rs *resourceSet) addInbounds(mi *meshIndex, dp *schema.Dataplane) error {
 		var err error
 		// The conf policies' edits, when any applies to the inbound.
 		var edit *inboundEdit
-		if mi.confs.inboundApplies(dp, i) {
-			edit = &inboundEdit{flavor: FlavorEnvoy, dp: dp, in: in}
+		if ic := mi.confs.inbound(dp, i); ic != nil {
+			edit = &inboundEdit{flavor: FlavorEnvoy, dp: dp, in: in, conf: ic}
 		}
 		if in.Protocol() == schema.ProtocolHTTP {
 			rc := routeConfig(name, in.Service(), local)
@@ -92,7 +92,7 @@ func (rs *resourceSet) inboundTCPFilters(mi *meshIndex, dp *schema.Dataplane, i 
 	}
 	local := LocalClusterName(dp.Inbound[i].ServicePort)
 	edit.tcp = &tcpproxyv3.TcpProxy{StatPrefix: statPrefix(local), ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: local}}
-	if _, err := mi.confs.applyInbound(edit, i); err != nil {
+	if err := edit.apply(); err != nil {
 		return nil, err
 	}
 	tcp, err := rs.filter(wellknown.TCPProxy, edit.tcp)
@@ -115,7 +115,7 @@ func (rs *resourceSet) inboundHTTPFilters(mi *meshIndex, dp *schema.Dataplane, i
 	hcm := hcmConfig(statPrefix(name), name, httpFilters)
 	if edit != nil {
 		edit.hcm = hcm
-		if _, err := mi.confs.applyInbound(edit, i); err != nil {
+		if err := edit.apply(); err != nil {
 			return nil, err
 		}
 		if len(edit.httpFilters) > 0 {

@@ -150,7 +150,7 @@ func (mi *meshIndex) routesFor(dp *schema.Dataplane, s *service) (*routed, error
 	}
 	confFound := false
 	if !ci.none() {
-		key, confFound = ci.toKey(key, dp, s.name, outboundTypes()...)
+		key, confFound = ci.toKey(key, dp, s.name, outboundKinds...)
 		if cf, err := mi.clientFaults(s); err != nil {
 			return nil, err
 		} else if cf != nil {
@@ -224,15 +224,17 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 	}
 	edit := &outboundEdit{flavor: flavor, out: out, service: s}
 	var clusters []*backendCluster
-	cluster := func(b schema.BackendRef) (*backendCluster, error) {
-		bc, err := mi.backendCluster(b.Name, b.Tags)
-		if err != nil {
-			return nil, err
-		}
+	keep := func(bc *backendCluster) {
 		if !slices.Contains(clusters, bc) {
 			clusters = append(clusters, bc)
 		}
-		return bc, nil
+	}
+	cluster := func(b schema.BackendRef) (*backendCluster, error) {
+		bc, err := mi.backendCluster(b.Name, b.Tags)
+		if err == nil {
+			keep(bc)
+		}
+		return bc, err
 	}
 	// weights are the backends with a weight, as clusters: Envoy sends
 	// HTTP only to services that speak it (as Kuma), gRPC to any.
@@ -250,9 +252,7 @@ func (mi *meshIndex) flavorRoutes(s *service, table *schema.RouteTable, flavor F
 				fr.unsupported = append(fr.unsupported, fmt.Sprintf("%s: backend %s speaks neither HTTP nor gRPC and is left out of the route, as in Kuma", out, b))
 				continue
 			}
-			if _, err := cluster(b); err != nil {
-				return nil, err
-			}
+			keep(bc)
 			ws = append(ws, &routev3.WeightedCluster_ClusterWeight{Name: bc.name, Weight: wrapperspb.UInt32(b.Weight)})
 		}
 		return ws, nil
