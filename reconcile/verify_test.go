@@ -63,12 +63,16 @@ func TestVerifyCommitsPublishesOnlySignedCommits(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name, hash, reason, lastError string
+		name, reason, lastError string
+		// commit makes the case's commit: each is pushed once the one
+		// before has its verdict, or the daemon may never see it as head.
+		commit func() string
 	}{
-		{"unsigned", r.push(gittest.Commit(t, r.work, "unsigned", policy(8081))), source.ReasonUnsigned, "is not signed"},
-		{"unknown key", r.push(r.mallory.Commit(t, r.work, "by mallory", policy(8082))), source.ReasonUnknownKey,
-			"is signed by unknown key " + r.mallory.KeyID()},
+		{"unsigned", source.ReasonUnsigned, "is not signed", func() string { return gittest.Commit(t, r.work, "unsigned", policy(8081)) }},
+		{"unknown key", source.ReasonUnknownKey, "is signed by unknown key " + r.mallory.KeyID(),
+			func() string { return r.mallory.Commit(t, r.work, "by mallory", policy(8082)) }},
 	} {
+		tc := struct{ name, hash, reason, lastError string }{tc.name, r.push(tc.commit()), tc.reason, tc.lastError}
 		st := r.waitHead(tc.hash, VerdictUnverified)
 		if !strings.Contains(st.LastError, tc.lastError) || string(st.Published.Hash) != first {
 			t.Errorf("%s: status %+v, want %q and %s still published", tc.name, st, tc.lastError, first[:12])
