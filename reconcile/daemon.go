@@ -90,9 +90,18 @@ type Config struct {
 	// doubles with each failure in a row, with ±20% jitter, up to Interval.
 	MinBackoff   time.Duration
 	HistoryLimit int
-	Logger       *slog.Logger
-	Metrics      *Metrics
-	Now          func() time.Time
+	// Fleet, when set, makes the daemon one of several replicas on a
+	// shared store: it decides only while it holds the store's lease, and
+	// otherwise serves what the replica that decides published (see
+	// fleet.go). Store must then be the Fleet's store. LeaseDuration is
+	// the lease's (DefaultLeaseDuration when zero); Address is where this
+	// replica's API is reached, for the registry.
+	Fleet         Fleet
+	LeaseDuration time.Duration
+	Address       string
+	Logger        *slog.Logger
+	Metrics       *Metrics
+	Now           func() time.Time
 }
 
 // Daemon follows the branch and publishes its valid commits.
@@ -126,6 +135,9 @@ type Daemon struct {
 	// parked holds its feedback until it is.
 	publishing string
 	parked     []plane.Feedback
+
+	// fl is the fleet's side of the daemon; nil without a Fleet.
+	fl *fleetState
 }
 
 // New opens the state directory (creating it, 0700) and reads the state and
@@ -176,6 +188,13 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, history: h, trigger: make(chan string, 1), state: st, fresh: true}
 	d.status = Status{Repo: cfg.Repo, Branch: cfg.Branch, Path: cfg.Path, Pinned: st.Pin != nil, Pin: st.Pin}
+	if cfg.Fleet != nil {
+		if d.cfg.LeaseDuration <= 0 {
+			d.cfg.LeaseDuration = DefaultLeaseDuration
+		}
+		d.fl = newFleetState()
+		d.status.Replica = cfg.Fleet.ID()
+	}
 	if head, ok := cfg.Source.Head(); ok {
 		d.status.Head = &CommitInfo{Hash: head}
 	}
@@ -201,6 +220,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wg.Go(func() { d.drainFeedback(ctx) })
+	var follow, requests chan struct{}
+	if d.fl != nil {
+		d.runFleet(ctx, &wg)
+		follow, requests = d.fl.follow, d.fl.requests
+	}
 
 	restored := false
 	restore := func() {
@@ -231,8 +255,28 @@ func (d *Daemon) Run(ctx context.Context) error {
 				d.cfg.Logger.Error("certificate renewal failed", "error", err)
 			}
 			continue
+		case <-follow:
+			if err := d.follow(ctx); err != nil && ctx.Err() == nil {
+				// Tried again at the next poll, or notification.
+				d.cfg.Logger.Debug("cannot serve what was decided yet", "error", err)
+			}
+			continue
+		case <-requests:
+			d.serveRequests(ctx)
+			continue
 		}
-		err := d.sync(ctx, reason)
+		var err error
+		if d.deciding() {
+			if d.fl != nil && d.fl.gained.Swap(false) {
+				d.takeOver(ctx)
+			}
+			err = d.sync(ctx, reason)
+			if d.fl != nil {
+				d.serveRequests(ctx)
+			}
+		} else {
+			err = d.watch(ctx, reason)
+		}
 		reason = ""
 		if ctx.Err() != nil {
 			return nil

@@ -156,7 +156,7 @@ func (d *Daemon) rejected(commit string, rs []plane.Rejection) {
 		return true
 	})
 	if err != nil {
-		d.cfg.Logger.Error("history not written", "error", err)
+		d.historyNotWritten(err)
 	}
 	if !changed {
 		return
@@ -187,7 +187,7 @@ func (d *Daemon) converged(c plane.Converged) {
 		return true
 	})
 	if err != nil {
-		d.cfg.Logger.Error("history not written", "error", err)
+		d.historyNotWritten(err)
 	}
 }
 

@@ -54,11 +54,20 @@ func OpenHistoryStore(ctx context.Context, db store.RecordStore, limit int) (*Hi
 	if limit <= 0 {
 		limit = DefaultHistoryLimit
 	}
-	rs, err := db.Records(ctx)
-	if err != nil {
+	h := &History{limit: limit, db: db, unsaved: map[int64]bool{}}
+	if err := h.load(ctx); err != nil {
 		return nil, err
 	}
-	h := &History{limit: limit, db: db, unsaved: map[int64]bool{}}
+	return h, nil
+}
+
+// load reads the records of db. Called locked, or before h is shared.
+func (h *History) load(ctx context.Context) error {
+	rs, err := h.db.Records(ctx)
+	if err != nil {
+		return err
+	}
+	records := make([]Record, 0, len(rs))
 	for _, raw := range rs {
 		var r Record
 		if json.Unmarshal(raw.Data, &r) != nil || r.Commit.Hash == "" {
@@ -66,12 +75,32 @@ func OpenHistoryStore(ctx context.Context, db store.RecordStore, limit int) (*Hi
 		}
 		r.ID = raw.ID
 		h.next = max(h.next, r.ID)
-		h.records = append(h.records, r)
+		records = append(records, r)
 	}
-	if len(h.records) > limit {
-		h.records = slices.Clone(h.records[len(h.records)-limit:])
+	if len(records) > h.limit {
+		records = slices.Clone(records[len(records)-h.limit:])
 	}
-	return h, nil
+	h.records = records
+	return nil
+}
+
+// Reload reads the history again from the store, which other replicas
+// write too, after writing the records this replica has not saved yet
+// (unless it no longer may: store.ErrFenced drops them). Nothing to do
+// for a history kept in a state directory.
+func (h *History) Reload(ctx context.Context) error {
+	if h.db == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.unsaved) > 0 {
+		if err := h.flushStore(ctx); err != nil && !errors.Is(err, store.ErrFenced) {
+			return err
+		}
+		clear(h.unsaved)
+	}
+	return h.load(ctx)
 }
 
 // OpenHistory loads the history of a state directory.
@@ -190,8 +219,27 @@ func (h *History) write(r Record) error {
 
 // writeStore puts r, and the records the store missed before, in the
 // store, and drops the records older than the limit from it. Called locked.
+// A replica that may not write the shared history (store.ErrFenced) keeps
+// nothing to write later: the replica that decides writes it.
 func (h *History) writeStore(r Record) error {
 	h.unsaved[r.ID] = true
+	ctx := context.Background()
+	err := h.flushStore(ctx)
+	if errors.Is(err, store.ErrFenced) {
+		clear(h.unsaved)
+	}
+	if err != nil {
+		return err
+	}
+	clear(h.unsaved)
+	if len(h.records) == h.limit {
+		return h.db.TrimRecords(ctx, h.records[0].ID)
+	}
+	return nil
+}
+
+// flushStore puts the unsaved records in the store. Called locked.
+func (h *History) flushStore(ctx context.Context) error {
 	var batch []store.Record
 	for _, rec := range h.records {
 		if !h.unsaved[rec.ID] {
@@ -203,15 +251,7 @@ func (h *History) writeStore(r Record) error {
 		}
 		batch = append(batch, store.Record{ID: rec.ID, Data: data})
 	}
-	ctx := context.Background()
-	if err := h.db.PutRecords(ctx, batch...); err != nil {
-		return err
-	}
-	clear(h.unsaved)
-	if len(h.records) == h.limit {
-		return h.db.TrimRecords(ctx, h.records[0].ID)
-	}
-	return nil
+	return h.db.PutRecords(ctx, batch...)
 }
 
 // rewrite replaces the file with the records in memory. Called locked.

@@ -42,6 +42,9 @@ type Metrics struct {
 	rejections   prometheus.Counter
 	rejecting    prometheus.Gauge
 	unverifieds  *prometheus.CounterVec
+	replicas     prometheus.Gauge
+	leader       prometheus.Gauge
+	disagree     prometheus.Gauge
 }
 
 // NewMetrics registers the daemon's metrics with reg.
@@ -91,9 +94,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gitmesh_unverified_commits_total",
 			Help: "Branch heads not published because their signature was not accepted (--verify-commits), by reason: unsigned, unknown_key, bad_signature.",
 		}, []string{"reason"}),
+		replicas: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gitmesh_replicas", Help: "Replicas of gitmesh serve on the state store heard of within the last lease durations (1 without a shared store).",
+		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gitmesh_replica_is_leader", Help: "1 while this replica decides which commit is published (always, without a shared store), else 0.",
+		}),
+		disagree: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gitmesh_replicas_disagree", Help: "1 while the replicas serve different commits (for longer than a change takes to reach them all), else 0.",
+		}),
 	}
 	reg.MustRegister(m.attempts, m.stages, m.head, m.published, m.lastGood, m.headInvalid, m.pinned, m.forcedPushes,
-		m.operations, m.rejections, m.rejecting, m.unverifieds)
+		m.operations, m.rejections, m.rejecting, m.unverifieds, m.replicas, m.leader, m.disagree)
+	m.replicas.Set(1)
+	m.leader.Set(1)
 	for _, op := range []string{OpRollback, OpResume} {
 		for _, r := range []string{OpDone, OpRefused, OpFailed} {
 			m.operations.WithLabelValues(op, r)
@@ -196,4 +210,20 @@ func (m *Metrics) setRejecting(n int) {
 	if m != nil {
 		m.rejecting.Set(float64(n))
 	}
+}
+
+func (m *Metrics) setFleet(replicas int, leader, disagree bool) {
+	if m == nil {
+		return
+	}
+	m.replicas.Set(float64(replicas))
+	m.leader.Set(b2f(leader))
+	m.disagree.Set(b2f(disagree))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -2,9 +2,12 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path"
 	"path/filepath"
+
+	"github.com/gitmesh/gitmesh/store"
 )
 
 // An outcome is what one sync, restore, rollback or resume decided. The
@@ -197,7 +200,7 @@ func (d *Daemon) record(rec Record) {
 	}
 	d.cfg.Logger.Log(context.Background(), level, "commit "+string(rec.Verdict), attrs...)
 	if _, err := d.history.Add(rec); err != nil {
-		d.cfg.Logger.Error("history not written", "error", err)
+		d.historyNotWritten(err)
 	}
 }
 
@@ -216,4 +219,14 @@ func orRoot(p string) string {
 		return "the repository's root"
 	}
 	return p + "/"
+}
+
+// historyNotWritten logs a failure to write the history; a replica that
+// does not decide is not meant to write it (store.ErrFenced).
+func (d *Daemon) historyNotWritten(err error) {
+	if errors.Is(err, store.ErrFenced) {
+		d.cfg.Logger.Debug("history not written: another replica decides", "error", err)
+		return
+	}
+	d.cfg.Logger.Error("history not written", "error", err)
 }

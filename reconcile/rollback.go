@@ -107,7 +107,13 @@ const maxResumeWalk = 100
 // nothing changes. The pin is in the state file before Rollback returns; if
 // it cannot be written, what was served is served again and Rollback fails.
 func (d *Daemon) Rollback(ctx context.Context, rev, by, reason string) (Record, error) {
-	rec, err := d.rollback(ctx, rev, by, reason)
+	var rec Record
+	var err error
+	if d.deciding() {
+		rec, err = d.rollback(ctx, rev, by, reason)
+	} else {
+		rec, err = d.forward(ctx, OpRollback, rev, by, reason)
+	}
 	d.cfg.Metrics.operation(OpRollback, err)
 	if err != nil {
 		d.cfg.Logger.Warn("rollback refused or failed", "revision", rev, "by", by, "error", err)
@@ -147,6 +153,12 @@ func (d *Daemon) rollback(ctx context.Context, rev, by, reason string) (Record, 
 // *UnverifiedCommitError) or a failure to load. Called with op held.
 func (d *Daemon) load(ctx context.Context, rev string, rec *Record) (*pipeline.Result, schema.SetDiff, error) {
 	c, err := d.cfg.Source.ReadCommit(rev, d.cfg.Path)
+	if errors.Is(err, source.ErrUnknownRevision) && d.fl != nil {
+		// Asked through another replica, which fetched it first.
+		if _, serr := d.cfg.Source.Sync(ctx); serr == nil {
+			c, err = d.cfg.Source.ReadCommit(rev, d.cfg.Path)
+		}
+	}
 	if errors.Is(err, source.ErrUnknownRevision) {
 		if _, fetched := d.cfg.Source.Head(); !fetched {
 			return nil, schema.SetDiff{}, fmt.Errorf("%w %q: branch %s has not been fetched yet; try again once `gitmesh status` shows a head",
@@ -200,7 +212,13 @@ func setOf(r *pipeline.Result) *schema.Set {
 // It returns the record of that publish; when the served commit stays, the
 // record says so with no Diff. Resume without a pin is ErrNotPinned.
 func (d *Daemon) Resume(ctx context.Context, by, reason string) (Record, error) {
-	rec, err := d.resume(ctx, by, reason)
+	var rec Record
+	var err error
+	if d.deciding() {
+		rec, err = d.resume(ctx, by, reason)
+	} else {
+		rec, err = d.forward(ctx, OpResume, "", by, reason)
+	}
 	d.cfg.Metrics.operation(OpResume, err)
 	if err != nil {
 		d.cfg.Logger.Warn("resume refused or failed", "by", by, "error", err)

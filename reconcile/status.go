@@ -147,4 +147,29 @@ type Status struct {
 	// Rejections are the proxies that NACKed the published commit (the
 	// first of them).
 	Rejections []plane.Rejection `json:"rejections,omitempty"`
+
+	// With several replicas on a shared store: this replica's id, the one
+	// that decides ("" while none does), every replica heard of lately,
+	// and whether they all serve the same commit.
+	Replica       string          `json:"replica,omitempty"`
+	Decider       string          `json:"decider,omitempty"`
+	Replicas      []ReplicaStatus `json:"replicas,omitempty"`
+	ReplicasAgree *bool           `json:"replicasAgree,omitempty"`
+}
+
+// ReplicaStatus is one replica as the registry shows it.
+type ReplicaStatus struct {
+	ID string `json:"id"`
+	// Address is where its HTTP API is reached (serve --advertise-address).
+	Address   string      `json:"address,omitempty"`
+	Decides   bool        `json:"decides"`
+	Published *CommitInfo `json:"published,omitempty"`
+	Pinned    bool        `json:"pinned,omitempty"`
+	// Proxies and Connected count what its xDS server serves.
+	Proxies     int       `json:"proxies"`
+	Connected   int       `json:"connected"`
+	StartedAt   time.Time `json:"startedAt"`
+	HeartbeatAt time.Time `json:"heartbeatAt"`
+	// Self marks the replica that answered.
+	Self bool `json:"self,omitempty"`
 }

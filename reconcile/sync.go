@@ -10,6 +10,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
+	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/xds"
 )
 
@@ -163,6 +164,12 @@ func (d *Daemon) sync(ctx context.Context, trigger string) error {
 	d.op.Lock()
 	defer d.op.Unlock()
 	o := d.decide(ctx, sr, trigger, fetch)
+	if o.retry != nil && errors.Is(o.retry, store.ErrFenced) {
+		// Another replica took the lease meanwhile: its decision is
+		// served when it comes.
+		d.cfg.Logger.Warn("lost the decider's lease while deciding; nothing was published", "commit", sr.Head.Short())
+		return nil
+	}
 	if o.Verdict == VerdictFailed && ctx.Err() != nil {
 		// Stopped midway (the daemon is shutting down): the commit did not
 		// fail, and the next start decides on it again.
@@ -222,8 +229,11 @@ func (d *Daemon) decide(ctx context.Context, sr source.SyncResult, trigger strin
 		o.Verdict, o.result = VerdictHeld, ResultHeld
 		return o
 	case alreadyServed:
-		// Restored at start: nothing new to record.
-		o.Verdict, o.result, o.record = VerdictPublished, ResultUnchanged, false
+		// Restored at start (or taken over from another replica): nothing
+		// new to record, unless the history lacks its publish (a crash
+		// between the state's write and the history's).
+		o.Verdict, o.result = VerdictPublished, ResultUnchanged
+		o.record = !d.publishRecorded(o.Commit.Hash)
 		return o
 	}
 	// What is published must be what the store says was decided: while it
@@ -335,8 +345,12 @@ func (d *Daemon) publish(ctx context.Context, rec *Record, res *pipeline.Result,
 
 	now := d.cfg.Now()
 	next.Published, next.PublishedAt = &rec.Commit, now
-	if change != nil {
-		change(&next)
+	if change != nil || d.fl != nil {
+		// With a pin set or lifted, or replicas that serve what the state
+		// says, what is served must agree with the state.
+		if change != nil {
+			change(&next)
+		}
 		if err := SaveStateTo(ctx, d.cfg.Store, next); err != nil {
 			return nil, d.undo(ctx, served, fmt.Errorf("%w; nothing changed", err))
 		}
@@ -397,4 +411,14 @@ func errorsFirst(fs []schema.Finding) []schema.Finding {
 		}
 	}
 	return out
+}
+
+// publishRecorded reports whether the history holds a publish of hash.
+func (d *Daemon) publishRecorded(hash source.Hash) bool {
+	for _, r := range d.history.Records() {
+		if r.Commit.Hash == hash && (r.Verdict == VerdictPublished || r.Verdict == VerdictRejected) {
+			return true
+		}
+	}
+	return false
 }

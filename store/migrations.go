@@ -15,6 +15,33 @@ var migrations = []string{
 		record     jsonb NOT NULL,
 		updated_at timestamptz NOT NULL DEFAULT now()
 	);`,
+	// 2: several replicas on one store: the decider's lease with its
+	// fencing epoch, the registry of replicas, and the operations (rollback,
+	// resume) a replica asks the decider to run.
+	`CREATE TABLE gitmesh_lease (
+		name       text PRIMARY KEY,
+		holder     text NOT NULL,
+		epoch      bigint NOT NULL,
+		expires_at timestamptz NOT NULL
+	);
+	CREATE TABLE gitmesh_replicas (
+		id           text PRIMARY KEY,
+		info         jsonb NOT NULL,
+		started_at   timestamptz NOT NULL,
+		heartbeat_at timestamptz NOT NULL
+	);
+	CREATE TABLE gitmesh_requests (
+		id            bigserial PRIMARY KEY,
+		replica       text NOT NULL,
+		op            text NOT NULL,
+		args          jsonb NOT NULL,
+		created_at    timestamptz NOT NULL DEFAULT now(),
+		claimed_by    text,
+		claimed_epoch bigint,
+		done_at       timestamptz,
+		result        jsonb
+	);
+	CREATE INDEX gitmesh_requests_pending ON gitmesh_requests (id) WHERE done_at IS NULL;`,
 }
 
 // SchemaVersion is the schema version this gitmesh reads and writes.

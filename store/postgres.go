@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -210,25 +211,92 @@ func (p *Postgres) Get(ctx context.Context, key string) ([]byte, error) {
 
 // Put writes a document, sealing it when it is Secret.
 func (p *Postgres) Put(ctx context.Context, key string, data []byte, class Class) error {
-	if !cleanKey(key) {
-		return fmt.Errorf("store key %q: not a clean relative path", key)
-	}
-	encrypted := class == Secret
-	if encrypted {
-		var err error
-		if data, err = p.sealer.Seal(key, data); err != nil {
-			return err
-		}
+	row, err := p.sealRow(key, data, class)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	_, err := p.pool.Exec(ctx, `INSERT INTO gitmesh_documents (key, data, encrypted) VALUES ($1, $2, $3)
-		ON CONFLICT (key) DO UPDATE SET data = excluded.data, encrypted = excluded.encrypted, updated_at = now()`,
-		key, data, encrypted)
-	if err != nil {
+	if err := putRow(ctx, p.pool, row); err != nil {
 		return fmt.Errorf("store key %q: %w", key, p.classify(err))
 	}
 	return nil
+}
+
+// row is a document as the table keeps it.
+type row struct {
+	key       string
+	data      []byte
+	encrypted bool
+}
+
+// sealRow is the row of a document, sealed when it is Secret.
+func (p *Postgres) sealRow(key string, data []byte, class Class) (row, error) {
+	if !cleanKey(key) {
+		return row{}, fmt.Errorf("store key %q: not a clean relative path", key)
+	}
+	r := row{key: key, data: data, encrypted: class == Secret}
+	if r.encrypted {
+		var err error
+		if r.data, err = p.sealer.Seal(key, data); err != nil {
+			return row{}, err
+		}
+	}
+	return r, nil
+}
+
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func putRow(ctx context.Context, db execer, r row) error {
+	_, err := db.Exec(ctx, `INSERT INTO gitmesh_documents (key, data, encrypted) VALUES ($1, $2, $3)
+		ON CONFLICT (key) DO UPDATE SET data = excluded.data, encrypted = excluded.encrypted, updated_at = now()`,
+		r.key, r.data, r.encrypted)
+	return err
+}
+
+// Swap replaces the document under key with data when it still is old
+// (nil: there is none), and returns it; otherwise it leaves it and returns
+// the document there. Replicas that make a document at once (a mesh CA,
+// a node's certificate) so agree on one.
+func (p *Postgres) Swap(ctx context.Context, key string, old, data []byte, class Class) (current []byte, swapped bool, err error) {
+	r, err := p.sealRow(key, data, class)
+	if err != nil {
+		return nil, false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		// The row may not exist yet: lock its key, not the row.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "gitmesh_documents/"+key); err != nil {
+			return err
+		}
+		var stored []byte
+		var encrypted bool
+		err := tx.QueryRow(ctx, `SELECT data, encrypted FROM gitmesh_documents WHERE key = $1`, key).Scan(&stored, &encrypted)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			stored = nil
+		case err != nil:
+			return err
+		case encrypted:
+			if stored, err = p.sealer.Open(key, stored); err != nil {
+				return err
+			}
+		}
+		if (stored == nil) != (old == nil) || !bytes.Equal(stored, old) {
+			current = stored
+			return nil
+		}
+		current, swapped = data, true
+		return putRow(ctx, tx, r)
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("store key %q: %w", key, p.classify(err))
+	}
+	return current, swapped, nil
 }
 
 // Records returns the history, oldest first.
@@ -261,16 +329,20 @@ func (p *Postgres) PutRecords(ctx context.Context, rs ...Record) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error { return putRecords(ctx, tx, rs) })
+	if err != nil {
+		return fmt.Errorf("write history: %w", p.classify(err))
+	}
+	return nil
+}
+
+func putRecords(ctx context.Context, tx pgx.Tx, rs []Record) error {
 	var b pgx.Batch
 	for _, r := range rs {
 		b.Queue(`INSERT INTO gitmesh_history (id, record) VALUES ($1, $2)
 			ON CONFLICT (id) DO UPDATE SET record = excluded.record, updated_at = now()`, r.ID, string(r.Data))
 	}
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &b).Close() })
-	if err != nil {
-		return fmt.Errorf("write history: %w", p.classify(err))
-	}
-	return nil
+	return tx.SendBatch(ctx, &b).Close()
 }
 
 // TrimRecords removes the records below first.

@@ -10,8 +10,8 @@
 // cache of issued dataplane certificates stay in the local state directory
 // whatever the store.
 //
-// One replica at a time may use a store: leases, change notification and
-// the registry of replicas are not here yet.
+// Several replicas may share a PostgreSQL store: see Fleet for the
+// decider's lease, change notification and the registry of replicas.
 package store
 
 import (
@@ -88,3 +88,11 @@ type RecordStore interface {
 	// TrimRecords removes the records whose id is below first.
 	TrimRecords(ctx context.Context, first int64) error
 }
+
+// Swapper is a store shared by replicas that replaces a document only when
+// it is still what the caller read (see Postgres.Swap).
+type Swapper interface {
+	Swap(ctx context.Context, key string, old, data []byte, class Class) (current []byte, swapped bool, err error)
+}
+
+var _ Swapper = (*Postgres)(nil)

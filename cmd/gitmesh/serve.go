@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -63,6 +64,8 @@ type serveOptions struct {
 	verifyCommits                 string
 	security                      serveSecurity
 	store                         storeFlags
+	replicaID, advertiseAddress   string
+	leaseDuration                 time.Duration
 }
 
 // Environment variables that carry secrets themselves (the *-file flags and
@@ -146,6 +149,9 @@ unverified and not published, and rollback refuses such commits.`,
 	f.StringVar(&o.verifyCommits, "verify-commits", "", "publish (and roll back to) only commits whose OpenPGP signature verifies against the public keys in this keyring file")
 	o.security.bind(f)
 	o.store.bind(f)
+	f.StringVar(&o.replicaID, "replica-id", "", "with a PostgreSQL store, this replica's id among those sharing it (default: the host name); on every metric and log line")
+	f.StringVar(&o.advertiseAddress, "advertise-address", "", "with a PostgreSQL store, where other hosts reach this replica's HTTP API, shown in the registry of replicas (default: --api-address)")
+	f.DurationVar(&o.leaseDuration, "lease-duration", reconcile.DefaultLeaseDuration, "with a PostgreSQL store, the decider's lease: a replica that stops renewing it is replaced within about that long")
 	return cmd
 }
 
@@ -192,8 +198,9 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	}
 	fmt.Fprintf(stdout, "\n  xDS (ADS, gRPC):  %s\n  HTTP API:         %s://%s  (/status /history /proxies /meshes /metrics)\n  console:          %s://%s/ui/\n  state directory:  %s\n",
 		app.xdsLis.Addr(), app.sec.scheme(), app.apiLis.Addr(), app.sec.scheme(), app.apiLis.Addr(), o.stateDir)
-	if o.store.postgres() {
-		fmt.Fprintf(stdout, "  state store:      %s  (one replica: more are not supported yet)\n", app.store.Describe())
+	if app.fleet != nil {
+		fmt.Fprintf(stdout, "  state store:      %s  (replica %s; one replica decides at a time, lease %s)\n",
+			app.store.Describe(), app.fleet.ID(), o.leaseDuration)
 	}
 	app.sec.describe(stdout, stderr)
 	if o.adminTokenFile == "" && os.Getenv(envAdminToken) == "" {
@@ -216,6 +223,7 @@ type serveApp struct {
 	apiLis     net.Listener
 	sec        secured
 	store      store.Store
+	fleet      *store.Fleet
 }
 
 func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
@@ -242,6 +250,26 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 			st.Close()
 		}
 	}()
+	reg := prometheus.NewRegistry()
+	var metricsReg prometheus.Registerer = reg
+	// Replicas sharing a store decide in turn: each is one of a fleet.
+	var fleet *store.Fleet
+	decided := st // where the state and the history are written
+	if pg, shared := st.(*store.Postgres); shared {
+		id, err := o.replica()
+		if err != nil {
+			return nil, err
+		}
+		fleet = store.NewFleet(pg, id)
+		decided = fleet.Store()
+		log = log.With("replica", id)
+		metricsReg = prometheus.WrapRegistererWith(prometheus.Labels{"replica": id}, reg)
+	} else if o.replicaID != "" || o.advertiseAddress != "" {
+		return nil, usageError("--replica-id and --advertise-address are for replicas sharing a PostgreSQL store (--store, --store-file)")
+	}
+	if o.leaseDuration < time.Second {
+		return nil, usageError("--lease-duration %s: want at least 1s", o.leaseDuration)
+	}
 	apiCfg, err := o.apiConfig(log.With("component", "api"))
 	if err != nil {
 		return nil, err
@@ -250,13 +278,12 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metricsReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sec, err := o.security.build(o.stateDir, st)
 	if err != nil {
 		return nil, err
 	}
-	server, pl, err := o.newXDS(log.With("component", "xds"), reg, sec, st)
+	server, pl, err := o.newXDS(log.With("component", "xds"), metricsReg, sec, st)
 	if err != nil {
 		return nil, err
 	}
@@ -266,11 +293,16 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	if err != nil {
 		return nil, err
 	}
-	daemon, err := reconcile.New(reconcile.Config{
+	cfg := reconcile.Config{
 		Source: mirror, Repo: source.RedactURL(o.repo), Branch: o.branch, Path: o.path,
 		Pipeline: pipe, AllowEmpty: o.allowEmpty, Verify: verify, Target: pl,
-		StateDir: o.stateDir, Store: st, Interval: o.interval, Logger: log, Metrics: reconcile.NewMetrics(reg),
-	})
+		StateDir: o.stateDir, Store: decided, Interval: o.interval, Logger: log, Metrics: reconcile.NewMetrics(metricsReg),
+		LeaseDuration: o.leaseDuration, Address: o.advertised(),
+	}
+	if fleet != nil {
+		cfg.Fleet = fleet
+	}
+	daemon, err := reconcile.New(cfg)
 	if err != nil {
 		return nil, &exitError{code: exitUsage, err: err}
 	}
@@ -303,7 +335,33 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	}
 	ok = true
 	return &serveApp{o: o, log: log, mirror: mirror, daemon: daemon, server: server, plane: pl,
-		httpServer: httpServer, xdsLis: xdsLis, apiLis: sec.listen(apiLis), sec: sec, store: st}, nil
+		httpServer: httpServer, xdsLis: xdsLis, apiLis: sec.listen(apiLis), sec: sec, store: st, fleet: fleet}, nil
+}
+
+// replica is this replica's id: --replica-id, else the host name.
+func (o serveOptions) replica() (string, error) {
+	id := o.replicaID
+	if id == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return "", usageError("--replica-id: the host name is unknown (%v); give an id", err)
+		}
+		id = h
+	}
+	if len(id) > 63 || !replicaName.MatchString(id) {
+		return "", usageError("--replica-id %q: want at most 63 letters, digits, '.', '_' or '-'", id)
+	}
+	return id, nil
+}
+
+var replicaName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// advertised is where other hosts reach this replica's API.
+func (o serveOptions) advertised() string {
+	if o.advertiseAddress != "" {
+		return o.advertiseAddress
+	}
+	return o.apiAddress
 }
 
 // apiConfig is the HTTP API's configuration from the flags: the webhooks'
@@ -372,7 +430,7 @@ func (o serveOptions) openMirror(log *slog.Logger) (*source.Mirror, func(source.
 }
 
 // newXDS makes the xDS server and the plane that feeds it.
-func (o serveOptions) newXDS(log *slog.Logger, reg *prometheus.Registry, sec secured, st store.Store) (*ads.Server, *plane.Plane, error) {
+func (o serveOptions) newXDS(log *slog.Logger, reg prometheus.Registerer, sec secured, st store.Store) (*ads.Server, *plane.Plane, error) {
 	server, err := ads.New(ads.Config{Logger: log, EventBuffer: 1 << 16, Authenticate: sec.auth, TLS: sec.tls})
 	if err != nil {
 		return nil, nil, err

@@ -127,6 +127,28 @@ func printStatus(w io.Writer, st reconcile.Status, now time.Time) error {
 	}
 	line("Last sync", "%s", when(now, st.LastSync))
 	line("Last good sync", "%s", when(now, st.LastGoodSync))
+	if st.Replica != "" {
+		agree := "they agree"
+		if st.ReplicasAgree != nil && !*st.ReplicasAgree {
+			agree = "they DISAGREE on the published commit"
+		}
+		line("Replicas", "%d on the store, %s decides, %s; this is %s", len(st.Replicas), orNone(st.Decider, "none"), agree, st.Replica)
+		for _, r := range st.Replicas {
+			role := "follows"
+			if r.Decides {
+				role = "decides"
+			}
+			pub := "nothing served"
+			if r.Published != nil {
+				pub = "serves " + r.Published.Short()
+			}
+			if r.Pinned {
+				pub += " (pinned)"
+			}
+			line("", "%s  %s  %s, %d proxies (%d connected), at %s, heard %s", r.ID, role, pub, r.Proxies, r.Connected,
+				orNone(r.Address, "?"), age(now, r.HeartbeatAt))
+		}
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

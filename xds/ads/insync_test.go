@@ -147,3 +147,34 @@ func TestResumedStreamHoldsWhatItNames(t *testing.T) {
 		t.Errorf("%d responses to a node that holds the published version", n)
 	}
 }
+
+// TestResumedStreamKeepsAnEarlierCommitsVersion: a node that reconnects
+// naming a version of the same resources first published at another
+// commit (by another replica, or before a restart) is served under that
+// version and pushed nothing, wildcard subscriptions included.
+func TestResumedStreamKeepsAnEarlierCommitsVersion(t *testing.T) {
+	s, conn := startServer(t)
+	const node = "demo.api-1"
+	p := basicProxy(t, node)
+	publish(t, s, commit2, nil, p) // here, first published at commit2
+	held := versionOf(commit1, p)  // the node got it at commit1 elsewhere
+	c := adsClient(t, conn, node)
+	c.send(&discoverygrpc.DiscoveryRequest{TypeUrl: resource.ClusterType, VersionInfo: held})
+	ps := waitStatus(t, s, node, func(ps ProxyStatus) bool {
+		ts := typeStatus(ps, resource.ClusterType)
+		return ts.Acked == held && ts.Published == held
+	})
+	if n := c.responsesWithin(200 * time.Millisecond); n != 0 {
+		t.Errorf("%d responses to a node that holds the published resources under an earlier commit's version", n)
+	}
+	if ts := typeStatus(ps, resource.ClusterType); !ts.InSyncFor(xds.FlavorEnvoy) {
+		t.Errorf("the node is not in sync: %+v", ts)
+	}
+	// A node naming other resources is sent the published ones.
+	c2 := adsClient(t, conn, "demo.api-2")
+	publish(t, s, commit2, nil, p, basicProxy(t, "demo.api-2", "other"))
+	c2.send(&discoverygrpc.DiscoveryRequest{TypeUrl: resource.ClusterType, VersionInfo: commit1[:12] + "-000000000000"})
+	if r := c2.recv(); r.VersionInfo == commit1[:12]+"-000000000000" {
+		t.Errorf("a node naming other resources was not sent the published ones")
+	}
+}

@@ -204,10 +204,11 @@ func New(cfg Config) (*Server, error) {
 	s.tracker = newTracker(cfg.Now, cfg.Logger, cfg.EventBuffer)
 	s.tracker.onIdle = s.forgetIfGone
 	s.tracker.onAttach = s.streamAttached
+	s.tracker.onResume = s.adopt
 	s.cache = cachev3.NewSnapshotCache(false, nodeHash{}, gcpLogger{cfg.Logger})
 	// The streams end when their gRPC server stops or their client leaves,
 	// so the server's own context is never cancelled.
-	s.xds = serverv3.NewServer(context.Background(), s.cache, s.tracker)
+	s.xds = serverv3.NewServer(context.Background(), resumingCache{s.cache}, s.tracker)
 	return s, nil
 }
 

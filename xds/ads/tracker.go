@@ -293,6 +293,9 @@ type tracker struct {
 	// onAttach is called, unlocked, when a stream's first request names its
 	// node, with the node, the flavour and the peer's address.
 	onAttach func(node string, f xds.Flavor, peer string)
+	// onResume is called, unlocked, after onAttach, when a stream's first
+	// request of a type names the version it holds.
+	onResume func(node string, f xds.Flavor, typeURL, version string)
 
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
@@ -555,6 +558,11 @@ type answer struct {
 	attached bool
 	flavor   xds.Flavor
 	peer     string
+	// resumed is set on a stream's first request of a type that names
+	// the version it holds (a reconnect): node, flavour, type and version.
+	resumed                                  bool
+	resumedNode, resumedType, resumedVersion string
+	resumedFlavor                            xds.Flavor
 }
 
 // answered records a request: the stream's node on its first one, then
@@ -583,6 +591,7 @@ func (t *tracker) answered(key streamKey, node *corev3.Node, typeURL, nonce, ver
 		ts := t.node(st.node).typ(typeURL)
 		ts.Acked, ts.AckedAt = version, t.now()
 		t.sendLocked(Event{Kind: ACK, NodeID: st.node, TypeURL: typeURL, Version: version, At: ts.AckedAt})
+		a.resumed, a.resumedNode, a.resumedFlavor, a.resumedType, a.resumedVersion = true, st.node, st.flavor, typeURL, version
 		return a, nil
 	}
 	last, ok := st.lastSent[typeURL]
@@ -623,6 +632,9 @@ func (t *tracker) request(a answer, setNode func(*corev3.Node)) {
 	}
 	if a.attached && t.onAttach != nil {
 		t.onAttach(a.first.GetId(), a.flavor, a.peer)
+	}
+	if a.resumed && t.onResume != nil {
+		t.onResume(a.resumedNode, a.resumedFlavor, a.resumedType, a.resumedVersion)
 	}
 }
 

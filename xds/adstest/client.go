@@ -39,6 +39,10 @@ type Options struct {
 	// Secrets are named as Envoy names them by default: the proxy's
 	// identity and the mesh CA.
 	Names map[string][]string
+	// Resume makes the stream a reconnect: the first request of each type
+	// names the version (and holds the resources) of the Client it comes
+	// from, as a proxy that held them names them to another replica.
+	Resume *Client
 }
 
 // Client is one proxy's ADS stream.
@@ -54,6 +58,7 @@ type Client struct {
 	changed   chan struct{} // closed and replaced on every change
 	versions  map[string]string
 	resources map[string][]*anypb.Any
+	responses int
 	nacks     int
 	err       error
 }
@@ -81,9 +86,16 @@ func Dial(conn *grpc.ClientConn, node string, opts Options) (*Client, error) {
 	}
 	c := &Client{Node: node, opts: opts, stream: st, cancel: cancel, done: make(chan struct{}),
 		changed: make(chan struct{}), versions: map[string]string{}, resources: map[string][]*anypb.Any{}}
+	if r := opts.Resume; r != nil {
+		r.mu.Lock()
+		for typ, v := range r.versions {
+			c.versions[typ], c.resources[typ] = v, r.resources[typ]
+		}
+		r.mu.Unlock()
+	}
 	nodeMsg := &corev3.Node{Id: node, UserAgentName: opts.UserAgent}
 	for _, typ := range opts.Types {
-		req := &discoverygrpc.DiscoveryRequest{Node: nodeMsg, TypeUrl: typ, ResourceNames: opts.Names[typ]}
+		req := &discoverygrpc.DiscoveryRequest{Node: nodeMsg, TypeUrl: typ, ResourceNames: opts.Names[typ], VersionInfo: c.versions[typ]}
 		if err := st.Send(req); err != nil {
 			cancel()
 			return nil, fmt.Errorf("subscribe %s to %s: %w", node, typ, err)
@@ -110,6 +122,7 @@ func (c *Client) receive() {
 			reject = c.opts.Reject(resp)
 		}
 		c.mu.Lock()
+		c.responses++
 		if reject != nil {
 			c.nacks++
 			req.VersionInfo = c.versions[resp.TypeUrl]
@@ -148,6 +161,13 @@ func (c *Client) Resources(typeURL string) []*anypb.Any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.resources[typeURL]
+}
+
+// Responses counts the responses received.
+func (c *Client) Responses() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.responses
 }
 
 // NACKs counts the responses rejected.

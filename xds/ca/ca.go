@@ -47,8 +47,10 @@ type Authority struct {
 	// Required for meshes with a builtin CA.
 	StateDir string
 	// Store, when set, keeps the builtin CAs instead of StateDir (under
-	// the keys ca/<mesh>/ca.crt and ca.key, the key a store.Secret);
-	// issued certificates stay in StateDir.
+	// the keys ca/<mesh>/ca.crt and ca.key, the key a store.Secret).
+	// Issued certificates stay in StateDir, unless Store is shared by
+	// replicas (a store.Swapper): then it keeps them too, so that every
+	// replica hands a node the same one (see issueShared).
 	Store store.Store
 	// Validity of an issued dataplane certificate; DefaultValidity when zero.
 	Validity time.Duration

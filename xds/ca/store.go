@@ -70,11 +70,15 @@ func (a *Authority) loadOrCreateBuiltin(mesh string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
-	if err := st.Put(ctx, keyKey, keyPEM, store.Secret); err != nil {
+	// On a store shared by replicas, the CA of the first to store one.
+	storedKey, storedCert, err := store.CreatePair(ctx, st, keyKey, keyPEM, certKey, certPEM)
+	if err != nil {
 		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
 	}
-	if err := st.Put(ctx, certKey, certPEM, store.Public); err != nil {
-		return nil, fmt.Errorf("mesh %s: create builtin CA: %w", mesh, err)
+	if string(storedKey) != string(keyPEM) {
+		if ca, err = parsePair(mesh, schema.CABuiltin, storedCert, storedKey, certName, keyName); err != nil {
+			return nil, fmt.Errorf("mesh %s: builtin CA: %w", mesh, err)
+		}
 	}
 	return ca, nil
 }

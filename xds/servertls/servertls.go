@@ -162,15 +162,7 @@ func loadOrCreateCA(st store.Store, now time.Time) (crypto.Signer, *x509.Certifi
 	certPEM, certErr := st.Get(ctx, certKey)
 	keyPEM, keyErr := st.Get(ctx, keyKey)
 	if certErr == nil && keyErr == nil {
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s and %s: %w", certKey, keyKey, err)
-		}
-		signer, ok := pair.PrivateKey.(crypto.Signer)
-		if !ok {
-			return nil, nil, fmt.Errorf("%s: not a signing key", keyKey)
-		}
-		return signer, pair.Leaf, nil
+		return parseCA(certKey, certPEM, keyKey, keyPEM)
 	}
 	for _, err := range []error{certErr, keyErr} {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -208,13 +200,29 @@ func loadOrCreateCA(st store.Store, now time.Time) (crypto.Signer, *x509.Certifi
 		return nil, nil, err
 	}
 	// The key first: a certificate without its key is not taken as a CA.
-	if err := st.Put(ctx, keyKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), store.Secret); err != nil {
+	// On a store shared by replicas, the CA of the first to store one.
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	storedKey, storedCert, err := store.CreatePair(ctx, st, keyKey, keyPEM, certKey, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	if err != nil {
 		return nil, nil, err
 	}
-	if err := st.Put(ctx, certKey, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), store.Public); err != nil {
-		return nil, nil, err
+	if string(storedKey) != string(keyPEM) {
+		return parseCA(certKey, storedCert, keyKey, storedKey)
 	}
 	return key, cert, nil
+}
+
+// parseCA reads the CA pair stored under certKey and keyKey.
+func parseCA(certKey string, certPEM []byte, keyKey string, keyPEM []byte) (crypto.Signer, *x509.Certificate, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s and %s: %w", certKey, keyKey, err)
+	}
+	signer, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: not a signing key", keyKey)
+	}
+	return signer, pair.Leaf, nil
 }
 
 func serial() (*big.Int, error) {
