@@ -19,6 +19,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds/ads"
+	"github.com/gitmesh/gitmesh/xds/ca"
 )
 
 // Backend is what the API reads from the daemon, and what it asks of it.
@@ -36,6 +37,10 @@ type Backend interface {
 	Served() (res *pipeline.Result, commit reconcile.CommitInfo, ok bool)
 	// Proxies is every proxy the xDS server published or saw.
 	Proxies() []ads.ProxyStatus
+	// Certificate is the info of the certificate issued to a node of a
+	// mesh with mTLS, the one its SDS secrets carry; ok is false when
+	// none is held.
+	Certificate(nodeID string) (info ca.CertificateInfo, ok bool)
 	// Trigger asks for a sync now, giving what asked. It must not block:
 	// the daemon coalesces requests that arrive while a sync runs.
 	Trigger(reason string)
@@ -75,6 +80,10 @@ type Config struct {
 	// CORSOrigins are the browser origins (scheme://host[:port]) allowed
 	// to call the API from another origin; none by default.
 	CORSOrigins []string
+	// RepoWebURL is the template of the address of a file at a commit in
+	// the forge's web UI (see CheckRepoWebURL), given to the console in
+	// GET /status as repoWebUrl; none when empty.
+	RepoWebURL string
 }
 
 // Methods a route answers.
@@ -171,8 +180,15 @@ func allow(methods []string, h http.Handler) http.Handler {
 	})
 }
 
+// statusJSON is the answer of GET /status: the daemon's status and, for
+// the console, the template of links into the forge.
+type statusJSON struct {
+	reconcile.Status
+	RepoWebURL string `json:"repoWebUrl,omitempty"`
+}
+
 func (s *server) status(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.b.Status())
+	writeJSON(w, http.StatusOK, statusJSON{Status: s.b.Status(), RepoWebURL: s.cfg.RepoWebURL})
 }
 
 // HistoryList is the answer of GET /history.

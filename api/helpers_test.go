@@ -24,17 +24,20 @@ import (
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/ads"
+	"github.com/gitmesh/gitmesh/xds/ca"
 )
 
 // fakeBackend is the daemon as the API sees it.
 type fakeBackend struct {
-	mu       sync.Mutex
-	status   reconcile.Status
-	history  []reconcile.Record
-	set      *schema.Set
-	tr       *xds.Translation // the set's, built when served
-	commit   reconcile.CommitInfo
-	proxies  []ads.ProxyStatus
+	mu      sync.Mutex
+	status  reconcile.Status
+	history []reconcile.Record
+	set     *schema.Set
+	tr      *xds.Translation // the set's, built when served
+	commit  reconcile.CommitInfo
+	proxies []ads.ProxyStatus
+	// certs are the certificates held per node.
+	certs    map[string]ca.CertificateInfo
 	triggers []string
 	// ops are the rollbacks and resumes asked for, as "op rev by reason";
 	// opErr is what they return.
@@ -95,6 +98,13 @@ func (f *fakeBackend) Proxies() []ads.ProxyStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.proxies
+}
+
+func (f *fakeBackend) Certificate(nodeID string) (ca.CertificateInfo, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.certs[nodeID]
+	return c, ok
 }
 
 func (f *fakeBackend) Trigger(reason string) {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/xds/ads"
 )
@@ -36,6 +38,20 @@ type proxyJSON struct {
 	Streams        int        `json:"streams"`
 	ConnectedSince time.Time  `json:"connectedSince,omitzero"`
 	Types          []typeJSON `json:"types"`
+	// Certificate is the one its secrets carry, for a proxy of a mesh with
+	// mTLS; omitted otherwise.
+	Certificate *certificateJSON `json:"certificate,omitempty"`
+}
+
+// certificateJSON is what GET /proxies shows of a proxy's certificate:
+// never its key.
+type certificateJSON struct {
+	// SANs are its URIs (spiffe://<mesh>/<service>), then any DNS names,
+	// e-mail and IP addresses.
+	SANs      []string  `json:"sans"`
+	Serial    string    `json:"serial"` // upper-case hex
+	NotBefore time.Time `json:"notBefore"`
+	NotAfter  time.Time `json:"notAfter"`
 }
 
 type typeJSON struct {
@@ -79,11 +95,35 @@ func toProxy(p ads.ProxyStatus) proxyJSON {
 	return out
 }
 
+// certificateOf is the certificate of p when it is served secrets (its
+// mesh has mTLS): a certificate still held for a node whose mesh no longer
+// has mTLS is not shown.
+func (s *server) certificateOf(p ads.ProxyStatus) *certificateJSON {
+	served := false
+	for _, t := range p.Types {
+		served = served || (t.TypeURL == resource.SecretType && t.Published != "")
+	}
+	if !served {
+		return nil
+	}
+	info, ok := s.b.Certificate(p.NodeID)
+	if !ok {
+		return nil
+	}
+	sans := info.SANs
+	if sans == nil {
+		sans = []string{}
+	}
+	return &certificateJSON{SANs: sans, Serial: info.Serial, NotBefore: info.NotBefore.UTC(), NotAfter: info.NotAfter.UTC()}
+}
+
 func (s *server) proxies(w http.ResponseWriter, _ *http.Request) {
 	ps := s.b.Proxies()
 	out := proxiesList{Total: len(ps), Items: make([]proxyJSON, 0, len(ps))}
 	for _, p := range ps {
-		out.Items = append(out.Items, toProxy(p))
+		pj := toProxy(p)
+		pj.Certificate = s.certificateOf(p)
+		out.Items = append(out.Items, pj)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

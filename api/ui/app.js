@@ -60,14 +60,80 @@
     if (f.column) s += ":" + f.column;
     return s;
   }
-  function findingsList(findings) {
+  // forgeURL is the address of a file at a line of a commit in the forge's
+  // web UI, from the operator's --repo-web-url template (GET /status
+  // repoWebUrl); null without a template or when the address would not be
+  // a plain http(s) one on the template's host. The path comes from a
+  // commit, so from anyone who can push: each segment is percent-encoded
+  // (slashes kept), and a path with an empty, "." or ".." segment, which
+  // a browser resolves away (encoded or not), gets no address.
+  function forgeURL(template, commit, path, line) {
+    if (typeof template !== "string" || !template || typeof path !== "string" || !path) return null;
+    if (typeof commit !== "string" || !/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/.test(commit)) return null;
+    const segments = path.split("/");
+    if (segments.some((seg) => seg === "" || seg === "." || seg === "..")) return null;
+    const n = Number(line);
+    const fill = (c, p, l) => template.split("{commit}").join(c).split("{path}").join(p).split("{line}").join(l);
+    let u, sample;
+    try {
+      u = new URL(fill(commit, segments.map(encodeURIComponent).join("/"), Number.isInteger(n) && n > 0 ? String(n) : ""));
+      sample = new URL(fill("0".repeat(40), "file.yaml", "1"));
+    } catch (e) {
+      return null;
+    }
+    if ((u.protocol !== "http:" && u.protocol !== "https:") || u.origin !== sample.origin || u.username || u.password) return null;
+    return u.href;
+  }
+  // fileLink is a finding's file:line, a link into the forge when
+  // --repo-web-url is set and the finding has a file, else text.
+  function fileLink(f, commit) {
+    const text = h("code", {}, where(f));
+    const url = forgeURL(state.status && state.status.repoWebUrl, commit, f.file, f.line);
+    if (!url) return text;
+    const a = h("a", { className: "forge", rel: "noopener noreferrer", target: "_blank", title: "open in the forge" }, text);
+    a.href = url; // checked by forgeURL: http(s), on the template's host
+    return a;
+  }
+  // findingsList shows findings of commit, each file:line a link into the
+  // forge when one is configured.
+  function findingsList(findings, commit) {
     return h("ul", { className: "findings" }, (findings || []).map((f) =>
       h("li", { className: "sev-" + f.severity },
-        h("code", {}, where(f)), " ", f.severity, ": ", f.message,
+        fileLink(f, commit), " ", f.severity, ": ", f.message,
         f.pointer ? h("span", { className: "muted" }, " (at " + f.pointer + ")") : "",
         f.code ? h("span", { className: "muted" }, " [" + f.code + "]") : "",
         f.hint ? h("div", { className: "muted" }, "hint: " + f.hint) : "")));
   }
+  const HOUR = 3600 * 1000, DAY = 24 * HOUR;
+  // expiry says how a certificate valid from notBefore to notAfter stands
+  // at now (ms): "expired"; "soon" with less than a day and less than a
+  // third of its life left (gitmesh renews it once a third is left, so a
+  // certificate still held then was not renewed); else "ok". left is the
+  // time left in ms.
+  function expiry(notBefore, notAfter, now) {
+    const end = Date.parse(notAfter), start = Date.parse(notBefore);
+    if (isNaN(end)) return { state: "unknown", left: NaN };
+    const left = end - now, life = isNaN(start) ? Infinity : end - start;
+    return { state: left <= 0 ? "expired" : left < DAY && left < life / 3 ? "soon" : "ok", left };
+  }
+  function within(ms) {
+    const m = Math.round(Math.abs(ms) / 60000);
+    const s = m < 60 ? m + "m" : m < 48 * 60 ? Math.round(m / 60) + "h" : Math.round(m / 1440) + "d";
+    return ms < 0 ? s + " ago" : "in " + s;
+  }
+  // breakable is text that may wrap after each slash.
+  function breakable(text) {
+    return String(text).split(/(?<=\/)(?!\/)/).flatMap((part, i) => i ? [h("wbr"), part] : [part]);
+  }
+  function certExpiry(c) {
+    const e = expiry(c.notBefore, c.notAfter, Date.now());
+    const d = new Date(c.notAfter);
+    return h("span", { className: "expiry", "data-expiry": e.state, title: "valid from " + new Date(c.notBefore).toLocaleString() + " to " + d.toLocaleString() },
+      h("div", {}, isNaN(d) ? String(c.notAfter) : d.toLocaleString()),
+      h("div", { className: "muted" }, isNaN(e.left) ? "" : within(e.left),
+        e.state === "expired" ? [" ", chip("expired", "invalid")] : e.state === "soon" ? [" ", chip("expires soon", "held")] : ""));
+  }
+
   function facts(pairs) {
     return h("dl", { className: "facts" }, pairs.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
   }
@@ -324,7 +390,7 @@
         h("td", {}, r.commit.author || ""),
         h("td", {}, h("span", { className: "subject" }, r.commit.subject || ""), r.by ? h("div", { className: "muted" }, r.trigger + " by " + r.by + (r.reason ? " (" + r.reason + ")" : "")) : "",
           r.verdict === "invalid" || r.verdict === "unverified" || r.verdict === "failed" ?
-            h("div", {}, h("span", { className: "error" }, r.errors + " error(s)" + (r.error ? ": " + r.error : "")), findingsList(r.findings)) : "",
+            h("div", {}, h("span", { className: "error" }, r.errors + " error(s)" + (r.error ? ": " + r.error : "")), findingsList(r.findings, r.commit.hash)) : "",
           r.rejections && r.rejections.length ? h("div", { className: "error" }, (r.rejectedProxies || r.rejections.length) + " proxy(ies) rejected it; first: " + r.rejections[0].node + ": " + r.rejections[0].error) : ""),
         h("td", {}, r.trigger || ""),
         h("td", {}, r.diff ? (r.diff.added || []).length + "+ " + (r.diff.changed || []).length + "~ " + (r.diff.removed || []).length + "- resources" : "",
@@ -342,28 +408,35 @@
     state.proxies = list;
     const out = h("div", {}, h("h1", {}, "Proxies"));
     out.appendChild(h("div", { className: "toolbar" },
-      h("input", { type: "search", id: "proxy-filter", placeholder: "filter: node, flavour, type, error", value: state.proxyFilter,
+      h("input", { type: "search", id: "proxy-filter", placeholder: "filter: node, flavour, SAN, type, error", value: state.proxyFilter,
         oninput: (e) => { state.proxyFilter = e.target.value; refresh(); } }),
       h("span", { className: "muted" }, list.total + " proxies")));
     const f = state.proxyFilter.toLowerCase();
     let items = list.items.filter((p) => !f || JSON.stringify(p).toLowerCase().includes(f));
     const key = state.proxySort.key, dir = state.proxySort.dir;
-    const val = (p) => key === "nacks" ? p.types.filter((t) => t.lastNack).length : (p[key] === undefined ? "" : p[key]);
+    const val = (p) => key === "nacks" ? p.types.filter((t) => t.lastNack).length :
+      key === "sans" ? (p.certificate ? p.certificate.sans.join(" ") : "") :
+      key === "notAfter" ? (p.certificate ? p.certificate.notAfter : "") : // RFC 3339 in UTC, whole seconds: sorts as time
+      (p[key] === undefined ? "" : p[key]);
     items = items.slice().sort((a, b) => (val(a) < val(b) ? -1 : val(a) > val(b) ? 1 : 0) * dir);
     const th = (label, k) => h("th", { className: "sortable" + (key === k ? (dir > 0 ? " sorted-asc" : " sorted-desc") : ""),
       onclick: () => { state.proxySort = { key: k, dir: key === k ? -dir : 1 }; refresh(); } }, label);
-    out.appendChild(h("table", { id: "proxies" },
+    out.appendChild(h("div", { className: "scroll" }, h("table", { id: "proxies" },
       h("tr", {}, th("node", "nodeId"), th("flavour", "flavor"), th("connected since", "connectedSince"), th("in sync", "inSync"),
+        th("certificate SANs", "sans"), th("expires", "notAfter"),
         h("th", {}, "versions per type (published / sent / ACKed)"), th("last NACK", "nacks")),
       items.map((p) => h("tr", { "data-node": p.nodeId },
         h("td", {}, dataplaneLink(p.nodeId), p.unknown ? [" ", chip("unknown", "invalid")] : "", p.streams ? h("div", { className: "muted" }, p.streams + " stream(s)") : h("div", { className: "muted" }, "not connected")),
         h("td", {}, p.flavor || "", p.publishedFlavor && p.publishedFlavor !== p.flavor ? h("div", { className: "muted" }, "served " + p.publishedFlavor) : ""),
         h("td", {}, p.connectedSince ? ago(p.connectedSince) : ""),
         h("td", {}, p.inSync ? chip("yes") : chip("no")),
+        p.certificate ? h("td", { className: "sans", title: "serial " + p.certificate.serial }, p.certificate.sans.map((n) => h("div", { className: "mono" }, breakable(n)))) :
+          h("td", { className: "sans muted", title: "no certificate: its mesh has no mTLS, or it is not served yet" }, "–"),
+        h("td", {}, p.certificate ? certExpiry(p.certificate) : ""),
         h("td", {}, h("table", { className: "types" }, p.types.map((t) => h("tr", {},
           h("td", {}, t.type), h("td", { className: "mono" }, t.published || "–"), h("td", { className: "mono" }, t.sent || "–"),
           h("td", { className: "mono" + (t.acked && t.acked === t.published ? "" : " muted") }, t.acked || "–"))))),
-        h("td", {}, p.types.filter((t) => t.lastNack).map((t) => h("div", { className: "error" }, t.type + " " + t.lastNack.version + ": " + t.lastNack.error)))))));
+        h("td", {}, p.types.filter((t) => t.lastNack).map((t) => h("div", { className: "error" }, t.type + " " + t.lastNack.version + ": " + t.lastNack.error))))))));
     return out;
   }
 
@@ -447,7 +520,7 @@
     ])));
     if (rec && (rec.findings || []).length) {
       out.appendChild(h("h2", {}, "Findings"));
-      out.appendChild(h("div", { className: "card" }, rec.errors + " error(s), " + rec.warnings + " warning(s); the first:", findingsList(rec.findings)));
+      out.appendChild(h("div", { className: "card" }, rec.errors + " error(s), " + rec.warnings + " warning(s); the first:", findingsList(rec.findings, rec.commit.hash)));
     }
     const base = (st.published && st.published.hash) || "";
     const baseInput = h("input", { type: "text", id: "diff-base", value: state.diffBase || base, size: 44, className: "mono" });
@@ -460,7 +533,7 @@
       clear(planBox).appendChild(planView(pl));
     } catch (e) {
       clear(planBox);
-      append(planBox, [h("p", { className: "error" }, "No plan: " + e.message), e.body && e.body.findings ? findingsList(e.body.findings) : ""]);
+      append(planBox, [h("p", { className: "error" }, "No plan: " + e.message), e.body && e.body.findings ? findingsList(e.body.findings, e.body.commit) : ""]);
     }
     return out;
   }
@@ -545,6 +618,10 @@
     return (cs || []).map((c) => h("div", {}, h("b", {}, c.type), " ", h("code", {}, JSON.stringify(c.conf)),
       h("div", { className: "muted" }, (c.from || []).map((f) => f.name + " " + where(f)).join("; "))));
   }
+
+  // For the console's tests: the functions that make addresses and marks
+  // from data, callable on their own.
+  window.gitmeshConsole = Object.freeze({ forgeURL, expiry });
 
   window.addEventListener("hashchange", () => { state.selectedCell = null; refresh(); });
   document.addEventListener("DOMContentLoaded", () => { refresh().then(startEvents); });

@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/schema/schematest"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -77,5 +79,34 @@ func TestVersion(t *testing.T) {
 	}
 	if code, _, _ := gitmesh(t, "version", "--format", "xml"); code != exitUsage {
 		t.Errorf("an unknown format: exit %d, want %d", code, exitUsage)
+	}
+}
+
+// TestServeHelpRepoWebURL: serve --help documents --repo-web-url, and a bad
+// template stops serve before it touches anything, saying what is wrong.
+func TestServeHelpRepoWebURL(t *testing.T) {
+	code, out, _ := gitmesh(t, "serve", "--help")
+	for _, want := range []string{"--repo-web-url TEMPLATE", "{commit}, {path} and optionally {line}",
+		"https://github.com/org/repo/blob/{commit}/{path}#L{line}", "https://gitlab.com/org/repo/-/blob/{commit}/{path}#L{line}"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("serve --help (exit %d) does not show %q:\n%s", code, want, out)
+		}
+	}
+	repo := gittest.Init(t)
+	for bad, want := range map[string]string{
+		"https://github.com/org/repo/blob/{commit}/{file}": "unknown placeholder {file}",
+		"https://github.com/org/repo/commit/{commit}":      "no {path}",
+		"github.com/org/repo/blob/{commit}/{path}":         "absolute http:// or https:// URL",
+		"javascript:alert(1)//{commit}/{path}":             "absolute http:// or https:// URL",
+	} {
+		state := filepath.Join(t.TempDir(), "state")
+		code, _, errb := gitmesh(t, "serve", "--repo", repo, "--state-dir", state, "--repo-web-url", bad,
+			"--api-address", "127.0.0.1:0", "--xds-address", "127.0.0.1:0")
+		if code != exitUsage || !strings.Contains(errb, "--repo-web-url") || !strings.Contains(errb, want) {
+			t.Errorf("--repo-web-url %q: exit %d, %q; want %d and %q", bad, code, errb, exitUsage, want)
+		}
+		if _, err := os.Stat(state); err == nil {
+			t.Errorf("--repo-web-url %q: the state directory was made", bad)
+		}
 	}
 }

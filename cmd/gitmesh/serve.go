@@ -60,6 +60,7 @@ type serveOptions struct {
 	adminTokenFile, readTokenFile string
 	authReads                     bool
 	corsOrigins                   []string
+	repoWebURL                    string
 	rollbackOnNACK                bool
 	verifyCommits                 string
 	security                      serveSecurity
@@ -107,7 +108,13 @@ POST /rollback and /resume need the admin token: --admin-token-file, or
 
 With --verify-commits KEYRING (armored OpenPGP public keys), a head that is
 unsigned, signed by a key not in KEYRING, or badly signed is recorded as
-unverified and not published, and rollback refuses such commits.`,
+unverified and not published, and rollback refuses such commits.
+
+With --repo-web-url TEMPLATE, the console links every finding's file and
+line to the forge's web UI: TEMPLATE is an http(s) URL with {commit} and
+{path}, and optionally {line}, after its host, e.g.
+  https://github.com/org/repo/blob/{commit}/{path}#L{line}
+  https://gitlab.com/org/repo/-/blob/{commit}/{path}#L{line}`,
 		Example: `  gitmesh serve --repo https://git.example.com/platform/mesh.git --path policies
   gitmesh serve --repo ./mesh-policies --state-dir /var/lib/gitmesh --interval 1m`,
 		Args: cobra.NoArgs,
@@ -144,6 +151,8 @@ unverified and not published, and rollback refuses such commits.`,
 		envAdminToken+", else generated into <state-dir>/admin-token)")
 	f.StringVar(&o.readTokenFile, "read-token-file", "", "file holding a second bearer token that may only read (or "+envReadToken+")")
 	f.StringSliceVar(&o.corsOrigins, "api-cors-origin", nil, "browser origin (https://host[:port]) allowed to call the HTTP API from another origin; repeatable; none by default")
+	f.StringVar(&o.repoWebURL, "repo-web-url", "", "link the console's findings to the forge's web UI: a `TEMPLATE` URL of a file at a commit, with {commit}, {path} "+
+		"and optionally {line}, e.g. https://github.com/org/repo/blob/{commit}/{path}#L{line}")
 	f.BoolVar(&o.authReads, "auth-reads", false, "require a token for the read endpoints too (all but /healthz, /readyz and the webhooks)")
 	f.BoolVar(&o.rollbackOnNACK, "rollback-on-nack", false, "put a proxy that NACKs its configuration back on the last commit it accepted")
 	f.StringVar(&o.verifyCommits, "verify-commits", "", "publish (and roll back to) only commits whose OpenPGP signature verifies against the public keys in this keyring file")
@@ -233,6 +242,11 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	if o.interval <= 0 {
 		return nil, usageError("--interval must be positive")
 	}
+	if o.repoWebURL != "" {
+		if err := api.CheckRepoWebURL(o.repoWebURL); err != nil {
+			return nil, usageError("--repo-web-url %q: %v", o.repoWebURL, err)
+		}
+	}
 	log, err := newLogger(stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		return nil, err
@@ -306,7 +320,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	if err != nil {
 		return nil, &exitError{code: exitUsage, err: err}
 	}
-	apiCfg.Backend = backend{daemon, server}
+	apiCfg.Backend = backend{daemon, server, pl}
 	// Comparisons for GET /diff run a pipeline of their own, so that they
 	// leave the daemon's cache to the branch's commits.
 	diffPipe, err := pipeline.New(pipeline.Options{Limits: o.limits.options(), Cache: true})
@@ -367,7 +381,7 @@ func (o serveOptions) advertised() string {
 // apiConfig is the HTTP API's configuration from the flags: the webhooks'
 // secrets, the tokens, CORS.
 func (o serveOptions) apiConfig(log *slog.Logger) (api.Config, error) {
-	cfg := api.Config{Logger: log, AuthReads: o.authReads}
+	cfg := api.Config{Logger: log, AuthReads: o.authReads, RepoWebURL: o.repoWebURL}
 	var err error
 	if cfg.GitHubSecret, err = secret(o.githubSecretFile, envGitHubSecret); err != nil {
 		return cfg, err
@@ -535,13 +549,19 @@ func adminToken(o serveOptions) ([]byte, error) {
 	return []byte(token), nil
 }
 
-// backend is what the HTTP API reads: the loop and the xDS server.
+// backend is what the HTTP API reads: the loop, the xDS server and the
+// plane (the certificates it serves).
 type backend struct {
 	*reconcile.Daemon
 	server *ads.Server
+	plane  *plane.Plane
 }
 
 func (b backend) Proxies() []ads.ProxyStatus { return b.server.Status() }
+
+func (b backend) Certificate(node string) (ca.CertificateInfo, bool) {
+	return b.plane.Certificate(node)
+}
 
 // differ compares two commits of the mirror for GET /diff, as `gitmesh
 // diff` compares two of a repository.
