@@ -281,7 +281,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	} else if o.replicaID != "" || o.advertiseAddress != "" {
 		return nil, usageError("--replica-id and --advertise-address are for replicas sharing a PostgreSQL store (--store, --store-file)")
 	}
-	if o.leaseDuration < time.Second {
+	if o.leaseDuration != 0 && o.leaseDuration < time.Second {
 		return nil, usageError("--lease-duration %s: want at least 1s", o.leaseDuration)
 	}
 	apiCfg, err := o.apiConfig(log.With("component", "api"))
