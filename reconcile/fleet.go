@@ -97,6 +97,10 @@ func (d *Daemon) deciding() bool {
 	return ok
 }
 
+// Advertise sets where this replica's API is reached, for the registry
+// (Config.Address). Call it before Run.
+func (d *Daemon) Advertise(addr string) { d.cfg.Address = addr }
+
 // runFleet starts the fleet's goroutines: the campaign for the lease with
 // the heartbeat, and the notifications.
 func (d *Daemon) runFleet(ctx context.Context, wg *sync.WaitGroup) {
@@ -372,16 +376,8 @@ func (d *Daemon) refreshHeadVerdict() {
 // shown, the decider is told when a webhook or a local commit moved it,
 // and what was decided is served.
 func (d *Daemon) watch(ctx context.Context, trigger string) error {
-	start := d.cfg.Now()
-	sr, err := d.cfg.Source.Sync(ctx)
-	fetch := d.cfg.Now().Sub(start)
-	d.cfg.Metrics.stage(StageFetch, fetch)
+	sr, _, err := d.fetch(ctx, trigger)
 	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		d.conclude(outcome{result: ResultFetchError, lastError: err.Error()})
-		d.cfg.Logger.Warn("sync failed", "trigger", trigger, "error", err, "fetch_ms", ms(fetch))
 		return err
 	}
 	d.mu.Lock()

@@ -135,19 +135,25 @@ func (d *Daemon) trees(c *source.Commit) []schema.Tree {
 	return []schema.Tree{{FS: c.Tree, Prefix: cleanPath(d.cfg.Path)}}
 }
 
-// sync fetches the branch and decides on its head. An error means the sync
-// should be retried (with backoff); an invalid commit is not an error.
-func (d *Daemon) sync(ctx context.Context, trigger string) error {
+// fetch asks the remote for the branch, timed; a failure is concluded
+// (status, metrics, log) here.
+func (d *Daemon) fetch(ctx context.Context, trigger string) (source.SyncResult, time.Duration, error) {
 	start := d.cfg.Now()
 	sr, err := d.cfg.Source.Sync(ctx)
 	fetch := d.cfg.Now().Sub(start)
 	d.cfg.Metrics.stage(StageFetch, fetch)
-	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
+	if err != nil && ctx.Err() == nil {
 		d.conclude(outcome{result: ResultFetchError, lastError: err.Error()})
 		d.cfg.Logger.Warn("sync failed", "trigger", trigger, "error", err, "fetch_ms", ms(fetch))
+	}
+	return sr, fetch, err
+}
+
+// sync fetches the branch and decides on its head. An error means the sync
+// should be retried (with backoff); an invalid commit is not an error.
+func (d *Daemon) sync(ctx context.Context, trigger string) error {
+	sr, fetch, err := d.fetch(ctx, trigger)
+	if err != nil {
 		return err
 	}
 	if sr.Forced {

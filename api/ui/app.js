@@ -348,9 +348,19 @@
     const replicas = st.replicas || [];
     if (replicas.length) {
       out.appendChild(h("h2", {}, "Replicas"));
-      const keys = Object.keys(replicas[0]);
-      out.appendChild(h("table", {}, h("tr", {}, keys.map((k) => h("th", {}, k))),
-        replicas.map((r) => h("tr", {}, keys.map((k) => h("td", {}, typeof r[k] === "object" ? JSON.stringify(r[k]) : String(r[k])))))));
+      out.appendChild(h("p", { id: "replicas-summary" }, String(replicas.length), " on the store; ",
+        st.decider ? [h("b", {}, st.decider), " decides"] : h("span", { className: "error" }, "none decides"), "; ",
+        st.replicasAgree === false ? h("span", { className: "error" }, "they serve different commits") : "they serve the same commit",
+        "; this page is served by ", h("b", {}, st.replica || "?"), "."));
+      out.appendChild(h("table", { id: "replicas" },
+        h("tr", {}, ["replica", "role", "serves", "proxies", "address", "heard"].map((k) => h("th", {}, k))),
+        replicas.map((r) => h("tr", {},
+          h("td", { className: "mono" }, r.id, r.self ? h("span", { className: "muted" }, " (this one)") : ""),
+          h("td", {}, chip(r.decides ? "decides" : "follows")),
+          h("td", {}, commitLink(r.published), r.pinned ? h("span", { className: "muted" }, " pinned") : ""),
+          h("td", {}, String(r.connected || 0) + " connected of " + String(r.proxies || 0)),
+          h("td", { className: "mono" }, r.address || ""),
+          h("td", {}, ago(r.heartbeatAt))))));
     }
     return out;
   }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -283,22 +284,7 @@ func TestFleetOfThreeReplicas(t *testing.T) {
 // configured by another replica: they call each other over mTLS, their
 // certificates issued from the one mesh CA the replicas share.
 func TestFleetMTLSAcrossReplicas(t *testing.T) {
-	var dataplanes []app.Dataplane
-	ports := map[int]int{}
-	for _, dp := range app.Dataplanes {
-		if dp.Service == "productpage" || dp.Service == "details" {
-			free := freePort(t)
-			ports[dp.Port] = free
-			dp.Port = free
-			dataplanes = append(dataplanes, dp)
-		}
-	}
-	files := bookinfoPolicies(t, ports)
-	for name := range files {
-		if strings.Contains(name, "reviews") || strings.Contains(name, "ratings") {
-			delete(files, name)
-		}
-	}
+	dataplanes, files := productpageAndDetails(t)
 	r := newRemote(t)
 	r.push(t, "productpage and details", files)
 	f := newFleet(t, r, "a", "b")
@@ -343,4 +329,35 @@ func noPush(t *testing.T, what string, p *process, c *adstest.Client) {
 	if n := c.Responses(); n != 0 {
 		t.Errorf("%s: pushed %d responses of what it held; versions now %v", what, n, versions(c))
 	}
+}
+
+// TestConsoleReplicas opens the console of a replica that does not
+// decide, in headless Chromium: the overview lists both replicas, which
+// one decides, and that they serve the same commit.
+func TestConsoleReplicas(t *testing.T) {
+	b := newBrowser(t)
+	r := newRemote(t)
+	c1 := r.push(t, "Initial policies", policyFiles(t))
+	f := newFleet(t, r, "cp-1", "cp-2")
+	sts := f.waitAll(t, []string{"cp-1", "cp-2"}, func(st reconcile.Status) bool {
+		return publishedIs(c1)(st) && st.Decider != "" && len(st.Replicas) == 2 && st.ReplicasAgree != nil && *st.ReplicasAgree
+	})
+	decider := sts["cp-1"].Decider
+	follower := "cp-1"
+	if decider == follower {
+		follower = "cp-2"
+	}
+	b.run("open the console", chromedp.Navigate("http://"+f.procs[follower].api+"/ui/"))
+	b.until("both replicas", `document.querySelectorAll("#replicas tr").length === 3`)
+	b.until("the decider", js(`document.querySelector("#replicas-summary").textContent.includes(%q + " decides")`, decider))
+	if got := b.text("#replicas-summary"); !strings.Contains(got, "they serve the same commit") || !strings.Contains(got, "served by "+follower) {
+		t.Errorf("replicas summary: %q", got)
+	}
+	if n := value(b, "deciders", chromedp.Evaluate[int](`document.querySelectorAll("#replicas .chip.decides").length`)); n != 1 {
+		t.Errorf("%d replicas shown deciding, want 1", n)
+	}
+	if got := b.text("#replicas"); !strings.Contains(got, c1[:12]) || !strings.Contains(got, "(this one)") {
+		t.Errorf("replicas table: %q", got)
+	}
+	b.screenshot("replicas")
 }

@@ -34,7 +34,10 @@ func TestGRPCCallsSurviveRestarts(t *testing.T) {
 	}
 }
 
-func grpcCallsSurviveRestarts(t *testing.T, mtls bool) {
+// productpageAndDetails are two of bookinfo's dataplanes, on free ports,
+// and the policies of those two alone (mTLS on).
+func productpageAndDetails(t *testing.T) ([]app.Dataplane, map[string]string) {
+	t.Helper()
 	var dataplanes []app.Dataplane
 	ports := map[int]int{}
 	for _, dp := range app.Dataplanes {
@@ -51,6 +54,11 @@ func grpcCallsSurviveRestarts(t *testing.T, mtls bool) {
 			delete(files, name)
 		}
 	}
+	return dataplanes, files
+}
+
+func grpcCallsSurviveRestarts(t *testing.T, mtls bool) {
+	dataplanes, files := productpageAndDetails(t)
 	if !mtls {
 		files["policies/meshes/bookinfo.yaml"] = "type: Mesh\nname: bookinfo\n"
 	}

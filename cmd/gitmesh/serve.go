@@ -311,7 +311,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		Source: mirror, Repo: source.RedactURL(o.repo), Branch: o.branch, Path: o.path,
 		Pipeline: pipe, AllowEmpty: o.allowEmpty, Verify: verify, Target: pl,
 		StateDir: o.stateDir, Store: decided, Interval: o.interval, Logger: log, Metrics: reconcile.NewMetrics(metricsReg),
-		LeaseDuration: o.leaseDuration, Address: o.advertised(),
+		LeaseDuration: o.leaseDuration,
 	}
 	if fleet != nil {
 		cfg.Fleet = fleet
@@ -339,6 +339,9 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		xdsLis.Close()
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("api listener: %w", err)}
 	}
+	// The registry shows where this replica's API is: as given, or as it
+	// listens (a port chosen by the system, say).
+	daemon.Advertise(o.advertised(apiLis.Addr().String()))
 	httpServer := &http.Server{
 		Handler:           api.New(apiCfg),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -370,12 +373,13 @@ func (o serveOptions) replica() (string, error) {
 
 var replicaName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-// advertised is where other hosts reach this replica's API.
-func (o serveOptions) advertised() string {
+// advertised is where other hosts reach this replica's API:
+// --advertise-address, else the address it listens on.
+func (o serveOptions) advertised(listening string) string {
 	if o.advertiseAddress != "" {
 		return o.advertiseAddress
 	}
-	return o.apiAddress
+	return listening
 }
 
 // apiConfig is the HTTP API's configuration from the flags: the webhooks'
