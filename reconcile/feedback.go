@@ -119,6 +119,10 @@ func (d *Daemon) rejected(commit string, rs []plane.Rejection) {
 	if len(rs) == 0 {
 		return
 	}
+	if d.fl != nil && !d.deciding() {
+		// The history is the decider's to write.
+		d.handOver(opRejected, opRequest{Commit: commit, Rejections: rs})
+	}
 	d.mu.Lock()
 	current := commit == string(d.servedInfo.Hash)
 	rejecting := 0

@@ -14,6 +14,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile/pipeline"
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/store"
+	"github.com/gitmesh/gitmesh/xds/plane"
 )
 
 // Several replicas of the daemon on one shared store (Config.Fleet):
@@ -415,6 +416,22 @@ type opRequest struct {
 	Rev    string `json:"rev,omitempty"`
 	By     string `json:"by,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Commit and Rejections: the NACKs of proxies attached to another
+	// replica (opRejected).
+	Commit     string            `json:"commit,omitempty"`
+	Rejections []plane.Rejection `json:"rejections,omitempty"`
+}
+
+// opRejected hands the decider NACKs of the proxies of a replica that does
+// not decide, for the history; nobody waits for its result.
+const opRejected = "rejected"
+
+// handOver submits an operation to the decider without waiting for it.
+func (d *Daemon) handOver(op string, args opRequest) {
+	b, _ := json.Marshal(args)
+	if _, err := d.cfg.Fleet.Submit(context.Background(), op, b); err != nil {
+		d.cfg.Logger.Warn("cannot hand the decider what a proxy said", "operation", op, "error", err)
+	}
 }
 
 type opResult struct {
@@ -589,11 +606,15 @@ func (d *Daemon) serveRequests(ctx context.Context) {
 				rec, err = d.rollback(ctx, args.Rev, args.By, args.Reason)
 			case OpResume:
 				rec, err = d.resume(ctx, args.By, args.Reason)
+			case opRejected:
+				d.rejected(args.Commit, args.Rejections)
 			default:
 				err = fmt.Errorf("unknown operation %q", r.Op)
 			}
 		}
-		d.cfg.Logger.Info("ran an operation asked of another replica", "operation", r.Op, "asked_of", r.Replica, "by", args.By, "error", err)
+		if r.Op != opRejected {
+			d.cfg.Logger.Info("ran an operation asked of another replica", "operation", r.Op, "asked_of", r.Replica, "by", args.By, "error", err)
+		}
 		out, _ := json.Marshal(resultOf(rec, err))
 		if err := d.cfg.Fleet.Complete(ctx, r.ID, out); err != nil {
 			d.cfg.Logger.Warn("cannot record the result of an operation", "operation", r.Op, "error", err)

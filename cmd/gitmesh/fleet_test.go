@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
 	"github.com/chromedp/chromedp"
 	"google.golang.org/grpc"
@@ -360,4 +363,57 @@ func TestConsoleReplicas(t *testing.T) {
 		t.Errorf("replicas table: %q", got)
 	}
 	b.screenshot("replicas")
+}
+
+// TestFleetRecordsNACKsOfEveryReplica: a proxy attached to a replica that
+// does not decide rejects a commit; the history, which the decider
+// writes, marks the commit rejected by it, on every replica.
+func TestFleetRecordsNACKsOfEveryReplica(t *testing.T) {
+	r := newRemote(t)
+	c1 := r.push(t, "Initial policies", policyFiles(t))
+	f := newFleet(t, r, "n1", "n2")
+	sts := f.waitAll(t, []string{"n1", "n2"}, func(st reconcile.Status) bool {
+		return publishedIs(c1)(st) && st.Decider != "" && len(st.Replicas) == 2
+	})
+	follower := "n1"
+	if sts["n1"].Decider == "n1" {
+		follower = "n2"
+	}
+	var reject atomic.Value
+	reject.Store("")
+	conn, err := grpc.NewClient(f.procs[follower].xds, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c, err := adstest.Dial(conn, "default.backend-01", adstest.Options{Reject: func(resp *discoverygrpc.DiscoveryResponse) error {
+		if bad := reject.Load().(string); bad != "" && strings.HasPrefix(resp.VersionInfo, bad) {
+			return fmt.Errorf("listener refused by the test")
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitVersionPrefix(t, c, c1)
+	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/web-to-backend.yaml")
+	h := gittest.Commit(t, r.work, "Stop web from calling backend", nil)
+	reject.Store(h[:12])
+	gittest.Push(t, r.work, r.bare)
+	for _, id := range []string{"n1", "n2"} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var list api.HistoryList
+			getJSON(t, "http://"+f.procs[id].api+"/history", &list)
+			if len(list.Items) > 0 && string(list.Items[0].Commit.Hash) == h && list.Items[0].Verdict == reconcile.VerdictRejected &&
+				len(list.Items[0].Rejections) > 0 && list.Items[0].Rejections[0].Node == "default.backend-01" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s: the commit a proxy of %s rejected is not marked so: %+v", id, follower, list.Items)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
