@@ -185,3 +185,33 @@ func TestAge(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusReplicas(t *testing.T) {
+	now := time.Now()
+	st := cannedStatus(now)
+	pub, other := *st.Published, reconcile.CommitInfo{Hash: "aaaabbbbccccddddeeeeffff0000111122223333"}
+	no := false
+	st.Replica, st.Decider, st.ReplicasAgree = "cp-2", "cp-1", &no
+	st.Replicas = []reconcile.ReplicaStatus{
+		{ID: "cp-1", Address: "10.0.0.1:5681", Decides: true, Published: &pub, Proxies: 4, Connected: 2, HeartbeatAt: now.Add(-time.Second)},
+		{ID: "cp-2", Address: "10.0.0.2:5681", Published: &other, Pinned: true, Proxies: 4, Connected: 1, HeartbeatAt: now, Self: true},
+	}
+	code, out, errOut := gitmesh(t, "status", "--api-address", statusServer(t, st))
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr %s", code, errOut)
+	}
+	for _, want := range []string{
+		"Replicas        2 on the store, cp-1 decides, they DISAGREE on the published commit; this is cp-2\n",
+		"                cp-1  decides  serves 3f2a9c1e5b7d, 4 proxies (2 connected), at 10.0.0.1:5681, heard 1s ago\n",
+		"                cp-2  follows  serves aaaabbbbcccc (pinned), 4 proxies (1 connected), at 10.0.0.2:5681, heard just now\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// One replica on a state directory says nothing of replicas.
+	_, out, _ = gitmesh(t, "status", "--api-address", statusServer(t, cannedStatus(now)))
+	if strings.Contains(out, "Replicas") {
+		t.Errorf("a single replica's status lists replicas:\n%s", out)
+	}
+}
