@@ -252,7 +252,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sec, err := o.security.build(o.stateDir, st)
+	sec, err := o.security.build(o.stateDir, st, log.With("component", "xds"))
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/store/pgtest"
+	"github.com/gitmesh/gitmesh/xds/token"
 )
 
 // pgStore is a throwaway PostgreSQL server with the files serve is given:
@@ -45,6 +47,17 @@ func newPGStore(t *testing.T) *pgStore {
 
 func (s *pgStore) flags() []string {
 	return []string{"--store-file", s.urlFile, "--store-key-file", s.keyFile}
+}
+
+// open opens the store as serve does, closed when the test ends.
+func (s *pgStore) open(t *testing.T) store.Store {
+	t.Helper()
+	st, err := storeFlags{file: s.urlFile, keyFile: s.keyFile}.open(context.Background(), "", migrateAtOpen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // row reads a document as PostgreSQL holds it, sealed or not.
@@ -209,10 +222,35 @@ func TestStoreImportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Dataplane tokens of the directory: one live, one revoked.
+	live, _ := issueToken(t, dir, "default/web-01")
+	revoked, _ := issueToken(t, dir, "default/backend-01")
+	rc, _ := token.Parse(revoked)
+	if code, _, stderr := gitmesh(t, "token", "revoke", "--jti", rc.ID, "--state-dir", dir); code != exitOK {
+		t.Fatalf("token revoke: exit %d\n%s", code, stderr)
+	}
 
 	code, stdout, stderr := gitmesh(t, append([]string{"store", "import", "--state-dir", dir}, pg.flags()...)...)
 	if code != exitOK || !strings.Contains(stdout, "pinned     on "+c1[:12]+" by ada") || !strings.Contains(stdout, "ca/default/ca.key") {
 		t.Fatalf("store import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{token.KeyFile, token.IssuedFile, token.RevokedFile} {
+		if !strings.Contains(stdout, "  "+want+"\n") {
+			t.Errorf("store import does not list %s:\n%s", want, stdout)
+		}
+	}
+	if sealed, encrypted, _ := pg.row(t, token.KeyFile); !encrypted || bytes.Contains(sealed, []byte(`"d"`)) {
+		t.Error("the imported token keyring is not encrypted in PostgreSQL")
+	}
+	v, err := token.NewKeeper(pg.open(t)).NewVerifier(context.Background(), token.VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(live); err != nil {
+		t.Errorf("a token of the imported directory: %v", err)
+	}
+	if _, err := v.Verify(revoked); !errors.Is(err, token.ErrRevoked) {
+		t.Errorf("a token revoked in the imported directory: %v", err)
 	}
 	if code, _, stderr := gitmesh(t, append([]string{"store", "import", "--state-dir", dir}, pg.flags()...)...); code != exitUsage ||
 		!strings.Contains(stderr, "already holds a state") {
