@@ -16,7 +16,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/xds/servertls"
 	"github.com/gitmesh/gitmesh/xds/token"
@@ -152,8 +154,10 @@ func newStoreImportCmd() *cobra.Command {
 		Long: `Import copies what gitmesh serve keeps in a state directory into PostgreSQL:
 the published commit and the pin, the history, the mesh CAs and the control
 plane's TLS CA (their keys encrypted with --store-key-file), the dataplane
-tokens' keyring (encrypted too), issued list and revocation list. Stop the
-daemon first. A store that already holds a state or a token keyring is left
+tokens' keyring (encrypted too), issued list and revocation list, and the
+digest of the admin token (` + adminTokenFileName + `), which every replica then
+accepts; the token itself stays in DIR. Stop the daemon first. A store that
+already holds a state, a token keyring or an admin token's digest is left
 alone unless --force; revoked token ids already in the store are kept
 either way. The git mirror and the issued certificates stay local.`,
 		Args: cobra.NoArgs,
@@ -193,7 +197,7 @@ func runStoreImport(ctx context.Context, stdout io.Writer, stateDir string, st s
 		return err
 	}
 	if !force {
-		for _, k := range []string{token.KeyFile} {
+		for _, k := range []string{token.KeyFile, api.AdminTokenDigestKey} {
 			if _, err := st.Get(ctx, k); err == nil {
 				return usageError("%s already holds %s: importing would replace it (--force to do so)", st.Describe(), k)
 			} else if !errors.Is(err, store.ErrNotFound) {
@@ -262,6 +266,14 @@ func runStoreImport(ctx context.Context, stdout io.Writer, stateDir string, st s
 		return err
 	}
 	copied = append(copied, tokens...)
+	if tok, err := source.ReadSecretFile(filepath.Join(stateDir, adminTokenFileName)); err == nil {
+		if err := st.Put(ctx, api.AdminTokenDigestKey, api.FormatTokenDigest(api.TokenDigest([]byte(tok))), store.Private); err != nil {
+			return err
+		}
+		copied = append(copied, api.AdminTokenDigestKey)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("admin token: %w", err)
+	}
 	recs := hist.Records()
 	slices.Reverse(recs) // oldest first
 	batch := make([]store.Record, 0, len(recs))

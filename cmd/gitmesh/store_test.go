@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/store"
@@ -123,7 +125,12 @@ func TestServeOnPostgresSurvivesRestart(t *testing.T) {
 	if !st.Pinned || st.Pin == nil || string(st.Pin.Commit.Hash) != c1 || st.Pin.By != "ada" || string(st.Published.Hash) != c1 {
 		t.Errorf("after a restart on PostgreSQL: %+v", st)
 	}
-	_, stdout, _ := cli(t, p2.api, dir2, "history", "--limit", "0")
+	// The admin token is the first replica's: the second has none of its
+	// own, and takes the first one's.
+	if _, err := os.Stat(filepath.Join(dir2, adminTokenFileName)); err == nil {
+		t.Error("the second replica made an admin token of its own")
+	}
+	_, stdout, _ := cli(t, p2.api, dir1, "history", "--limit", "0")
 	for _, want := range []string{c1[:12], c2[:12], c3[:12], "held", "rollback by ada (store test); pinned"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("history after restart lacks %q:\n%s", want, stdout)
@@ -136,6 +143,9 @@ func TestServeOnPostgresSurvivesRestart(t *testing.T) {
 	waitVersionPrefix(t, backend2, c1)
 	if again, _, _ := pg.row(t, "ca/default/ca.crt"); !bytes.Equal(again, caCert) {
 		t.Error("the restart made a new mesh CA")
+	}
+	if code, stdout, stderr := cli(t, p2.api, dir1, "resume", "--by", "ada"); code != exitOK {
+		t.Errorf("resume on the second replica with the first one's admin token: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
 
@@ -234,13 +244,21 @@ func TestStoreImportRoundTrip(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, "pinned     on "+c1[:12]+" by ada") || !strings.Contains(stdout, "ca/default/ca.key") {
 		t.Fatalf("store import: exit %d\n%s%s", code, stdout, stderr)
 	}
-	for _, want := range []string{token.KeyFile, token.IssuedFile, token.RevokedFile} {
+	for _, want := range []string{token.KeyFile, token.IssuedFile, token.RevokedFile, api.AdminTokenDigestKey} {
 		if !strings.Contains(stdout, "  "+want+"\n") {
 			t.Errorf("store import does not list %s:\n%s", want, stdout)
 		}
 	}
 	if sealed, encrypted, _ := pg.row(t, token.KeyFile); !encrypted || bytes.Contains(sealed, []byte(`"d"`)) {
 		t.Error("the imported token keyring is not encrypted in PostgreSQL")
+	}
+	adminTok, err := os.ReadFile(filepath.Join(dir, adminTokenFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest, encrypted, _ := pg.row(t, api.AdminTokenDigestKey); encrypted || bytes.Contains(digest, bytes.TrimSpace(adminTok)) ||
+		strings.TrimSpace(string(digest)) != fmt.Sprintf("%x", api.TokenDigest(bytes.TrimSpace(adminTok))) {
+		t.Errorf("the admin token's digest in PostgreSQL: %q", digest)
 	}
 	v, err := token.NewKeeper(pg.open(t)).NewVerifier(context.Background(), token.VerifierOptions{})
 	if err != nil {
@@ -270,7 +288,8 @@ func TestStoreImportRoundTrip(t *testing.T) {
 	if !st.Pinned || string(st.Pin.Commit.Hash) != c1 || st.Pin.Reason != "import test" || string(st.Published.Hash) != c1 {
 		t.Errorf("serving the imported store: %+v", st)
 	}
-	_, stdout, _ = cli(t, p2.api, dir2, "history", "--limit", "0")
+	// The imported directory's admin token is the store's.
+	_, stdout, _ = cli(t, p2.api, dir, "history", "--limit", "0")
 	for _, want := range []string{c1[:12], c2[:12], "rollback by ada (import test); pinned"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("history from the imported store lacks %q:\n%s", want, stdout)

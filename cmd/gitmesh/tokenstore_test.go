@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/gitmesh/gitmesh/api"
+	"github.com/gitmesh/gitmesh/internal/logtest"
 	"github.com/gitmesh/gitmesh/xds/token"
 )
 
@@ -94,5 +98,104 @@ func TestTokenCommandsOnPostgresStore(t *testing.T) {
 	if code, _, stderr := gitmesh(t, "token", "issue", "--dataplane", "default/web-01", "--state-dir", state, "--store-key-file", pg.keyFile); code != exitUsage ||
 		!strings.Contains(stderr, "need --store or --store-file") {
 		t.Errorf("--store-key-file without a store: exit %d\n%s", code, stderr)
+	}
+}
+
+// TestStoreSharesAdminTokenDigest: on a PostgreSQL store, the first
+// replica without an admin token given makes one and puts its digest in
+// the store; the others accept that digest and make none; a token given
+// by file is used as it is, with a warning when it differs. Replicas
+// starting at once agree. The token is never stored nor logged.
+func TestStoreSharesAdminTokenDigest(t *testing.T) {
+	pg := newPGStore(t)
+	ctx := context.Background()
+	logs := &logtest.Buffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	dir1, dir2, dir3 := t.TempDir(), t.TempDir(), t.TempDir()
+
+	a1, err := adminToken(ctx, serveOptions{stateDir: dir1}, pg.open(t), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path1 := filepath.Join(dir1, adminTokenFileName)
+	tok1, err := os.ReadFile(path1)
+	if err != nil || a1.file != path1 || a1.given {
+		t.Fatalf("first replica: %+v, %v", a1, err)
+	}
+	if fi, _ := os.Stat(path1); fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: mode %v", path1, fi.Mode().Perm())
+	}
+	tok1 = bytes.TrimSpace(tok1)
+	if a1.digest != api.TokenDigest(tok1) {
+		t.Error("the first replica does not accept its own token")
+	}
+	doc, encrypted, ok := pg.row(t, api.AdminTokenDigestKey)
+	if !ok || encrypted || strings.TrimSpace(string(doc)) != fmt.Sprintf("%x", api.TokenDigest(tok1)) || bytes.Contains(doc, tok1) {
+		t.Fatalf("%s in PostgreSQL: %q, encrypted %v", api.AdminTokenDigestKey, doc, encrypted)
+	}
+
+	a2, err := adminToken(ctx, serveOptions{stateDir: dir2}, pg.open(t), log)
+	if err != nil || a2.digest != a1.digest || a2.file != "" {
+		t.Fatalf("second replica: %+v, %v; want the first one's digest and no file", a2, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir2, adminTokenFileName)); err == nil {
+		t.Error("the second replica made a token of its own")
+	}
+	// Restarting the first replica keeps its file and the shared digest.
+	if again, err := adminToken(ctx, serveOptions{stateDir: dir1}, pg.open(t), log); err != nil || again.digest != a1.digest || again.file != path1 {
+		t.Errorf("first replica again: %+v, %v", again, err)
+	}
+
+	// A replica with a token file of its own (made before the store was
+	// shared): the store's token wins, and it says so.
+	if err := os.WriteFile(filepath.Join(dir3, adminTokenFileName), []byte("stale-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a3, err := adminToken(ctx, serveOptions{stateDir: dir3}, pg.open(t), log)
+	if err != nil || a3.digest != a1.digest || a3.file != "" || !strings.Contains(logs.String(), "admin token file is not the token the replicas of the store accept") {
+		t.Errorf("replica with a stale token file: %+v, %v\n%s", a3, err, logs)
+	}
+
+	// A token given by file: its digest, and a warning that replicas
+	// disagree.
+	a4, err := adminToken(ctx, serveOptions{stateDir: dir2, adminTokenFile: writeSecret(t, "given-admin-token")}, pg.open(t), log)
+	if err != nil || !a4.given || a4.digest != api.TokenDigest([]byte("given-admin-token")) ||
+		!strings.Contains(logs.String(), "replicas of this store do not all accept the same admin token") {
+		t.Errorf("token given by file: %+v, %v\n%s", a4, err, logs)
+	}
+	if got, _, _ := pg.row(t, api.AdminTokenDigestKey); !bytes.Equal(got, doc) {
+		t.Error("a token given by file replaced the shared digest")
+	}
+	if l := logs.String(); strings.Contains(l, string(tok1)) || strings.Contains(l, "given-admin-token") || strings.Contains(l, "stale-token") {
+		t.Errorf("a token reached the log:\n%s", l)
+	}
+
+	// Replicas starting together on a fresh store: one token for all.
+	fresh := newPGStore(t)
+	var wg sync.WaitGroup
+	got := make([]adminAuth, 4)
+	for i := range got {
+		st := fresh.open(t)
+		dir := t.TempDir()
+		wg.Go(func() {
+			a, err := adminToken(ctx, serveOptions{stateDir: dir}, st, log)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = a
+		})
+	}
+	wg.Wait()
+	files := 0
+	for _, a := range got {
+		if a.digest != got[0].digest {
+			t.Errorf("replicas starting together accept different tokens: %x, %x", a.digest, got[0].digest)
+		}
+		if a.file != "" {
+			files++
+		}
+	}
+	if files != 1 {
+		t.Errorf("%d replicas made an admin token, want one", files)
 	}
 }
