@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,13 +53,44 @@ type tokens struct {
 
 func newTokens(cfg Config) tokens {
 	t := tokens{reads: cfg.AuthReads}
-	if len(cfg.AdminToken) > 0 {
-		t.admin, t.hasAdmin = sha256.Sum256(cfg.AdminToken), true
-	}
-	if len(cfg.ReadToken) > 0 {
-		t.read, t.hasRead = sha256.Sum256(cfg.ReadToken), true
-	}
+	t.admin, t.hasAdmin = tokenOrDigest(cfg.AdminToken, cfg.AdminTokenDigest)
+	t.read, t.hasRead = tokenOrDigest(cfg.ReadToken, cfg.ReadTokenDigest)
 	return t
+}
+
+// tokenOrDigest is the digest of token when there is one, else digest
+// unless it is zero.
+func tokenOrDigest(token []byte, digest [sha256.Size]byte) ([sha256.Size]byte, bool) {
+	if len(token) > 0 {
+		return TokenDigest(token), true
+	}
+	return digest, digest != [sha256.Size]byte{}
+}
+
+// TokenDigest is the SHA-256 digest of a bearer token, which the API
+// compares, in constant time, with those of its tokens.
+func TokenDigest(token []byte) [sha256.Size]byte { return sha256.Sum256(token) }
+
+// AdminTokenDigestKey is the store document holding the digest of the admin
+// token every replica sharing the store accepts (hex, one line; Private).
+// The token itself is never stored.
+const AdminTokenDigestKey = "api/admin-token.sha256"
+
+// FormatTokenDigest is a digest as AdminTokenDigestKey holds it.
+func FormatTokenDigest(d [sha256.Size]byte) []byte { return []byte(hex.EncodeToString(d[:]) + "\n") }
+
+// ParseTokenDigest reads what FormatTokenDigest wrote.
+func ParseTokenDigest(b []byte) ([sha256.Size]byte, error) {
+	var d [sha256.Size]byte
+	raw, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(raw) != len(d) {
+		return d, fmt.Errorf("not a SHA-256 digest in hex")
+	}
+	copy(d[:], raw)
+	if d == [sha256.Size]byte{} {
+		return d, fmt.Errorf("a zero digest")
+	}
+	return d, nil
 }
 
 // grants says what token grants: admin, read, or nothing.

@@ -177,3 +177,48 @@ func TestCORSOnlyForConfiguredOrigins(t *testing.T) {
 		t.Error("a cross-origin request without a token reached the daemon")
 	}
 }
+
+// TestTokensByDigest: a replica that holds only the digests of the tokens
+// (another replica of the shared store made them) accepts the tokens as
+// if it held them, and nothing else.
+func TestTokensByDigest(t *testing.T) {
+	b := daemon()
+	b.serve(schematest.Load(t, policyTree), servedCommit)
+	base, _, logs := startAPI(t, api.Config{Backend: b, AuthReads: true,
+		AdminTokenDigest: api.TokenDigest([]byte(adminToken)), ReadTokenDigest: api.TokenDigest([]byte(readToken))})
+	post(t, base+"/rollback", nil, `{"commit":"4f2a9c1"}`).wantError(t, http.StatusUnauthorized, "authentication required")
+	for _, tok := range []string{adminToken + "x", adminToken[:len(adminToken)-1], "", fmt.Sprintf("%x", api.TokenDigest([]byte(adminToken)))} {
+		if r := post(t, base+"/rollback", auth(tok), `{"commit":"4f2a9c1"}`); r.code != http.StatusUnauthorized {
+			t.Errorf("token %q: status %d, want 401", tok, r.code)
+		}
+	}
+	post(t, base+"/rollback", auth(readToken), `{"commit":"4f2a9c1"}`).wantError(t, http.StatusForbidden, "may only read")
+	post(t, base+"/rollback", auth(adminToken), `{"commit":"4f2a9c1","by":"ada"}`).wantJSON(t, http.StatusOK, nil)
+	for _, tok := range []string{readToken, adminToken} {
+		if r := do(t, http.MethodGet, base+"/status", auth(tok), nil); r.code != http.StatusOK {
+			t.Errorf("GET /status with a token given by digest: %d %s", r.code, r.body)
+		}
+	}
+	get(t, base+"/status").wantError(t, http.StatusUnauthorized, "authentication required")
+	if strings.Contains(logs.String(), adminToken) {
+		t.Error("a token reached the log")
+	}
+
+	// A token given whole wins over a digest; a zero digest is none.
+	base, _, _ = startAPI(t, api.Config{AdminToken: []byte("whole"), AdminTokenDigest: api.TokenDigest([]byte(adminToken))})
+	post(t, base+"/rollback", auth(adminToken), `{"commit":"4f2a9c1"}`).wantError(t, http.StatusUnauthorized, "invalid token")
+	post(t, base+"/rollback", auth("whole"), `{"commit":"4f2a9c1"}`).wantJSON(t, http.StatusOK, nil)
+	base, _, _ = startAPI(t, api.Config{})
+	post(t, base+"/rollback", auth(adminToken), `{"commit":"4f2a9c1"}`).wantError(t, http.StatusForbidden, "no admin token")
+
+	// The store's document: the digest in hex, read back.
+	d := api.TokenDigest([]byte(adminToken))
+	if got, err := api.ParseTokenDigest(api.FormatTokenDigest(d)); err != nil || got != d {
+		t.Errorf("digest round trip: %x, %v", got, err)
+	}
+	for _, bad := range []string{"", "zz", "00", strings.Repeat("00", 32), strings.Repeat("ab", 31)} {
+		if _, err := api.ParseTokenDigest([]byte(bad)); err == nil {
+			t.Errorf("digest %q accepted", bad)
+		}
+	}
+}

@@ -7,6 +7,7 @@ package api
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -71,7 +72,12 @@ type Config struct {
 	// /healthz, /readyz and the webhooks, which have their own secrets)
 	// require either token.
 	AdminToken, ReadToken []byte
-	AuthReads             bool
+	// AdminTokenDigest and ReadTokenDigest, when not zero, stand for
+	// AdminToken and ReadToken by their SHA-256 digest (TokenDigest): a
+	// replica of a shared store accepts the token another replica made
+	// without ever holding it. A token, when set, is used instead.
+	AdminTokenDigest, ReadTokenDigest [sha256.Size]byte
+	AuthReads                         bool
 	// Differ answers GET /diff; nil answers 404.
 	Differ Differ
 	// EventsInterval is how often GET /events looks for a change; 0 means

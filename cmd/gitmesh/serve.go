@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -105,6 +106,10 @@ and ` + envWebhookSecret + `.
 POST /rollback and /resume need the admin token: --admin-token-file, or
 ` + envAdminToken + `; without either, a random token is generated once into
 <state-dir>/admin-token (0600), where ` + "`gitmesh rollback`" + ` on this host finds it.
+With a PostgreSQL store the first replica to start so puts the digest of
+its token in the store, and every replica accepts that token (which stays
+on the first one's host); a token given by file or variable is used as it
+is, with a warning when the store holds another's digest.
 
 With --verify-commits KEYRING (armored OpenPGP public keys), a head that is
 unsigned, signed by a key not in KEYRING, or badly signed is recorded as
@@ -212,8 +217,12 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 			app.store.Describe(), app.fleet.ID(), o.leaseDuration)
 	}
 	app.sec.describe(stdout, stderr)
-	if o.adminTokenFile == "" && os.Getenv(envAdminToken) == "" {
-		fmt.Fprintf(stdout, "  admin token:      %s  (POST /rollback and /resume)\n", filepath.Join(o.stateDir, adminTokenFileName))
+	switch {
+	case app.admin.given:
+	case app.admin.file != "":
+		fmt.Fprintf(stdout, "  admin token:      %s  (POST /rollback and /resume)\n", app.admin.file)
+	default:
+		fmt.Fprintf(stdout, "  admin token:      the one shared through the store: in %s of the replica that created it, or of the state directory imported\n", adminTokenFileName)
 	}
 	return app.Run(ctx)
 }
@@ -233,6 +242,7 @@ type serveApp struct {
 	sec        secured
 	store      store.Store
 	fleet      *store.Fleet
+	admin      adminAuth
 }
 
 func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
@@ -284,7 +294,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	if o.leaseDuration != 0 && o.leaseDuration < time.Second {
 		return nil, usageError("--lease-duration %s: want at least 1s", o.leaseDuration)
 	}
-	apiCfg, err := o.apiConfig(log.With("component", "api"))
+	apiCfg, admin, err := o.apiConfig(context.Background(), log.With("component", "api"), st)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +303,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 		return nil, err
 	}
 	metricsReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sec, err := o.security.build(o.stateDir, st)
+	sec, err := o.security.build(o.stateDir, st, log.With("component", "xds"))
 	if err != nil {
 		return nil, err
 	}
@@ -352,7 +362,7 @@ func newServeApp(o serveOptions, stderr io.Writer) (*serveApp, error) {
 	}
 	ok = true
 	return &serveApp{o: o, log: log, mirror: mirror, daemon: daemon, server: server, plane: pl,
-		httpServer: httpServer, xdsLis: xdsLis, apiLis: sec.listen(apiLis), sec: sec, store: st, fleet: fleet}, nil
+		httpServer: httpServer, xdsLis: xdsLis, apiLis: sec.listen(apiLis), sec: sec, store: st, fleet: fleet, admin: admin}, nil
 }
 
 // replica is this replica's id: --replica-id, else the host name.
@@ -383,24 +393,24 @@ func (o serveOptions) advertised(listening string) string {
 }
 
 // apiConfig is the HTTP API's configuration from the flags: the webhooks'
-// secrets, the tokens, CORS.
-func (o serveOptions) apiConfig(log *slog.Logger) (api.Config, error) {
-	cfg := api.Config{Logger: log, AuthReads: o.authReads, RepoWebURL: o.repoWebURL}
-	var err error
+// secrets, the tokens, CORS; and where the admin token is.
+func (o serveOptions) apiConfig(ctx context.Context, log *slog.Logger, st store.Store) (cfg api.Config, admin adminAuth, err error) {
+	cfg = api.Config{Logger: log, AuthReads: o.authReads, RepoWebURL: o.repoWebURL}
 	if cfg.GitHubSecret, err = secret(o.githubSecretFile, envGitHubSecret); err != nil {
-		return cfg, err
+		return cfg, admin, err
 	}
 	if cfg.GitLabToken, err = secret(o.gitlabTokenFile, envGitLabToken); err != nil {
-		return cfg, err
+		return cfg, admin, err
 	}
 	if cfg.GenericSecret, err = secret(o.webhookSecretFile, envWebhookSecret); err != nil {
-		return cfg, err
+		return cfg, admin, err
 	}
-	if cfg.AdminToken, err = adminToken(o); err != nil {
-		return cfg, err
+	if admin, err = adminToken(ctx, o, st, log); err != nil {
+		return cfg, admin, err
 	}
+	cfg.AdminTokenDigest = admin.digest
 	if cfg.ReadToken, err = secret(o.readTokenFile, envReadToken); err != nil {
-		return cfg, err
+		return cfg, admin, err
 	}
 	if o.authReads && len(cfg.ReadToken) == 0 {
 		log.Info("--auth-reads without a read token: reads need the admin token")
@@ -408,12 +418,12 @@ func (o serveOptions) apiConfig(log *slog.Logger) (api.Config, error) {
 	for _, origin := range o.corsOrigins {
 		if u, err := url.Parse(origin); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-			return cfg, usageError("--api-cors-origin %q: want an origin such as https://console.example.com", origin)
+			return cfg, admin, usageError("--api-cors-origin %q: want an origin such as https://console.example.com", origin)
 		}
 		// Browsers send the origin without a trailing slash.
 		cfg.CORSOrigins = append(cfg.CORSOrigins, strings.TrimSuffix(origin, "/"))
 	}
-	return cfg, nil
+	return cfg, admin, nil
 }
 
 // openMirror opens the bare clone in the state directory, and the check of
@@ -529,28 +539,129 @@ func (o serveOptions) credentials() (source.Credentials, error) {
 	return c, nil
 }
 
+// adminAuth is the admin token as the API takes it, by its digest, and
+// where the token is.
+type adminAuth struct {
+	digest [sha256.Size]byte
+	given  bool   // by --admin-token-file or GITMESH_ADMIN_TOKEN
+	file   string // the file of the state directory holding it, if one does
+}
+
+// adminLock serialises the replicas of a store choosing the admin token.
+const adminLock = "api-admin-token"
+
 // adminToken is the admin token of the API: from --admin-token-file or
 // GITMESH_ADMIN_TOKEN, else the one in <state-dir>/admin-token, generated
 // there (random, 0600) the first time.
-func adminToken(o serveOptions) ([]byte, error) {
+//
+// With a shared store, replicas must accept one token: the first to start
+// without one given puts the digest of its <state-dir>/admin-token
+// (generated then if need be) in the store (api.AdminTokenDigestKey), and
+// every later one accepts the token of that digest, which is then on the
+// first replica's host only (or in the state directory store import read).
+// A token given by flag or environment is used as it is, with a warning
+// when the store holds another's digest. The token itself is never stored.
+func adminToken(ctx context.Context, o serveOptions, st store.Store, log *slog.Logger) (adminAuth, error) {
+	_, local := st.(store.Dir)
 	if o.adminTokenFile != "" || os.Getenv(envAdminToken) != "" {
-		return secret(o.adminTokenFile, envAdminToken)
+		tok, err := secret(o.adminTokenFile, envAdminToken)
+		if err != nil {
+			return adminAuth{}, err
+		}
+		a := adminAuth{digest: api.TokenDigest(tok), given: true}
+		if !local {
+			switch shared, ok, err := storedAdminDigest(ctx, st); {
+			case err != nil:
+				log.Warn("cannot compare the admin token with the one of the other replicas", "error", err)
+			case ok && shared != a.digest:
+				log.Warn("the admin token given is not the one whose digest the store holds: the replicas of this store do not all accept the same admin token",
+					"document", api.AdminTokenDigestKey)
+			}
+		}
+		return a, nil
 	}
 	path := filepath.Join(o.stateDir, adminTokenFileName)
+	if local {
+		tok, err := localAdminToken(path, true)
+		if err != nil {
+			return adminAuth{}, err
+		}
+		return adminAuth{digest: api.TokenDigest([]byte(tok)), file: path}, nil
+	}
+	var a adminAuth
+	choose := func(ctx context.Context) error {
+		shared, ok, err := storedAdminDigest(ctx, st)
+		if err != nil {
+			return err
+		}
+		tok, err := localAdminToken(path, !ok)
+		if err != nil {
+			return err
+		}
+		if ok {
+			a.digest = shared
+			switch {
+			case tok == "":
+			case api.TokenDigest([]byte(tok)) == shared:
+				a.file = path
+			default:
+				log.Warn("this replica's admin token file is not the token the replicas of the store accept, and is not accepted here: "+
+					"the admin token is the one of the replica that created it", "file", path, "document", api.AdminTokenDigestKey)
+			}
+			return nil
+		}
+		a.digest, a.file = api.TokenDigest([]byte(tok)), path
+		return st.Put(ctx, api.AdminTokenDigestKey, api.FormatTokenDigest(a.digest), store.Private)
+	}
+	var err error
+	if l, ok := st.(store.Locker); ok {
+		err = l.WithLock(ctx, adminLock, choose)
+	} else {
+		err = choose(ctx)
+	}
+	if err != nil {
+		return adminAuth{}, &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
+	}
+	return a, nil
+}
+
+// localAdminToken reads the admin token file of a state directory; when
+// there is none it generates one (random, 0600) if create is set, else
+// returns "".
+func localAdminToken(path string, create bool) (string, error) {
 	if t, err := source.ReadSecretFile(path); err == nil {
-		return []byte(t), nil
+		return t, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
+		return "", &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
+	}
+	if !create {
+		return "", nil
 	}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
-		return nil, err
+		return "", err
 	}
 	token := hex.EncodeToString(b)
 	if err := atomicfile.Write(path, []byte(token+"\n"), 0o600); err != nil {
-		return nil, &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
+		return "", &exitError{code: exitUsage, err: fmt.Errorf("admin token: %w", err)}
 	}
-	return []byte(token), nil
+	return token, nil
+}
+
+// storedAdminDigest is the digest of the admin token the store holds; ok
+// is false when it holds none.
+func storedAdminDigest(ctx context.Context, st store.Store) (d [sha256.Size]byte, ok bool, err error) {
+	b, err := st.Get(ctx, api.AdminTokenDigestKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return d, false, nil
+	}
+	if err != nil {
+		return d, false, err
+	}
+	if d, err = api.ParseTokenDigest(b); err != nil {
+		return d, false, fmt.Errorf("store document %s: %w", api.AdminTokenDigestKey, err)
+	}
+	return d, true, nil
 }
 
 // backend is what the HTTP API reads: the loop, the xDS server and the

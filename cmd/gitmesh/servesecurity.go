@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 
 	"github.com/spf13/pflag"
@@ -50,13 +52,18 @@ type secured struct {
 }
 
 // build checks the flags and builds what they ask for; empty modes are the
-// defaults, none and off.
-func (s serveSecurity) build(stateDir string, st store.Store) (secured, error) {
+// defaults, none and off. Dataplane tokens are checked against the keyring
+// and revocation list of st (the state directory's files, or the shared
+// documents of a PostgreSQL store); log is told when st cannot be reached.
+func (s serveSecurity) build(stateDir string, st store.Store, log *slog.Logger) (secured, error) {
 	var out secured
+	if st == nil {
+		st = store.Dir{Path: stateDir}
+	}
 	switch s.xdsAuth {
 	case xdsAuthNone, "":
 	case xdsAuthToken:
-		v, err := token.NewVerifier(stateDir, nil)
+		v, err := token.NewKeeper(st).NewVerifier(context.Background(), token.VerifierOptions{Logger: log})
 		if err != nil {
 			return out, &exitError{code: exitUsage, err: fmt.Errorf("--xds-auth token: %w", err)}
 		}

@@ -16,9 +16,12 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
+	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/xds/servertls"
+	"github.com/gitmesh/gitmesh/xds/token"
 )
 
 // envStore is the variable of --store; unlike the flag it may carry a
@@ -150,9 +153,13 @@ func newStoreImportCmd() *cobra.Command {
 		Short: "Copy a single replica's state directory into the PostgreSQL store",
 		Long: `Import copies what gitmesh serve keeps in a state directory into PostgreSQL:
 the published commit and the pin, the history, the mesh CAs and the control
-plane's TLS CA (their keys encrypted with --store-key-file). Stop the
-daemon first. A store that already holds a state is left alone unless
---force. The git mirror and the issued certificates stay local.`,
+plane's TLS CA (their keys encrypted with --store-key-file), the dataplane
+tokens' keyring (encrypted too), issued list and revocation list, and the
+digest of the admin token (` + adminTokenFileName + `), which every replica then
+accepts; the token itself stays in DIR. Stop the daemon first. A store that
+already holds a state, a token keyring or an admin token's digest is left
+alone unless --force; revoked token ids already in the store are kept
+either way. The git mirror and the issued certificates stay local.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !sf.postgres() {
@@ -188,6 +195,15 @@ func runStoreImport(ctx context.Context, stdout io.Writer, stateDir string, st s
 		return usageError("%s already holds a state: importing would replace it (--force to do so)", st.Describe())
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
+	}
+	if !force {
+		for _, k := range []string{token.KeyFile, api.AdminTokenDigestKey} {
+			if _, err := st.Get(ctx, k); err == nil {
+				return usageError("%s already holds %s: importing would replace it (--force to do so)", st.Describe(), k)
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
 	}
 	if force {
 		if err := st.TrimRecords(ctx, math.MaxInt64); err != nil {
@@ -244,6 +260,19 @@ func runStoreImport(ctx context.Context, stdout io.Writer, stateDir string, st s
 			return err
 		}
 		copied = append(copied, k)
+	}
+	tokens, err := token.NewKeeper(st).Import(ctx, stateDir, true)
+	if err != nil {
+		return err
+	}
+	copied = append(copied, tokens...)
+	if tok, err := source.ReadSecretFile(filepath.Join(stateDir, adminTokenFileName)); err == nil {
+		if err := st.Put(ctx, api.AdminTokenDigestKey, api.FormatTokenDigest(api.TokenDigest([]byte(tok))), store.Private); err != nil {
+			return err
+		}
+		copied = append(copied, api.AdminTokenDigestKey)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("admin token: %w", err)
 	}
 	recs := hist.Records()
 	slices.Reverse(recs) // oldest first

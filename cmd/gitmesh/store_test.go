@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,10 +14,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/store/pgtest"
+	"github.com/gitmesh/gitmesh/xds/token"
 )
 
 // pgStore is a throwaway PostgreSQL server with the files serve is given:
@@ -45,6 +49,17 @@ func newPGStore(t *testing.T) *pgStore {
 
 func (s *pgStore) flags() []string {
 	return []string{"--store-file", s.urlFile, "--store-key-file", s.keyFile}
+}
+
+// open opens the store as serve does, closed when the test ends.
+func (s *pgStore) open(t *testing.T) store.Store {
+	t.Helper()
+	st, err := storeFlags{file: s.urlFile, keyFile: s.keyFile}.open(context.Background(), "", migrateAtOpen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // row reads a document as PostgreSQL holds it, sealed or not.
@@ -110,7 +125,12 @@ func TestServeOnPostgresSurvivesRestart(t *testing.T) {
 	if !st.Pinned || st.Pin == nil || string(st.Pin.Commit.Hash) != c1 || st.Pin.By != "ada" || string(st.Published.Hash) != c1 {
 		t.Errorf("after a restart on PostgreSQL: %+v", st)
 	}
-	_, stdout, _ := cli(t, p2.api, dir2, "history", "--limit", "0")
+	// The admin token is the first replica's: the second has none of its
+	// own, and takes the first one's.
+	if _, err := os.Stat(filepath.Join(dir2, adminTokenFileName)); err == nil {
+		t.Error("the second replica made an admin token of its own")
+	}
+	_, stdout, _ := cli(t, p2.api, dir1, "history", "--limit", "0")
 	for _, want := range []string{c1[:12], c2[:12], c3[:12], "held", "rollback by ada (store test); pinned"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("history after restart lacks %q:\n%s", want, stdout)
@@ -123,6 +143,9 @@ func TestServeOnPostgresSurvivesRestart(t *testing.T) {
 	waitVersionPrefix(t, backend2, c1)
 	if again, _, _ := pg.row(t, "ca/default/ca.crt"); !bytes.Equal(again, caCert) {
 		t.Error("the restart made a new mesh CA")
+	}
+	if code, stdout, stderr := cli(t, p2.api, dir1, "resume", "--by", "ada"); code != exitOK {
+		t.Errorf("resume on the second replica with the first one's admin token: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
 
@@ -209,10 +232,43 @@ func TestStoreImportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Dataplane tokens of the directory: one live, one revoked.
+	live, _ := issueToken(t, dir, "default/web-01")
+	revoked, _ := issueToken(t, dir, "default/backend-01")
+	rc, _ := token.Parse(revoked)
+	if code, _, stderr := gitmesh(t, "token", "revoke", "--jti", rc.ID, "--state-dir", dir); code != exitOK {
+		t.Fatalf("token revoke: exit %d\n%s", code, stderr)
+	}
 
 	code, stdout, stderr := gitmesh(t, append([]string{"store", "import", "--state-dir", dir}, pg.flags()...)...)
 	if code != exitOK || !strings.Contains(stdout, "pinned     on "+c1[:12]+" by ada") || !strings.Contains(stdout, "ca/default/ca.key") {
 		t.Fatalf("store import: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{token.KeyFile, token.IssuedFile, token.RevokedFile, api.AdminTokenDigestKey} {
+		if !strings.Contains(stdout, "  "+want+"\n") {
+			t.Errorf("store import does not list %s:\n%s", want, stdout)
+		}
+	}
+	if sealed, encrypted, _ := pg.row(t, token.KeyFile); !encrypted || bytes.Contains(sealed, []byte(`"d"`)) {
+		t.Error("the imported token keyring is not encrypted in PostgreSQL")
+	}
+	adminTok, err := os.ReadFile(filepath.Join(dir, adminTokenFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest, encrypted, _ := pg.row(t, api.AdminTokenDigestKey); encrypted || bytes.Contains(digest, bytes.TrimSpace(adminTok)) ||
+		strings.TrimSpace(string(digest)) != fmt.Sprintf("%x", api.TokenDigest(bytes.TrimSpace(adminTok))) {
+		t.Errorf("the admin token's digest in PostgreSQL: %q", digest)
+	}
+	v, err := token.NewKeeper(pg.open(t)).NewVerifier(context.Background(), token.VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(live); err != nil {
+		t.Errorf("a token of the imported directory: %v", err)
+	}
+	if _, err := v.Verify(revoked); !errors.Is(err, token.ErrRevoked) {
+		t.Errorf("a token revoked in the imported directory: %v", err)
 	}
 	if code, _, stderr := gitmesh(t, append([]string{"store", "import", "--state-dir", dir}, pg.flags()...)...); code != exitUsage ||
 		!strings.Contains(stderr, "already holds a state") {
@@ -232,7 +288,8 @@ func TestStoreImportRoundTrip(t *testing.T) {
 	if !st.Pinned || string(st.Pin.Commit.Hash) != c1 || st.Pin.Reason != "import test" || string(st.Published.Hash) != c1 {
 		t.Errorf("serving the imported store: %+v", st)
 	}
-	_, stdout, _ = cli(t, p2.api, dir2, "history", "--limit", "0")
+	// The imported directory's admin token is the store's.
+	_, stdout, _ = cli(t, p2.api, dir, "history", "--limit", "0")
 	for _, want := range []string{c1[:12], c2[:12], "rollback by ada (import test); pinned"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("history from the imported store lacks %q:\n%s", want, stdout)

@@ -2,6 +2,7 @@ package token
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,10 +89,38 @@ func recordIssued(tokens []Issued, rec Issued, now time.Time) []Issued {
 	return append(out, rec)
 }
 
+// issued reads the issued list of k's store (nothing when there is none).
+func (k *Keeper) issued(ctx context.Context) ([]Issued, error) {
+	if k.local {
+		return readIssued(k.dir)
+	}
+	b, err := k.read(ctx, IssuedFile, "issued tokens")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxIssuedBytes {
+		return nil, fmt.Errorf("issued tokens %s: larger than %d bytes", IssuedFile, maxIssuedBytes)
+	}
+	var in issuedJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return nil, fmt.Errorf("issued tokens %s: %w", IssuedFile, err)
+	}
+	return in.Tokens, nil
+}
+
 // LookupIssued finds the record of the token with id among those issued
 // from stateDir (and not expired more than IssuedRetention ago).
 func LookupIssued(stateDir, id string) (Issued, bool, error) {
-	tokens, err := readIssued(stateDir)
+	return dirKeeper(stateDir).LookupIssued(context.Background(), id)
+}
+
+// LookupIssued finds the record of the token with id among those issued
+// (and not expired more than IssuedRetention ago).
+func (k *Keeper) LookupIssued(ctx context.Context, id string) (Issued, bool, error) {
+	tokens, err := k.issued(ctx)
 	if err != nil {
 		return Issued{}, false, err
 	}

@@ -1,6 +1,7 @@
 package token
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/gitmesh/gitmesh/internal/atomicfile"
+	"github.com/gitmesh/gitmesh/store"
 )
 
 // maxKeyringBytes bounds the keyring a reader accepts; a key takes about
@@ -187,18 +189,47 @@ func readLegacyKey(stateDir string) (*Key, error) {
 	return key, nil
 }
 
-// openKeyring reads the keyring of stateDir, the caller holding the lock.
-// When there is none yet it starts one: from LegacyKeyFile when an earlier
-// version left one (the file stays, for a downgrade), else with a new key.
-// dirty says the keyring must be written.
-func openKeyring(stateDir string, now time.Time) (kr *keyring, dirty bool, err error) {
-	kr, err = readKeyring(stateDir)
+// keyring reads the keyring of k's store; the error wraps fs.ErrNotExist
+// when there is none yet.
+func (k *Keeper) keyring(ctx context.Context) (*keyring, error) {
+	if k.local {
+		return readKeyring(k.dir)
+	}
+	b, err := k.read(ctx, KeyFile, "token keyring")
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxKeyringBytes {
+		return nil, fmt.Errorf("token keyring %s: larger than %d bytes", KeyFile, maxKeyringBytes)
+	}
+	kr, err := unmarshalKeyring(b)
+	if err != nil {
+		return nil, fmt.Errorf("token keyring %s: %w", KeyFile, err)
+	}
+	return kr, nil
+}
+
+// legacyKey reads LegacyKeyFile of a state directory; a shared store has
+// none (store import takes it into the keyring it copies).
+func (k *Keeper) legacyKey() (*Key, error) {
+	if k.local {
+		return readLegacyKey(k.dir)
+	}
+	return nil, fmt.Errorf("token signing key: %w", fs.ErrNotExist)
+}
+
+// openKeyring reads the keyring, the caller holding the lock. When there
+// is none yet it starts one: from LegacyKeyFile when an earlier version
+// left one (the file stays, for a downgrade), else with a new key. dirty
+// says the keyring must be written.
+func (k *Keeper) openKeyring(ctx context.Context, now time.Time) (kr *keyring, dirty bool, err error) {
+	kr, err = k.keyring(ctx)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, false, err
 	}
 	if err != nil {
 		kr = &keyring{}
-		legacy, err := readLegacyKey(stateDir)
+		legacy, err := k.legacyKey()
 		switch {
 		case err == nil:
 			kr.add(legacy)
@@ -218,49 +249,56 @@ func openKeyring(stateDir string, now time.Time) (kr *keyring, dirty bool, err e
 	return kr, dirty, nil
 }
 
-func writeKeyring(stateDir string, kr *keyring) error {
+func (k *Keeper) writeKeyring(ctx context.Context, kr *keyring) error {
 	b, err := kr.marshal()
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.Write(filepath.Join(stateDir, KeyFile), b, 0o600); err != nil {
+	if err := k.write(ctx, atomicfile.File{Name: KeyFile, Data: b, Perm: 0o600}); err != nil {
 		return fmt.Errorf("token keyring: %w", err)
 	}
 	return nil
 }
 
-// withKeyring runs f on stateDir's keyring under the lock and writes the
-// keyring when f or its creation changed it (f returns whether it did).
-func withKeyring(stateDir string, now time.Time, f func(kr *keyring) (changed bool, err error)) error {
-	unlock, err := lock(stateDir)
-	if err != nil {
-		return fmt.Errorf("token keyring: %w", err)
-	}
-	defer unlock()
-	kr, dirty, err := openKeyring(stateDir, now)
-	if err != nil {
-		return err
-	}
-	if f != nil {
-		changed, err := f(kr)
+// withKeyring runs f on the keyring under the lock and writes the keyring
+// when f or its creation changed it (f returns whether it did).
+func (k *Keeper) withKeyring(ctx context.Context, now time.Time, f func(kr *keyring) (changed bool, err error)) error {
+	return k.locked(ctx, "token keyring", func(ctx context.Context) error {
+		kr, dirty, err := k.openKeyring(ctx, now)
 		if err != nil {
 			return err
 		}
-		dirty = dirty || changed
-	}
-	if dirty {
-		return writeKeyring(stateDir, kr)
-	}
-	return nil
+		if f != nil {
+			changed, err := f(kr)
+			if err != nil {
+				return err
+			}
+			dirty = dirty || changed
+		}
+		if dirty {
+			return k.writeKeyring(ctx, kr)
+		}
+		return nil
+	})
 }
 
-// ensureKeyring makes sure stateDir has a keyring, taking no lock when it
-// has one.
-func ensureKeyring(stateDir string, now time.Time) error {
-	if _, err := os.Stat(filepath.Join(stateDir, KeyFile)); err == nil {
-		return nil
+// ensureKeyring makes sure there is a keyring, taking no lock when there
+// is one.
+func (k *Keeper) ensureKeyring(ctx context.Context, now time.Time) error {
+	if k.local {
+		if _, err := os.Stat(filepath.Join(k.dir, KeyFile)); err == nil {
+			return nil
+		}
+	} else {
+		_, err := k.st.Get(ctx, KeyFile)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("token keyring: %w", err)
+		}
 	}
-	return withKeyring(stateDir, now, nil)
+	return k.withKeyring(ctx, now, nil)
 }
 
 // LoadOrCreateKey returns the key new tokens of stateDir are signed with,
@@ -268,8 +306,14 @@ func ensureKeyring(stateDir string, now time.Time) error {
 // an earlier version when there is one, else with a new key. The keyring
 // is written atomically with mode 0600.
 func LoadOrCreateKey(stateDir string) (*Key, error) {
+	return dirKeeper(stateDir).LoadOrCreateKey(context.Background())
+}
+
+// LoadOrCreateKey returns the key new tokens are signed with, starting the
+// keyring on first use (see the function LoadOrCreateKey).
+func (k *Keeper) LoadOrCreateKey(ctx context.Context) (*Key, error) {
 	var key Key
-	err := withKeyring(stateDir, time.Now(), func(kr *keyring) (bool, error) {
+	err := k.withKeyring(ctx, time.Now(), func(kr *keyring) (bool, error) {
 		key = *kr.current()
 		return false, nil
 	})
@@ -285,42 +329,52 @@ func LoadOrCreateKey(stateDir string) (*Key, error) {
 // in the keyring until the token expires. It returns the token and the key
 // that signed it.
 func IssueRecorded(stateDir string, c Claims, now time.Time) (string, *Key, error) {
-	unlock, err := lock(stateDir)
-	if err != nil {
-		return "", nil, fmt.Errorf("token keyring: %w", err)
-	}
-	defer unlock()
-	kr, _, err := openKeyring(stateDir, now)
+	return dirKeeper(stateDir).IssueRecorded(context.Background(), c, now)
+}
+
+// IssueRecorded signs c with the current key and records the token before
+// returning it (see the function IssueRecorded). The token is returned
+// only once both the record and the key's LastExpiry are written, so a
+// failure between the two leaves at most a record of a token nobody has.
+func (k *Keeper) IssueRecorded(ctx context.Context, c Claims, now time.Time) (string, *Key, error) {
+	var tok string
+	var out Key
+	err := k.locked(ctx, "token keyring", func(ctx context.Context) error {
+		kr, _, err := k.openKeyring(ctx, now)
+		if err != nil {
+			return err
+		}
+		key := kr.current()
+		if tok, err = Issue(key, c); err != nil {
+			return err
+		}
+		exp := time.Unix(c.Expires, 0).UTC()
+		if exp.After(key.LastExpiry) {
+			key.LastExpiry = exp
+		}
+		issued, err := k.issued(ctx)
+		if err != nil {
+			return err
+		}
+		ledger, err := marshalIssued(recordIssued(issued, Issued{ID: c.ID, Node: c.Node(), Expires: exp, KeyID: key.ID}, now))
+		if err != nil {
+			return err
+		}
+		keys, err := kr.marshal()
+		if err != nil {
+			return err
+		}
+		if err := k.write(ctx,
+			atomicfile.File{Name: IssuedFile, Data: ledger, Perm: 0o600},
+			atomicfile.File{Name: KeyFile, Data: keys, Perm: 0o600}); err != nil {
+			return fmt.Errorf("record token: %w", err)
+		}
+		out = *key
+		return nil
+	})
 	if err != nil {
 		return "", nil, err
 	}
-	key := kr.current()
-	tok, err := Issue(key, c)
-	if err != nil {
-		return "", nil, err
-	}
-	exp := time.Unix(c.Expires, 0).UTC()
-	if exp.After(key.LastExpiry) {
-		key.LastExpiry = exp
-	}
-	issued, err := readIssued(stateDir)
-	if err != nil {
-		return "", nil, err
-	}
-	ledger, err := marshalIssued(recordIssued(issued, Issued{ID: c.ID, Node: c.Node(), Expires: exp, KeyID: key.ID}, now))
-	if err != nil {
-		return "", nil, err
-	}
-	keys, err := kr.marshal()
-	if err != nil {
-		return "", nil, err
-	}
-	if err := atomicfile.WriteFiles(stateDir,
-		atomicfile.File{Name: IssuedFile, Data: ledger, Perm: 0o600},
-		atomicfile.File{Name: KeyFile, Data: keys, Perm: 0o600}); err != nil {
-		return "", nil, fmt.Errorf("record token: %w", err)
-	}
-	out := *key
 	return tok, &out, nil
 }
 
@@ -351,8 +405,16 @@ type Rotation struct {
 // expired at now. Tokens of the keys kept go on verifying until they
 // expire; a running Verifier picks the change up without a restart.
 func RotateKey(stateDir string, now time.Time, opts RotateOptions) (Rotation, error) {
+	return dirKeeper(stateDir).RotateKey(context.Background(), now, opts)
+}
+
+// RotateKey adds a new key to the keyring and makes it the signing key,
+// dropping the older keys whose tokens have all expired at now (see the
+// function RotateKey). The Verifiers of every replica sharing the store
+// pick the change up within a second or so.
+func (k *Keeper) RotateKey(ctx context.Context, now time.Time, opts RotateOptions) (Rotation, error) {
 	var r Rotation
-	err := withKeyring(stateDir, now, func(kr *keyring) (bool, error) {
+	err := k.withKeyring(ctx, now, func(kr *keyring) (bool, error) {
 		key, err := generateKey(now)
 		if err != nil {
 			return false, err

@@ -3,18 +3,19 @@ package token
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/gitmesh/gitmesh/internal/atomicfile"
 )
 
-// Files in the state directory, all mode 0600.
+// Files in the state directory, all mode 0600; in another store (see
+// Keeper), the documents of the same names, the keyring sealed.
 const (
 	// KeyFile is the keyring: every signing key (kid, Ed25519 private key
 	// as a JWK, creation time, latest expiry of its tokens) and which one
@@ -29,64 +30,64 @@ const (
 	IssuedFile = "xds-token-issued.json"
 	// RevokedFile lists revoked token ids, one a line.
 	RevokedFile = "xds-token-revoked"
-	// LockFile serializes the commands that change the files above (empty).
-	LockFile = "xds-token.lock"
+	// LockFile serializes the commands that change the files above (empty):
+	// the state directory's lock lockName (see store.Dir.WithLock).
+	LockFile = lockName + ".lock"
 )
+
+// lockName is the store lock (store.Locker) under which the keyring and
+// the lists are changed.
+const lockName = "xds-token"
 
 // maxRevokedBytes bounds the revocation list a Verifier reads.
 const maxRevokedBytes = 4 << 20
 
-// lock takes the state directory's token lock (creating the directory),
-// so that two commands changing the keyring or the lists at once do not
-// lose each other's change; it blocks while another holds it. Readers (a
-// Verifier) need no lock: every file is replaced by an atomic rename.
-func lock(stateDir string) (unlock func(), err error) {
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(filepath.Join(stateDir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
-	}
-	return func() { f.Close() }, nil // closing releases the lock
-}
-
 // Revoke adds id to the revocation list in stateDir (rewritten atomically).
 // Revoking an id twice is not an error.
 func Revoke(stateDir, id string) error {
+	return dirKeeper(stateDir).Revoke(context.Background(), id)
+}
+
+// Revoke adds id to the revocation list: in a state directory the file
+// rewritten atomically, in another store its document. Revoking an id
+// twice is not an error.
+func (k *Keeper) Revoke(ctx context.Context, id string) error {
 	if id == "" || strings.ContainsAny(id, " \t\r\n") {
 		return fmt.Errorf("revoke: %q is not a token id", id)
 	}
-	unlock, err := lock(stateDir)
-	if err != nil {
-		return fmt.Errorf("revoke: %w", err)
-	}
-	defer unlock()
-	path := filepath.Join(stateDir, RevokedFile)
-	old, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("revoke: %w", err)
-	}
-	if _, ok := parseRevoked(old)[id]; ok {
+	return k.locked(ctx, "revoke", func(ctx context.Context) error {
+		old, err := k.readRevoked(ctx)
+		if err != nil {
+			return fmt.Errorf("revoke: %w", err)
+		}
+		if _, ok := parseRevoked(old)[id]; ok {
+			return nil
+		}
+		if len(old) > 0 && old[len(old)-1] != '\n' {
+			old = append(old, '\n')
+		}
+		if err := k.write(ctx, atomicfile.File{Name: RevokedFile, Data: append(old, id+"\n"...), Perm: 0o600}); err != nil {
+			return fmt.Errorf("revoke: %w", err)
+		}
 		return nil
+	})
+}
+
+// readRevoked reads the revocation list as it is kept (nothing when there
+// is none).
+func (k *Keeper) readRevoked(ctx context.Context) ([]byte, error) {
+	if k.local {
+		b, err := os.ReadFile(filepath.Join(k.dir, RevokedFile))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return b, nil
 	}
-	if len(old) > 0 && old[len(old)-1] != '\n' {
-		old = append(old, '\n')
+	b, err := k.read(ctx, RevokedFile, "token revocation list")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
-	if err := atomicfile.Write(path, append(old, id+"\n"...), 0o600); err != nil {
-		return fmt.Errorf("revoke: %w", err)
-	}
-	return nil
+	return b, err
 }
 
 func parseRevoked(b []byte) map[string]struct{} {
