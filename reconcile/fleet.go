@@ -275,13 +275,7 @@ func (d *Daemon) follow(ctx context.Context) error {
 	if err := d.history.Reload(ctx); err != nil {
 		d.cfg.Logger.Warn("cannot read the history from the store", "error", err)
 	}
-	var want *CommitInfo
-	switch {
-	case st.Pin != nil:
-		want = &st.Pin.Commit
-	case st.Published != nil:
-		want = st.Published
-	}
+	want := st.serves()
 	d.mu.Lock()
 	served, servedInfo, previous, previousInfo := d.served, d.servedInfo, d.previous, d.previousInfo
 	d.mu.Unlock()

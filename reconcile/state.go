@@ -32,6 +32,18 @@ type Pin struct {
 	Reason string     `json:"reason,omitempty"`
 }
 
+// serves is the commit the state says is served: the pinned one, else the
+// published one; nil when none.
+func (s State) serves() *CommitInfo {
+	switch {
+	case s.Pin != nil:
+		return &s.Pin.Commit
+	case s.Published != nil:
+		return s.Published
+	}
+	return nil
+}
+
 // StateKey is the store key of the state: the file state.json of a state
 // directory.
 const StateKey = "state.json"

@@ -28,13 +28,8 @@ func (d *Daemon) restore(ctx context.Context) (*source.Commit, *pipeline.Result)
 	d.mu.Lock()
 	st := d.state
 	d.mu.Unlock()
-	var want *CommitInfo
-	switch {
-	case st.Pin != nil:
-		want = &st.Pin.Commit
-	case st.Published != nil:
-		want = st.Published
-	default:
+	want := st.serves()
+	if want == nil {
 		return nil, nil
 	}
 	log := d.cfg.Logger.With("commit", want.Short())
