@@ -114,6 +114,17 @@ func (b *browser) until(what, cond string) {
 	value(b, "waiting for "+what, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(15*time.Second)))
 }
 
+// click clicks the first element sel matches, found and clicked in one
+// step: a live update may render the view again between a query and a
+// click of the element it found.
+func (b *browser) click(what, sel string) {
+	b.t.Helper()
+	b.until(what, js(`document.querySelector(%q) !== null`, sel))
+	if !value(b, what, chromedp.Evaluate[bool](js(`(() => { const e = document.querySelector(%q); if (!e) return false; e.click(); return true; })()`, sel))) {
+		b.fail(what, fmt.Errorf("no element %s", sel))
+	}
+}
+
 // text is the text of the first element sel matches, read in one step:
 // the page may render the view again at any time.
 func (b *browser) text(sel string) string {
@@ -266,7 +277,7 @@ func TestConsole(t *testing.T) {
 	b.run("open the matrix", chromedp.Navigate(s.api("/ui/#/mesh/default")))
 	b.until("web → backend denied", cell+`?.dataset.verdict === "denied"`)
 	b.until("backend → redis allowed", `document.querySelector('#matrix td[data-from="backend"][data-to="redis"]')?.dataset.verdict === "allowed"`)
-	b.run("select a cell", chromedp.Click(chromedp.CSS(`#matrix td[data-from="backend"][data-to="redis"]`)))
+	b.click("select a cell", `#matrix td[data-from="backend"][data-to="redis"]`)
 	b.until("the deciding policy", `document.querySelector("#cell-detail").textContent.includes("backend-to-redis")`)
 	b.screenshot("mesh")
 
@@ -275,7 +286,7 @@ func TestConsole(t *testing.T) {
 	b.run("open the history", chromedp.Navigate(s.api("/ui/#/history")))
 	button := js(`#history button.rollback[data-commit=%q]`, c1)
 	b.until("the rollback button", js(`!!document.querySelector(%q)`, button))
-	b.run("roll back", chromedp.Click(chromedp.CSS(button)))
+	b.click("roll back", button)
 	b.answer("wrong-admin-token", "test")
 	b.until("the wrong token refused", `document.querySelector("#modal-error").textContent.includes("Refused: invalid token")`)
 	b.answer(readToken, "test")
@@ -331,7 +342,7 @@ func TestConsole(t *testing.T) {
 	}
 	b.screenshot("proxies")
 	// Sorted by expiry, filtered by SAN.
-	b.run("sort by expiry", chromedp.Click(chromedp.CSS(`#proxies th:nth-child(6)`)))
+	b.click("sort by expiry", `#proxies th:nth-child(6)`)
 	b.until("sorted by expiry", `document.querySelector("#proxies th:nth-child(6)")?.className.includes("sorted-asc") && `+proxy+`?.querySelector(".expiry") !== null`)
 	filter := func(text string) {
 		t.Helper()
@@ -345,11 +356,11 @@ func TestConsole(t *testing.T) {
 	filter("")
 	b.run("open the dataplane", chromedp.Navigate(s.api("/ui/#/dataplane/default/backend-01")))
 	b.until("the inbound's policy", `document.querySelector("#inbounds")?.textContent.includes("web-to-backend")`)
-	b.run("show its gRPC resources", chromedp.Click(chromedp.CSS("#show-grpc")))
+	b.click("show its gRPC resources", "#show-grpc")
 	b.until("the rendered resources", `document.querySelector("#resources")?.textContent.includes('"flavor": "grpc"')`)
 
 	// Resume from the banner: the admin token is still in the page.
-	b.run("resume", chromedp.Click(chromedp.CSS("#resume")))
+	b.click("resume", "#resume")
 	b.answer(adminToken, "fixed")
 	waitVersionPrefix(t, backend, c3)
 	b.until("the banner gone", `document.querySelector("#banner").hidden`)
