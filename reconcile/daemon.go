@@ -329,6 +329,7 @@ func (d *Daemon) Status() Status {
 	st := d.status
 	d.mu.Unlock()
 	st.Convergence = d.cfg.Target.Convergence()
+	st.Decides = d.fl != nil && d.deciding()
 	return st
 }
 

@@ -69,6 +69,7 @@ type fleetState struct {
 	campaign chan struct{} // campaign now (the decider resigned)
 	leading  atomic.Bool   // as of the last campaign
 	gained   atomic.Bool   // the lease was taken and the loop has not caught up yet
+	dup      atomic.Bool   // another process heartbeats under this id (logged once)
 
 	mu       sync.Mutex
 	waiters  map[int64]chan struct{}
@@ -223,7 +224,10 @@ func (d *Daemon) heartbeat(ctx context.Context, decides bool) {
 	info, _ := json.Marshal(replicaInfo{Address: d.cfg.Address, Decides: decides, Published: st.Published, Pinned: st.Pinned,
 		Proxies: st.Convergence.Proxies, Connected: st.Convergence.Connected})
 	if err := d.cfg.Fleet.Heartbeat(ctx, info); err != nil {
-		return // the campaign said so
+		if errors.Is(err, store.ErrDuplicateReplica) && !d.fl.dup.Swap(true) {
+			d.cfg.Logger.Error("another process registers under this replica's id; give each replica its own --replica-id", "replica", d.cfg.Fleet.ID())
+		}
+		return // else the campaign said so
 	}
 	rs, err := d.cfg.Fleet.Replicas(ctx, max(3*d.cfg.LeaseDuration, 5*time.Second))
 	if err != nil {

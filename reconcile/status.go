@@ -151,7 +151,11 @@ type Status struct {
 	// With several replicas on a shared store: this replica's id, the one
 	// that decides ("" while none does), every replica heard of lately,
 	// and whether they all serve the same commit.
-	Replica       string          `json:"replica,omitempty"`
+	Replica string `json:"replica,omitempty"`
+	// Decides: this replica holds the lease now. Decider is the replica
+	// the lease names ("" while none holds it): for up to a lease duration
+	// after a replica is killed, that is the killed process's id.
+	Decides       bool            `json:"decides,omitempty"`
 	Decider       string          `json:"decider,omitempty"`
 	Replicas      []ReplicaStatus `json:"replicas,omitempty"`
 	ReplicasAgree *bool           `json:"replicasAgree,omitempty"`

@@ -3,12 +3,15 @@ package store
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -91,11 +94,17 @@ type Request struct {
 	Args    json.RawMessage
 }
 
-// Fleet is one replica's handle on a store shared with others.
+// Fleet is one replica's handle on a store shared with others. The lease
+// is held by the process, not by the replica id: a replica started again
+// under its id (after kill -9, say) does not inherit the lease of the one
+// it replaces, and two processes given one id by mistake never both
+// decide.
 type Fleet struct {
-	pg      *Postgres
-	id      string
-	started time.Time
+	pg       *Postgres
+	id       string
+	instance string // this process, random
+	started  time.Time
+	beats    atomic.Int64 // heartbeats written
 
 	mu    sync.Mutex
 	epoch int64     // the epoch held; 0 when the lease is not held
@@ -104,8 +113,13 @@ type Fleet struct {
 
 // NewFleet is replica id's handle on pg.
 func NewFleet(pg *Postgres, id string) *Fleet {
-	return &Fleet{pg: pg, id: id, started: time.Now()}
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return &Fleet{pg: pg, id: id, instance: hex.EncodeToString(b), started: time.Now()}
 }
+
+// ErrDuplicateReplica: another process heartbeats under this replica's id.
+var ErrDuplicateReplica = errors.New("another gitmesh serve runs with this replica id: give each replica its own --replica-id")
 
 // ID is the replica's id.
 func (f *Fleet) ID() string { return f.id }
@@ -122,14 +136,15 @@ func (f *Fleet) Campaign(ctx context.Context, ttl time.Duration) (Lease, error) 
 	ctx, cancel := context.WithTimeout(ctx, min(opTimeout, ttl))
 	defer cancel()
 	var l Lease
-	err := f.pg.pool.QueryRow(ctx, `INSERT INTO gitmesh_lease AS l (name, holder, epoch, expires_at)
-		VALUES ($1, $2, 1, now() + $3::interval)
+	err := f.pg.pool.QueryRow(ctx, `INSERT INTO gitmesh_lease AS l (name, holder, instance, epoch, expires_at)
+		VALUES ($1, $2, $3, 1, now() + $4::interval)
 		ON CONFLICT (name) DO UPDATE SET
 			holder = excluded.holder,
-			epoch = CASE WHEN l.holder = excluded.holder AND l.expires_at > now() THEN l.epoch ELSE l.epoch + 1 END,
+			instance = excluded.instance,
+			epoch = CASE WHEN l.instance = excluded.instance AND l.expires_at > now() THEN l.epoch ELSE l.epoch + 1 END,
 			expires_at = excluded.expires_at
-		WHERE l.holder = excluded.holder AND l.expires_at > now() OR l.expires_at <= now()
-		RETURNING holder, epoch`, deciderLease, f.id, ttl.String()).Scan(&l.Holder, &l.Epoch)
+		WHERE l.instance = excluded.instance AND l.expires_at > now() OR l.expires_at <= now()
+		RETURNING holder, epoch`, deciderLease, f.id, f.instance, ttl.String()).Scan(&l.Holder, &l.Epoch)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Another replica holds it.
 		var live bool
@@ -183,8 +198,8 @@ func (f *Fleet) Resign(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	_, err := f.pg.pool.Exec(ctx, `WITH r AS (UPDATE gitmesh_lease SET expires_at = now()
-		WHERE name = $1 AND holder = $2 AND epoch = $3 RETURNING 1)
-		SELECT pg_notify($4, $5) FROM r`, deciderLease, f.id, epoch, channel, Notification{Kind: NoteLease, Replica: f.id}.payload())
+		WHERE name = $1 AND instance = $2 AND epoch = $3 RETURNING 1)
+		SELECT pg_notify($4, $5) FROM r`, deciderLease, f.instance, epoch, channel, Notification{Kind: NoteLease, Replica: f.id}.payload())
 	return f.pg.classify(err)
 }
 
@@ -201,8 +216,8 @@ func (f *Fleet) fenced(ctx context.Context, fn func(tx pgx.Tx) error, notes ...N
 	defer cancel()
 	err := pgx.BeginFunc(ctx, f.pg.pool, func(tx pgx.Tx) error {
 		var one int
-		err := tx.QueryRow(ctx, `SELECT 1 FROM gitmesh_lease WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() FOR SHARE`,
-			deciderLease, f.id, epoch).Scan(&one)
+		err := tx.QueryRow(ctx, `SELECT 1 FROM gitmesh_lease WHERE name = $1 AND instance = $2 AND epoch = $3 AND expires_at > now() FOR SHARE`,
+			deciderLease, f.instance, epoch).Scan(&one)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrFenced
 		}
@@ -369,13 +384,29 @@ func deliver(out chan Notification, n Notification) {
 
 // Heartbeat records this replica in the registry with info (JSON), and
 // drops replicas not heard of for an hour and requests run a day ago.
+//
+// A replica's first heartbeat takes over the row of a process that ran
+// under its id before (killed, say); after that, a row another process
+// wrote is ErrDuplicateReplica, and the row is left to it.
 func (f *Fleet) Heartbeat(ctx context.Context, info []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
+	var taken bool
+	err := f.pg.pool.QueryRow(ctx, `WITH up AS (
+			INSERT INTO gitmesh_replicas AS r (id, instance, info, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, now())
+			ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, info = excluded.info,
+				started_at = excluded.started_at, heartbeat_at = now()
+			WHERE r.instance = excluded.instance OR $5
+			RETURNING 1)
+		SELECT NOT EXISTS (SELECT 1 FROM up)`, f.id, f.instance, string(info), f.started, f.beats.Load() == 0).Scan(&taken)
+	if err != nil {
+		return f.pg.classify(err)
+	}
+	if taken {
+		return ErrDuplicateReplica
+	}
+	f.beats.Add(1)
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO gitmesh_replicas (id, info, started_at, heartbeat_at) VALUES ($1, $2, $3, now())
-		ON CONFLICT (id) DO UPDATE SET info = excluded.info, started_at = excluded.started_at, heartbeat_at = now()`,
-		f.id, string(info), f.started)
 	b.Queue(`DELETE FROM gitmesh_replicas WHERE heartbeat_at < now() - interval '1 hour'`)
 	b.Queue(`DELETE FROM gitmesh_requests WHERE done_at < now() - interval '1 day'`)
 	return f.pg.classify(f.pg.pool.SendBatch(ctx, b).Close())
@@ -404,7 +435,7 @@ func (f *Fleet) Replicas(ctx context.Context, within time.Duration) ([]Replica, 
 func (f *Fleet) Leave(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	_, err := f.pg.pool.Exec(ctx, `DELETE FROM gitmesh_replicas WHERE id = $1`, f.id)
+	_, err := f.pg.pool.Exec(ctx, `DELETE FROM gitmesh_replicas WHERE id = $1 AND instance = $2`, f.id, f.instance)
 	return f.pg.classify(err)
 }
 

@@ -64,6 +64,21 @@ func TestFleetLeaseFencesWrites(t *testing.T) {
 	if got, _ := a.Store().Get(ctx, "state.json"); string(got) != "b" {
 		t.Fatalf("state.json: %q, want b's", got)
 	}
+	// Another process under b's id (b started again, or a second one
+	// given the same id) does not share b's lease.
+	b2 := openFleet(t, srv.URL(), "b")
+	if l, err := b2.Campaign(ctx, ttl); err != nil || l.Held {
+		t.Fatalf("a second process under b's id took b's lease: %+v, %v", l, err)
+	}
+	if err := b.Heartbeat(ctx, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Heartbeat(ctx, []byte(`{}`)); err != nil {
+		t.Fatalf("a replica started again under its id cannot take over its row: %v", err)
+	}
+	if err := b.Heartbeat(ctx, []byte(`{}`)); !errors.Is(err, store.ErrDuplicateReplica) {
+		t.Fatalf("two processes heartbeat under one id unnoticed: %v", err)
+	}
 	// Resigning hands the lease over at once.
 	if err := b.Resign(ctx); err != nil {
 		t.Fatal(err)

@@ -21,11 +21,13 @@ var migrations = []string{
 	`CREATE TABLE gitmesh_lease (
 		name       text PRIMARY KEY,
 		holder     text NOT NULL,
+		instance   text NOT NULL,
 		epoch      bigint NOT NULL,
 		expires_at timestamptz NOT NULL
 	);
 	CREATE TABLE gitmesh_replicas (
 		id           text PRIMARY KEY,
+		instance     text NOT NULL,
 		info         jsonb NOT NULL,
 		started_at   timestamptz NOT NULL,
 		heartbeat_at timestamptz NOT NULL

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,6 +23,7 @@ import (
 	"github.com/gitmesh/gitmesh/examples/bookinfo/app"
 	"github.com/gitmesh/gitmesh/reconcile"
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
+	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/xds/adstest"
 )
 
@@ -38,6 +40,12 @@ type fleet struct {
 
 func newFleet(t *testing.T, r *remote, ids ...string) *fleet {
 	t.Helper()
+	return newFleetWith(t, r, nil, ids...)
+}
+
+// newFleetWith is newFleet with more flags for every replica.
+func newFleetWith(t *testing.T, r *remote, extra []string, ids ...string) *fleet {
+	t.Helper()
 	f := &fleet{pg: newPGStore(t), r: r, dirs: map[string]string{}, procs: map[string]*process{}}
 	// The admin token, as a Secret mounted in every replica would give it.
 	f.tokenFile = filepath.Join(t.TempDir(), "admin-token")
@@ -45,7 +53,7 @@ func newFleet(t *testing.T, r *remote, ids ...string) *fleet {
 		t.Fatal(err)
 	}
 	f.args = append([]string{"serve", "--repo", r.url, "--path", "policies", "--interval", "300ms",
-		"--admin-token-file", f.tokenFile}, f.pg.flags()...)
+		"--admin-token-file", f.tokenFile}, append(f.pg.flags(), extra...)...)
 	for _, id := range ids {
 		f.start(t, id)
 	}
@@ -415,5 +423,98 @@ func TestFleetRecordsNACKsOfEveryReplica(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+}
+
+// TestFleetSurvivesKilledDeciders pushes valid and invalid commits to
+// three replicas and kills the replica that decides with SIGKILL after
+// each push, at a random moment of its deciding, then starts it again
+// under the same id: no invalid commit is ever published, no valid one is
+// recorded published twice, no history record is given twice, and the
+// replicas end on the newest valid commit.
+func TestFleetSurvivesKilledDeciders(t *testing.T) {
+	r := newRemote(t)
+	valid := map[string]bool{r.push(t, "Initial policies", policyFiles(t)): true}
+	ids := []string{"k1", "k2", "k3"}
+	f := newFleetWith(t, r, []string{"--lease-duration", "1s"}, ids...)
+	f.waitAll(t, ids, func(st reconcile.Status) bool { return st.Ready && st.Decider != "" })
+	const perm = "policies/permissions/web-to-backend.yaml"
+	invalid := map[string]bool{}
+	var last string
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 6 {
+		var h string
+		switch round % 3 {
+		case 0:
+			gittest.Git(t, r.work, "rm", "-q", perm)
+			h = r.push(t, fmt.Sprintf("round %d: web may not call backend", round), nil)
+			valid[h], last = true, h
+		case 1:
+			h = r.push(t, fmt.Sprintf("round %d: a typo", round), typoInWeb(t))
+			invalid[h] = true
+		case 2:
+			files := policyFiles(t)
+			h = r.push(t, fmt.Sprintf("round %d: web may call backend, typo fixed", round),
+				map[string]string{perm: files[perm], "policies/dataplanes/web.yaml": files["policies/dataplanes/web.yaml"]})
+			valid[h], last = true, h
+		}
+		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
+		decider := f.decider(t, ids)
+		f.procs[decider].kill(t)
+		t.Logf("round %d: pushed %s, killed %s", round, h[:12], decider)
+		f.start(t, decider)
+	}
+	f.waitAll(t, ids, func(st reconcile.Status) bool {
+		return publishedIs(last)(st) && st.Head != nil && st.Head.Hash == f.head(t) && st.HeadVerdict == reconcile.VerdictPublished
+	})
+	var list api.HistoryList
+	getJSON(t, "http://"+f.procs[ids[0]].api+"/history?limit=0", &list)
+	seen, published := map[int64]bool{}, map[string]int{}
+	for _, rec := range list.Items {
+		if seen[rec.ID] {
+			t.Errorf("history record %d appears twice", rec.ID)
+		}
+		seen[rec.ID] = true
+		h := string(rec.Commit.Hash)
+		if rec.Verdict == reconcile.VerdictPublished || rec.Verdict == reconcile.VerdictRejected {
+			if invalid[h] {
+				t.Errorf("invalid commit %s was published: %+v", h[:12], rec)
+			}
+			published[h]++
+		}
+	}
+	// A commit the branch moved past before it was decided on is never
+	// looked at (as with one replica): each valid one is published at most
+	// once, the newest exactly once.
+	for h := range valid {
+		if n := published[h]; n > 1 || h == last && n != 1 {
+			t.Errorf("valid commit %s recorded published %d times", h[:12], n)
+		}
+	}
+}
+
+// head is the hash the remote's branch points at.
+func (f *fleet) head(t *testing.T) source.Hash {
+	t.Helper()
+	return source.Hash(strings.TrimSpace(gittest.Git(t, f.r.work, "rev-parse", "HEAD")))
+}
+
+// decider is the replica among ids that decides now, waited for while the
+// lease is vacant.
+func (f *fleet) decider(t *testing.T, ids []string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, id := range ids {
+			var st reconcile.Status
+			getJSON(t, "http://"+f.procs[id].api+"/status", &st)
+			if st.Decides {
+				return id
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no replica decides")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
