@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -40,15 +41,24 @@ func NewSealer(key []byte) (*Sealer, error) {
 }
 
 // ReadKeyFile reads the store's encryption key from path: 32 bytes written
-// as 64 hex digits or as base64 (surrounding white space ignored). The
-// file must not be readable by others.
+// as 64 hex digits or as base64 (surrounding white space ignored). Nobody
+// but its owner may read or write the file, except, as PostgreSQL allows
+// for its own key files, that a file owned by root may be read by its
+// group (0640, 0440): a Kubernetes Secret mounted with fsGroup is such a
+// file, the group being the control plane's own.
 func ReadKeyFile(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s is readable by others (mode %04o): chmod 600 it", path, fi.Mode().Perm())
+	perm := fi.Mode().Perm()
+	sys, _ := fi.Sys().(*syscall.Stat_t)
+	rootOwned := sys != nil && sys.Uid == 0
+	switch {
+	case perm&0o027 != 0:
+		return nil, fmt.Errorf("%s may be read or written by others (mode %04o): chmod 600 it", path, perm)
+	case perm&0o040 != 0 && !rootOwned:
+		return nil, fmt.Errorf("%s is readable by its group (mode %04o): chmod 600 it (only a file owned by root may be 0640)", path, perm)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -81,6 +81,27 @@ func TestReadKeyFile(t *testing.T) {
 	if k, err := store.ReadKeyFile(p); err != nil || len(k) != store.KeySize {
 		t.Errorf("read key: %d bytes, %v", len(k), err)
 	}
+	// Group-readable: only when root owns the file (a Kubernetes Secret
+	// mounted with fsGroup).
+	os.Chmod(p, 0o640)
+	_, err := store.ReadKeyFile(p)
+	if os.Geteuid() == 0 {
+		if err != nil {
+			t.Errorf("a root-owned 0640 key file was refused: %v", err)
+		}
+		if err := os.Chown(p, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		_, err = store.ReadKeyFile(p)
+	}
+	if err == nil {
+		t.Error("a group-readable key file not owned by root was accepted")
+	}
+	os.Chmod(p, 0o660)
+	if _, err := store.ReadKeyFile(p); err == nil {
+		t.Error("a group-writable key file was accepted")
+	}
+	os.Chmod(p, 0o600)
 	os.WriteFile(p, []byte("short"), 0o600)
 	if _, err := store.ReadKeyFile(p); err == nil {
 		t.Error("a short key was accepted")

@@ -341,56 +341,28 @@ func kubeSecretKey(vol corev1.Volume, rel string) (secret, key string, ok bool) 
 }
 
 // kubeSecretFile says which Secret key the file a container reads comes
-// from: a Secret volume mounted in the container, or an emptyDir an init
-// container filled with `install -m MODE SRC DST` from a Secret volume.
-// mode is the file's mode when the copy sets one, else 0.
-func kubeSecretFile(spec corev1.PodSpec, c corev1.Container, file string) (secret, key string, mode os.FileMode, err error) {
+// from: a Secret volume mounted in the container.
+func kubeSecretFile(spec corev1.PodSpec, c corev1.Container, file string) (secret, key string, err error) {
 	vols := map[string]corev1.Volume{}
 	for _, v := range spec.Volumes {
 		vols[v.Name] = v
 	}
 	vm, rel, ok := kubeMount(c, file)
 	if !ok {
-		return "", "", 0, fmt.Errorf("no volume of the container %s is mounted there", c.Name)
+		return "", "", fmt.Errorf("no volume of the container %s is mounted there", c.Name)
 	}
 	vol, ok := vols[vm.Name]
 	if !ok {
-		return "", "", 0, fmt.Errorf("the container %s mounts the volume %s, which the pod does not have", c.Name, vm.Name)
+		return "", "", fmt.Errorf("the container %s mounts the volume %s, which the pod does not have", c.Name, vm.Name)
 	}
-	if vol.Secret != nil {
-		s, k, ok := kubeSecretKey(vol, rel)
-		if !ok {
-			return s, "", 0, fmt.Errorf("the Secret volume %s has no file %s", vol.Name, rel)
-		}
-		return s, k, 0, nil
+	if vol.Secret == nil {
+		return "", "", fmt.Errorf("the volume %s is not a Secret", vol.Name)
 	}
-	if vol.EmptyDir == nil {
-		return "", "", 0, fmt.Errorf("the volume %s is neither a Secret nor an emptyDir filled from one", vol.Name)
+	s, k, ok := kubeSecretKey(vol, rel)
+	if !ok {
+		return s, "", fmt.Errorf("the Secret volume %s has no file %s", vol.Name, rel)
 	}
-	for _, ic := range spec.InitContainers {
-		cmd := append(slices.Clone(ic.Command), ic.Args...)
-		if len(cmd) != 5 || path.Base(cmd[0]) != "install" || cmd[1] != "-m" {
-			continue
-		}
-		dvm, drel, ok := kubeMount(ic, cmd[4])
-		if !ok || dvm.Name != vm.Name || drel != rel {
-			continue
-		}
-		m, perr := strconv.ParseUint(cmd[2], 8, 32)
-		if perr != nil {
-			return "", "", 0, fmt.Errorf("init container %s: install -m %s: %v", ic.Name, cmd[2], perr)
-		}
-		svm, srel, ok := kubeMount(ic, cmd[3])
-		if !ok || vols[svm.Name].Secret == nil {
-			return "", "", 0, fmt.Errorf("init container %s copies %s, which is no file of a Secret volume", ic.Name, cmd[3])
-		}
-		s, k, ok := kubeSecretKey(vols[svm.Name], srel)
-		if !ok {
-			return s, "", 0, fmt.Errorf("init container %s: the Secret volume %s has no file %s", ic.Name, svm.Name, srel)
-		}
-		return s, k, os.FileMode(m), nil
-	}
-	return "", "", 0, fmt.Errorf("the emptyDir %s: no init container copies %s into it from a Secret", vol.Name, rel)
+	return s, k, nil
 }
 
 // kubeSecretKeys are the keys of a Secret, from data and stringData.
@@ -767,7 +739,7 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	used := map[string]bool{}
 	for _, name := range slices.Sorted(maps.Keys(files)) {
-		secretName, key, mode, err := kubeSecretFile(spec, *gm, files[name])
+		secretName, key, err := kubeSecretFile(spec, *gm, files[name])
 		if err != nil {
 			t.Errorf("%s: --%s=%s: %v", where, name, files[name], err)
 			continue
@@ -781,14 +753,20 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("%s: --%s=%s: the Secret %s has no key %s", where, name, files[name], secretName, key)
 		}
 		used[secretName+"/"+key] = true
-		// serve refuses a key file its group or others may read, and
-		// with fsGroup every file of a Secret volume is 0440.
-		switch {
-		case name != "store-key-file":
-		case mode == 0:
-			t.Errorf("%s: --store-key-file=%s: a file of a Secret volume, which the kubelet makes 0440 with fsGroup, and serve refuses a key its group can read: copy it with install -m 0600 in an init container", where, files[name])
-		case mode&0o077 != 0:
-			t.Errorf("%s: --store-key-file=%s: copied with mode %04o; serve refuses a key its group or others can read", where, files[name], mode)
+		// serve reads a store key only its owner may read, or, owned by
+		// root, its group too: what the kubelet makes of a Secret's file
+		// with fsGroup, whatever mode it is given beyond the group's.
+		if name == "store-key-file" {
+			vm, _, _ := kubeMount(*gm, files[name])
+			for _, v := range spec.Volumes {
+				if v.Name == vm.Name && v.Secret != nil && v.Secret.DefaultMode != nil && *v.Secret.DefaultMode&0o007 != 0 {
+					t.Errorf("%s: --store-key-file=%s: the Secret volume %s gives others mode %04o; serve refuses a key others can read",
+						where, files[name], v.Name, *v.Secret.DefaultMode)
+				}
+			}
+			if spec.SecurityContext == nil || spec.SecurityContext.FSGroup == nil {
+				t.Errorf("%s: --store-key-file=%s: without fsGroup the image's user cannot read a Secret's file", where, files[name])
+			}
 		}
 	}
 	for _, v := range spec.Volumes {
@@ -900,14 +878,14 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 	if sf := flags["store-file"]; sf != "" {
-		if s, k, _, err := kubeSecretFile(spec, *gm, sf); err == nil && m.Secrets[s] != nil {
+		if s, k, err := kubeSecretFile(spec, *gm, sf); err == nil && m.Secrets[s] != nil {
 			if v := kubeSecretKeys(m.Secrets[s])[k]; !store.IsPostgresURL(strings.TrimSpace(v)) {
 				t.Errorf("%s: the Secret %s's %s %q is no postgres:// URL", kubeSecrets, s, k, v)
 			}
 		}
 	}
 	if kf := flags["store-key-file"]; kf != "" {
-		if s, k, _, err := kubeSecretFile(spec, *gm, kf); err == nil && m.Secrets[s] != nil {
+		if s, k, err := kubeSecretFile(spec, *gm, kf); err == nil && m.Secrets[s] != nil {
 			file := filepath.Join(t.TempDir(), "key")
 			if err := os.WriteFile(file, []byte(kubeSecretKeys(m.Secrets[s])[k]), 0o600); err != nil {
 				t.Fatal(err)

@@ -39,7 +39,7 @@ func (s *storeFlags) bind(f *pflag.FlagSet) {
 		"the password goes in --store-password-file, or the whole URL in --store-file or "+envStore)
 	f.StringVar(&s.file, "store-file", "", "file holding the postgres:// URL of the state store, password included")
 	f.StringVar(&s.passwordFile, "store-password-file", "", "file holding the PostgreSQL password of --store")
-	f.StringVar(&s.keyFile, "store-key-file", "", "file holding the key (32 bytes, hex or base64, mode 0600) that encrypts private keys in PostgreSQL")
+	f.StringVar(&s.keyFile, "store-key-file", "", "file holding the key (32 bytes, hex or base64; mode 0600, or 0640 when root owns it) that encrypts private keys in PostgreSQL")
 }
 
 // postgres reports whether a PostgreSQL store is asked for.
