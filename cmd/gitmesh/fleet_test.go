@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -174,6 +176,32 @@ func TestFleetOfThreeReplicas(t *testing.T) {
 		}
 	}
 	t.Logf("%s decides", decider)
+	// Every metric carries the replica's id; each replica counts three,
+	// and one decides.
+	for _, id := range ids {
+		leader := "0"
+		if id == decider {
+			leader = "1"
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			m := metricsText(t, f.procs[id].api)
+			want := []string{
+				fmt.Sprintf("gitmesh_replicas{replica=%q} 3\n", id),
+				fmt.Sprintf("gitmesh_replica_is_leader{replica=%q} %s\n", id, leader),
+				fmt.Sprintf("gitmesh_replicas_disagree{replica=%q} 0\n", id),
+				fmt.Sprintf("gitmesh_published_commit_info{commit=%q,replica=%q} 1\n", c1, id),
+			}
+			missing := slices.DeleteFunc(want, func(w string) bool { return strings.Contains(m, w) })
+			if len(missing) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s's /metrics lacks %q", id, missing)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 
 	// The same node on each replica.
 	clients := map[string]*adstest.Client{}
@@ -517,4 +545,19 @@ func (f *fleet) decider(t *testing.T, ids []string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// metricsText is the /metrics page of the API at addr.
+func metricsText(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
