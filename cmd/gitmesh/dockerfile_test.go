@@ -596,15 +596,7 @@ func TestDockerfile(t *testing.T) {
 // files .dockerignore lets into the context, and checks it is static,
 // trimmed, and runs the image's default command.
 func TestDockerBuild(t *testing.T) {
-	src, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	instrs, err := parseDockerfile(string(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stages := dockerStages(t, instrs)
+	stages := dockerfileStages(t)
 	var build *goBuild
 	var builder dockerStage
 	for _, st := range stages {
@@ -712,4 +704,18 @@ func TestDockerBuild(t *testing.T) {
 	if out, err := run.CombinedOutput(); err != nil || !strings.Contains(string(out), "--state-dir") {
 		t.Errorf("gitmesh serve --help: %v\n%s", err, out)
 	}
+}
+
+// dockerfileStages are the stages of the Dockerfile at the root.
+func dockerfileStages(t *testing.T) []dockerStage {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	instrs, err := parseDockerfile(string(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dockerStages(t, instrs)
 }

@@ -494,15 +494,7 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 
 	// The image's user, from the Dockerfile.
-	src, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	instrs, err := parseDockerfile(string(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stages := dockerStages(t, instrs)
+	stages := dockerfileStages(t)
 	users := stages[len(stages)-1].instrs("USER")
 	if len(users) != 1 {
 		t.Fatalf("Dockerfile: %d USER in the final stage; want one", len(users))

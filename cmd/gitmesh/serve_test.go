@@ -113,16 +113,7 @@ func (s *served) api(path string) string { return "http://" + s.app.apiLis.Addr(
 // metrics is the daemon's /metrics page.
 func (s *served) metrics(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get(s.api("/metrics"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return metricsText(t, s.app.apiLis.Addr().String())
 }
 
 func (s *served) dial(t *testing.T, node string) *adstest.Client {
