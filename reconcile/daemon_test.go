@@ -19,6 +19,7 @@ import (
 	"github.com/gitmesh/gitmesh/reconcile/source"
 	"github.com/gitmesh/gitmesh/schema"
 	"github.com/gitmesh/gitmesh/schema/schematest"
+	"github.com/gitmesh/gitmesh/store"
 	"github.com/gitmesh/gitmesh/xds"
 	"github.com/gitmesh/gitmesh/xds/plane"
 )
@@ -124,6 +125,8 @@ type rig struct {
 	verifier *source.Verifier
 	metrics  *Metrics
 	logger   *slog.Logger
+	// fleet, when set, makes the daemon a replica on a shared store.
+	fleet *store.Fleet
 }
 
 func newRig(t *testing.T, stateDir string, work string) *rig {
@@ -156,6 +159,9 @@ func (r *rig) start() {
 	cfg := Config{
 		Source: m, Repo: url, Branch: "main", Path: "policy", Target: r.target, StateDir: r.stateDir, Interval: time.Hour,
 		Pipeline: p, Metrics: r.metrics, Logger: r.logger,
+	}
+	if r.fleet != nil {
+		cfg.Fleet, cfg.Store, cfg.LeaseDuration = r.fleet, r.fleet.Store(), 2*time.Second
 	}
 	if r.verifier != nil {
 		cfg.Verify = func(hash source.Hash) (string, error) { return r.verifier.VerifyCommit(m.Repository(), string(hash)) }

@@ -587,6 +587,9 @@ func (d *Daemon) serveRequests(ctx context.Context) {
 	if !d.deciding() {
 		return
 	}
+	if d.fl.gained.Swap(false) {
+		d.takeOver(ctx) // the history first: what a former decider ran
+	}
 	reqs, err := d.cfg.Fleet.Claim(ctx)
 	if err != nil {
 		if !errors.Is(err, store.ErrFenced) {
@@ -595,29 +598,41 @@ func (d *Daemon) serveRequests(ctx context.Context) {
 		return
 	}
 	for _, r := range reqs {
-		var args opRequest
-		var rec Record
-		err := json.Unmarshal(r.Args, &args)
-		if err == nil {
-			switch r.Op {
-			case OpRollback:
-				rec, err = d.rollback(ctx, args.Rev, args.By, args.Reason)
-			case OpResume:
-				rec, err = d.resume(ctx, args.By, args.Reason)
-			case opRejected:
-				d.rejected(args.Commit, args.Rejections)
-			default:
-				err = fmt.Errorf("unknown operation %q", r.Op)
-			}
-		}
-		if r.Op != opRejected {
-			d.cfg.Logger.Info("ran an operation asked of another replica", "operation", r.Op, "asked_of", r.Replica, "by", args.By, "error", err)
-		}
+		rec, err := d.runRequest(ctx, r)
 		out, _ := json.Marshal(resultOf(rec, err))
 		if err := d.cfg.Fleet.Complete(ctx, r.ID, out); err != nil {
 			d.cfg.Logger.Warn("cannot record the result of an operation", "operation", r.Op, "error", err)
 		}
 	}
+}
+
+// runRequest runs one operation handed over by another replica. A rollback
+// or resume a former decider ran (its record names the request) is not run
+// again: its record is the answer.
+func (d *Daemon) runRequest(ctx context.Context, r store.Request) (Record, error) {
+	var args opRequest
+	if err := json.Unmarshal(r.Args, &args); err != nil {
+		return Record{}, fmt.Errorf("operation %q: %w", r.Op, err)
+	}
+	if r.Op == opRejected {
+		d.rejected(args.Commit, args.Rejections)
+		return Record{}, nil
+	}
+	if rec, ok := d.ranRequest(r.ID); ok {
+		return rec, nil
+	}
+	var rec Record
+	var err error
+	switch r.Op {
+	case OpRollback:
+		rec, err = d.rollback(ctx, args.Rev, args.By, args.Reason, r.ID)
+	case OpResume:
+		rec, err = d.resume(ctx, args.By, args.Reason, r.ID)
+	default:
+		err = fmt.Errorf("unknown operation %q", r.Op)
+	}
+	d.cfg.Logger.Info("ran an operation asked of another replica", "operation", r.Op, "asked_of", r.Replica, "by", args.By, "error", err)
+	return rec, err
 }
 
 // takeOver readies a replica that just took the lease to decide: it
@@ -631,4 +646,14 @@ func (d *Daemon) takeOver(ctx context.Context) {
 	d.mu.Lock()
 	d.fresh, d.decided, d.lastFail = true, "", ""
 	d.mu.Unlock()
+}
+
+// ranRequest is the history's record of request id, when a decider ran it.
+func (d *Daemon) ranRequest(id int64) (Record, bool) {
+	for _, r := range d.history.Records() {
+		if r.Request == id {
+			return r, true
+		}
+	}
+	return Record{}, false
 }

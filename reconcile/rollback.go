@@ -110,7 +110,7 @@ func (d *Daemon) Rollback(ctx context.Context, rev, by, reason string) (Record, 
 	var rec Record
 	var err error
 	if d.deciding() {
-		rec, err = d.rollback(ctx, rev, by, reason)
+		rec, err = d.rollback(ctx, rev, by, reason, 0)
 	} else {
 		rec, err = d.forward(ctx, OpRollback, rev, by, reason)
 	}
@@ -121,7 +121,9 @@ func (d *Daemon) Rollback(ctx context.Context, rev, by, reason string) (Record, 
 	return rec, err
 }
 
-func (d *Daemon) rollback(ctx context.Context, rev, by, reason string) (Record, error) {
+// rollback is Rollback; request is the id of the request another replica
+// handed over (0 for one asked of this replica), kept in the record.
+func (d *Daemon) rollback(ctx context.Context, rev, by, reason string, request int64) (Record, error) {
 	if rev == "" {
 		return Record{}, fmt.Errorf("%w: no commit given", ErrUnknownCommit)
 	}
@@ -130,7 +132,7 @@ func (d *Daemon) rollback(ctx context.Context, rev, by, reason string) (Record, 
 	if err := d.storeReachable(ctx, OpRollback); err != nil {
 		return Record{}, err
 	}
-	rec := Record{Trigger: OpRollback, By: by, Reason: reason, Pinned: true}
+	rec := Record{Trigger: OpRollback, By: by, Reason: reason, Pinned: true, Request: request}
 	res, diff, err := d.load(ctx, rev, &rec)
 	if err != nil {
 		return Record{}, err
@@ -215,7 +217,7 @@ func (d *Daemon) Resume(ctx context.Context, by, reason string) (Record, error) 
 	var rec Record
 	var err error
 	if d.deciding() {
-		rec, err = d.resume(ctx, by, reason)
+		rec, err = d.resume(ctx, by, reason, 0)
 	} else {
 		rec, err = d.forward(ctx, OpResume, "", by, reason)
 	}
@@ -226,7 +228,8 @@ func (d *Daemon) Resume(ctx context.Context, by, reason string) (Record, error) 
 	return rec, err
 }
 
-func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) {
+// resume is Resume; request as for rollback.
+func (d *Daemon) resume(ctx context.Context, by, reason string, request int64) (Record, error) {
 	d.op.Lock()
 	defer d.op.Unlock()
 	if err := d.storeReachable(ctx, OpResume); err != nil {
@@ -240,7 +243,7 @@ func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) 
 		return Record{}, ErrNotPinned
 	}
 	unpin := func(st *State) { st.Pin = nil }
-	rec, res, diff := d.newestValid(ctx, servedInfo.Hash, Record{Trigger: OpResume, By: by, Reason: reason})
+	rec, res, diff := d.newestValid(ctx, servedInfo.Hash, Record{Trigger: OpResume, By: by, Reason: reason, Request: request})
 	if res == nil {
 		// Nothing newer validates: keep what is served, without the pin.
 		d.mu.Lock()
@@ -250,7 +253,7 @@ func (d *Daemon) resume(ctx context.Context, by, reason string) (Record, error) 
 		if err := SaveStateTo(ctx, d.cfg.Store, next); err != nil {
 			return Record{}, fmt.Errorf("resume: %w", err)
 		}
-		o := outcome{Record: Record{Commit: servedInfo, Verdict: VerdictPublished, Trigger: OpResume, By: by, Reason: reason},
+		o := outcome{Record: Record{Commit: servedInfo, Verdict: VerdictPublished, Trigger: OpResume, By: by, Reason: reason, Request: request},
 			record: true, state: &next}
 		d.conclude(o)
 		return o.Record, nil

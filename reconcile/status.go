@@ -108,6 +108,10 @@ type Record struct {
 	Reason string `json:"reason,omitempty"`
 	// Pinned is set on the record of a rollback: it pinned the mesh.
 	Pinned bool `json:"pinned,omitempty"`
+	// Request is the id of the request through which another replica
+	// handed the decider this rollback or resume (a shared store), so that
+	// a decider taking over from one that ran it does not run it again.
+	Request int64 `json:"request,omitempty"`
 	// Rejections are the proxies that NACKed what this commit published
 	// (the first maxRejections of them); RejectedProxies counts them all.
 	Rejections      []plane.Rejection `json:"rejections,omitempty"`
