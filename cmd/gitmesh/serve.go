@@ -119,7 +119,12 @@ With --repo-web-url TEMPLATE, the console links every finding's file and
 line to the forge's web UI: TEMPLATE is an http(s) URL with {commit} and
 {path}, and optionally {line}, after its host, e.g.
   https://github.com/org/repo/blob/{commit}/{path}#L{line}
-  https://gitlab.com/org/repo/-/blob/{commit}/{path}#L{line}`,
+  https://gitlab.com/org/repo/-/blob/{commit}/{path}#L{line}
+
+Replicas given one PostgreSQL store (--store-file, --store-key-file) are one
+control plane: the replica holding the store's lease decides which commit is
+published, every replica serves it, and rollback, resume and webhooks work
+through any of them (--replica-id, --advertise-address, --lease-duration).`,
 		Example: `  gitmesh serve --repo https://git.example.com/platform/mesh.git --path policies
   gitmesh serve --repo ./mesh-policies --state-dir /var/lib/gitmesh --interval 1m`,
 		Args: cobra.NoArgs,
