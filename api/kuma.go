@@ -276,16 +276,25 @@ func toTargetRef(t schema.TargetRef) targetRefJSON {
 	return targetRefJSON{Kind: string(t.Kind), Name: t.Name, Tags: t.Tags, Labels: t.Labels, SectionName: t.SectionName}
 }
 
-// meshTrafficPermissionJSON is Kuma 2.x's REST shape of the policy: the
-// metadata at the top, the policy under spec.
-type meshTrafficPermissionJSON struct {
+// policyJSON is a Kuma 2.x policy in Kuma's REST shape: the metadata at
+// the top, the policy under spec.
+type policyJSON[S any] struct {
 	Type   string            `json:"type"`
 	Mesh   string            `json:"mesh"`
 	Name   string            `json:"name"`
 	Labels map[string]string `json:"labels,omitempty"`
-	Spec   mtpSpecJSON       `json:"spec"`
+	Spec   S                 `json:"spec"`
 	Origin *origin           `json:"origin,omitempty"`
 }
+
+// policyOf is a policy of type typ with m's metadata, its spec's
+// top-level targetRef set by the caller.
+func policyOf[S any](typ string, m schema.PolicyMeta) policyJSON[S] {
+	return policyJSON[S]{Type: typ, Mesh: m.Mesh, Name: m.Name, Labels: m.Labels, Origin: originOf(m.Origin)}
+}
+
+// meshTrafficPermissionJSON is a MeshTrafficPermission in that shape.
+type meshTrafficPermissionJSON = policyJSON[mtpSpecJSON]
 
 type mtpSpecJSON struct {
 	TargetRef targetRefJSON `json:"targetRef"`
@@ -327,8 +336,8 @@ func matches(ms []schema.SpiffeMatch) []matchJSON {
 }
 
 func toMeshTrafficPermission(p *schema.MeshTrafficPermission) meshTrafficPermissionJSON {
-	out := meshTrafficPermissionJSON{Type: schema.TypeMeshTrafficPermission, Mesh: p.Mesh, Name: p.Name, Labels: p.Labels,
-		Spec: mtpSpecJSON{TargetRef: toTargetRef(p.TargetRef)}, Origin: originOf(p.Origin)}
+	out := policyOf[mtpSpecJSON](schema.TypeMeshTrafficPermission, p.PolicyMeta)
+	out.Spec.TargetRef = toTargetRef(p.TargetRef)
 	for _, f := range p.From {
 		var j mtpFromJSON
 		j.TargetRef, j.Default.Action = toTargetRef(f.TargetRef), string(f.Action)

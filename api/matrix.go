@@ -195,13 +195,9 @@ func inboundVerdict(mesh, from string, ip schema.InboundPolicies) (verdict, reas
 // the policies that apply to each inbound and outbound of the dataplane,
 // and what they decide.
 func dataplanePolicies(set *schema.Set, r *http.Request) answer {
-	mesh, name := r.PathValue("mesh"), r.PathValue("name")
-	if set.Mesh(mesh) == nil {
-		return notFound("mesh %q not found", mesh)
-	}
-	dp := set.Dataplane(mesh, name)
+	dp, missing := pathDataplane(set, r)
 	if dp == nil {
-		return notFound("dataplane %q not found in mesh %q", name, mesh)
+		return missing
 	}
 	return found(set.PoliciesOf(dp))
 }

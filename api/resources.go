@@ -79,15 +79,25 @@ func listDataplanes(set *schema.Set, r *http.Request) answer {
 }
 
 func getDataplane(set *schema.Set, r *http.Request) answer {
+	dp, missing := pathDataplane(set, r)
+	if dp == nil {
+		return missing
+	}
+	return found(toDataplane(dp))
+}
+
+// pathDataplane is the dataplane the path's {mesh} and {name} name; nil
+// and the 404 to answer when the mesh or the dataplane is unknown.
+func pathDataplane(set *schema.Set, r *http.Request) (*schema.Dataplane, answer) {
 	mesh, name := r.PathValue("mesh"), r.PathValue("name")
 	if set.Mesh(mesh) == nil {
-		return notFound("mesh %q not found", mesh)
+		return nil, notFound("mesh %q not found", mesh)
 	}
 	dp := set.Dataplane(mesh, name)
 	if dp == nil {
-		return notFound("dataplane %q not found in mesh %q", name, mesh)
+		return nil, notFound("dataplane %q not found in mesh %q", name, mesh)
 	}
-	return found(toDataplane(dp))
+	return dp, answer{}
 }
 
 func listPermissions(set *schema.Set, r *http.Request) answer {

@@ -11,16 +11,11 @@ import (
 // policy under spec, as a user writes it (defaults filled in: a backend's
 // weight, a redirect's status code).
 
-type meshHTTPRouteJSON struct {
-	Type   string            `json:"type"`
-	Mesh   string            `json:"mesh"`
-	Name   string            `json:"name"`
-	Labels map[string]string `json:"labels,omitempty"`
-	Spec   struct {
-		TargetRef targetRefJSON `json:"targetRef"`
-		To        []httpToJSON  `json:"to"`
-	} `json:"spec"`
-	Origin *origin `json:"origin,omitempty"`
+type meshHTTPRouteJSON = policyJSON[httpRouteSpecJSON]
+
+type httpRouteSpecJSON struct {
+	TargetRef targetRefJSON `json:"targetRef"`
+	To        []httpToJSON  `json:"to"`
 }
 
 type httpToJSON struct {
@@ -135,7 +130,7 @@ func toFilter(f schema.HTTPFilter) filterJSON {
 }
 
 func toMeshHTTPRoute(p *schema.MeshHTTPRoute) meshHTTPRouteJSON {
-	out := meshHTTPRouteJSON{Type: schema.TypeMeshHTTPRoute, Mesh: p.Mesh, Name: p.Name, Labels: p.Labels, Origin: originOf(p.Origin)}
+	out := policyOf[httpRouteSpecJSON](schema.TypeMeshHTTPRoute, p.PolicyMeta)
 	out.Spec.TargetRef = toTargetRef(p.TargetRef)
 	out.Spec.To = []httpToJSON{}
 	for _, to := range p.To {
@@ -156,16 +151,11 @@ func toMeshHTTPRoute(p *schema.MeshHTTPRoute) meshHTTPRouteJSON {
 	return out
 }
 
-type meshTCPRouteJSON struct {
-	Type   string            `json:"type"`
-	Mesh   string            `json:"mesh"`
-	Name   string            `json:"name"`
-	Labels map[string]string `json:"labels,omitempty"`
-	Spec   struct {
-		TargetRef targetRefJSON `json:"targetRef"`
-		To        []tcpToJSON   `json:"to"`
-	} `json:"spec"`
-	Origin *origin `json:"origin,omitempty"`
+type meshTCPRouteJSON = policyJSON[tcpRouteSpecJSON]
+
+type tcpRouteSpecJSON struct {
+	TargetRef targetRefJSON `json:"targetRef"`
+	To        []tcpToJSON   `json:"to"`
 }
 
 type tcpToJSON struct {
@@ -180,7 +170,7 @@ type tcpRuleJSON struct {
 }
 
 func toMeshTCPRoute(p *schema.MeshTCPRoute) meshTCPRouteJSON {
-	out := meshTCPRouteJSON{Type: schema.TypeMeshTCPRoute, Mesh: p.Mesh, Name: p.Name, Labels: p.Labels, Origin: originOf(p.Origin)}
+	out := policyOf[tcpRouteSpecJSON](schema.TypeMeshTCPRoute, p.PolicyMeta)
 	out.Spec.TargetRef = toTargetRef(p.TargetRef)
 	out.Spec.To = []tcpToJSON{}
 	for _, to := range p.To {
@@ -229,19 +219,14 @@ var (
 
 // confPolicyJSON is a conf policy (MeshTimeout, ...) in Kuma 2.x's REST
 // shape; its confs are shown as written.
-type confPolicyJSON struct {
-	Type   string            `json:"type"`
-	Mesh   string            `json:"mesh"`
-	Name   string            `json:"name"`
-	Labels map[string]string `json:"labels,omitempty"`
-	Spec   struct {
-		TargetRef targetRefJSON  `json:"targetRef"`
-		To        []confItemJSON `json:"to,omitempty"`
-		From      []confItemJSON `json:"from,omitempty"`
-		Rules     []confRuleJSON `json:"rules,omitempty"`
-		Default   map[string]any `json:"default,omitempty"`
-	} `json:"spec"`
-	Origin *origin `json:"origin,omitempty"`
+type confPolicyJSON = policyJSON[confSpecJSON]
+
+type confSpecJSON struct {
+	TargetRef targetRefJSON  `json:"targetRef"`
+	To        []confItemJSON `json:"to,omitempty"`
+	From      []confItemJSON `json:"from,omitempty"`
+	Rules     []confRuleJSON `json:"rules,omitempty"`
+	Default   map[string]any `json:"default,omitempty"`
 }
 
 type confItemJSON struct {
@@ -255,7 +240,7 @@ type confRuleJSON struct {
 }
 
 func toConfPolicy(p *schema.ConfPolicy) confPolicyJSON {
-	out := confPolicyJSON{Type: p.Type, Mesh: p.Mesh, Name: p.Name, Labels: p.Labels, Origin: originOf(p.Origin)}
+	out := policyOf[confSpecJSON](p.Type, p.PolicyMeta)
 	out.Spec.TargetRef, out.Spec.Default = toTargetRef(p.TargetRef), p.Default
 	for _, it := range p.To {
 		out.Spec.To = append(out.Spec.To, confItemJSON{TargetRef: toTargetRef(it.TargetRef), Default: it.Default})

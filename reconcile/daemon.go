@@ -220,10 +220,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wg.Go(func() { d.drainFeedback(ctx) })
-	var follow, requests chan struct{}
+	var follow, history, requests chan struct{}
 	if d.fl != nil {
 		d.runFleet(ctx, &wg)
-		follow, requests = d.fl.follow, d.fl.requests
+		follow, history, requests = d.fl.follow, d.fl.history, d.fl.requests
 	}
 
 	restored := false
@@ -260,6 +260,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 				// Tried again at the next poll, or notification.
 				d.cfg.Logger.Debug("cannot serve what was decided yet", "error", err)
 			}
+			continue
+		case <-history:
+			d.reloadHistory(ctx)
 			continue
 		case <-requests:
 			d.serveRequests(ctx)

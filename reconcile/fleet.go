@@ -64,12 +64,14 @@ const forwardWait = 15 * time.Second
 
 // fleetState is the daemon's side of the fleet.
 type fleetState struct {
-	follow   chan struct{} // read the store again
+	follow   chan struct{} // read the state (and the history) again
+	history  chan struct{} // read the history again
 	requests chan struct{} // run the operations handed over
 	campaign chan struct{} // campaign now (the decider resigned)
 	leading  atomic.Bool   // as of the last campaign
 	gained   atomic.Bool   // the lease was taken and the loop has not caught up yet
 	dup      atomic.Bool   // another process heartbeats under this id (logged once)
+	unheard  atomic.Bool   // the notifications are lost until the listener reconnects
 
 	mu       sync.Mutex
 	waiters  map[int64]chan struct{}
@@ -78,8 +80,8 @@ type fleetState struct {
 }
 
 func newFleetState() *fleetState {
-	return &fleetState{follow: make(chan struct{}, 1), requests: make(chan struct{}, 1), campaign: make(chan struct{}, 1),
-		waiters: map[int64]chan struct{}{}}
+	return &fleetState{follow: make(chan struct{}, 1), history: make(chan struct{}, 1), requests: make(chan struct{}, 1),
+		campaign: make(chan struct{}, 1), waiters: map[int64]chan struct{}{}}
 }
 
 func signal(c chan struct{}) {
@@ -107,7 +109,9 @@ func (d *Daemon) Advertise(addr string) { d.cfg.Address = addr }
 // the heartbeat, and the notifications.
 func (d *Daemon) runFleet(ctx context.Context, wg *sync.WaitGroup) {
 	notes := d.cfg.Fleet.Listen(ctx, func(err error) {
-		d.cfg.Logger.Warn("lost the store's notifications; reconnecting", "error", err)
+		if !d.fl.unheard.Swap(true) { // once an outage: it retries every 2 s
+			d.cfg.Logger.Warn("lost the store's notifications; reconnecting", "error", err)
+		}
 	})
 	wg.Go(func() {
 		for n := range notes {
@@ -117,13 +121,24 @@ func (d *Daemon) runFleet(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Go(func() { d.campaignLoop(ctx) })
 }
 
-// notified acts on one notification of the fleet.
+// notified acts on one notification of the fleet. What this replica wrote
+// itself it holds already.
 func (d *Daemon) notified(n store.Notification) {
 	fl := d.fl
+	own := n.Replica == d.cfg.Fleet.ID()
 	switch n.Kind {
-	case store.NoteState, store.NoteHistory:
-		signal(fl.follow)
+	case store.NoteState:
+		if !own {
+			signal(fl.follow)
+		}
+	case store.NoteHistory:
+		if !own {
+			signal(fl.history)
+		}
 	case store.NoteResync:
+		if fl.unheard.Swap(false) {
+			d.cfg.Logger.Info("the store's notifications are back")
+		}
 		signal(fl.follow)
 		signal(fl.requests)
 	case store.NoteLease:
@@ -139,7 +154,7 @@ func (d *Daemon) notified(n store.Notification) {
 		}
 		fl.mu.Unlock()
 	case store.NoteSync:
-		if n.Replica != d.cfg.Fleet.ID() && d.deciding() {
+		if !own && d.deciding() {
 			d.Trigger(n.Arg)
 		}
 	}
@@ -208,24 +223,16 @@ func (d *Daemon) campaignOnce(ctx context.Context) {
 	d.heartbeat(ctx, l.Held)
 }
 
-// replicaInfo is what a replica says of itself in the registry.
-type replicaInfo struct {
-	Address   string      `json:"address,omitempty"`
-	Decides   bool        `json:"decides"`
-	Published *CommitInfo `json:"published,omitempty"`
-	Pinned    bool        `json:"pinned,omitempty"`
-	Proxies   int         `json:"proxies"`
-	Connected int         `json:"connected"`
-}
-
 // heartbeat records this replica in the registry and reads the others.
+// A replica's entry is its ReplicaStatus as it sees itself; the id and the
+// times are the registry's own.
 func (d *Daemon) heartbeat(ctx context.Context, decides bool) {
 	st := d.Status()
-	info, _ := json.Marshal(replicaInfo{Address: d.cfg.Address, Decides: decides, Published: st.Published, Pinned: st.Pinned,
+	info, _ := json.Marshal(ReplicaStatus{Address: d.cfg.Address, Decides: decides, Published: st.Published, Pinned: st.Pinned,
 		Proxies: st.Convergence.Proxies, Connected: st.Convergence.Connected})
 	if err := d.cfg.Fleet.Heartbeat(ctx, info); err != nil {
 		if errors.Is(err, store.ErrDuplicateReplica) && !d.fl.dup.Swap(true) {
-			d.cfg.Logger.Error("another process registers under this replica's id; give each replica its own --replica-id", "replica", d.cfg.Fleet.ID())
+			d.cfg.Logger.Error("another process registers under this replica's id; give each replica its own --replica-id")
 		}
 		return // else the campaign said so
 	}
@@ -236,21 +243,14 @@ func (d *Daemon) heartbeat(ctx context.Context, decides bool) {
 	self := d.cfg.Fleet.ID()
 	out := make([]ReplicaStatus, 0, len(rs))
 	agree := true
-	var first source.Hash
-	for i, r := range rs {
-		var ri replicaInfo
-		_ = json.Unmarshal(r.Info, &ri)
-		out = append(out, ReplicaStatus{ID: r.ID, Address: ri.Address, Decides: ri.Decides, Published: ri.Published, Pinned: ri.Pinned,
-			Proxies: ri.Proxies, Connected: ri.Connected, StartedAt: r.StartedAt, HeartbeatAt: r.HeartbeatAt, Self: r.ID == self})
-		var h source.Hash
-		if ri.Published != nil {
-			h = ri.Published.Hash
-		}
-		if i == 0 {
-			first = h
-		} else if h != first {
+	for _, r := range rs {
+		var e ReplicaStatus
+		_ = json.Unmarshal(r.Info, &e)
+		e.ID, e.StartedAt, e.HeartbeatAt, e.Self = r.ID, r.StartedAt, r.HeartbeatAt, r.ID == self
+		if len(out) > 0 && e.published() != out[0].published() {
 			agree = false
 		}
+		out = append(out, e)
 	}
 	d.fl.mu.Lock()
 	// A change takes a moment to reach every replica: they disagree when
@@ -656,4 +656,14 @@ func (d *Daemon) ranRequest(id int64) (Record, bool) {
 		}
 	}
 	return Record{}, false
+}
+
+// reloadHistory reads the history again, which another replica changed
+// (a NACK, a convergence, an invalid head), and the head's verdict with it.
+func (d *Daemon) reloadHistory(ctx context.Context) {
+	if err := d.history.Reload(ctx); err != nil {
+		d.cfg.Logger.Warn("cannot read the history from the store", "error", err)
+		return
+	}
+	d.refreshHeadVerdict()
 }

@@ -181,3 +181,11 @@ type ReplicaStatus struct {
 	// Self marks the replica that answered.
 	Self bool `json:"self,omitempty"`
 }
+
+// published is the hash of the commit r serves; "" when none.
+func (r ReplicaStatus) published() source.Hash {
+	if r.Published == nil {
+		return ""
+	}
+	return r.Published.Hash
+}

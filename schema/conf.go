@@ -296,6 +296,13 @@ func ToConf(policies []*ConfPolicy, dp *Dataplane, service string) Conf {
 // some clients only are left out: an inbound's listener is one for all of
 // them (FromItems lists them, for kinds whose items fire on their own).
 func FromConf(policies []*ConfPolicy, dp *Dataplane, i int) Conf {
+	return mergeEntries(inboundEntries(policies, dp, i, false))
+}
+
+// inboundEntries are, for inbound i of dp, the from[] items of kind Mesh
+// and the rules[] items (with matches too, when withMatches) of the
+// policies that select the inbound.
+func inboundEntries(policies []*ConfPolicy, dp *Dataplane, i int, withMatches bool) []confEntry {
 	var es []confEntry
 	for _, p := range policies {
 		if !p.TargetRef.SelectsInbound(dp, i) {
@@ -307,12 +314,12 @@ func FromConf(policies []*ConfPolicy, dp *Dataplane, i int) Conf {
 			}
 		}
 		for j := range p.Rules {
-			if len(p.Rules[j].Matches) == 0 {
+			if withMatches || len(p.Rules[j].Matches) == 0 {
 				es = append(es, confEntry{p, &p.Rules[j]})
 			}
 		}
 	}
-	return mergeEntries(es)
+	return es
 }
 
 // FromItem is one item that applies to an inbound, with its policy.
@@ -333,20 +340,7 @@ type FromItem struct {
 // client match first, then those with a Prefix match, then those for
 // every client.
 func FromItems(policies []*ConfPolicy, dp *Dataplane, i int) []FromItem {
-	var es []confEntry
-	for _, p := range policies {
-		if !p.TargetRef.SelectsInbound(dp, i) {
-			continue
-		}
-		for j := range p.From {
-			if p.From[j].TargetRef.Kind == KindMesh {
-				es = append(es, confEntry{p, &p.From[j]})
-			}
-		}
-		for j := range p.Rules {
-			es = append(es, confEntry{p, &p.Rules[j]})
-		}
-	}
+	es := inboundEntries(policies, dp, i, true)
 	sortConfEntries(es)
 	var out []FromItem
 	for _, e := range es {

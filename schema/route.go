@@ -621,15 +621,7 @@ func (t TargetRef) SelectsClient(dp *Dataplane) bool {
 	case KindMesh:
 		return true
 	case KindDataplane:
-		if t.Name != "" && t.Name != dp.Name {
-			return false
-		}
-		for k, v := range t.Labels {
-			if got, ok := dp.Labels[k]; !ok || got != v {
-				return false
-			}
-		}
-		return true
+		return t.namesDataplane(dp)
 	}
 	return t.SelectsDataplane(dp)
 }

@@ -108,6 +108,20 @@ func formatTags(tags map[string]string) string {
 	return "{" + strings.Join(parts, ",") + "}"
 }
 
+// namesDataplane reports whether a targetRef of kind Dataplane names dp:
+// by name when it gives one, and by every label it gives.
+func (t TargetRef) namesDataplane(dp *Dataplane) bool {
+	if t.Name != "" && t.Name != dp.Name {
+		return false
+	}
+	for k, v := range t.Labels {
+		if got, ok := dp.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
 // SelectsInbound reports whether a top-level targetRef selects the inbound
 // of dataplane dp with the given index.
 func (t TargetRef) SelectsInbound(dp *Dataplane, i int) bool {
@@ -116,15 +130,7 @@ func (t TargetRef) SelectsInbound(dp *Dataplane, i int) bool {
 	case KindMesh:
 		return true
 	case KindDataplane:
-		if t.Name != "" && t.Name != dp.Name {
-			return false
-		}
-		for k, v := range t.Labels {
-			if got, ok := dp.Labels[k]; !ok || got != v {
-				return false
-			}
-		}
-		return t.SectionName == "" || t.SectionName == in.Name || t.SectionName == fmt.Sprint(in.Port)
+		return t.namesDataplane(dp) && (t.SectionName == "" || t.SectionName == in.Name || t.SectionName == fmt.Sprint(in.Port))
 	default:
 		return t.Selector().Matches(in.Tags)
 	}

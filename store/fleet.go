@@ -124,9 +124,6 @@ var ErrDuplicateReplica = errors.New("another gitmesh serve runs with this repli
 // ID is the replica's id.
 func (f *Fleet) ID() string { return f.id }
 
-// Postgres is the store underneath.
-func (f *Fleet) Postgres() *Postgres { return f.pg }
-
 // Campaign takes the decider's lease for ttl when no replica holds it (or
 // its holder let it lapse), or renews it when this replica holds it. The
 // lease is held, by this replica's reckoning, until ttl after the campaign
@@ -383,7 +380,8 @@ func deliver(out chan Notification, n Notification) {
 }
 
 // Heartbeat records this replica in the registry with info (JSON), and
-// drops replicas not heard of for an hour and requests run a day ago.
+// now and then drops replicas not heard of for an hour and requests run a
+// day ago.
 //
 // A replica's first heartbeat takes over the row of a process that ran
 // under its id before (killed, say); after that, a row another process
@@ -405,12 +403,18 @@ func (f *Fleet) Heartbeat(ctx context.Context, info []byte) error {
 	if taken {
 		return ErrDuplicateReplica
 	}
-	f.beats.Add(1)
+	if f.beats.Add(1)%cleanEvery != 1 {
+		return nil
+	}
 	b := &pgx.Batch{}
 	b.Queue(`DELETE FROM gitmesh_replicas WHERE heartbeat_at < now() - interval '1 hour'`)
 	b.Queue(`DELETE FROM gitmesh_requests WHERE done_at < now() - interval '1 day'`)
 	return f.pg.classify(f.pg.pool.SendBatch(ctx, b).Close())
 }
+
+// cleanEvery is how many heartbeats a replica writes for each clean-up of
+// the registry and the requests (the first, then every cleanEvery-th).
+const cleanEvery = 100
 
 // Replicas lists the replicas heard of within the last within, by id.
 func (f *Fleet) Replicas(ctx context.Context, within time.Duration) ([]Replica, error) {

@@ -13,12 +13,17 @@ import (
 
 func openFleet(t *testing.T, url, id string) *store.Fleet {
 	t.Helper()
+	return store.NewFleet(openPostgres(t, url), id)
+}
+
+func openPostgres(t *testing.T, url string) *store.Postgres {
+	t.Helper()
 	p, err := store.OpenPostgres(context.Background(), store.PostgresOptions{URL: url, Key: testKey(), Migrate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	return store.NewFleet(p, id)
+	return p
 }
 
 // TestFleetLeaseFencesWrites: one holder at a time; a holder whose lease
@@ -179,7 +184,7 @@ func TestFleetNotificationsAndRequests(t *testing.T) {
 func TestSwapAgreesOnOneDocument(t *testing.T) {
 	srv := pgtest.Start(t)
 	ctx := context.Background()
-	p := openFleet(t, srv.URL(), "a").Postgres()
+	p := openPostgres(t, srv.URL())
 	got, ok, err := p.Swap(ctx, "ca/m/ca.key", nil, []byte("one"), store.Secret)
 	if err != nil || !ok || string(got) != "one" {
 		t.Fatalf("first swap: %q %v %v", got, ok, err)

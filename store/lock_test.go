@@ -83,15 +83,7 @@ func TestDirLockSerialisesWriters(t *testing.T) {
 func TestPostgresLockSerialisesWriters(t *testing.T) {
 	srv := pgtest.Start(t)
 	ctx := context.Background()
-	open := func() *store.Postgres {
-		p, err := store.OpenPostgres(ctx, store.PostgresOptions{URL: srv.URL(), Key: testKey(), Migrate: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close() })
-		return p
-	}
-	a, b := open(), open()
+	a, b := openPostgres(t, srv.URL()), openPostgres(t, srv.URL())
 	hammer(t, 12, a, b)
 
 	held, release := make(chan struct{}), make(chan struct{})

@@ -64,9 +64,7 @@ func circuitBreakerCluster(e *clusterEdit, c schema.Conf) error {
 	if od.BaseEjectionTime != nil {
 		o.BaseEjectionTime = durationpb.New(od.BaseEjectionTime.Duration)
 	}
-	if od.MaxEjectionPercent != nil {
-		o.MaxEjectionPercent = wrapperspb.UInt32(*od.MaxEjectionPercent)
-	}
+	o.MaxEjectionPercent = optUInt32(od.MaxEjectionPercent)
 	if od.SplitExternalAndLocalErrors != nil {
 		o.SplitExternalLocalOriginErrors = *od.SplitExternalAndLocalErrors
 		if grpc {
@@ -95,12 +93,7 @@ func circuitBreakerCluster(e *clusterEdit, c schema.Conf) error {
 	o.EnforcingSuccessRate, o.EnforcingLocalOriginSuccessRate = wrapperspb.UInt32(0), wrapperspb.UInt32(0)
 	if sr := det.SuccessRate; sr != nil {
 		o.EnforcingSuccessRate, o.EnforcingLocalOriginSuccessRate = wrapperspb.UInt32(100), wrapperspb.UInt32(100)
-		if sr.MinimumHosts != nil {
-			o.SuccessRateMinimumHosts = wrapperspb.UInt32(*sr.MinimumHosts)
-		}
-		if sr.RequestVolume != nil {
-			o.SuccessRateRequestVolume = wrapperspb.UInt32(*sr.RequestVolume)
-		}
+		o.SuccessRateMinimumHosts, o.SuccessRateRequestVolume = optUInt32(sr.MinimumHosts), optUInt32(sr.RequestVolume)
 		if f := sr.StandardDeviationFactor; f != nil {
 			// Envoy reads the factor in thousandths.
 			o.SuccessRateStdevFactor = wrapperspb.UInt32(uint32(float64(*f)*1000 + 0.5))
@@ -109,15 +102,8 @@ func circuitBreakerCluster(e *clusterEdit, c schema.Conf) error {
 	o.EnforcingFailurePercentage, o.EnforcingFailurePercentageLocalOrigin = wrapperspb.UInt32(0), wrapperspb.UInt32(0)
 	if fp := det.FailurePercentage; fp != nil {
 		o.EnforcingFailurePercentage, o.EnforcingFailurePercentageLocalOrigin = wrapperspb.UInt32(100), wrapperspb.UInt32(100)
-		if fp.MinimumHosts != nil {
-			o.FailurePercentageMinimumHosts = wrapperspb.UInt32(*fp.MinimumHosts)
-		}
-		if fp.RequestVolume != nil {
-			o.FailurePercentageRequestVolume = wrapperspb.UInt32(*fp.RequestVolume)
-		}
-		if fp.Threshold != nil {
-			o.FailurePercentageThreshold = wrapperspb.UInt32(*fp.Threshold)
-		}
+		o.FailurePercentageMinimumHosts, o.FailurePercentageRequestVolume = optUInt32(fp.MinimumHosts), optUInt32(fp.RequestVolume)
+		o.FailurePercentageThreshold = optUInt32(fp.Threshold)
 	}
 	cl.OutlierDetection = o
 	if t := od.HealthyPanicThreshold; t != nil {
@@ -137,4 +123,12 @@ func circuitBreakerCluster(e *clusterEdit, c schema.Conf) error {
 func circuitBreakerInbound(e *inboundEdit, _ schema.Conf) error {
 	e.notes = append(e.notes, fmt.Sprintf("inbound %s: MeshCircuitBreaker from[] and rules[] are not applied: set the limits on the callers (to[])", e.in.HostPort()))
 	return nil
+}
+
+// optUInt32 is *v as a protobuf wrapper; nil (unset) when v is.
+func optUInt32(v *uint32) *wrapperspb.UInt32Value {
+	if v == nil {
+		return nil
+	}
+	return wrapperspb.UInt32(*v)
 }

@@ -99,14 +99,7 @@ spec:
 			i := rnd.IntN(6)
 			files[fmt.Sprintf("provider-%d.yaml", i)] = &fstest.MapFile{Data: []byte(provider(i))}
 		}
-		prevSet, prevTr := set, tr
-		set = keepUnchanged(prevSet, schematest.Load(t, files))
-		var failures []Failure
-		tr, _, failures, err = b.Build(context.Background(), set, schema.DiffSets(prevSet, set), prevTr)
-		if err != nil || len(failures) > 0 {
-			t.Fatalf("step %d: %v %v", step, failures, err)
-		}
-		sameAsFresh(t, step, tr, set)
+		set, tr = buildStep(t, b, step, files, set, tr)
 		if len(set.PoliciesOfType(schema.TypeMeshHealthCheck, "prod")) > 0 {
 			checked++
 		}

@@ -144,10 +144,7 @@ func (f flakyHealth) Check(ctx context.Context, r *healthpb.HealthCheckRequest) 
 // the caller sees one successful call.
 func TestGRPCDataPlaneMeshRetry(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	lis := listen(t)
-	d := newDataPlane(ctx, t, oneBackend(port(lis), `
+	ctx, d, lis := oneBackendPlane(t, `
 type: MeshRetry
 name: web-to-backend
 mesh: default
@@ -157,7 +154,7 @@ spec:
     - targetRef: {kind: MeshService, name: backend}
       default:
         grpc: {numRetries: 3, retryOn: [Unavailable], backOff: {baseInterval: 10ms}}
-`))
+`)
 	calls := new(atomic.Int32)
 	server := flakyHealth{Server: health.NewServer(), failures: 2, calls: calls}
 	d.serveWith(ctx, "default.backend-1", lis, server)
@@ -171,6 +168,17 @@ spec:
 		t.Errorf("the server saw %d attempts, want 3 (2 failures + 1)", got)
 	}
 	d.noNACKs(ctx)
+}
+
+// oneBackendPlane is the data plane of oneBackend, the backend's port on
+// a listener of its own, with policies; its context ends with the test,
+// within 60 s.
+func oneBackendPlane(t *testing.T, policies string) (context.Context, *dataPlane, net.Listener) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	lis := listen(t)
+	return ctx, newDataPlane(ctx, t, oneBackend(port(lis), policies)), lis
 }
 
 // oneBackend is a mesh where web (a gRPC node) calls backend, whose one
@@ -244,10 +252,7 @@ networking:
 // UNAVAILABLE instead of waiting.
 func TestGRPCDataPlaneMeshCircuitBreaker(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	lis := listen(t)
-	d := newDataPlane(ctx, t, oneBackend(port(lis), `
+	ctx, d, lis := oneBackendPlane(t, `
 type: MeshCircuitBreaker
 name: one-at-a-time
 mesh: default
@@ -257,23 +262,39 @@ spec:
     - targetRef: {kind: MeshService, name: backend}
       default:
         connectionLimits: {maxRequests: 1}
-`))
+`)
 	started := make(chan struct{}, 16)
 	d.serveWith(ctx, "default.backend-1", lis, slowHealth{Server: health.NewServer(), delay: 2 * time.Second, started: started})
 	client := healthpb.NewHealthClient(d.dial("default.web-1", "backend"))
 	waitReachable(ctx, t, client)
 	first := make(chan error, 1)
-	go func() {
-		_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
-		first <- err
-	}()
+	call := func() {
+		go func() {
+			_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+			first <- err
+		}()
+	}
+	// The slot of waitReachable's last call is given back just after that
+	// call returns (gRPC-Go's picker counts it done on its own goroutine):
+	// a first call made in between is refused, and made again.
+	call()
+	for reached := false; !reached; {
+		select {
+		case <-started:
+			reached = true
+		case err := <-first:
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("the first call, before it reached the server: %v", err)
+			}
+			t.Logf("the first call was refused before the slot of the one before was given back: %v", err)
+			time.Sleep(10 * time.Millisecond)
+			call()
+		case <-ctx.Done():
+			t.Fatal("the first call never reached the server")
+		}
+	}
 	// Once the first call holds the only slot (the server has it), a
 	// second fails fast.
-	select {
-	case <-started:
-	case <-ctx.Done():
-		t.Fatal("the first call never reached the server")
-	}
 	start := time.Now()
 	_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
 	took := time.Since(start)
@@ -407,10 +428,7 @@ spec:
 // with the status the HTTP 503 maps to, UNAVAILABLE, and none otherwise.
 func TestGRPCDataPlaneMeshFaultInjection(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	lis := listen(t)
-	d := newDataPlane(ctx, t, oneBackend(port(lis), `
+	ctx, d, lis := oneBackendPlane(t, `
 type: MeshFaultInjection
 name: half-fails
 mesh: default
@@ -421,7 +439,7 @@ spec:
       default:
         http:
           - abort: {httpStatus: 503, percentage: 50}
-`))
+`)
 	d.serve(ctx, "default.backend-1", lis)
 	cc := d.dial("default.web-1", "backend")
 	// Until the client has its resources, calls fail for another reason.
@@ -452,10 +470,7 @@ spec:
 // is sent), every call goes through, and each proxy says what it drops.
 func TestGRPCDataPlaneIgnoresHealthChecksAndRateLimits(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	lis := listen(t)
-	d := newDataPlane(ctx, t, oneBackend(port(lis), `
+	ctx, d, lis := oneBackendPlane(t, `
 type: MeshHealthCheck
 name: web-checks-backend
 mesh: default
@@ -479,7 +494,7 @@ spec:
         local:
           http: {requestRate: {num: 1, interval: 10s}}
           tcp: {connectionRate: {num: 1, interval: 10s}}
-`))
+`)
 	d.serve(ctx, "default.backend-1", lis)
 	web := d.dial("default.web-1", "backend")
 	d.waitFor(ctx, web, codes.OK)

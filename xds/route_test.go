@@ -122,14 +122,7 @@ spec:
 			i := rnd.IntN(6)
 			files[fmt.Sprintf("backend-%d.yaml", i)] = &fstest.MapFile{Data: []byte(backend(i))}
 		}
-		prevSet, prevTr := set, tr
-		set = keepUnchanged(prevSet, schematest.Load(t, files))
-		var failures []Failure
-		tr, _, failures, err = b.Build(context.Background(), set, schema.DiffSets(prevSet, set), prevTr)
-		if err != nil || len(failures) > 0 {
-			t.Fatalf("step %d: %v %v", step, failures, err)
-		}
-		sameAsFresh(t, step, tr, set)
+		set, tr = buildStep(t, b, step, files, set, tr)
 		if web := set.Dataplane("prod", "web-1"); web != nil && tr.index.RoutesOf(web, "backend").Routed() {
 			routed++
 		}
@@ -137,6 +130,20 @@ spec:
 	if routed < 10 {
 		t.Errorf("web-1 was routed in %d steps of 50: the test hardly covers routes", routed)
 	}
+}
+
+// buildStep loads files and builds them from set and tr, as the daemon
+// builds a commit from the one it serves, and checks the result against a
+// fresh build.
+func buildStep(t *testing.T, b *Builder, step int, files fstest.MapFS, set *schema.Set, tr *Translation) (*schema.Set, *Translation) {
+	t.Helper()
+	next := keepUnchanged(set, schematest.Load(t, files))
+	built, _, failures, err := b.Build(context.Background(), next, schema.DiffSets(set, next), tr)
+	if err != nil || len(failures) > 0 {
+		t.Fatalf("step %d: %v %v", step, failures, err)
+	}
+	sameAsFresh(t, step, built, next)
+	return next, built
 }
 
 // keepUnchanged is next with prev's values for the resources that did not

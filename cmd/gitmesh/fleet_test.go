@@ -18,8 +18,6 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
 	"github.com/chromedp/chromedp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gitmesh/gitmesh/api"
 	"github.com/gitmesh/gitmesh/examples/bookinfo/app"
@@ -347,16 +345,7 @@ func TestFleetMTLSAcrossReplicas(t *testing.T) {
 // versions from holds.
 func resumeOn(t *testing.T, p *process, from *adstest.Client) *adstest.Client {
 	t.Helper()
-	conn, err := grpc.NewClient(p.xds, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := adstest.Dial(conn, from.Node, adstest.Options{Resume: from})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); conn.Close() })
-	return c
+	return dialAddrWith(t, p.xds, from.Node, adstest.Options{Resume: from})
 }
 
 // noPush checks that c, a proxy that reconnected to p naming what it
@@ -417,21 +406,12 @@ func TestFleetRecordsNACKsOfEveryReplica(t *testing.T) {
 	}
 	var reject atomic.Value
 	reject.Store("")
-	conn, err := grpc.NewClient(f.procs[follower].xds, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c, err := adstest.Dial(conn, "default.backend-01", adstest.Options{Reject: func(resp *discoverygrpc.DiscoveryResponse) error {
+	c := dialAddrWith(t, f.procs[follower].xds, "default.backend-01", adstest.Options{Reject: func(resp *discoverygrpc.DiscoveryResponse) error {
 		if bad := reject.Load().(string); bad != "" && strings.HasPrefix(resp.VersionInfo, bad) {
 			return fmt.Errorf("listener refused by the test")
 		}
 		return nil
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	waitVersionPrefix(t, c, c1)
 	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/web-to-backend.yaml")
 	h := gittest.Commit(t, r.work, "Stop web from calling backend", nil)

@@ -13,8 +13,6 @@ import (
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gitmesh/gitmesh/reconcile/gittest"
 	"github.com/gitmesh/gitmesh/xds/adstest"
@@ -243,21 +241,12 @@ func TestGrafanaDashboard(t *testing.T) {
 	r := newRemote(t)
 	c1 := r.push(t, "Initial policies", policyFiles(t))
 	s := startServe(t, serveOptions{repo: r.url, path: "policies", stateDir: t.TempDir(), webhookSecretFile: writeSecret(t, webhookSecret)})
-	conn, err := grpc.NewClient(s.app.xdsLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	backend, err := adstest.Dial(conn, "default.backend-01", adstest.Options{Reject: func(resp *discoverygrpc.DiscoveryResponse) error {
+	backend := dialAddrWith(t, s.app.xdsLis.Addr().String(), "default.backend-01", adstest.Options{Reject: func(resp *discoverygrpc.DiscoveryResponse) error {
 		if resp.TypeUrl == resource.ListenerType && !strings.HasPrefix(resp.VersionInfo, c1[:12]) {
 			return errors.New("listener refused by this proxy")
 		}
 		return nil
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
 	s.waitCommit(t, backend, c1)
 	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/web-to-backend.yaml")
 	r.push(t, "Stop web from calling backend", nil)

@@ -47,6 +47,15 @@ func (r *remote) push(t *testing.T, msg string, files map[string]string) string 
 	return h
 }
 
+// pushTwo pushes the bundled policies (c1), then the same without the
+// permission that lets web call backend (c2).
+func (r *remote) pushTwo(t *testing.T) (c1, c2 string) {
+	t.Helper()
+	c1 = r.push(t, "Initial policies", policyFiles(t))
+	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/web-to-backend.yaml")
+	return c1, r.push(t, "Stop web from calling backend", nil)
+}
+
 // cli runs a client command against the daemon at api with the token file
 // of stateDir.
 func cli(t *testing.T, api, stateDir string, args ...string) (int, string, string) {
@@ -143,9 +152,7 @@ func TestServeRollbackAndResumeFromTheCLI(t *testing.T) {
 // after a restart the pin, the history and what is served are all there.
 func TestServeSurvivesKill9(t *testing.T) {
 	r := newRemote(t)
-	c1 := r.push(t, "Initial policies", policyFiles(t))
-	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/web-to-backend.yaml")
-	c2 := r.push(t, "Stop web from calling backend", nil)
+	c1, c2 := r.pushTwo(t)
 	stateDir := t.TempDir()
 
 	p := startProcess(t, "serve", "--repo", r.url, "--path", "policies", "--state-dir", stateDir, "--interval", "200ms")
@@ -299,11 +306,17 @@ func waitVersionPrefix(t *testing.T, c *adstest.Client, commit string) {
 // dialAddr opens an ADS stream to the xDS server at addr as node.
 func dialAddr(t *testing.T, addr, node string) *adstest.Client {
 	t.Helper()
+	return dialAddrWith(t, addr, node, adstest.Options{})
+}
+
+// dialAddrWith is dialAddr with the client's options.
+func dialAddrWith(t *testing.T, addr, node string, opts adstest.Options) *adstest.Client {
+	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := adstest.Dial(conn, node, adstest.Options{})
+	c, err := adstest.Dial(conn, node, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,21 +336,12 @@ func TestServeRollbackOnNACK(t *testing.T) {
 
 	var reject atomic.Value // the commit whose listeners the proxy rejects
 	reject.Store("none")
-	conn, err := grpc.NewClient(s.app.xdsLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	backend, err := adstest.Dial(conn, "default.backend-01", adstest.Options{Reject: func(resp *discoverygrpc.DiscoveryResponse) error {
+	backend := dialAddrWith(t, s.app.xdsLis.Addr().String(), "default.backend-01", adstest.Options{Reject: func(resp *discoverygrpc.DiscoveryResponse) error {
 		if resp.TypeUrl == resource.ListenerType && strings.HasPrefix(resp.VersionInfo, reject.Load().(string)) {
 			return errors.New("listener inbound:10.0.0.20:10080: filter chain refused by this proxy")
 		}
 		return nil
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
 	s.waitCommit(t, backend, c1)
 
 	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/web-to-backend.yaml")

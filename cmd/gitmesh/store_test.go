@@ -88,9 +88,7 @@ func (s *pgStore) row(t *testing.T, key string) (data []byte, encrypted, ok bool
 func TestServeOnPostgresSurvivesRestart(t *testing.T) {
 	pg := newPGStore(t)
 	r := newRemote(t)
-	c1 := r.push(t, "Initial policies", policyFiles(t))
-	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/web-to-backend.yaml")
-	c2 := r.push(t, "Stop web from calling backend", nil)
+	c1, c2 := r.pushTwo(t)
 
 	dir1 := t.TempDir()
 	args := append([]string{"serve", "--repo", r.url, "--path", "policies", "--interval", "200ms"}, pg.flags()...)
@@ -155,9 +153,7 @@ func TestServeOnPostgresSurvivesRestart(t *testing.T) {
 func TestServeOnPostgresFailsStatic(t *testing.T) {
 	pg := newPGStore(t)
 	r := newRemote(t)
-	c1 := r.push(t, "Initial policies", policyFiles(t))
-	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/web-to-backend.yaml")
-	c2 := r.push(t, "Stop web from calling backend", nil)
+	c1, c2 := r.pushTwo(t)
 	dir := t.TempDir()
 	p := startProcess(t, append([]string{"serve", "--repo", r.url, "--path", "policies", "--state-dir", dir, "--interval", "200ms"}, pg.flags()...)...)
 	waitHTTPStatus(t, p.api, func(st reconcile.Status) bool { return st.Ready && string(st.Published.Hash) == c2 })
@@ -216,9 +212,7 @@ func TestServeOnPostgresFailsStatic(t *testing.T) {
 func TestStoreImportRoundTrip(t *testing.T) {
 	pg := newPGStore(t)
 	r := newRemote(t)
-	c1 := r.push(t, "Initial policies", policyFiles(t))
-	gittest.Git(t, r.work, "rm", "-q", "policies/permissions/web-to-backend.yaml")
-	c2 := r.push(t, "Stop web from calling backend", nil)
+	c1, c2 := r.pushTwo(t)
 	dir := t.TempDir()
 	serveArgs := []string{"serve", "--repo", r.url, "--path", "policies", "--interval", "200ms"}
 	p := startProcess(t, append(serveArgs, "--state-dir", dir)...)

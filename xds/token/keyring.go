@@ -139,6 +139,11 @@ func readKeyring(stateDir string) (*keyring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("token keyring %s: %w", KeyFile, pathless(err))
 	}
+	return parseKeyring(b)
+}
+
+// parseKeyring reads a keyring document, bounded by maxKeyringBytes.
+func parseKeyring(b []byte) (*keyring, error) {
 	if len(b) > maxKeyringBytes {
 		return nil, fmt.Errorf("token keyring %s: larger than %d bytes", KeyFile, maxKeyringBytes)
 	}
@@ -199,14 +204,7 @@ func (k *Keeper) keyring(ctx context.Context) (*keyring, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxKeyringBytes {
-		return nil, fmt.Errorf("token keyring %s: larger than %d bytes", KeyFile, maxKeyringBytes)
-	}
-	kr, err := unmarshalKeyring(b)
-	if err != nil {
-		return nil, fmt.Errorf("token keyring %s: %w", KeyFile, err)
-	}
-	return kr, nil
+	return parseKeyring(b)
 }
 
 // legacyKey reads LegacyKeyFile of a state directory; a shared store has
